@@ -1,0 +1,62 @@
+"""What a question turns into: the answer text, its sources, and what produced it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange in a thread, carried into follow-up questions."""
+
+    question: str
+    answer: str
+
+
+@dataclass
+class Source:
+    """One cited chunk. `number` is the [n] the answer text uses."""
+
+    number: int
+    title: str
+    path: str  # file path or URL
+    snippet: str
+    chunk_id: str
+    score: float
+    section: str = ""
+    url: str = ""  # a link the chat platforms can render, when the document has one
+
+    @property
+    def link(self) -> str:
+        return self.url or self.path
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    sources: list[Source]
+    model: str
+    collection: str
+    abstained: bool = False
+    # Everything retrieved (not only the cited sources), for the feedback store and training.
+    retrieved: list[Source] = field(default_factory=list)
+    context: str = ""  # the context block exactly as the prompt carried it
+    prompt: list[dict[str, str]] = field(default_factory=list)  # chat messages sent to the model
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, retrieve, generate, total
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format_plain(self) -> str:
+        """Text for terminals: the answer, then numbered sources."""
+        lines = [self.text.strip()]
+        if self.sources:
+            lines.append("")
+            lines.append("Sources:")
+            for s in self.sources:
+                where = f"{s.link}" + (f" § {s.section}" if s.section else "")
+                lines.append(f"  [{s.number}] {s.title} — {where}")
+        return "\n".join(lines)

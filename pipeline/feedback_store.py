@@ -1,0 +1,219 @@
+"""Durable store of answers and their 👍/👎 ratings, shared by the bots and `training/`.
+
+SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale) works. User ids are stored
+only as salted hashes. One rating per (answer, user): the last vote wins, and a later reason
+or correction is added to that same rating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, func, select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from pipeline.answer import Answer, Turn
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hash_user(platform: str, user_id: str, salt: str = "") -> str:
+    return hashlib.sha256(f"{salt}:{platform}:{user_id}".encode()).hexdigest()[:32]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AnswerRecord(Base):
+    __tablename__ = "answers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    platform: Mapped[str] = mapped_column(String(16))
+    workspace: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+    question: Mapped[str] = mapped_column(Text)
+    collection: Mapped[str] = mapped_column(String(128), default="")
+    retrieved: Mapped[list] = mapped_column(JSON, default=list)  # [{chunk_id, title, path, text, score}]
+    context: Mapped[str] = mapped_column(Text, default="")
+    prompt: Mapped[list] = mapped_column(JSON, default=list)  # chat messages sent to the model
+    answer_text: Mapped[str] = mapped_column(Text)
+    abstained: Mapped[bool] = mapped_column(default=False)
+    model: Mapped[str] = mapped_column(String(128))
+    timings: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
+
+
+class RatingRecord(Base):
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("answer_id", "user_hash", name="one_rating_per_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), index=True)
+    user_hash: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(Integer)  # +1 or -1
+    reason: Mapped[str | None] = mapped_column(Text)
+    correction: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    answer: Mapped[AnswerRecord] = relationship(back_populates="ratings")
+
+
+class UnknownAnswer(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    model: str
+    answers: int
+    up: int
+    down: int
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged vote survives a crash
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class FeedbackStore:
+    def __init__(self, url: str, *, user_salt: str = "") -> None:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._salt = user_salt
+
+    @classmethod
+    def from_settings(cls, settings) -> "FeedbackStore":
+        salt = settings.user_hash_salt.get_secret_value() if settings.user_hash_salt else ""
+        return cls(settings.feedback_url, user_salt=salt)
+
+    def user_hash(self, platform: str, user_id: str) -> str:
+        return hash_user(platform, user_id, self._salt)
+
+    # ------------------------------------------------------------------ answers
+
+    def record_answer(
+        self, answer: Answer, *, platform: str, user_id: str | None = None, workspace: str | None = None,
+        channel: str | None = None, thread: str | None = None, message_id: str | None = None,
+    ) -> None:
+        record = AnswerRecord(
+            id=answer.id, platform=platform, workspace=workspace, channel=channel, thread=thread,
+            message_id=message_id, user_hash=self.user_hash(platform, user_id) if user_id else None,
+            question=answer.question, collection=answer.collection,
+            retrieved=[
+                {"chunk_id": s.chunk_id, "title": s.title, "path": s.path, "text": s.snippet, "score": s.score}
+                for s in answer.retrieved
+            ],
+            context=answer.context, prompt=answer.prompt, answer_text=answer.text,
+            abstained=answer.abstained, model=answer.model, timings=answer.timings,
+        )
+        with Session(self.engine) as session, session.begin():
+            session.merge(record)
+
+    def set_message_id(self, answer_id: str, message_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            record = session.get(AnswerRecord, answer_id)
+            if record is None:
+                raise UnknownAnswer(answer_id)
+            record.message_id = message_id
+
+    def answer_for_message(self, platform: str, message_id: str) -> str | None:
+        with Session(self.engine) as session:
+            return session.scalar(
+                select(AnswerRecord.id).where(AnswerRecord.platform == platform, AnswerRecord.message_id == message_id)
+            )
+
+    def thread_history(self, platform: str, channel: str | None, thread: str | None, limit: int) -> list[Turn]:
+        """The last `limit` question/answer turns of a thread, oldest first (thread memory)."""
+        if not thread or limit <= 0:
+            return []
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(AnswerRecord.question, AnswerRecord.answer_text)
+                .where(AnswerRecord.platform == platform, AnswerRecord.channel == channel, AnswerRecord.thread == thread)
+                .order_by(AnswerRecord.created_at.desc())
+                .limit(limit)
+            ).all()
+        return [Turn(question=q, answer=a) for q, a in reversed(rows)]
+
+    def get_answer(self, answer_id: str) -> AnswerRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(AnswerRecord, answer_id)
+
+    # ------------------------------------------------------------------ ratings
+
+    def rate(
+        self, answer_id: str, *, platform: str, user_id: str, value: int,
+        reason: str | None = None, correction: str | None = None,
+    ) -> RatingRecord:
+        """Record or replace this user's vote on an answer (last write wins)."""
+        if value not in (1, -1):
+            raise ValueError(f"a rating is +1 or -1, got {value!r}")
+        user = self.user_hash(platform, user_id)
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            if session.get(AnswerRecord, answer_id) is None:
+                raise UnknownAnswer(answer_id)
+            rating = session.scalar(
+                select(RatingRecord).where(RatingRecord.answer_id == answer_id, RatingRecord.user_hash == user)
+            )
+            if rating is None:
+                rating = RatingRecord(answer_id=answer_id, user_hash=user, value=value)
+                session.add(rating)
+            elif rating.value != value:
+                # A changed vote drops the explanation given for the old one.
+                rating.reason = rating.correction = None
+            rating.value = value
+            rating.updated_at = _now()
+            if reason is not None:
+                rating.reason = reason.strip() or None
+            if correction is not None:
+                rating.correction = correction.strip() or None
+        return rating
+
+    def ratings(self, answer_id: str) -> list[RatingRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(select(RatingRecord).where(RatingRecord.answer_id == answer_id)))
+
+    def rated_answers(self) -> Iterator[tuple[AnswerRecord, list[RatingRecord]]]:
+        """Every answer with at least one rating, oldest first (for SFT export)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            rated = select(RatingRecord.answer_id).distinct()
+            for record in session.scalars(
+                select(AnswerRecord).where(AnswerRecord.id.in_(rated)).order_by(AnswerRecord.created_at)
+            ):
+                yield record, list(record.ratings)
+
+    def stats(self) -> list[ModelStats]:
+        with Session(self.engine) as session:
+            answers = dict(session.execute(select(AnswerRecord.model, func.count()).group_by(AnswerRecord.model)).all())
+            votes = session.execute(
+                select(AnswerRecord.model, RatingRecord.value, func.count())
+                .join(RatingRecord, RatingRecord.answer_id == AnswerRecord.id)
+                .group_by(AnswerRecord.model, RatingRecord.value)
+            ).all()
+        up = {m: n for m, v, n in votes if v == 1}
+        down = {m: n for m, v, n in votes if v == -1}
+        return [ModelStats(m, answers[m], up.get(m, 0), down.get(m, 0)) for m in sorted(answers)]

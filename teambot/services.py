@@ -1,0 +1,193 @@
+"""Real Weaviate and Ollama servers on loopback, built from source with `go install`.
+
+No Docker engine is assumed. Binaries are cached under `cache_dir/bin/<name>-<version>/`, so
+only the first run pays for the build. A server already answering at the configured URL is
+used as it is and never stopped by us.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from teambot.settings import Settings
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str  # go install target
+    binary: str
+    health_path: str
+
+    def version(self, settings: Settings) -> str:
+        return getattr(settings, f"{self.name}_version")
+
+    def url(self, settings: Settings) -> str:
+        return getattr(settings, f"{self.name}_url")
+
+    def binary_path(self, settings: Settings) -> Path:
+        return settings.cache_dir / "bin" / f"{self.name}-{self.version(settings)}" / self.binary
+
+    def pid_file(self, settings: Settings) -> Path:
+        return settings.data_dir / "run" / f"{self.name}.pid"
+
+    def log_file(self, settings: Settings) -> Path:
+        return settings.data_dir / "logs" / f"{self.name}.log"
+
+
+WEAVIATE = Service("weaviate", "github.com/weaviate/weaviate/cmd/weaviate-server", "weaviate-server", "/v1/.well-known/ready")
+OLLAMA = Service("ollama", "github.com/ollama/ollama", "ollama", "/api/version")
+SERVICES = (WEAVIATE, OLLAMA)
+
+
+def is_ready(service: Service, settings: Settings, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(service.url(settings) + service.health_path, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def build(service: Service, settings: Settings, log=print) -> Path:
+    """`go install` the pinned tag once; later calls return the cached binary."""
+    target = service.binary_path(settings)
+    if target.exists():
+        return target
+    if shutil.which("go") is None:
+        raise ServiceError(f"building {service.name} needs the Go toolchain (`go`) on PATH")
+    if service is OLLAMA and not Path("/usr/include/nlohmann/json_fwd.hpp").exists():
+        # Go module zips drop `vendor/` folders, and with them llama.cpp's bundled nlohmann/json.
+        raise ServiceError("building ollama needs nlohmann/json headers: apt-get install nlohmann-json3-dev")
+    version = service.version(settings)
+    log(f"building {service.name} {version} with go install (first run only, several minutes)…")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"teambot-{service.name}-") as gobin:
+        env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod"}
+        proc = subprocess.run(
+            ["go", "install", f"{service.module}@{version}"], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise ServiceError(f"go install of {service.name} {version} failed:\n{tail}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(gobin) / service.binary), target)
+    log(f"built {service.name} {version} in {time.monotonic() - started:.0f}s → {target}")
+    return target
+
+
+def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[str], dict[str, str]]:
+    url = urlparse(service.url(settings))
+    host, port = url.hostname or "127.0.0.1", url.port
+    data = settings.data_dir / service.name
+    data.mkdir(parents=True, exist_ok=True)
+    if service is WEAVIATE:
+        env = {
+            "PERSISTENCE_DATA_PATH": str(data),
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
+            "DEFAULT_VECTORIZER_MODULE": "none",
+            "ENABLE_MODULES": "",
+            "GRPC_PORT": str(settings.weaviate_grpc_port),
+            "CLUSTER_HOSTNAME": "teambot",
+            "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+            "DISABLE_TELEMETRY": "true",
+            "LOG_LEVEL": "warning",
+            "QUERY_DEFAULTS_LIMIT": "25",
+        }
+        return [str(binary), "--host", host, "--port", str(port or 8080), "--scheme", "http"], env
+    env = {
+        "OLLAMA_HOST": f"{host}:{port or 11434}",
+        "OLLAMA_MODELS": str(data / "models"),
+        "OLLAMA_KEEP_ALIVE": "30m",
+        "OLLAMA_NOPRUNE": "1",
+    }
+    return [str(binary), "serve"], env
+
+
+def start(service: Service, settings: Settings, log=print, wait: float = 120.0) -> str:
+    """Start the service unless one already answers; returns 'running', 'external' or 'started'."""
+    if is_ready(service, settings):
+        pid = _read_pid(service, settings)
+        return "running" if pid and _alive(pid) else "external"
+    binary = build(service, settings, log=log)
+    cmd, extra_env = _command(service, settings, binary)
+    log_path = service.log_file(settings)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    pid_file = service.pid_file(settings)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+            raise ServiceError(f"{service.name} exited with code {proc.returncode}; log {log_path}:\n{tail}")
+        if is_ready(service, settings, timeout=1.0):
+            return "started"
+        time.sleep(0.25)
+    raise ServiceError(f"{service.name} did not become ready within {wait:.0f}s; see {log_path}")
+
+
+def stop(service: Service, settings: Settings, timeout: float = 30.0) -> str:
+    pid = _read_pid(service, settings)
+    if not pid or not _alive(pid):
+        service.pid_file(settings).unlink(missing_ok=True)
+        return "external" if is_ready(service, settings) else "not running"
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    service.pid_file(settings).unlink(missing_ok=True)
+    return "stopped"
+
+
+def _read_pid(service: Service, settings: Settings) -> int | None:
+    try:
+        return int(service.pid_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; check its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    report: dict[str, dict[str, object]] = {}
+    for service in SERVICES:
+        pid = _read_pid(service, settings)
+        report[service.name] = {
+            "url": service.url(settings),
+            "ready": is_ready(service, settings),
+            "managed": bool(pid and _alive(pid)),
+            "binary_cached": service.binary_path(settings).exists(),
+        }
+    return report

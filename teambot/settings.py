@@ -1,0 +1,147 @@
+"""All of teambot's configuration, read from `TEAMBOT_*` environment variables and `.env`.
+
+The README's configuration table is generated from the field descriptions here
+(`teambot config --markdown`), so this module is the one source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_MODEL = "teambot-dev"
+PRODUCTION_MODEL = "llama2:7b-chat"
+
+
+class SettingsError(ValueError):
+    """Raised with a readable, one-line-per-field message when configuration is invalid."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEAMBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage ---
+    data_dir: Path = Field(
+        Path.home() / ".local/share/teambot",
+        description="Where server data, the feedback DB, training runs and logs live.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache/teambot",
+        description="Built server binaries and assembled model files, keyed by version.",
+    )
+    feedback_db_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the feedback store; empty means SQLite in data_dir.",
+    )
+
+    # --- Weaviate ---
+    weaviate_url: str = Field("http://127.0.0.1:8080", description="Weaviate REST endpoint.")
+    weaviate_grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate gRPC port.")
+    weaviate_version: str = Field("v1.38.10", description="Weaviate tag built by `services up`.")
+    collection: str = Field("TeambotDocs", description="Default Weaviate collection.")
+    channel_collections: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='Channel/guild id → collection, JSON (`{"C0123":"Sales"}`).',
+    )
+
+    # --- Ollama ---
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Ollama endpoint.")
+    ollama_version: str = Field("v0.24.0", description="Ollama tag built by `services up`.")
+    model: str = Field(
+        DEV_MODEL,
+        description=f"Chat model served by Ollama; `{PRODUCTION_MODEL}` in production.",
+    )
+    generation_timeout: float = Field(120.0, gt=0, description="Seconds before a generation is abandoned.")
+    max_answer_tokens: int = Field(384, ge=16, le=8192, description="Upper bound on answer length.")
+    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+
+    # --- retrieval ---
+    embedder: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence-transformers model: a path, or the packaged `all-MiniLM-L6-v2`.",
+    )
+    chunk_words: int = Field(120, ge=20, le=2000, description="Words per chunk.")
+    chunk_overlap: int = Field(30, ge=0, le=1000, description="Words shared by neighbouring chunks.")
+    top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight: 0 = BM25 only, 1 = vector only.")
+    min_similarity: float = Field(
+        0.30, ge=-1, le=1, description="Below this cosine similarity the bot abstains."
+    )
+    history_turns: int = Field(3, ge=0, le=20, description="Thread turns carried into follow-ups.")
+    max_question_chars: int = Field(4000, ge=100, description="Longer questions are refused.")
+
+    # --- chat platforms (secrets: never printed) ---
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
+    slack_app_token: SecretStr | None = Field(None, description="Slack app token for Socket Mode (xapp-…).")
+    slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode).")
+    discord_token: SecretStr | None = Field(None, description="Discord bot token.")
+    discord_dev_guild: int | None = Field(None, description="Sync /ask to this guild only (development).")
+    user_hash_salt: SecretStr | None = Field(None, description="Salt for hashing user ids in the feedback store.")
+    http_port: int = Field(3000, ge=1, le=65535, description="Port of the Slack HTTP mode server.")
+
+    @field_validator("channel_collections", mode="before")
+    @classmethod
+    def _parse_mapping(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object, got {value[:40]!r} ({exc.msg})") from None
+        return value
+
+    @field_validator("weaviate_url", "ollama_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_words:
+            raise ValueError("chunk_overlap must be smaller than chunk_words")
+        return self
+
+    @property
+    def feedback_url(self) -> str:
+        return self.feedback_db_url or f"sqlite:///{self.data_dir / 'feedback.db'}"
+
+    @property
+    def weaviate_host_port(self) -> tuple[str, int]:
+        rest = self.weaviate_url.split("://", 1)[1]
+        host, _, port = rest.partition(":")
+        return host, int(port or 80)
+
+    def collection_for(self, *keys: str | int | None) -> str:
+        """The collection of the first key (channel, then workspace/guild) that is mapped."""
+        for key in keys:
+            if key is not None and str(key) in self.channel_collections:
+                return self.channel_collections[str(key)]
+        return self.collection
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from env/.env, turning pydantic's errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"TEAMBOT_{field.upper()}" if err["loc"] else "settings"
+            lines.append(f"{env}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
