@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -68,14 +70,14 @@ def build(service: Service, settings: Settings, log=print) -> Path:
         return target
     if shutil.which("go") is None:
         raise ServiceError(f"building {service.name} needs the Go toolchain (`go`) on PATH")
-    if service is OLLAMA and not Path("/usr/include/nlohmann/json_fwd.hpp").exists():
-        # Go module zips drop `vendor/` folders, and with them llama.cpp's bundled nlohmann/json.
-        raise ServiceError("building ollama needs nlohmann/json headers: apt-get install nlohmann-json3-dev")
     version = service.version(settings)
+    env = {**os.environ, "CGO_ENABLED": "1"}
+    if service is OLLAMA:
+        env["CPATH"] = os.pathsep.join(filter(None, [str(_llama_vendor_headers(settings)), env.get("CPATH")]))
     log(f"building {service.name} {version} with go install (first run only, several minutes)…")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"teambot-{service.name}-") as gobin:
-        env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod"}
+        env["GOBIN"] = gobin
         proc = subprocess.run(
             ["go", "install", f"{service.module}@{version}"], env=env, capture_output=True, text=True
         )
@@ -86,6 +88,40 @@ def build(service: Service, settings: Settings, log=print) -> Path:
         shutil.move(str(Path(gobin) / service.binary), target)
     log(f"built {service.name} {version} in {time.monotonic() - started:.0f}s → {target}")
     return target
+
+
+MINIAUDIO_SDIST = "miniaudio==1.71"  # carries miniaudio.h 0.11.25, the API llama.cpp's mtmd uses
+
+
+def _llama_vendor_headers(settings: Settings) -> Path:
+    """Headers of llama.cpp's `vendor/` folder, which Go module zips leave out.
+
+    nlohmann/json and stb come from Debian packages; miniaudio.h from the `miniaudio` sdist on PyPI.
+    """
+    missing = [pkg for header, pkg in (
+        ("/usr/include/nlohmann/json_fwd.hpp", "nlohmann-json3-dev"),
+        ("/usr/include/stb/stb_image.h", "libstb-dev"),
+    ) if not Path(header).exists()]
+    if missing:
+        raise ServiceError(f"building ollama needs C headers: apt-get install {' '.join(missing)}")
+    include = settings.cache_dir / "include"
+    header = include / "miniaudio" / "miniaudio.h"
+    if header.exists():
+        return include
+    with tempfile.TemporaryDirectory(prefix="teambot-miniaudio-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp, MINIAUDIO_SDIST],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise ServiceError(f"could not fetch {MINIAUDIO_SDIST} for miniaudio.h:\n{proc.stderr[-800:]}")
+        sdist = next(Path(tmp).glob("miniaudio-*.tar.gz"))
+        with tarfile.open(sdist) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("/miniaudio/miniaudio.h"))
+            data = tar.extractfile(member).read()
+    header.parent.mkdir(parents=True, exist_ok=True)
+    header.write_bytes(data)
+    return include
 
 
 def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[str], dict[str, str]]:

