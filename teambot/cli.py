@@ -107,15 +107,76 @@ def _not_built(verb: str, issue: str) -> None:
 
 
 @app.command()
-def ingest(paths: list[Path] = typer.Argument(..., help="Files or folders to index.")) -> None:
-    """Index documents into Weaviate (incremental)."""
-    _not_built("ingest", "RAG pipeline")
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders to index."),
+    collection: Optional[str] = typer.Option(None, "--collection", "-c", help="Target collection (team)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Index documents into Weaviate; only changed files are re-indexed, deleted ones removed."""
+    from tqdm import tqdm
+
+    from pipeline.errors import TeambotError
+    from pipeline.indexing import Indexer
+    from pipeline.stores import InvalidCollectionName
+
+    settings = _settings()
+    try:
+        indexer = Indexer(settings, collection)
+    except InvalidCollectionName as exc:
+        _fail(str(exc), code=2)
+    bar = tqdm(total=0, unit="file", disable=not progress, file=sys.stderr)
+
+    def on_progress(n: int, total: int, path: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(Path(path).name[-30:])
+        bar.update(1)
+
+    try:
+        report = indexer.ingest(paths, on_progress=on_progress)
+    except TeambotError as exc:
+        bar.close()
+        _fail(f"{exc.user_message} ({exc})")
+    bar.close()
+    for skipped in report.skipped:
+        typer.secho(f"skipped {skipped.path}: {skipped.reason}", fg="yellow", err=True)
+    typer.echo(report.summary())
 
 
 @app.command()
-def ask(question: str) -> None:
+def ask(
+    question: str,
+    collection: Optional[str] = typer.Option(None, "--collection", "-c", help="Collection (team) to search."),
+    stream: bool = typer.Option(True, help="Print the answer as it is generated."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole answer object as JSON."),
+) -> None:
     """Answer a question from the indexed documents, with sources."""
-    _not_built("ask", "RAG pipeline")
+    from pipeline.errors import TeambotError
+    from pipeline.querying import AnswerService
+
+    settings = _settings()
+    service = AnswerService(settings)
+    streamed = stream and not as_json
+
+    def on_token(delta: str) -> None:
+        typer.echo(delta, nl=False)
+
+    try:
+        answer = service.ask(question, collection=collection, on_token=on_token if streamed else None)
+    except TeambotError as exc:
+        _fail(exc.user_message)
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), indent=2, default=str))
+        return
+    if streamed:
+        typer.echo("\n")
+        typer.echo(answer.format_plain().split("\n", 1)[1].lstrip("\n") if answer.sources else "", nl=bool(answer.sources))
+    else:
+        typer.echo(answer.format_plain())
+    t = answer.timings
+    typer.secho(
+        f"[{answer.model} · retrieve {t.get('retrieve', 0):.2f}s · generate {t.get('generate', 0):.1f}s]",
+        fg="bright_black", err=True,
+    )
 
 
 @app.command()
@@ -126,8 +187,14 @@ def slack() -> None:
 
 @app.command()
 def discord() -> None:
-    """Run the Discord bot."""
-    _not_built("discord", "Discord adapter")
+    """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
+    from bots.discord_app import DiscordSetupError, run_bot
+    from pipeline.errors import TeambotError
+
+    try:
+        run_bot(_settings())
+    except (DiscordSetupError, TeambotError) as exc:
+        _fail(str(exc), code=2)
 
 
 @feedback_app.command("stats")
@@ -137,27 +204,113 @@ def feedback_stats() -> None:
 
 
 @feedback_app.command("export")
-def feedback_export() -> None:
-    """Build the SFT dataset from rated answers."""
-    _not_built("feedback export", "training loop")
+def feedback_export(
+    min_examples: Optional[int] = typer.Option(None, help="Refuse below this many (default TEAMBOT_TRAIN_MIN_EXAMPLES)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Drop longer examples (default TEAMBOT_TRAIN_MAX_TOKENS)."),
+) -> None:
+    """Build the SFT dataset from rated answers (👍 as given, 👎 with a correction)."""
+    from training.export import ExportRefused, export
+
+    settings = _settings()
+    try:
+        result = export(settings, max_tokens=max_tokens, min_examples=min_examples)
+    except ExportRefused as exc:
+        typer.echo(exc.result.format())
+        _fail(str(exc))
+    typer.echo(result.format())
 
 
 @app.command()
-def train() -> None:
-    """LoRA fine-tune the model on exported feedback."""
-    _not_built("train", "training loop")
+def train(
+    base: Optional[str] = typer.Option(None, help="gemma3-270m, qwen2.5-coder-0.5b, an HF id or path."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Name of the run (default: a timestamp)."),
+    epochs: float = typer.Option(3.0, min=0.01),
+    max_steps: int = typer.Option(-1, help="Stop after this many steps (overrides --epochs)."),
+    batch_size: int = typer.Option(4, min=1),
+    grad_accum: int = typer.Option(1, min=1),
+    learning_rate: float = typer.Option(2e-4, "--lr", min=0.0),
+    lora_r: int = typer.Option(16, min=1),
+    lora_alpha: int = typer.Option(32, min=1),
+    target_modules: str = typer.Option("all-linear", help="all-linear or e.g. q_proj,v_proj."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per example (default TEAMBOT_TRAIN_MAX_TOKENS)."),
+    eval_steps: int = typer.Option(10, min=1, help="Evaluate (and maybe stop early) every N steps."),
+    patience: int = typer.Option(3, min=1, help="Evaluations without improvement before stopping."),
+    seed: int = typer.Option(42),
+    load_in_4bit: bool = typer.Option(False, "--4bit", help="QLoRA (CUDA + bitsandbytes)."),
+) -> None:
+    """LoRA fine-tune the base model on the exported feedback dataset."""
+    from training.bases import UnknownBase
+    from training.train import TrainError, TrainOptions
+    from training.train import train as run_training
+
+    settings = _settings()
+    options = TrainOptions(
+        base=base, run_id=run_id, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+        learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha, target_modules=target_modules,
+        max_length=max_length, eval_steps=eval_steps, patience=patience, seed=seed, load_in_4bit=load_in_4bit,
+    )
+    try:
+        run_dir = run_training(settings, options, log=lambda m: typer.echo(m, err=True))
+    except (TrainError, UnknownBase, ValueError) as exc:
+        _fail(str(exc))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    typer.echo(f"run {run_dir.name}: {metrics['steps']} steps, train loss {metrics['train_loss_before']:.3f} → "
+               f"{metrics['train_loss_after']:.3f}, eval loss {metrics['eval_loss_before']:.3f} → "
+               f"{metrics['eval_loss_after']:.3f}")
+    typer.echo(f"adapter: {run_dir / 'adapter'}\nnext: teambot eval --run {run_dir.name}")
 
 
 @app.command("eval")
-def evaluate() -> None:
-    """Compare a fine-tuned model with its base."""
-    _not_built("eval", "training loop")
+def evaluate(
+    run: str = typer.Option("latest", help="Run id under data_dir/runs, or latest."),
+    max_new_tokens: int = typer.Option(96, min=1, help="Length cap of generated answers."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N held-out examples."),
+) -> None:
+    """Compare a fine-tuned run with its base on the held-out examples; writes report.json."""
+    from training.evaluate import evaluate_run, format_table
+    from training.runs import RunNotFound, resolve_run
+
+    settings = _settings()
+    try:
+        run_dir = resolve_run(settings, run)
+        report = evaluate_run(settings, run_dir, max_new_tokens=max_new_tokens, limit=limit,
+                              log=lambda m: typer.echo(m, err=True))
+    except (RunNotFound, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(format_table(report))
+    typer.echo(f"report: {run_dir / 'report.json'}")
 
 
 @app.command()
-def publish() -> None:
-    """Publish a fine-tuned model to Ollama."""
-    _not_built("publish", "training loop")
+def publish(
+    run: Optional[str] = typer.Option(None, help="Run id under data_dir/runs, or latest."),
+    activate: bool = typer.Option(False, "--activate", help="Answer with it from the next question on (no restart)."),
+    force: bool = typer.Option(False, "--force", help="Publish even if it was not evaluated or does not beat its base."),
+    rollback: bool = typer.Option(False, "--rollback", help="Switch back to the previously active model."),
+) -> None:
+    """Publish a fine-tuned run to Ollama as teambot-ft-<run>; or roll the active model back."""
+    from training import active_model
+
+    settings = _settings()
+    if rollback:
+        if run:
+            _fail("--rollback takes no --run")
+        typer.echo(f"active model: {active_model.rollback(settings)}")
+        return
+    if not run:
+        _fail("which run? pass --run RUN (or --run latest), or --rollback")
+    from training.publish import PublishRefused
+    from training.publish import publish as publish_run
+    from training.runs import RunNotFound, resolve_run
+
+    try:
+        run_dir = resolve_run(settings, run)
+        published = publish_run(settings, run_dir, activate=activate, force=force, log=lambda m: typer.echo(m, err=True))
+    except (RunNotFound, PublishRefused, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"published {published.model} ({published.route}, {published.seconds:.0f}s) to {settings.ollama_url}")
+    if activate:
+        typer.echo(f"active model: {published.model} (was {published.previous_active}); undo with `teambot publish --rollback`")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,8 +83,22 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode).")
     discord_token: SecretStr | None = Field(None, description="Discord bot token.")
     discord_dev_guild: int | None = Field(None, description="Sync /ask to this guild only (development).")
+    discord_reply_in_thread: bool = Field(
+        False, description="Answer a Discord mention in a new thread instead of a reply in the channel."
+    )
     user_hash_salt: SecretStr | None = Field(None, description="Salt for hashing user ids in the feedback store.")
     http_port: int = Field(3000, ge=1, le=65535, description="Port of the Slack HTTP mode server.")
+
+    # --- fine-tuning (`teambot feedback export`, `train`, `eval`, `publish`) ---
+    train_base_model: str = Field(
+        "",
+        description="Weights to fine-tune: `gemma3-270m`, `qwen2.5-coder-0.5b`, an HF id or path; "
+        "empty = the weights behind `model`.",
+    )
+    train_min_examples: int = Field(20, ge=1, description="Export refuses to write fewer training examples.")
+    train_max_tokens: int = Field(
+        1024, ge=64, le=32768, description="Longest training example in tokens; longer ones are dropped."
+    )
 
     @field_validator("channel_collections", mode="before")
     @classmethod

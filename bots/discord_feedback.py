@@ -1,0 +1,137 @@
+"""👍/👎 on Discord: persistent vote buttons, the "what went wrong?" modal, and reactions.
+
+The buttons' custom_ids carry the answer id, so a click is understood by any running bot
+process, also one started after the answer was posted (they are `DynamicItem`s registered in
+`setup_hook`). Every vote goes straight to the FeedbackStore; the last one per user wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import discord
+
+from pipeline.feedback_store import FeedbackStore, UnknownAnswer
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+VOTE_TEMPLATE = r"teambot:vote:(?P<value>up|down):(?P<answer>[0-9a-f]+)"
+VOTES = {"up": 1, "down": -1}
+
+THANKS = "Thanks for the feedback!"
+THANKS_DETAIL = "Thanks, your feedback was saved. It helps improve the answers."
+UNKNOWN_ANSWER = "I no longer have that answer on record, so the vote could not be saved."
+STORE_DOWN = "Sorry, your vote could not be saved right now. Please try again shortly."
+
+# Skin-tone modifiers and the emoji variation selector: 👍🏽 counts as 👍.
+_EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
+REACTION_VOTES = {"👍": 1, "👎": -1}
+
+
+def vote_for_emoji(name: str | None) -> int | None:
+    """+1 / -1 for a 👍 / 👎 reaction (any skin tone), None for any other emoji."""
+    return REACTION_VOTES.get(_EMOJI_MODIFIERS.sub("", name or ""))
+
+
+class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=VOTE_TEMPLATE):
+    def __init__(self, value: str, answer_id: str) -> None:
+        self.value = value
+        self.answer_id = answer_id
+        up = value == "up"
+        super().__init__(
+            discord.ui.Button(
+                emoji="👍" if up else "👎",
+                label="Helpful" if up else "Not helpful",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"teambot:vote:{value}:{answer_id}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(match["value"], match["answer"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await record_vote(interaction, self.answer_id, VOTES[self.value])
+
+
+def vote_view(answer_id: str) -> discord.ui.View:
+    """The 👍/👎 row under an answer; persistent (no timeout)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(VoteButton("up", answer_id))
+    view.add_item(VoteButton("down", answer_id))
+    return view
+
+
+class ReasonModal(discord.ui.Modal, title="What was wrong with this answer?"):
+    reason = discord.ui.Label(
+        text="What went wrong? (optional)",
+        component=discord.ui.TextInput(style=discord.TextStyle.paragraph, required=False, max_length=1000),
+    )
+    correction = discord.ui.Label(
+        text="A better answer (optional)",
+        component=discord.ui.TextInput(style=discord.TextStyle.paragraph, required=False, max_length=2000),
+    )
+
+    def __init__(self, store: FeedbackStore, answer_id: str) -> None:
+        # A modal left open is forgotten after 15 minutes; the 👎 itself is already stored.
+        super().__init__(timeout=15 * 60)
+        self.store = store
+        self.answer_id = answer_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        reason = self.reason.component.value  # type: ignore[attr-defined]
+        correction = self.correction.component.value  # type: ignore[attr-defined]
+        message = await _rate(
+            self.store, self.answer_id, interaction.user.id, -1, reason=reason, correction=correction
+        )
+        await interaction.response.send_message(message or THANKS_DETAIL, ephemeral=True)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
+        log.exception("feedback modal failed", exc_info=error)
+        if not interaction.response.is_done():
+            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+
+
+async def _rate(
+    store: FeedbackStore, answer_id: str, user_id: int, value: int, *,
+    reason: str | None = None, correction: str | None = None,
+) -> str | None:
+    """Store the vote; returns a message for the user if it could not be stored."""
+    try:
+        await asyncio.to_thread(
+            store.rate, answer_id, platform=PLATFORM, user_id=str(user_id), value=value,
+            reason=reason, correction=correction,
+        )
+    except UnknownAnswer:
+        return UNKNOWN_ANSWER
+    except Exception:
+        log.exception("could not store a vote on answer %s", answer_id)
+        return STORE_DOWN
+    return None
+
+
+async def record_vote(interaction: discord.Interaction, answer_id: str, value: int) -> None:
+    """A button click: store the vote first; a 👎 then asks what went wrong."""
+    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
+    problem = await _rate(store, answer_id, interaction.user.id, value)
+    if problem is None and value < 0:
+        await interaction.response.send_modal(ReasonModal(store, answer_id))
+    else:
+        await interaction.response.send_message(problem or THANKS, ephemeral=True)
+
+
+async def record_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
+    """A 👍/👎 reaction on one of the bot's answers; True if it was stored as a vote."""
+    if payload.user_id == bot_id or (payload.member is not None and payload.member.bot):
+        return False
+    value = vote_for_emoji(payload.emoji.name)
+    if value is None:
+        return False
+    answer_id = await asyncio.to_thread(store.answer_for_message, PLATFORM, str(payload.message_id))
+    if answer_id is None:
+        return False  # a reaction on some other message
+    return await _rate(store, answer_id, payload.user_id, value) is None

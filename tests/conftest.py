@@ -1,0 +1,86 @@
+"""Shared fixtures. Tests run against the real Weaviate and Ollama (`teambot services up`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from teambot.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDBOOK = ROOT / "examples" / "handbook"
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for tests: real servers from the environment, private data dir and feedback DB."""
+    data = tmp_path_factory.mktemp("teambot-data")
+    return load_settings(
+        data_dir=data,
+        feedback_db_url=f"sqlite:///{data / 'feedback.db'}",
+        # Short answers keep the CPU-bound model quick; the behaviour under test is the same.
+        max_answer_tokens=int(os.environ.get("TEAMBOT_TEST_MAX_TOKENS", "80")),
+    )
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Settings:
+    missing = [
+        name for name, url in (
+            ("Weaviate", settings.weaviate_url + "/v1/.well-known/ready"),
+            ("Ollama", settings.ollama_url + "/api/version"),
+        ) if not _ready(url)
+    ]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not reachable: run `teambot services up` first", pytrace=False)
+    return settings
+
+
+@dataclass
+class Handbook:
+    service: "AnswerService"  # noqa: F821
+    collection: str
+    docs: Path  # a private copy of examples/handbook that tests may change
+    indexer: "Indexer"  # noqa: F821
+
+
+def unique_collection(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def drop_collection(settings: Settings, name: str) -> None:
+    from pipeline.stores import document_store, forget_store
+
+    try:
+        document_store(settings, name).client.collections.delete(name)
+    finally:
+        forget_store(settings, name)
+
+
+@pytest.fixture(scope="session")
+def handbook(services: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """The sample handbook ingested into a fresh collection, and an AnswerService over it."""
+    from pipeline.indexing import Indexer
+    from pipeline.querying import AnswerService
+
+    docs = tmp_path_factory.mktemp("handbook") / "handbook"
+    shutil.copytree(HANDBOOK, docs)
+    collection = unique_collection("Handbook")
+    indexer = Indexer(services, collection)
+    report = indexer.ingest([docs])
+    assert not report.skipped, report.skipped
+    yield Handbook(AnswerService(services), collection, docs, indexer)
+    drop_collection(services, collection)

@@ -1,0 +1,421 @@
+"""A local stand-in of Discord for tests: its REST API, and the gateway events Discord would send.
+
+The REST side is an aiohttp server that answers the routes the bot uses the way Discord
+does (message, thread and interaction-callback payloads), records every request, and keeps
+the messages it created so edits and follow-ups behave. The gateway side builds event
+payloads (MESSAGE_CREATE, INTERACTION_CREATE, MESSAGE_REACTION_ADD, GUILD_CREATE, …) that
+tests hand to discord.py's own `ConnectionState` parsers, so discord.py builds its models and
+dispatches to the bot exactly as it does for a live gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import discord
+from aiohttp import web
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json", no charset, as Discord sends it (discord.py compares the header).
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict:
+    return {
+        "id": str(user_id), "username": name, "global_name": name, "discriminator": "0",
+        "avatar": None, "bot": bot, "public_flags": 0,
+    }
+
+
+def member_payload(user: dict | None = None) -> dict:
+    data = {"roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0, "nick": None}
+    if user is not None:
+        data["user"] = user
+    return data
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # without the /api/v10 prefix
+    query: dict[str, str]
+    body: Any
+    at: float  # loop time when received
+
+
+@dataclass
+class DiscordStandIn:
+    bot_id: int = 1000000000000000001
+    app_id: int = 1000000000000000002
+    guild_id: int = 1000000000000000003
+    channel_id: int = 1000000000000000004
+    user_id: int = 1000000000000000005
+    other_bot_id: int = 1000000000000000006
+    dm_channel_id: int = 1000000000000000007
+    requests: list[Recorded] = field(default_factory=list)
+    messages: dict[int, dict] = field(default_factory=dict)
+    commands: list[dict] = field(default_factory=list)
+    # interaction token → {"channel_id", "original": message id}
+    interactions: dict[str, dict] = field(default_factory=dict)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        base = discord.utils.time_snowflake(datetime.now(timezone.utc))
+        self._ids = itertools.count(base)
+        self._runner: web.AppRunner | None = None
+
+    def snowflake(self) -> int:
+        return next(self._ids)
+
+    # ------------------------------------------------------------------ identities
+
+    @property
+    def bot_user(self) -> dict:
+        return user_payload(self.bot_id, "teambot", bot=True)
+
+    @property
+    def human(self) -> dict:
+        return user_payload(self.user_id, "alex")
+
+    @property
+    def other_bot(self) -> dict:
+        return user_payload(self.other_bot_id, "otherbot", bot=True)
+
+    def mention(self) -> str:
+        return f"<@{self.bot_id}>"
+
+    # ------------------------------------------------------------------ server
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/api/v10/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/api/v10"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _body(self, request: web.Request) -> Any:
+        if request.content_type == "application/json":
+            return await request.json()
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            return json.loads(form["payload_json"]) if "payload_json" in form else dict(form)
+        text = await request.text()
+        return json.loads(text) if text else None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body = await self._body(request)
+        self.requests.append(
+            Recorded(request.method, path, dict(request.query), body, asyncio.get_running_loop().time())
+        )
+        parts = path.strip("/").split("/")
+        # Interaction callbacks and their webhooks are authorised by the token in the path.
+        needs_auth = parts[0] not in ("interactions", "webhooks")
+        if needs_auth and not request.headers.get("Authorization", "").startswith("Bot "):
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        try:
+            result = self._route(request.method, parts, body or {}, dict(request.query))
+        except KeyError:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if result is None:
+            return web.Response(status=204)
+        if result == "unknown route":
+            return _json({"message": "404: Not Found", "code": 0}, status=404)
+        return _json(result)
+
+    def _route(self, method: str, p: list[str], body: dict, query: dict) -> Any:
+        match method, p:
+            case "GET", ["users", "@me"]:
+                return {**self.bot_user, "verified": True, "mfa_enabled": False, "flags": 0}
+            case "GET", ["oauth2", "applications", "@me"]:
+                return {
+                    "id": str(self.app_id), "name": "teambot", "description": "", "icon": None,
+                    "bot_public": False, "bot_require_code_grant": False, "verify_key": "0" * 64,
+                    "owner": self.human, "flags": 1 << 19, "team": None,
+                }
+            case "PUT", ["applications", _, "commands"] | ["applications", _, "guilds", _, "commands"]:
+                guild = p[3] if len(p) == 5 else None
+                self.commands = [
+                    {
+                        **c, "id": str(self.snowflake()), "application_id": str(self.app_id), "version": "1",
+                        "default_member_permissions": None, "type": c.get("type", 1),
+                        **({"guild_id": guild} if guild else {}),
+                    }
+                    for c in body
+                ]
+                return self.commands
+            case "POST", ["channels", channel, "typing"]:
+                return None
+            case "POST", ["channels", channel, "messages"]:
+                return self._create_message(int(channel), body)
+            case "PATCH", ["channels", channel, "messages", message]:
+                return self._edit_message(int(message), body)
+            case "POST", ["channels", channel, "messages", message, "threads"]:
+                return self.thread_payload(int(message), int(channel), body.get("name", ""))
+            case "POST", ["interactions", interaction, token, "callback"]:
+                return self._interaction_callback(int(interaction), token, body)
+            case "GET" | "PATCH", ["webhooks", _, token, "messages", "@original"]:
+                message = self.interactions[token]["original"]
+                return self._edit_message(message, body) if method == "PATCH" else self.messages[message]
+            case "POST", ["webhooks", _, token]:
+                return self._create_message(self.interactions[token]["channel_id"], body)
+        return "unknown route"
+
+    # ------------------------------------------------------------------ REST state
+
+    def message_payload(self, message_id: int, channel_id: int, author: dict, content: str, **extra: Any) -> dict:
+        return {
+            "id": str(message_id), "channel_id": str(channel_id), "author": author, "content": content,
+            "timestamp": _now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
+            "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "components": [],
+            "pinned": False, "type": 0, "flags": 0, **extra,
+        }
+
+    def _create_message(self, channel_id: int, body: dict) -> dict:
+        extra: dict[str, Any] = {"components": body.get("components") or [], "flags": body.get("flags") or 0}
+        if body.get("message_reference"):
+            # Discord accepts snowflakes as numbers but always answers with strings.
+            ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}
+            extra |= {"type": 19, "message_reference": ref}
+            if int(ref["message_id"]) in self.messages:
+                extra["referenced_message"] = self.messages[int(ref["message_id"])]
+        message = self.message_payload(self.snowflake(), channel_id, self.bot_user, body.get("content") or "", **extra)
+        self.messages[int(message["id"])] = message
+        return message
+
+    def _edit_message(self, message_id: int, body: dict) -> dict:
+        message = dict(self.messages[message_id])  # KeyError → 404 Unknown Message
+        if "content" in body:
+            message["content"] = body["content"] or ""
+        if "components" in body:
+            message["components"] = body["components"] or []
+        message["edited_timestamp"] = _now()
+        self.messages[message_id] = message
+        return message
+
+    def _interaction_callback(self, interaction_id: int, token: str, body: dict) -> dict:
+        kind, data = body["type"], body.get("data") or {}
+        info = self.interactions[token]
+        response: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction_id), "type": info["type"],
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool((data.get("flags") or 0) & 64),
+            },
+            "resource": {"type": kind},
+        }
+        if kind in (4, 5):  # a message (or the "thinking…" placeholder) becomes the original response
+            message = self._create_message(info["channel_id"], {**data, "content": data.get("content", "")})
+            info["original"] = int(message["id"])
+            response["interaction"]["response_message_id"] = message["id"]
+            response["resource"]["message"] = message
+        return response
+
+    def thread_payload(self, thread_id: int, parent_id: int, name: str) -> dict:
+        return {
+            "id": str(thread_id), "guild_id": str(self.guild_id), "parent_id": str(parent_id),
+            "owner_id": str(self.bot_id), "name": name, "type": 11, "last_message_id": None,
+            "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
+            "thread_metadata": {
+                "archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now(),
+                "locked": False, "create_timestamp": _now(),
+            },
+        }
+
+    # ------------------------------------------------------------------ recorded traffic
+
+    def calls(self, method: str, prefix: str = "") -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]
+
+    def bot_messages(self, channel_id: int | None = None) -> list[dict]:
+        """Messages the bot created, in order, as they look now (after edits)."""
+        found = [m for m in self.messages.values() if m["author"]["id"] == str(self.bot_id)]
+        if channel_id is not None:
+            found = [m for m in found if m["channel_id"] == str(channel_id)]
+        return sorted(found, key=lambda m: int(m["id"]))
+
+    # ------------------------------------------------------------------ gateway events
+
+    def guild_create(self) -> dict:
+        everyone = {
+            "id": str(self.guild_id), "name": "@everyone", "permissions": str(discord.Permissions.text().value),
+            "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0,
+        }
+        channel = {
+            "id": str(self.channel_id), "type": 0, "name": "general", "position": 0, "guild_id": str(self.guild_id),
+            "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": None,
+            "rate_limit_per_user": 0, "parent_id": None,
+        }
+        return {
+            "id": str(self.guild_id), "name": "Teambot Test", "owner_id": str(self.user_id), "member_count": 3,
+            "unavailable": False, "large": False, "features": [], "emojis": [], "stickers": [],
+            "roles": [everyone], "channels": [channel], "threads": [], "members": [], "voice_states": [],
+            "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+            "joined_at": _now(), "preferred_locale": "en-US",
+        }
+
+    def message_create(
+        self, content: str, *, author: dict | None = None, channel_id: int | None = None, dm: bool = False,
+        mentions_bot: bool = False, reply_to: dict | None = None,
+    ) -> dict:
+        author = author or self.human
+        channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
+        extra: dict[str, Any] = {}
+        if not dm:
+            extra |= {"guild_id": str(self.guild_id), "member": member_payload()}
+        if mentions_bot:
+            extra["mentions"] = [self.bot_user if dm else {**self.bot_user, "member": member_payload()}]
+        if reply_to is not None:
+            extra |= {
+                "type": 19, "referenced_message": reply_to,
+                "message_reference": {
+                    "type": 0, "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                    **({} if dm else {"guild_id": str(self.guild_id)}),
+                },
+            }
+        message = self.message_payload(self.snowflake(), channel_id, author, content, **extra)
+        self.messages[int(message["id"])] = message
+        return message
+
+    def thread_create(self, thread_id: int, name: str = "question") -> dict:
+        return {**self.thread_payload(thread_id, self.channel_id, name), "newly_created": True}
+
+    def reaction_add(self, message_id: int | str, emoji: str, *, user: dict | None = None, dm: bool = False) -> dict:
+        user = user or self.human
+        message = self.messages.get(int(message_id))
+        data = {
+            "user_id": user["id"], "channel_id": message["channel_id"] if message else str(self.channel_id),
+            "message_id": str(message_id), "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
+        }
+        if not dm:
+            data |= {"guild_id": str(self.guild_id), "member": member_payload(user)}
+        return data
+
+    def _interaction(self, kind: int, data: dict, *, user: dict | None, channel_id: int | None, dm: bool, **extra: Any) -> dict:
+        user = user or self.human
+        token = secrets.token_urlsafe(24)
+        interaction_id = self.snowflake()
+        channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
+        self.interactions[token] = {"channel_id": channel_id, "type": kind, "original": None}
+        payload = {
+            "id": str(interaction_id), "application_id": str(self.app_id), "type": kind, "data": data,
+            "token": token, "version": 1, "locale": "en-US", "app_permissions": str(discord.Permissions.text().value),
+            "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024, **extra,
+        }
+        if dm:
+            payload |= {
+                "user": user, "context": 1, "authorizing_integration_owners": {"0": str(self.guild_id)},
+                "channel": {"id": str(channel_id), "type": 1, "recipients": [user]},
+            }
+        else:
+            payload |= {
+                "guild_id": str(self.guild_id), "guild_locale": "en-US", "member": {**member_payload(user), "permissions": "0"},
+                "context": 0, "authorizing_integration_owners": {"0": str(self.guild_id)},
+                "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+                "channel": {
+                    "id": str(channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
+                    "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
+                },
+            }
+        return payload
+
+    def slash_command(self, name: str, **options: str) -> dict:
+        command = next(c for c in self.commands if c["name"] == name)
+        data = {
+            "id": command["id"], "name": name, "type": 1,
+            "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()],
+            **({"guild_id": command["guild_id"]} if "guild_id" in command else {}),
+        }
+        return self._interaction(2, data, user=None, channel_id=None, dm=False)
+
+    def button_click(self, message: dict, custom_id: str, *, user: dict | None = None) -> dict:
+        dm = "guild_id" not in message and int(message["channel_id"]) == self.dm_channel_id
+        return self._interaction(
+            3, {"custom_id": custom_id, "component_type": 2}, user=user,
+            channel_id=int(message["channel_id"]), dm=dm, message=message,
+        )
+
+    def modal_submit(self, modal: dict, values: list[str], *, message: dict, user: dict | None = None) -> dict:
+        """Fill the text inputs of a modal the bot opened (its callback body's `data`), in order."""
+        inputs = []
+        for label, value in zip(modal["components"], values):
+            component = label["component"] if label["type"] == 18 else label["components"][0]
+            inputs.append({"type": 18, "id": label.get("id", 0), "component": {
+                "type": 4, "id": component.get("id", 0), "custom_id": component["custom_id"], "value": value,
+            }})
+        return self._interaction(
+            5, {"custom_id": modal["custom_id"], "components": inputs}, user=user,
+            channel_id=int(message["channel_id"]), dm=False, message=message,
+        )
+
+
+def custom_ids(message: dict) -> list[str]:
+    """Every component custom_id on a message payload (buttons sit inside action rows)."""
+    found = []
+    for row in message.get("components", []):
+        for item in row.get("components", [row]):
+            if "custom_id" in item:
+                found.append(item["custom_id"])
+    return found
+
+
+@asynccontextmanager
+async def logged_in(client: discord.Client, standin: DiscordStandIn):
+    """Serve the stand-in, point discord.py's REST routes at it and log the client in.
+
+    Logging in runs discord.py's real start-up: GET /users/@me, the application info,
+    then `setup_hook` (dynamic items, command sync). The guild arrives as GUILD_CREATE.
+    """
+    previous = discord.http.Route.BASE
+    discord.http.Route.BASE = await standin.start()
+    try:
+        await client.login("test-token")
+        client._connection.parse_guild_create(standin.guild_create())
+        yield client
+    finally:
+        await client.close()
+        await standin.stop()
+        discord.http.Route.BASE = previous
+
+
+async def settle(timeout: float = 300.0) -> None:
+    """Wait until discord.py's event handlers, view/modal callbacks and commands have finished.
+
+    The timeout only turns a hang into a failure; nothing is asserted about timing.
+    """
+    current = asyncio.current_task()
+
+    def pending() -> list[asyncio.Task]:
+        return [
+            t for t in asyncio.all_tasks()
+            if t is not current and not t.done()
+            and t.get_name().startswith(("discord.py:", "discord-ui-", "CommandTree-", "teambot-"))
+        ]
+
+    async def drain() -> None:
+        await asyncio.sleep(0)
+        while tasks := pending():
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(drain(), timeout)

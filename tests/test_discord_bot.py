@@ -1,0 +1,450 @@
+"""The Discord bot end to end, through discord.py's own code paths.
+
+Each scenario logs a real `TeambotDiscord` client in against a local stand-in of Discord's
+REST API (tests/discord_standin.py) and feeds it gateway events through discord.py's
+`ConnectionState` parsers, so discord.py builds the Message/Interaction objects itself and
+dispatches them to the bot's handlers. Answers come from the real pipeline (Weaviate +
+Ollama, handbook fixture) except where a test needs something the real model cannot be made
+to produce on demand (an answer longer than its token cap); there `ScriptedService` stands
+in for the pipeline, never for Weaviate or Ollama themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bots.discord_app import TeambotDiscord
+from bots.discord_feedback import THANKS, THANKS_DETAIL
+from bots.discord_reply import EDIT_INTERVAL, MESSAGE_LIMIT
+from pipeline.answer import Answer, Source
+from pipeline.errors import InvalidQuestion, ModelUnavailable
+from pipeline.feedback_store import FeedbackStore
+from tests.discord_standin import DiscordStandIn, custom_ids, logged_in, settle, user_payload
+
+pytestmark = pytest.mark.services
+
+EXPENSES_QUESTION = "Which tool do expense claims go in?"
+FOLLOW_UP = "How long do I have to submit them?"
+TIME_OFF_QUESTION = "Where do I request time off?"
+EPHEMERAL = 64
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> FeedbackStore:
+    return FeedbackStore(f"sqlite:///{tmp_path_factory.mktemp('discord')}/feedback.db")
+
+
+@pytest.fixture(scope="module")
+def bot_settings(settings, handbook):
+    return settings.model_copy(update={"collection": handbook.collection})
+
+
+def run(scenario):
+    return asyncio.run(scenario)
+
+
+def answer_id_of(message: dict) -> str:
+    ids = custom_ids(message)
+    assert ids and ids[0].startswith("teambot:vote:up:"), f"no vote buttons on {message['content'][:80]!r}"
+    return ids[0].rsplit(":", 1)[1]
+
+
+def rating_of(store: FeedbackStore, answer_id: str, user_id: int):
+    mine = [r for r in store.ratings(answer_id) if r.user_hash == store.user_hash("discord", str(user_id))]
+    assert len(mine) <= 1  # one rating per user: the last vote replaces the earlier one
+    return mine[0] if mine else None
+
+
+class ScriptedService:
+    """Stands in for the answering pipeline with a fixed answer, streamed in small pieces.
+
+    Used only where a test needs an answer the real model cannot be made to produce on
+    demand (longer than its token cap); records what it was asked, history included.
+    """
+
+    def __init__(self, text: str | list[str], sources: list[Source] = (), *, delay: float = 0.0) -> None:
+        # A list gives the streamed pieces; a string streams word by word.
+        self.pieces = text if isinstance(text, list) else re.findall(r"\S+\s*", text)
+        self.text, self.sources, self.delay = "".join(self.pieces), list(sources), delay
+        self.calls: list[dict] = []
+
+    def ask(self, question, *, collection=None, history=(), on_token=None) -> Answer:
+        if not question.strip():
+            raise InvalidQuestion("empty question")
+        self.calls.append({"question": question, "collection": collection, "history": list(history)})
+        for piece in self.pieces:
+            if on_token:
+                on_token(piece)
+            time.sleep(self.delay)
+        return Answer(question=question, text=self.text, sources=self.sources, model="scripted", collection=collection or "")
+
+
+# ---------------------------------------------------------------- a real conversation
+
+
+@pytest.fixture(scope="module")
+def conversation(handbook, bot_settings, store):
+    """A mention answered by the real pipeline, then a reply to that answer (a follow-up)."""
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, handbook.service, store)
+        async with logged_in(bot, standin):
+            question = standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
+            bot._connection.parse_message_create(question)
+            await settle()
+            first = standin.bot_messages()[-1]
+            requests_for_first = list(standin.requests)
+            # Replying to the answer (without pinging the bot) continues the conversation.
+            follow_up = standin.message_create(FOLLOW_UP, reply_to=first)
+            bot._connection.parse_message_create(follow_up)
+            await settle()
+            second = standin.bot_messages()[-1]
+        return SimpleNamespace(
+            standin=standin, question=question, first=first, follow_up=follow_up, second=second,
+            requests_for_first=requests_for_first,
+        )
+
+    return run(scenario())
+
+
+def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversation, store, handbook):
+    c = conversation
+    paths = [(r.method, r.path) for r in c.requests_for_first]
+    channel = f"/channels/{c.standin.channel_id}"
+    # Typing first, then the reply, then edits of that same reply.
+    assert paths.index(("POST", f"{channel}/typing")) < paths.index(("POST", f"{channel}/messages"))
+    assert c.first["message_reference"]["message_id"] == c.question["id"]
+
+    content = c.first["content"]
+    assert len(content) <= MESSAGE_LIMIT
+    assert "Ledgerly" in content
+    assert "**Sources**" in content and re.search(r"\*\*\[1\]\*\* .*expenses\.md", content)
+    assert "▌" not in content  # the streaming cursor is gone from the final message
+
+    answer_id = answer_id_of(c.first)
+    assert custom_ids(c.first) == [f"teambot:vote:up:{answer_id}", f"teambot:vote:down:{answer_id}"]
+    record = store.get_answer(answer_id)
+    assert record.platform == "discord"
+    assert record.workspace == str(c.standin.guild_id)
+    assert record.channel == str(c.standin.channel_id)
+    assert record.thread == c.question["id"]
+    assert record.message_id == c.first["id"]
+    assert record.user_hash == store.user_hash("discord", str(c.standin.user_id))
+    assert record.collection == handbook.collection
+    assert record.question == EXPENSES_QUESTION  # the mention itself is not part of the question
+
+
+def test_reply_to_an_answer_is_a_follow_up_with_the_earlier_turn_as_context(conversation, store):
+    c = conversation
+    assert c.second["id"] != c.first["id"]
+    assert c.second["message_reference"]["message_id"] == c.follow_up["id"]
+    record = store.get_answer(answer_id_of(c.second))
+    assert record.thread == c.question["id"]
+    turns = store.thread_history("discord", str(c.standin.channel_id), c.question["id"], limit=5)
+    assert [t.question for t in turns] == [EXPENSES_QUESTION, FOLLOW_UP]
+    # The model saw the first exchange before the follow-up.
+    earlier = [m["content"] for m in record.prompt[:-1] if m["role"] == "user"]
+    assert EXPENSES_QUESTION in earlier
+
+
+def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation, bot_settings, handbook, store):
+    message = conversation.first
+    answer_id = answer_id_of(message)
+    voter = user_payload(2000000000000000001, "sam")
+
+    async def scenario():
+        # A new client: the buttons were posted by another process.
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, handbook.service, store)
+        async with logged_in(bot, standin):
+            bot._connection.parse_interaction_create(
+                standin.button_click(message, f"teambot:vote:up:{answer_id}", user=voter)
+            )
+            await settle()
+            thumbs_up = rating_of(store, answer_id, 2000000000000000001)
+            acknowledgement = standin.calls("POST", "/interactions/")[-1].body
+
+            bot._connection.parse_interaction_create(
+                standin.button_click(message, f"teambot:vote:down:{answer_id}", user=voter)
+            )
+            await settle()
+            # The 👎 is stored before the modal asks for details.
+            thumbs_down = rating_of(store, answer_id, 2000000000000000001)
+            modal = standin.calls("POST", "/interactions/")[-1].body
+
+            bot._connection.parse_interaction_create(
+                standin.modal_submit(
+                    modal["data"], ["It named the wrong tool.", "Claims go in Ledgerly."], message=message, user=voter
+                )
+            )
+            await settle()
+            thanks = standin.calls("POST", "/interactions/")[-1].body
+        return thumbs_up, acknowledgement, thumbs_down, modal, thanks
+
+    thumbs_up, acknowledgement, thumbs_down, modal, thanks = run(scenario())
+    assert thumbs_up.value == 1
+    assert acknowledgement["type"] == 4 and acknowledgement["data"]["flags"] == EPHEMERAL
+    assert acknowledgement["data"]["content"] == THANKS
+    assert thumbs_down.value == -1 and thumbs_down.reason is None
+    assert modal["type"] == 9 and len(modal["data"]["components"]) == 2
+    final = rating_of(store, answer_id, 2000000000000000001)
+    assert (final.value, final.reason, final.correction) == (-1, "It named the wrong tool.", "Claims go in Ledgerly.")
+    assert thanks["type"] == 4 and thanks["data"]["flags"] == EPHEMERAL
+    assert thanks["data"]["content"] == THANKS_DETAIL
+
+
+def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, handbook, store):
+    c = conversation
+    answer_id = answer_id_of(c.first)
+    reactor = user_payload(2000000000000000002, "kim")
+    before = len(store.ratings(answer_id))
+
+    async def scenario():
+        standin = DiscordStandIn()
+        standin.messages[int(c.first["id"])] = c.first
+        bot = TeambotDiscord(bot_settings, handbook.service, store)
+        async with logged_in(bot, standin):
+            react = bot._connection.parse_message_reaction_add
+            react(standin.reaction_add(c.first["id"], "👍🏽", user=reactor))
+            await settle()
+            up = rating_of(store, answer_id, 2000000000000000002)
+            react(standin.reaction_add(c.first["id"], "👎", user=reactor))
+            await settle()
+            down = rating_of(store, answer_id, 2000000000000000002)
+            react(standin.reaction_add(c.first["id"], "🎉", user=reactor))  # not a vote
+            react(standin.reaction_add(c.first["id"], "👍", user=standin.bot_user))  # the bot's own
+            react(standin.reaction_add(c.question["id"], "👍", user=reactor))  # not an answer
+            await settle()
+        return up.value, down.value
+
+    assert run(scenario()) == (1, -1)
+    ratings = store.ratings(answer_id)
+    assert len(ratings) == before + 1  # one rating for the reactor, the last vote wins
+    assert rating_of(store, answer_id, 2000000000000000002).value == -1
+    assert store.ratings(answer_id_of(c.second)) == []
+
+
+def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_settings, store):
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, handbook.service, store)
+        async with logged_in(bot, standin):
+            synced = standin.calls("PUT", f"/applications/{standin.app_id}/")
+            command = standin.slash_command("ask", question=TIME_OFF_QUESTION)
+            bot._connection.parse_interaction_create(command)
+            await settle()
+        return standin, synced, command
+
+    standin, synced, command = run(scenario())
+    # /ask was registered with Discord at start-up, with its required question option.
+    assert synced[-1].path == f"/applications/{standin.app_id}/commands"
+    assert [(c["name"], c["options"][0]["name"], c["options"][0]["required"]) for c in synced[-1].body] == [
+        ("ask", "question", True)
+    ]
+    callback = standin.calls("POST", f"/interactions/{command['id']}/")
+    assert [c.body["type"] for c in callback] == [5]  # "teambot is thinking…" within Discord's 3 s
+    original = standin.messages[standin.interactions[command["token"]]["original"]]
+    assert original["content"].startswith(f"> {TIME_OFF_QUESTION}\n")
+    assert "HeyHR" in original["content"] and "**Sources**" in original["content"]
+    record = store.get_answer(answer_id_of(original))
+    assert (record.channel, record.thread, record.message_id) == (
+        str(standin.channel_id), command["id"], original["id"]
+    )
+    assert record.question == TIME_OFF_QUESTION
+
+
+def test_ask_command_syncs_to_the_dev_guild_when_set(bot_settings, store):
+    settings = bot_settings.model_copy(update={"discord_dev_guild": 1000000000000000003})
+
+    async def scenario():
+        standin = DiscordStandIn()
+        async with logged_in(TeambotDiscord(settings, ScriptedService("unused"), store), standin):
+            return standin.calls("PUT", "/applications/")
+
+    (sync,) = run(scenario())
+    assert sync.path == "/applications/1000000000000000002/guilds/1000000000000000003/commands"
+    assert [c["name"] for c in sync.body] == ["ask"]
+
+
+def test_model_down_gets_a_short_clear_reply_and_no_recorded_answer(settings, handbook, store):
+    from pipeline.querying import AnswerService
+
+    down = settings.model_copy(update={"collection": handbook.collection, "ollama_url": "http://127.0.0.1:9"})
+    answers_before = sum(s.answers for s in store.stats())
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(down, AnswerService(down), store)
+        async with logged_in(bot, standin):
+            bot._connection.parse_message_create(
+                standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
+            )
+            await settle()
+        return standin.bot_messages()
+
+    (reply,) = run(scenario())
+    assert reply["content"] == ModelUnavailable.user_message
+    assert reply["components"] == []
+    assert sum(s.answers for s in store.stats()) == answers_before
+
+
+# ---------------------------------------------------------------- routing, splitting, threads
+
+
+def test_empty_mention_gets_a_short_clear_reply(bot_settings, store):
+    service = ScriptedService("unused")
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, service, store)
+        async with logged_in(bot, standin):
+            bot._connection.parse_message_create(standin.message_create(standin.mention(), mentions_bot=True))
+            await settle()
+        return standin.bot_messages()
+
+    (reply,) = run(scenario())
+    assert reply["content"] == InvalidQuestion.user_message
+    assert service.calls == []
+
+
+def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(bot_settings, store):
+    service = ScriptedService("An answer [1].")
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, service, store)
+        async with logged_in(bot, standin):
+            logged_in_requests = len(standin.requests)
+            parse = bot._connection.parse_message_create
+            parse(standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", author=standin.bot_user, mentions_bot=True))
+            parse(standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", author=standin.other_bot, mentions_bot=True))
+            parse(standin.message_create(f"{standin.other_bot['username']} can you help?", author=standin.other_bot, dm=True))
+            parse(standin.message_create(EXPENSES_QUESTION))  # a channel message that does not mention it
+            await settle()
+            return standin.requests[logged_in_requests:]
+
+    assert run(scenario()) == []
+    assert service.calls == []
+
+
+def test_direct_message_is_answered_without_a_mention(bot_settings, store):
+    service = ScriptedService("Claims go in Ledgerly [1].", [Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)])
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, service, store)
+        async with logged_in(bot, standin):
+            question = standin.message_create(EXPENSES_QUESTION, dm=True)
+            bot._connection.parse_message_create(question)
+            await settle()
+        return standin, question
+
+    standin, question = run(scenario())
+    (reply,) = standin.bot_messages(standin.dm_channel_id)
+    assert reply["content"].startswith("Claims go in Ledgerly [1].")
+    assert reply["message_reference"]["message_id"] == question["id"]
+    record = store.get_answer(answer_id_of(reply))
+    assert (record.workspace, record.channel, record.thread) == (None, str(standin.dm_channel_id), question["id"])
+    assert service.calls[0]["question"] == EXPENSES_QUESTION
+
+
+def test_channel_mapping_picks_the_collection(bot_settings, store):
+    settings = bot_settings.model_copy(update={"channel_collections": {"1000000000000000003": "SalesDocs"}})
+    service = ScriptedService("From the sales docs.")
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store)
+        async with logged_in(bot, standin):
+            bot._connection.parse_message_create(
+                standin.message_create(f"{standin.mention()} What is our discount policy?", mentions_bot=True)
+            )
+            await settle()
+
+    run(scenario())
+    assert service.calls[0]["collection"] == "SalesDocs"  # mapped by guild id
+
+
+def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(bot_settings, store):
+    link = "[Expense policy](<https://wiki.example.com/finance/expenses>)"
+    steps = [f"Step {n}: file the claim in Ledgerly, see {link} for details. " for n in range(1, 61)]
+    text = "".join(steps).strip()
+    sources = [Source(n, f"Page {n}", "", "…", f"c{n}", 0.8, url=f"https://wiki.example.com/p{n}") for n in range(1, 6)]
+    # Three seconds of steps arriving one by one, then the rest at once.
+    service = ScriptedService([*steps[:12], "".join(steps[12:]).strip()], sources, delay=0.25)
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(bot_settings, service, store)
+        async with logged_in(bot, standin):
+            bot._connection.parse_message_create(
+                standin.message_create(f"{standin.mention()} How do I file a claim?", mentions_bot=True)
+            )
+            await settle()
+            messages = standin.bot_messages()
+            bot._connection.parse_message_reaction_add(standin.reaction_add(messages[-1]["id"], "👍"))
+            await settle()
+        return standin, messages
+
+    standin, messages = run(scenario())
+    assert len(text) > 2 * MESSAGE_LIMIT and len(messages) >= 3
+    assert all(len(m["content"]) <= MESSAGE_LIMIT for m in messages)
+    # Every link arrives whole; the buttons sit under the last part, with the sources.
+    masked = re.compile(r"\[[^\]\n]+\]\(<https://[^>\s]+>\)")
+    assert sum(len(masked.findall(m["content"])) for m in messages) == 60 + 5
+    assert [bool(m["components"]) for m in messages] == [False] * (len(messages) - 1) + [True]
+    assert "**Sources**" in messages[-1]["content"]
+
+    # While streaming, the first message grew through edits spaced by at least EDIT_INTERVAL.
+    first = messages[0]["id"]
+    touches = [
+        r for r in standin.requests
+        if (r.method == "POST" and r.path.endswith("/messages") and r.body.get("content", "").endswith("▌"))
+        or (r.method == "PATCH" and r.path.endswith(f"/messages/{first}"))
+    ]
+    assert len(touches) >= 3
+    gaps = [b.at - a.at for a, b in zip(touches, touches[1:])]
+    assert min(gaps) >= EDIT_INTERVAL * 0.99
+
+    record = store.get_answer(answer_id_of(messages[-1]))
+    assert record.message_id == messages[-1]["id"]  # reactions count on the message with the buttons
+    assert rating_of(store, record.id, standin.user_id).value == 1
+
+
+def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(bot_settings, store):
+    settings = bot_settings.model_copy(update={"discord_reply_in_thread": True})
+    service = ScriptedService("Claims go in Ledgerly.")
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store)
+        async with logged_in(bot, standin):
+            question = standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
+            bot._connection.parse_message_create(question)
+            await settle()
+            thread_id = int(question["id"])  # a thread started from a message shares its id
+            bot._connection.parse_thread_create(standin.thread_create(thread_id, EXPENSES_QUESTION))
+            # In its own thread the bot answers without being mentioned.
+            bot._connection.parse_message_create(standin.message_create(FOLLOW_UP, channel_id=thread_id))
+            await settle()
+        return standin, question
+
+    standin, question = run(scenario())
+    (start,) = standin.calls("POST", f"/channels/{standin.channel_id}/messages/{question['id']}/threads")
+    assert start.body["name"] == EXPENSES_QUESTION
+    first, second = standin.bot_messages(int(question["id"]))
+    assert standin.bot_messages(standin.channel_id) == []  # nothing in the channel itself
+    for message in (first, second):
+        record = store.get_answer(answer_id_of(message))
+        assert (record.channel, record.thread) == (str(standin.channel_id), question["id"])
+    assert [c["question"] for c in service.calls] == [EXPENSES_QUESTION, FOLLOW_UP]
+    assert [(t.question, t.answer) for t in service.calls[1]["history"]] == [(EXPENSES_QUESTION, "Claims go in Ledgerly.")]

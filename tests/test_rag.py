@@ -1,0 +1,187 @@
+"""Ingest and answer against the real Weaviate and Ollama, as a user of `teambot` would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.answer import Turn
+from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable
+from pipeline.prompts import ABSTAIN
+from teambot.cli import app
+from tests.conftest import HANDBOOK, drop_collection, unique_collection
+
+# Each question's answer is in exactly one file of the sample handbook.
+QUESTIONS = {
+    "Which tool do I submit expense claims in?": "expenses.md",
+    "How long does the primary on-call have to acknowledge a page before it escalates?": "on-call.md",
+    "How many days of paid vacation do full-time employees get?": "time-off.md",
+    "When is the deploy freeze at the end of the year?": "deploys.html",
+    "How much does the company pay towards a gym membership?": "benefits.pdf",
+    "How many people does the Tagus meeting room seat?": "office.txt",
+}
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_the_right_file_is_in_the_top_three(handbook, question):
+    docs, _, _ = handbook.service.retrieve(question, handbook.collection)
+    top3 = [Path(d.meta["source"]).name for d in docs[:3]]
+    assert QUESTIONS[question] in top3
+
+
+def test_answer_cites_the_file_that_holds_it(handbook):
+    streamed: list[str] = []
+    answer = handbook.service.ask(
+        "Which tool do I submit expense claims in?", collection=handbook.collection, on_token=streamed.append
+    )
+    assert not answer.abstained
+    assert "ledgerly" in answer.text.lower()
+    assert "expenses.md" in {Path(s.path).name for s in answer.sources}
+    assert "".join(streamed).strip() == answer.text
+    # What the feedback store and training need is on the answer.
+    assert answer.model and answer.id and answer.retrieved
+    assert "Ledgerly" in answer.context
+    assert answer.prompt[0]["role"] == "system" and answer.prompt[-1]["role"] == "user"
+    assert {"retrieve", "generate", "total"} <= set(answer.timings)
+
+
+def test_cli_ask_prints_answer_and_sources(handbook, monkeypatch):
+    monkeypatch.setenv("TEAMBOT_DATA_DIR", str(handbook.service.settings.data_dir))
+    monkeypatch.setenv("TEAMBOT_MAX_ANSWER_TOKENS", "60")
+    result = CliRunner().invoke(
+        app, ["ask", "How many days of paid vacation do full-time employees get?", "-c", handbook.collection]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Sources:" in result.output
+    assert "time-off.md" in result.output
+
+
+def test_question_about_absent_topic_abstains_without_the_model(handbook):
+    answer = handbook.service.ask("What is the boiling point of tungsten?", collection=handbook.collection)
+    assert answer.abstained
+    assert answer.text == ABSTAIN
+    assert answer.sources == []
+    assert "generate" not in answer.timings  # the model was never asked to invent something
+
+
+def test_follow_up_carries_the_thread(handbook):
+    history = [Turn("How many days of paid vacation do full-time employees get?", "28 days [1].")]
+    docs, _, _ = handbook.service.retrieve(
+        f"{history[-1].question}\nAnd how many of them carry over?", handbook.collection
+    )
+    assert "time-off.md" in [Path(d.meta["source"]).name for d in docs[:3]]
+    answer = handbook.service.ask("And how many of them carry over?", collection=handbook.collection, history=history)
+    roles = [m["role"] for m in answer.prompt]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert "28 days" in answer.prompt[2]["content"]
+
+
+@pytest.mark.parametrize("question", ["", "   \n\t ", "x" * 5000])
+def test_empty_and_huge_questions_get_a_clear_message(handbook, question):
+    with pytest.raises(InvalidQuestion) as excinfo:
+        handbook.service.ask(question, collection=handbook.collection)
+    assert excinfo.value.user_message
+
+
+def test_collections_keep_teams_apart(services, handbook, tmp_path):
+    from pipeline.indexing import Indexer
+
+    (tmp_path / "sales.md").write_text("# Sales playbook\n\nOur discount ceiling for enterprise deals is 17 percent.\n")
+    sales = unique_collection("Sales")
+    try:
+        Indexer(services, sales).ingest([tmp_path])
+        question = "What is the discount ceiling for enterprise deals?"
+        sales_docs, _, _ = handbook.service.retrieve(question, sales)
+        assert [Path(d.meta["source"]).name for d in sales_docs] == ["sales.md"]
+        handbook_docs, _, _ = handbook.service.retrieve(question, handbook.collection)
+        assert "sales.md" not in [Path(d.meta["source"]).name for d in handbook_docs]
+    finally:
+        drop_collection(services, sales)
+
+
+def test_reingest_updates_changed_removes_deleted_keeps_untouched(services, tmp_path):
+    from pipeline.indexing import Indexer
+
+    docs = tmp_path / "handbook"
+    shutil.copytree(HANDBOOK, docs)
+    collection = unique_collection("Incremental")
+    try:
+        indexer = Indexer(services, collection)
+        first = indexer.ingest([docs])
+        assert len(first.indexed) == len(list(HANDBOOK.iterdir()))
+        ids_before = _ids_by_file(indexer)
+
+        expenses = docs / "expenses.md"
+        expenses.write_text(expenses.read_text().replace("Ledgerly", "Spendwise"))
+        (docs / "office.txt").unlink()
+        second = indexer.ingest([docs])
+
+        assert [Path(p).name for p in second.indexed] == ["expenses.md"]
+        assert [Path(p).name for p in second.removed] == ["office.txt"]
+        ids_after = _ids_by_file(indexer)
+        assert "office.txt" not in ids_after
+        for name in set(ids_before) - {"expenses.md", "office.txt"}:
+            assert ids_after[name] == ids_before[name], f"{name} was re-indexed without a change"
+        texts = [d.content for d in indexer.store.filter_documents()]
+        assert any("Spendwise" in t for t in texts)
+        assert not any("Ledgerly" in t for t in texts)
+        assert not any("Tagus" in t for t in texts)
+
+        third = indexer.ingest([docs])
+        assert third.indexed == [] and third.removed == [] and third.chunks_written == 0
+    finally:
+        drop_collection(services, collection)
+
+
+def _ids_by_file(indexer) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for doc in indexer.store.filter_documents():
+        out.setdefault(Path(doc.meta["source"]).name, set()).add(doc.id)
+    return out
+
+
+def test_unreadable_files_are_reported_and_the_rest_goes_on(services, tmp_path):
+    from pipeline.indexing import Indexer
+
+    (tmp_path / "good.md").write_text("# Parking\n\nStaff parking is on level -2 of the garage.\n")
+    (tmp_path / "empty.md").write_text("")
+    (tmp_path / "corrupt.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\nthis is not a real pdf\n")
+    (tmp_path / "fake.pdf").write_text("plain text pretending to be a PDF")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 8)
+    collection = unique_collection("Broken")
+    try:
+        report = Indexer(services, collection).ingest([tmp_path])
+        skipped = {Path(s.path).name: s.reason for s in report.skipped}
+        assert set(skipped) == {"empty.md", "corrupt.pdf", "fake.pdf", "binary.txt"}
+        assert "empty" in skipped["empty.md"]
+        assert "not a PDF" in skipped["fake.pdf"]
+        assert all(reason for reason in skipped.values())
+        assert [Path(p).name for p in report.indexed] == ["good.md"]
+    finally:
+        drop_collection(services, collection)
+
+
+def test_cli_ingest_prints_summary_and_skips(services, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEAMBOT_DATA_DIR", str(services.data_dir))
+    (tmp_path / "a.md").write_text("# Desk booking\n\nBook desks in the Deskly app.\n")
+    (tmp_path / "empty.txt").write_text("")
+    collection = unique_collection("Cli")
+    try:
+        result = CliRunner().invoke(app, ["ingest", str(tmp_path), "-c", collection, "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "1 indexed" in result.output and "1 skipped" in result.output
+        assert "empty.txt: empty file" in result.output
+    finally:
+        drop_collection(services, collection)
+
+
+def test_weaviate_down_is_a_clear_error(services, tmp_path):
+    from pipeline.querying import AnswerService
+
+    down = services.model_copy(update={"weaviate_url": "http://127.0.0.1:9", "weaviate_grpc_port": 10})
+    with pytest.raises(KnowledgeBaseUnavailable) as excinfo:
+        AnswerService(down).ask("Where do I submit expenses?")
+    assert excinfo.value.user_message == "The knowledge base is unavailable, try again shortly."

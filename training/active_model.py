@@ -1,0 +1,81 @@
+"""Which Ollama model answers questions right now, switchable without restarting the bots.
+
+`teambot publish --activate` writes the model name to `data_dir/active_model.json`; the
+answering pipeline calls `active_model(settings)` per question, so the switch takes effect on
+the next question. Earlier names are kept, newest last, for `teambot publish --rollback`.
+Standard library only: this module sits on the bot's hot path and must never pull in torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+STATE_FILE = "active_model.json"
+HISTORY_LIMIT = 20
+
+
+def state_path(settings) -> Path:
+    return Path(settings.data_dir) / STATE_FILE
+
+
+def _read(settings) -> dict:
+    try:
+        state = json.loads(state_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or half-written by hand: fall back to the configured model
+    return state if isinstance(state, dict) else {}
+
+
+def _write(settings, state: dict) -> None:
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a bot reading concurrently never sees a partial file.
+    fd, tmp = tempfile.mkstemp(prefix=".active_model.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(state, out, indent=2)
+    os.replace(tmp, path)
+
+
+def active_model(settings) -> str:
+    """The model named by the state file, else `settings.model`."""
+    model = _read(settings).get("model")
+    return model if isinstance(model, str) and model.strip() else settings.model
+
+
+def history(settings) -> list[str]:
+    """Models active before the current one, oldest first."""
+    previous = _read(settings).get("previous", [])
+    return [m for m in previous if isinstance(m, str)] if isinstance(previous, list) else []
+
+
+def set_active_model(settings, name: str) -> str:
+    """Make `name` the answering model; returns the model it replaces."""
+    name = name.strip()
+    if not name:
+        raise ValueError("model name is empty")
+    current = active_model(settings)
+    previous = history(settings)
+    if current != name:
+        previous = (previous + [current])[-HISTORY_LIMIT:]
+    _write(settings, {"model": name, "previous": previous, "updated_at": _now()})
+    return current
+
+
+def rollback(settings) -> str:
+    """Go back to the previously active model (finally `settings.model`); returns the new one."""
+    previous = history(settings)
+    model = previous.pop() if previous else settings.model
+    if model == settings.model and not previous:
+        # Back to the configured model: drop the file so TEAMBOT_MODEL rules again.
+        state_path(settings).unlink(missing_ok=True)
+    else:
+        _write(settings, {"model": model, "previous": previous, "updated_at": _now()})
+    return model
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

