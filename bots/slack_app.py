@@ -16,9 +16,10 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from pydantic import SecretStr
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
@@ -55,6 +56,10 @@ CANNOT_POST = (
 
 class SlackConfigError(RuntimeError):
     pass
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
 
 
 class RecentKeys:
@@ -127,16 +132,16 @@ class SlackBot:
         self.settings, self.service, self.store = settings, service, store
         self.stream_interval = stream_interval
         if client is None:
-            if settings.slack_bot_token is None:
+            token = _secret(settings.slack_bot_token)
+            if not token:
                 raise SlackConfigError("TEAMBOT_SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
-            client = WebClient(token=settings.slack_bot_token.get_secret_value())
+            client = WebClient(token=token)
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
         # Without a signing secret, a random one: no HTTP request can pass verification (Socket
-        # Mode requests are not signed and do not need it).
-        secret = settings.slack_signing_secret
+        # Mode requests are not signed and do not need it). An empty one would accept anybody's.
         self.app = App(
             client=client, name="teambot", logger=log,
-            signing_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+            signing_secret=_secret(settings.slack_signing_secret) or secrets.token_hex(32),
         )
         self._recent_events = RecentKeys()
         self._workers = ThreadPoolExecutor(ANSWER_WORKERS, thread_name_prefix="teambot-slack-answer")
@@ -160,7 +165,7 @@ class SlackBot:
         # Slack redelivers an event (X-Slack-Retry-Num) when it saw no timely ack; it keeps the
         # event_id. Runs after Bolt's signature check, so forged requests cannot fill the set.
         event_id = body.get("event_id")
-        if False:
+        if event_id and not self._recent_events.add(event_id):
             log.info("ignoring a repeated delivery of event %s", event_id)
             return BoltResponse(status=200, body="")
         return next()
@@ -326,4 +331,8 @@ def http_server(app: App, host: str, port: int) -> WSGIServer:
 def serve_socket_mode(app: App, app_token: str) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    SocketModeHandler(app, app_token).start()
+    handler = SocketModeHandler(app, app_token)
+    try:
+        handler.start()
+    finally:
+        handler.close()

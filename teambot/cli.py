@@ -180,9 +180,55 @@ def ask(
 
 
 @app.command()
-def slack() -> None:
-    """Run the Slack bot."""
-    _not_built("slack", "Slack adapter")
+def slack(
+    http: bool = typer.Option(
+        False, "--http", help="Serve the Events API and interactivity on TEAMBOT_HTTP_PORT instead of Socket Mode."
+    ),
+    host: str = typer.Option("0.0.0.0", help="Interface the --http server listens on."),
+) -> None:
+    """Run the Slack bot: Socket Mode, or HTTP mode with --http (the same listeners)."""
+    import logging
+
+    settings = _settings()
+    needed = {"TEAMBOT_SLACK_BOT_TOKEN": settings.slack_bot_token}
+    if http:
+        needed["TEAMBOT_SLACK_SIGNING_SECRET"] = settings.slack_signing_secret
+    else:
+        needed["TEAMBOT_SLACK_APP_TOKEN"] = settings.slack_app_token
+    missing = [name for name, value in needed.items() if value is None or not value.get_secret_value().strip()]
+    if missing:
+        _fail(f"`teambot slack{' --http' if http else ''}` needs {' and '.join(missing)}.", code=2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackApiError
+
+    from bots.slack_app import EVENTS_PATH, SlackBot, http_server, serve_socket_mode
+    from pipeline.feedback_store import FeedbackStore
+    from pipeline.querying import AnswerService
+
+    try:
+        bot = SlackBot(settings, AnswerService(settings), FeedbackStore.from_settings(settings))
+    except (BoltError, SlackApiError, OSError) as exc:  # a rejected token, Slack unreachable
+        _fail(f"could not start the Slack bot: {exc}")
+    try:
+        if http:
+            try:
+                server = http_server(bot.app, host, settings.http_port)
+            except OSError as exc:
+                _fail(f"cannot listen on {host}:{settings.http_port}: {exc.strerror or exc}")
+            typer.echo(f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH} (Ctrl-C stops)")
+            try:
+                server.serve_forever()
+            finally:
+                server.server_close()
+        else:
+            typer.echo("teambot: Slack Socket Mode (Ctrl-C stops)")
+            serve_socket_mode(bot.app, settings.slack_app_token.get_secret_value().strip())
+    except KeyboardInterrupt:
+        typer.echo("teambot: stopping after the answers in progress…", err=True)
+    finally:
+        bot.close()
 
 
 @app.command()
@@ -198,9 +244,28 @@ def discord() -> None:
 
 
 @feedback_app.command("stats")
-def feedback_stats() -> None:
-    """Counts of 👍/👎 by model."""
-    _not_built("feedback stats", "feedback store")
+def feedback_stats(as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON.")) -> None:
+    """Counts of answers, 👍 and 👎 by model."""
+    from dataclasses import asdict
+
+    from pipeline.feedback_store import FeedbackStore
+
+    stats = FeedbackStore.from_settings(_settings()).stats()
+    if as_json:
+        typer.echo(json.dumps([asdict(s) for s in stats], indent=2))
+        return
+    if not stats:
+        typer.echo("No answers recorded yet.")
+        return
+    width = max(len("model"), *(len(s.model) for s in stats))
+    typer.echo(f"{'model':<{width}}  {'answers':>7}  {'👍 up':>7}  {'👎 down':>7}")
+    for s in stats:
+        typer.echo(f"{s.model:<{width}}  {s.answers:>7}  {s.up:>7}  {s.down:>7}")
+    if len(stats) > 1:
+        typer.echo(
+            f"{'total':<{width}}  {sum(s.answers for s in stats):>7}  {sum(s.up for s in stats):>7}  "
+            f"{sum(s.down for s in stats):>7}"
+        )
 
 
 @feedback_app.command("export")

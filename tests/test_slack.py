@@ -368,6 +368,13 @@ def test_unsigned_forged_and_stale_requests_are_rejected(bot):
     bot.final("C0FORGED", bot.placeholder("C0FORGED", question["ts"]))
 
 
+def test_without_a_signing_secret_no_request_is_accepted(settings, store, standin):
+    config = _settings(settings, slack_signing_secret=SecretStr(" "))  # set, but blank
+    with running(config, ScriptedService(config), store, standin) as bot:
+        for secret in ("", " "):
+            assert bot.event(slack.mention("Which tool?"), secret=secret).status_code == 401
+
+
 def test_its_own_and_other_bots_messages_are_ignored(bot):
     own = slack.direct_message("Looking that up…", user=BOT_USER, bot_id=BOT_ID, channel="D0BOTS")
     other = slack.direct_message("deploy finished", bot_id="B0CI", subtype="bot_message", channel="D0BOTS")

@@ -1,0 +1,59 @@
+"""The CLI verbs that came with the Slack adapter: `teambot slack` and `teambot feedback stats`."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from pipeline.answer import Answer
+from pipeline.feedback_store import FeedbackStore
+from teambot.cli import app
+
+runner = CliRunner()
+NO_SLACK = {"TEAMBOT_SLACK_BOT_TOKEN": "", "TEAMBOT_SLACK_APP_TOKEN": "", "TEAMBOT_SLACK_SIGNING_SECRET": ""}
+
+
+def test_slack_names_the_settings_it_is_missing(tmp_path):
+    env = {**NO_SLACK, "TEAMBOT_DATA_DIR": str(tmp_path)}
+    socket_mode = runner.invoke(app, ["slack"], env=env)
+    assert socket_mode.exit_code == 2
+    assert "TEAMBOT_SLACK_BOT_TOKEN and TEAMBOT_SLACK_APP_TOKEN" in socket_mode.output
+
+    http = runner.invoke(app, ["slack", "--http"], env={**env, "TEAMBOT_SLACK_BOT_TOKEN": "xoxb-1"})
+    assert http.exit_code == 2
+    assert "needs TEAMBOT_SLACK_SIGNING_SECRET" in http.output and "BOT_TOKEN" not in http.output
+
+
+def _record(store: FeedbackStore, model: str, votes: list[int]) -> None:
+    answer = Answer(question="Which tool do expense claims go in?", text="Ledgerly [1].", sources=[],
+                    model=model, collection="Handbook")
+    store.record_answer(answer, platform="slack", user_id="U0ALICE", channel="C0GENERAL")
+    for n, value in enumerate(votes):
+        store.rate(answer.id, platform="slack", user_id=f"U{n}", value=value)
+
+
+def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    env = {"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_FEEDBACK_DB_URL": url}
+    assert runner.invoke(app, ["feedback", "stats"], env=env).output.strip() == "No answers recorded yet."
+
+    store = FeedbackStore(url)
+    _record(store, "teambot-dev", [1, 1, -1])
+    _record(store, "teambot-dev", [])
+    _record(store, "teambot-ft-1", [-1])
+    store.rate(  # a changed vote counts once, as its last value
+        store.answer_for_message("slack", "none") or next(a.id for a, _ in store.rated_answers() if a.model == "teambot-ft-1"),
+        platform="slack", user_id="U0", value=1,
+    )
+
+    result = runner.invoke(app, ["feedback", "stats"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:]]
+    assert rows == [["teambot-dev", "2", "2", "1"], ["teambot-ft-1", "1", "1", "0"], ["total", "3", "3", "1"]]
+
+    as_json = runner.invoke(app, ["feedback", "stats", "--json"], env=env)
+    assert json.loads(as_json.output) == [
+        {"model": "teambot-dev", "answers": 2, "up": 2, "down": 1},
+        {"model": "teambot-ft-1", "answers": 1, "up": 1, "down": 0},
+    ]
