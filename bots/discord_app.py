@@ -116,6 +116,8 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
     me = client.user
     if me is None or message.author.id == me.id or message.author.bot:
         return  # never answer itself or another bot (no loops)
+    if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+        return  # pins, joins, thread notices…
     channel = message.channel
     mentioned = any(user.id == me.id for user in message.mentions)
     addressed = mentioned or _is_reply_to_bot(message, me.id) or message.guild is None
@@ -191,7 +193,9 @@ def _quote(question: str, limit: int = 200) -> str:
     return f"> {discord.utils.escape_markdown(text)}\n"
 
 
-async def answer_question(client: TeambotDiscord, conversation: Conversation, target: ReplyTarget, *, quote_question: bool = False) -> None:
+async def answer_question(
+    client: TeambotDiscord, conversation: Conversation, target: ReplyTarget, *, quote_question: bool = False
+) -> None:
     """Answer one question into `target`: stream it, post it with sources and votes, record it."""
     try:
         await target.begin()
@@ -225,21 +229,27 @@ async def answer_question(client: TeambotDiscord, conversation: Conversation, ta
     await editor.close()
 
     # Record before the buttons appear, so that even an instant click finds the answer.
-    await asyncio.to_thread(
-        store.record_answer, result, platform=PLATFORM, user_id=str(conversation.user_id),
-        workspace=str(conversation.guild_id) if conversation.guild_id else None,
-        channel=str(conversation.channel_id), thread=conversation.thread_key,
-        message_id=str(target.first_message_id) if target.first_message_id else None,
-    )
+    try:
+        await asyncio.to_thread(
+            store.record_answer, result, platform=PLATFORM, user_id=str(conversation.user_id),
+            workspace=str(conversation.guild_id) if conversation.guild_id else None,
+            channel=str(conversation.channel_id), thread=conversation.thread_key,
+            message_id=str(target.first_message_id) if target.first_message_id else None,
+        )
+        recorded = True
+    except Exception:  # the answer is still worth showing, only without votes
+        log.exception("could not record answer %s", result.id)
+        recorded = False
     chunks = answer_chunks(result, prefix=_quote(conversation.question) if quote_question else "")
     try:
-        message_id = await target.finish(chunks, vote_view(result.id))
+        message_id = await target.finish(chunks, vote_view(result.id) if recorded else None)
     except discord.HTTPException as exc:
         log.error("could not post answer %s: %s", result.id, exc)
         await _fail(target, TeambotError.user_message)
         return
-    # Reactions are counted on the message that carries the buttons (the last one if split).
-    await asyncio.to_thread(store.set_message_id, result.id, str(message_id))
+    if recorded:
+        # Reactions are counted on the message that carries the buttons (the last one if split).
+        await asyncio.to_thread(store.set_message_id, result.id, str(message_id))
     log.info(
         "answered %s in %.1fs with %d source(s)", result.id, result.timings.get("total", 0.0), len(result.sources)
     )
@@ -272,5 +282,6 @@ def run_bot(settings: Settings) -> None:
         raise DiscordSetupError("Discord rejected TEAMBOT_DISCORD_TOKEN: check the bot token.") from None
     except discord.PrivilegedIntentsRequired:
         raise DiscordSetupError(
-            "Enable the Message Content intent for the bot in the Discord developer portal (Bot → Privileged Gateway Intents)."
+            "Enable the Message Content intent in the Discord developer portal "
+            "(your application → Bot → Privileged Gateway Intents)."
         ) from None

@@ -82,8 +82,8 @@ class ReplyTarget(Protocol):
     async def show(self, text: str) -> None:
         """Create or update the visible partial answer."""
 
-    async def finish(self, chunks: list[str], view: discord.ui.View) -> int:
-        """Show the final answer; returns the id of the message that carries `view`."""
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
+        """Show the final answer; returns the id of its last message (the one given `view`)."""
 
     async def fail(self, text: str) -> None:
         """Replace whatever was shown with a short error."""
@@ -126,7 +126,7 @@ class ChannelReply:
         else:
             await self._send(text)
 
-    async def finish(self, chunks: list[str], view: discord.ui.View) -> int:
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
         last = len(chunks) - 1
         if self.messages:
             first = self.messages[0]
@@ -160,12 +160,12 @@ class InteractionReply:
         message = await self.interaction.edit_original_response(content=text)
         self.first_message_id = message.id
 
-    async def finish(self, chunks: list[str], view: discord.ui.View) -> int:
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
         last = len(chunks) - 1
         message = await self.interaction.edit_original_response(content=chunks[0], view=view if last == 0 else None)
         self.first_message_id = message.id
         for i, chunk in enumerate(chunks[1:], start=1):
-            kwargs = {"view": view} if i == last else {}
+            kwargs = {"view": view} if i == last and view is not None else {}
             message = await self.interaction.followup.send(chunk, wait=True, **kwargs)
         return message.id
 

@@ -3,8 +3,9 @@ thread, streams the answer into a placeholder, and records 👍/👎 from button
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
 commands and views call `ack()` first). Answering runs on a small worker pool of its own, so
-long generations never hold up the acknowledgements of later requests. `create_app` builds the
-Bolt `App`; `serve_http` and `serve_socket_mode` run it.
+long generations never hold up the acknowledgements of later requests. `SlackBot` builds the
+Bolt `App` (pass a `WebClient` to talk to another Slack API URL); `http_server` and
+`serve_socket_mode` run it.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class SlackBot:
             client = WebClient(token=token)
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
         # Without a signing secret, a random one: no HTTP request can pass verification (Socket
-        # Mode requests are not signed and do not need it). An empty one would accept anybody's.
+        # Mode requests are not signed and do not need it); slack_sdk refuses a blank one.
         self.app = App(
             client=client, name="teambot", logger=log,
             signing_secret=_secret(settings.slack_signing_secret) or secrets.token_hex(32),
@@ -302,11 +303,6 @@ class SlackBot:
             log.warning("could not confirm feedback to %s: %s", user, exc.response.get("error"))
 
 
-def create_app(settings: Settings, service, store: FeedbackStore, client: WebClient | None = None, **options) -> App:
-    """The Bolt app with teambot's listeners (`client` defaults to one for the bot token)."""
-    return SlackBot(settings, service, store, client, **options).app
-
-
 # ---------------------------------------------------------------------- running
 
 
@@ -328,11 +324,13 @@ def http_server(app: App, host: str, port: int) -> WSGIServer:
     )
 
 
-def serve_socket_mode(app: App, app_token: str) -> None:
+def serve_socket_mode(app: App, app_token: str, stop: threading.Event | None = None) -> None:
+    """Receive events over Socket Mode (app-level token xapp-…) until `stop` is set or Ctrl-C."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     handler = SocketModeHandler(app, app_token)
     try:
-        handler.start()
+        handler.connect()
+        (stop or threading.Event()).wait()
     finally:
         handler.close()

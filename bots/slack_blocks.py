@@ -32,8 +32,9 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _link_target(url: str) -> str:
-    return url.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E").replace(" ", "%20")
+def _link_target(escaped_url: str) -> str:
+    """An escaped URL made safe inside <url|title>."""
+    return escaped_url.replace("|", "%7C").replace(" ", "%20")
 
 
 _MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
@@ -62,7 +63,7 @@ def source_line(source: Source) -> str:
     title = escape(source.title or PurePath(source.path).name or "document")
     section = f" § {escape(source.section)}" if source.section else ""
     if source.link.startswith(("http://", "https://")):
-        return f"{source.number}. <{_link_target(source.link)}|{title}>{section}"
+        return f"{source.number}. <{_link_target(escape(source.link))}|{title}>{section}"
     name = PurePath(source.path).name
     where = f" (`{escape(name)}`)" if name and name != source.title else ""
     return f"{source.number}. {title}{section}{where}"

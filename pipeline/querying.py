@@ -32,10 +32,11 @@ SNIPPET_CHARS = 240
 
 @component
 class RelevanceGate:
-    """Keeps retrieved chunks whose cosine similarity to the question reaches `min_similarity`.
+    """Passes the retrieved chunks on only if the best one is similar enough to the question.
 
     Hybrid scores are rank-fused and relative (the best hit always scores high), so they cannot
-    tell "nothing relevant" apart; the embedding similarity can.
+    tell "nothing relevant" apart; the cosine similarity of the embeddings can. Gating on the
+    best chunk (not each one) keeps the retriever's recall for questions that do match.
     """
 
     def __init__(self, min_similarity: float) -> None:
@@ -45,16 +46,15 @@ class RelevanceGate:
     def run(self, documents: list[Document], query_embedding: list[float]) -> dict:
         query = np.asarray(query_embedding, dtype=np.float32)
         query /= np.linalg.norm(query) or 1.0
-        kept, sims = [], []
+        docs, sims = [], []
         for doc in documents:
-            if doc.embedding is None:
-                continue
-            vec = np.asarray(doc.embedding, dtype=np.float32)
-            sim = float(vec @ query / (np.linalg.norm(vec) or 1.0))
-            if sim >= self.min_similarity:
-                kept.append(doc)
-                sims.append(sim)
-        return {"documents": kept, "similarities": sims}
+            if doc.embedding is not None:
+                vec = np.asarray(doc.embedding, dtype=np.float32)
+                docs.append(doc)
+                sims.append(float(vec @ query / (np.linalg.norm(vec) or 1.0)))
+        if not sims or max(sims) < self.min_similarity:
+            return {"documents": [], "similarities": []}
+        return {"documents": docs, "similarities": sims}
 
 
 def _model_name(settings: Settings) -> str:
@@ -208,7 +208,7 @@ class AnswerService:
         prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
         return Answer(
             question=question, text=text or ABSTAIN, sources=_cited(text, retrieved), model=model,
-            collection=collection, abstained=not text or ABSTAIN.rstrip(".") in text, retrieved=retrieved,
+            collection=collection, abstained=_abstains(text), retrieved=retrieved,
             context=prompt[-1]["content"], prompt=prompt, timings=timings,
         )
 
@@ -243,9 +243,13 @@ def _source(number: int, doc: Document, similarity: float) -> Source:
     )
 
 
+def _abstains(text: str) -> bool:
+    return not text.strip() or text.strip().lower().startswith(ABSTAIN.lower()[:12])
+
+
 def _cited(text: str, retrieved: list[Source]) -> list[Source]:
     """The sources the answer cites; if it cites none, the best match it was given."""
-    if ABSTAIN.rstrip(".") in text:
+    if _abstains(text):
         return []
     numbers = {int(n) for n in _CITATION.findall(text)}
     cited = [s for s in retrieved if s.number in numbers]

@@ -352,6 +352,7 @@ def publish(
     activate: bool = typer.Option(False, "--activate", help="Answer with it from the next question on (no restart)."),
     force: bool = typer.Option(False, "--force", help="Publish even if it was not evaluated or does not beat its base."),
     rollback: bool = typer.Option(False, "--rollback", help="Switch back to the previously active model."),
+    quantize: str = typer.Option("auto", help="auto (q8_0 under 1B parameters, else q4_K_M), none, q4_K_M, q4_K_S, q8_0."),
 ) -> None:
     """Publish a fine-tuned run to Ollama as teambot-ft-<run>; or roll the active model back."""
     from training import active_model
@@ -370,10 +371,12 @@ def publish(
 
     try:
         run_dir = resolve_run(settings, run)
-        published = publish_run(settings, run_dir, activate=activate, force=force, log=lambda m: typer.echo(m, err=True))
+        published = publish_run(settings, run_dir, activate=activate, force=force, quantize=quantize,
+                                log=lambda m: typer.echo(m, err=True))
     except (RunNotFound, PublishRefused, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(f"published {published.model} ({published.route}, {published.seconds:.0f}s) to {settings.ollama_url}")
+    detail = published.route + (f", {published.quantization}" if published.quantization else "")
+    typer.echo(f"published {published.model} ({detail}, {published.seconds:.0f}s) to {settings.ollama_url}")
     if activate:
         typer.echo(f"active model: {published.model} (was {published.previous_active}); undo with `teambot publish --rollback`")
 

@@ -70,6 +70,7 @@ class DiscordStandIn:
     # interaction token → {"channel_id", "original": message id}
     interactions: dict[str, dict] = field(default_factory=dict)
     url: str = ""
+    token: str = "test-token"  # the only bot token this Discord accepts
 
     def __post_init__(self) -> None:
         base = discord.utils.time_snowflake(datetime.now(timezone.utc))
@@ -131,7 +132,7 @@ class DiscordStandIn:
         parts = path.strip("/").split("/")
         # Interaction callbacks and their webhooks are authorised by the token in the path.
         needs_auth = parts[0] not in ("interactions", "webhooks")
-        if needs_auth and not request.headers.get("Authorization", "").startswith("Bot "):
+        if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
             result = self._route(request.method, parts, body or {}, dict(request.query))
@@ -389,7 +390,7 @@ async def logged_in(client: discord.Client, standin: DiscordStandIn):
     previous = discord.http.Route.BASE
     discord.http.Route.BASE = await standin.start()
     try:
-        await client.login("test-token")
+        await client.login(standin.token)
         client._connection.parse_guild_create(standin.guild_create())
         yield client
     finally:

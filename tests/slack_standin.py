@@ -2,11 +2,13 @@
 
 Point `slack_sdk.WebClient(base_url=standin.api_url)` at it. It also plays the other side of
 the conversation: `signed` builds Events API, slash command and interactivity requests signed
-like Slack signs them, for the bot's HTTP endpoint.
+like Slack signs them, for the bot's HTTP endpoint, and `SocketModeStandIn` delivers events
+over Socket Mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode
 
+from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
 TEAM = "T0TEAMBOT"
 BOT_USER = "U0TEAMBOT"
 BOT_ID = "B0TEAMBOT"
 BOT_TOKEN = "xoxb-standin-token"
+APP_TOKEN = "xapp-standin-token"
 
 
 @dataclass
@@ -35,6 +39,7 @@ class SlackStandIn:
         self.calls: list[Call] = []
         self.errors: dict[str, str] = {}  # method → error to answer with (e.g. not_in_channel)
         self.hooks: dict[str, object] = {}  # method → fn(args), run before the call is answered
+        self.socket_mode: SocketModeStandIn | None = None  # set to accept Socket Mode connections
         self._changed = threading.Condition()
         self._ts = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -97,6 +102,10 @@ class SlackStandIn:
     def _answer(self, method: str, args: dict) -> dict:
         if method.startswith("response_url"):
             return {"ok": True}
+        if method == "apps.connections.open":  # Socket Mode: the app-level token asks where to connect
+            if args.get("token") != APP_TOKEN or self.socket_mode is None:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.socket_mode.url}
         if args.get("token") != BOT_TOKEN:
             return {"ok": False, "error": "not_authed" if not args.get("token") else "invalid_auth"}
         if method in self.errors:
@@ -164,6 +173,80 @@ class SlackStandIn:
             do_POST = do_GET = _serve
 
         return Handler
+
+
+class SocketModeStandIn:
+    """Slack's Socket Mode endpoint: a WebSocket server (plain ws:// on loopback, which
+    slack_sdk's client allows for ports other than 443) that says hello to the app, sends it
+    envelopes and records the acknowledgements it sends back."""
+
+    def __init__(self) -> None:
+        self.acks: list[dict] = []
+        self._changed = threading.Condition()
+        self._socket = None
+        self._loop = asyncio.new_event_loop()
+        self._runner = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    def start(self) -> "SocketModeStandIn":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/link/", self._connection)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/link/?ticket=standin"
+
+    async def _connection(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({
+            "type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0TEAMBOT"},
+            "debug_info": {"host": "standin", "approximate_connection_time": 3600},
+        }))
+        with self._changed:
+            self._socket = ws
+            self._changed.notify_all()
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                with self._changed:
+                    self.acks.append(json.loads(message.data))
+                    self._changed.notify_all()
+        return ws
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._socket is not None, timeout), "the app did not connect"
+
+    def send_event(self, body: str, *, retry: int = 0) -> str:
+        """Deliver an Events API body as Slack does over Socket Mode; returns its envelope id."""
+        envelope_id = f"env-{next(_event_ids)}"
+        envelope = {
+            "envelope_id": envelope_id, "type": "events_api", "payload": json.loads(body),
+            "accepts_response_payload": False, "retry_attempt": retry, "retry_reason": "timeout" if retry else "",
+        }
+        asyncio.run_coroutine_threadsafe(self._socket.send_str(json.dumps(envelope)), self._loop).result(10)
+        return envelope_id
+
+    def wait_ack(self, envelope_id: str, timeout: float = 30.0) -> dict:
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((a for a in self.acks if a.get("envelope_id") == envelope_id), None), timeout
+            )
+        assert found, f"no acknowledgement of {envelope_id}"
+        return found
 
 
 # ---------------------------------------------------------------------- requests from "Slack"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -26,11 +27,9 @@ from pipeline.errors import InvalidQuestion, ModelUnavailable
 from pipeline.feedback_store import FeedbackStore
 from tests.discord_standin import DiscordStandIn, custom_ids, logged_in, settle, user_payload
 
-pytestmark = pytest.mark.services
-
-EXPENSES_QUESTION = "Which tool do expense claims go in?"
+EXPENSES_QUESTION = "Which tool do I submit expense claims in?"
 FOLLOW_UP = "How long do I have to submit them?"
-TIME_OFF_QUESTION = "Where do I request time off?"
+TIME_OFF_QUESTION = "How many days of paid vacation do full-time employees get?"
 EPHEMERAL = 64
 
 
@@ -116,6 +115,7 @@ def conversation(handbook, bot_settings, store):
     return run(scenario())
 
 
+@pytest.mark.services
 def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversation, store, handbook):
     c = conversation
     paths = [(r.method, r.path) for r in c.requests_for_first]
@@ -124,15 +124,18 @@ def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversat
     assert paths.index(("POST", f"{channel}/typing")) < paths.index(("POST", f"{channel}/messages"))
     assert c.first["message_reference"]["message_id"] == c.question["id"]
 
-    content = c.first["content"]
-    assert len(content) <= MESSAGE_LIMIT
-    assert "Ledgerly" in content
-    assert "**Sources**" in content and re.search(r"\*\*\[1\]\*\* .*expenses\.md", content)
-    assert "▌" not in content  # the streaming cursor is gone from the final message
-
     answer_id = answer_id_of(c.first)
     assert custom_ids(c.first) == [f"teambot:vote:up:{answer_id}", f"teambot:vote:down:{answer_id}"]
     record = store.get_answer(answer_id)
+
+    # The pipeline's answer, then its numbered sources, in one message without the stream cursor.
+    content = c.first["content"]
+    assert len(content) <= MESSAGE_LIMIT and "▌" not in content
+    text, sources = content.split("\n\n**Sources**\n")
+    assert text == record.answer_text
+    retrieved_files = {Path(r["path"]).name for r in record.retrieved}
+    assert "expenses.md" in retrieved_files
+    assert re.match(r"\*\*\[\d\]\*\* .+\(`([^`]+)`\)", sources).group(1) in retrieved_files
     assert record.platform == "discord"
     assert record.workspace == str(c.standin.guild_id)
     assert record.channel == str(c.standin.channel_id)
@@ -143,6 +146,7 @@ def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversat
     assert record.question == EXPENSES_QUESTION  # the mention itself is not part of the question
 
 
+@pytest.mark.services
 def test_reply_to_an_answer_is_a_follow_up_with_the_earlier_turn_as_context(conversation, store):
     c = conversation
     assert c.second["id"] != c.first["id"]
@@ -156,6 +160,7 @@ def test_reply_to_an_answer_is_a_follow_up_with_the_earlier_turn_as_context(conv
     assert EXPENSES_QUESTION in earlier
 
 
+@pytest.mark.services
 def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation, bot_settings, handbook, store):
     message = conversation.first
     answer_id = answer_id_of(message)
@@ -202,6 +207,7 @@ def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation
     assert thanks["data"]["content"] == THANKS_DETAIL
 
 
+@pytest.mark.services
 def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, handbook, store):
     c = conversation
     answer_id = answer_id_of(c.first)
@@ -233,6 +239,7 @@ def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, hand
     assert store.ratings(answer_id_of(c.second)) == []
 
 
+@pytest.mark.services
 def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_settings, store):
     async def scenario():
         standin = DiscordStandIn()
@@ -253,17 +260,18 @@ def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_setti
     callback = standin.calls("POST", f"/interactions/{command['id']}/")
     assert [c.body["type"] for c in callback] == [5]  # "teambot is thinking…" within Discord's 3 s
     original = standin.messages[standin.interactions[command["token"]]["original"]]
-    assert original["content"].startswith(f"> {TIME_OFF_QUESTION}\n")
-    assert "HeyHR" in original["content"] and "**Sources**" in original["content"]
     record = store.get_answer(answer_id_of(original))
+    # The question is quoted (others only see "used /ask"), then the answer and its sources.
+    assert original["content"].startswith(f"> {TIME_OFF_QUESTION}\n{record.answer_text}\n\n**Sources**\n")
+    assert "time-off.md" in {Path(r["path"]).name for r in record.retrieved}
     assert (record.channel, record.thread, record.message_id) == (
         str(standin.channel_id), command["id"], original["id"]
     )
     assert record.question == TIME_OFF_QUESTION
 
 
-def test_ask_command_syncs_to_the_dev_guild_when_set(bot_settings, store):
-    settings = bot_settings.model_copy(update={"discord_dev_guild": 1000000000000000003})
+def test_ask_command_syncs_to_the_dev_guild_when_set(settings, store):
+    settings = settings.model_copy(update={"discord_dev_guild": 1000000000000000003})
 
     async def scenario():
         standin = DiscordStandIn()
@@ -275,37 +283,42 @@ def test_ask_command_syncs_to_the_dev_guild_when_set(bot_settings, store):
     assert [c["name"] for c in sync.body] == ["ask"]
 
 
-def test_model_down_gets_a_short_clear_reply_and_no_recorded_answer(settings, handbook, store):
+@pytest.mark.services
+def test_too_long_question_and_model_down_get_short_clear_replies(settings, handbook, store):
     from pipeline.querying import AnswerService
 
-    down = settings.model_copy(update={"collection": handbook.collection, "ollama_url": "http://127.0.0.1:9"})
+    down = settings.model_copy(
+        update={"collection": handbook.collection, "ollama_url": "http://127.0.0.1:9", "max_question_chars": 100}
+    )
     answers_before = sum(s.answers for s in store.stats())
 
     async def scenario():
         standin = DiscordStandIn()
         bot = TeambotDiscord(down, AnswerService(down), store)
         async with logged_in(bot, standin):
-            bot._connection.parse_message_create(
-                standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
-            )
-            await settle()
+            for text in ("Please explain every rule about expenses. " * 5, EXPENSES_QUESTION):
+                bot._connection.parse_message_create(
+                    standin.message_create(f"{standin.mention()} {text}", mentions_bot=True)
+                )
+                await settle()
         return standin.bot_messages()
 
-    (reply,) = run(scenario())
-    assert reply["content"] == ModelUnavailable.user_message
-    assert reply["components"] == []
-    assert sum(s.answers for s in store.stats()) == answers_before
+    too_long, model_down = run(scenario())
+    assert too_long["content"].startswith("Your question is too long (209 characters; the limit is 100)")
+    assert model_down["content"] == ModelUnavailable.user_message
+    assert too_long["components"] == model_down["components"] == []
+    assert sum(s.answers for s in store.stats()) == answers_before  # nothing recorded, nothing to vote on
 
 
 # ---------------------------------------------------------------- routing, splitting, threads
 
 
-def test_empty_mention_gets_a_short_clear_reply(bot_settings, store):
+def test_empty_mention_gets_a_short_clear_reply(settings, store):
     service = ScriptedService("unused")
 
     async def scenario():
         standin = DiscordStandIn()
-        bot = TeambotDiscord(bot_settings, service, store)
+        bot = TeambotDiscord(settings, service, store)
         async with logged_in(bot, standin):
             bot._connection.parse_message_create(standin.message_create(standin.mention(), mentions_bot=True))
             await settle()
@@ -316,12 +329,12 @@ def test_empty_mention_gets_a_short_clear_reply(bot_settings, store):
     assert service.calls == []
 
 
-def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(bot_settings, store):
+def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(settings, store):
     service = ScriptedService("An answer [1].")
 
     async def scenario():
         standin = DiscordStandIn()
-        bot = TeambotDiscord(bot_settings, service, store)
+        bot = TeambotDiscord(settings, service, store)
         async with logged_in(bot, standin):
             logged_in_requests = len(standin.requests)
             parse = bot._connection.parse_message_create
@@ -336,12 +349,12 @@ def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(bot_
     assert service.calls == []
 
 
-def test_direct_message_is_answered_without_a_mention(bot_settings, store):
+def test_direct_message_is_answered_without_a_mention(settings, store):
     service = ScriptedService("Claims go in Ledgerly [1].", [Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)])
 
     async def scenario():
         standin = DiscordStandIn()
-        bot = TeambotDiscord(bot_settings, service, store)
+        bot = TeambotDiscord(settings, service, store)
         async with logged_in(bot, standin):
             question = standin.message_create(EXPENSES_QUESTION, dm=True)
             bot._connection.parse_message_create(question)
@@ -357,8 +370,8 @@ def test_direct_message_is_answered_without_a_mention(bot_settings, store):
     assert service.calls[0]["question"] == EXPENSES_QUESTION
 
 
-def test_channel_mapping_picks_the_collection(bot_settings, store):
-    settings = bot_settings.model_copy(update={"channel_collections": {"1000000000000000003": "SalesDocs"}})
+def test_channel_mapping_picks_the_collection(settings, store):
+    settings = settings.model_copy(update={"channel_collections": {"1000000000000000003": "SalesDocs"}})
     service = ScriptedService("From the sales docs.")
 
     async def scenario():
@@ -374,7 +387,7 @@ def test_channel_mapping_picks_the_collection(bot_settings, store):
     assert service.calls[0]["collection"] == "SalesDocs"  # mapped by guild id
 
 
-def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(bot_settings, store):
+def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(settings, store):
     link = "[Expense policy](<https://wiki.example.com/finance/expenses>)"
     steps = [f"Step {n}: file the claim in Ledgerly, see {link} for details. " for n in range(1, 61)]
     text = "".join(steps).strip()
@@ -384,7 +397,7 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(bot_settings,
 
     async def scenario():
         standin = DiscordStandIn()
-        bot = TeambotDiscord(bot_settings, service, store)
+        bot = TeambotDiscord(settings, service, store)
         async with logged_in(bot, standin):
             bot._connection.parse_message_create(
                 standin.message_create(f"{standin.mention()} How do I file a claim?", mentions_bot=True)
@@ -420,8 +433,30 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(bot_settings,
     assert rating_of(store, record.id, standin.user_id).value == 1
 
 
-def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(bot_settings, store):
-    settings = bot_settings.model_copy(update={"discord_reply_in_thread": True})
+def test_long_ask_answer_continues_in_follow_up_messages(settings, store):
+    service = ScriptedService("Claims go in Ledgerly within thirty days of the expense. " * 70)
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store)
+        async with logged_in(bot, standin):
+            command = standin.slash_command("ask", question="How do claims work?")
+            bot._connection.parse_interaction_create(command)
+            await settle()
+        return standin, command
+
+    standin, command = run(scenario())
+    original, *follow_ups = standin.bot_messages()
+    assert original["id"] == str(standin.interactions[command["token"]]["original"])
+    assert len(follow_ups) >= 1 and all(len(m["content"]) <= MESSAGE_LIMIT for m in [original, *follow_ups])
+    assert [bool(m["components"]) for m in [original, *follow_ups]] == [False] * len(follow_ups) + [True]
+    assert len(standin.calls("POST", f"/webhooks/{standin.app_id}/{command['token']}")) == len(follow_ups)
+    record = store.get_answer(answer_id_of(follow_ups[-1]))
+    assert record.message_id == follow_ups[-1]["id"]
+
+
+def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(settings, store):
+    settings = settings.model_copy(update={"discord_reply_in_thread": True})
     service = ScriptedService("Claims go in Ledgerly.")
 
     async def scenario():
@@ -448,3 +483,38 @@ def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(bot_settin
         assert (record.channel, record.thread) == (str(standin.channel_id), question["id"])
     assert [c["question"] for c in service.calls] == [EXPENSES_QUESTION, FOLLOW_UP]
     assert [(t.question, t.answer) for t in service.calls[1]["history"]] == [(EXPENSES_QUESTION, "Claims go in Ledgerly.")]
+
+
+def test_cli_with_a_token_discord_rejects_says_so(settings, monkeypatch, tmp_path):
+    import logging
+    import threading
+
+    import discord
+    from typer.testing import CliRunner
+
+    from teambot.cli import app
+
+    standin = DiscordStandIn()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    # `client.run` installs a log handler on the root logger, bound to the runner's captured stream.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        url = asyncio.run_coroutine_threadsafe(standin.start(), loop).result(30)
+        monkeypatch.setattr(discord.http.Route, "BASE", url)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("TEAMBOT_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("TEAMBOT_DISCORD_TOKEN", "not-the-bot-token")
+        result = CliRunner().invoke(app, ["discord"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+        asyncio.run_coroutine_threadsafe(standin.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+    assert result.exit_code == 2
+    assert "Discord rejected TEAMBOT_DISCORD_TOKEN" in result.output
+    assert "not-the-bot-token" not in result.output  # a secret is never echoed
+    assert [(r.method, r.path) for r in standin.requests] == [("GET", "/users/@me")]

@@ -25,12 +25,13 @@ def test_slack_names_the_settings_it_is_missing(tmp_path):
     assert "needs TEAMBOT_SLACK_SIGNING_SECRET" in http.output and "BOT_TOKEN" not in http.output
 
 
-def _record(store: FeedbackStore, model: str, votes: list[int]) -> None:
+def _record(store: FeedbackStore, model: str, votes: list[int]) -> str:
     answer = Answer(question="Which tool do expense claims go in?", text="Ledgerly [1].", sources=[],
                     model=model, collection="Handbook")
     store.record_answer(answer, platform="slack", user_id="U0ALICE", channel="C0GENERAL")
     for n, value in enumerate(votes):
         store.rate(answer.id, platform="slack", user_id=f"U{n}", value=value)
+    return answer.id
 
 
 def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
@@ -41,11 +42,8 @@ def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
     store = FeedbackStore(url)
     _record(store, "teambot-dev", [1, 1, -1])
     _record(store, "teambot-dev", [])
-    _record(store, "teambot-ft-1", [-1])
-    store.rate(  # a changed vote counts once, as its last value
-        store.answer_for_message("slack", "none") or next(a.id for a, _ in store.rated_answers() if a.model == "teambot-ft-1"),
-        platform="slack", user_id="U0", value=1,
-    )
+    changed = _record(store, "teambot-ft-1", [-1])
+    store.rate(changed, platform="slack", user_id="U0", value=1)  # a changed vote counts as its last value
 
     result = runner.invoke(app, ["feedback", "stats"], env=env)
     assert result.exit_code == 0, result.output
@@ -57,3 +55,18 @@ def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
         {"model": "teambot-dev", "answers": 2, "up": 2, "down": 1},
         {"model": "teambot-ft-1", "answers": 1, "up": 1, "down": 0},
     ]
+
+
+def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    manifest = yaml.safe_load((ROOT / "docker" / "slack-manifest.yaml").read_text())
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
+        "app_mentions:read", "chat:write", "commands", "im:history", "reactions:read",
+    }
+    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im", "reaction_added"}
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/ask"]
+    assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["settings"]["socket_mode_enabled"]
+    assert manifest["features"]["app_home"]["messages_tab_enabled"]  # people can DM the bot

@@ -109,10 +109,10 @@ def test_mrkdwn_converts_markdown_but_not_inside_code():
 
 
 def test_source_lines_link_urls_and_name_local_files():
-    web = Source(1, "On-call", "https://h.example.com/on-call", "", "c1", 0.5, section="Escalation")
-    local = Source(2, "Expenses", "/srv/handbook/expenses.md", "", "c2", 0.5)
-    assert source_line(web) == "1. <https://h.example.com/on-call|On-call> § Escalation"
-    assert source_line(local) == "2. Expenses (`expenses.md`)"
+    web = Source(1, "On-call", "https://h.example.com/on-call?team=a&b|c", "", "c1", 0.5, section="Escalation")
+    local = Source(2, "Expenses <2026>", "/srv/handbook/expenses.md", "", "c2", 0.5)
+    assert source_line(web) == "1. <https://h.example.com/on-call?team=a&amp;b%7Cc|On-call> § Escalation"
+    assert source_line(local) == "2. Expenses &lt;2026&gt; (`expenses.md`)"
 
 
 def _answer(text: str, sources: list[Source] | None = None) -> Answer:

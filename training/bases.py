@@ -19,19 +19,24 @@ class UnknownBase(ValueError):
     pass
 
 
-# Gemma turn markers; the pretrained Gemma 3 GGUF ships no chat template. The system prompt
-# is its own turn so that the HF and Ollama renderings are identical token for token.
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
-    "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
-    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+# The packaged Gemma 3 270M is a pretrained (not instruction-tuned) model without a chat
+# template. Its own turn markers (<start_of_turn>/<end_of_turn>) are tokens it never learned
+# to emit, and a short fine-tune ends answers with look-alike tokens instead; plain "User:" /
+# "Assistant:" turns ending in <eos>, which it knows as end-of-text, stop reliably. The HF and
+# Ollama renderings below are the same text, token for token (Ollama prepends BOS itself).
+PLAIN_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}Assistant: {{ m['content'] }}{{ eos_token }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n\n"
+    "{% else %}{{ m['content'] }}\n\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
-GEMMA_OLLAMA_TEMPLATE = (
-    "{{- range .Messages }}<start_of_turn>"
-    '{{ if eq .Role "assistant" }}model{{ else }}{{ .Role }}{{ end }}\n{{ .Content }}<end_of_turn>\n'
-    "{{ end }}<start_of_turn>model\n"
+PLAIN_OLLAMA_TEMPLATE = (
+    '{{- range .Messages }}{{ if eq .Role "assistant" }}Assistant: {{ .Content }}<eos>\n\n'
+    '{{ else if eq .Role "user" }}User: {{ .Content }}\n\n'
+    "{{ else }}{{ .Content }}\n\n{{ end }}{{ end }}Assistant:"
 )
-GEMMA_PARAMETERS = {"stop": ["<end_of_turn>", "<start_of_turn>", "<eos>"], "temperature": 0.1, "num_ctx": 4096}
+GEMMA_PARAMETERS = {"stop": ["<eos>", "\n\nUser:"], "temperature": 0.1, "num_ctx": 4096}
 
 # ChatML exactly as teambot.devmodel.TEMPLATE renders it for Ollama.
 CHATML_TEMPLATE = (
@@ -69,8 +74,8 @@ class BaseSpec:
 
 
 GEMMA3_270M = BaseSpec(
-    name="gemma3-270m", gguf=_gemma_gguf, chat_template=GEMMA_CHAT_TEMPLATE,
-    stop=("<end_of_turn>", "<eos>"), add_bos=True, ollama_template=GEMMA_OLLAMA_TEMPLATE,
+    name="gemma3-270m", gguf=_gemma_gguf, chat_template=PLAIN_CHAT_TEMPLATE,
+    stop=("<eos>",), add_bos=True, ollama_template=PLAIN_OLLAMA_TEMPLATE,
     ollama_system=devmodel.SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
 )
 QWEN_DEV = BaseSpec(

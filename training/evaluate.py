@@ -39,29 +39,49 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _score(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int, device: str) -> dict:
+def completion_loss(model, tokenizer, rows: list[dict]) -> float:
+    """Mean cross-entropy per reference-answer token, given the prompt (the training objective)."""
     import torch
 
-    nll, counted, answers = 0.0, 0, []
+    was_training = model.training
+    model.eval()
+    nll, counted = 0.0, 0
+    try:
+        for row in rows:
+            prompt_ids = _encode(tokenizer, row["messages"][:-1], True)
+            full_ids = _encode(tokenizer, row["messages"], False)
+            start = _common_prefix(prompt_ids, full_ids)
+            ids = torch.tensor([full_ids], device=model.device)
+            with torch.no_grad():
+                # Only the answer positions go through the LM head (a 262k-row matrix for Gemma 3).
+                logits = model(input_ids=ids, logits_to_keep=len(full_ids) - start + 1).logits[0, :-1].float()
+            nll += torch.nn.functional.cross_entropy(logits, ids[0, start:], reduction="sum").item()
+            counted += len(full_ids) - start
+    finally:
+        model.train(was_training)
+    return nll / max(counted, 1)
+
+
+def generate_answers(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int) -> list[str]:
+    import torch
+
+    answers = []
     for row in rows:
-        prompt, reference = row["messages"][:-1], row["messages"][-1]
-        prompt_ids = _encode(tokenizer, prompt, True)
-        full_ids = _encode(tokenizer, row["messages"], False)
-        start = _common_prefix(prompt_ids, full_ids)
+        prompt_ids = _encode(tokenizer, row["messages"][:-1], True)
         with torch.no_grad():
-            ids = torch.tensor([full_ids], device=device)
-            logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
-            targets = ids[0, start:]
-            nll += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-            counted += targets.numel()
             generated = model.generate(
-                input_ids=torch.tensor([prompt_ids], device=device),
-                attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+                input_ids=torch.tensor([prompt_ids], device=model.device),
+                attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=model.device),
                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
                 pad_token_id=tokenizer.pad_token_id,
             )
         answers.append(tokenizer.decode(generated[0, len(prompt_ids):], skip_special_tokens=True).strip())
-    loss = nll / max(counted, 1)
+    return answers
+
+
+def _score(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int) -> dict:
+    loss = completion_loss(model, tokenizer, rows)
+    answers = generate_answers(model, tokenizer, rows, stop_ids, max_new_tokens)
     references = [r["messages"][-1]["content"] for r in rows]
     f1 = [metrics.token_f1(a, r) for a, r in zip(answers, references)]
     rouge = [metrics.rouge_l(a, r) for a, r in zip(answers, references)]
@@ -118,9 +138,9 @@ def evaluate_run(settings: Settings, run_dir: Path, *, max_new_tokens: int = 96,
     started = time.monotonic()
     log(f"scoring the base model on {len(rows)} held-out examples…")
     with model.disable_adapter():
-        base = _score(model, tokenizer, rows, stop_ids, max_new_tokens, loaded.device)
+        base = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
     log("scoring the fine-tuned model…")
-    tuned = _score(model, tokenizer, rows, stop_ids, max_new_tokens, loaded.device)
+    tuned = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
     beats, reasons = verdict(base, tuned)
     report = {
         "run": run_dir.name, "base": spec.name, "examples": len(rows), "max_new_tokens": max_new_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import struct
 from dataclasses import dataclass
@@ -34,6 +35,20 @@ class Loaded:
 
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def use_idle_cpu_threads() -> int:
+    """One torch thread per idle core, unless OMP_NUM_THREADS says otherwise.
+
+    OpenMP threads that outnumber the free cores spin against each other: on a busy 2-core
+    machine a 250-token Gemma 3 270M forward took 0.9 s with 1 thread and 1.8–8 s with 2.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    threads = max(1, min(cores, cores - round(os.getloadavg()[0])))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def can_load_4bit() -> bool:
@@ -87,6 +102,8 @@ def load_base(settings: Settings, spec: BaseSpec, *, load_in_4bit: bool = False,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = device()
+    if dev == "cpu":
+        log(f"using {use_idle_cpu_threads()} CPU thread(s)")
     source: Path | str = ensure_cached(settings, spec, log=log) if spec.gguf else spec.hf_id
     kwargs: dict = {"dtype": torch.bfloat16 if dev == "cuda" else torch.float32}
     if load_in_4bit:

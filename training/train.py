@@ -22,6 +22,7 @@ from pathlib import Path
 from teambot.settings import Settings
 from training import runs
 from training.bases import resolve_base
+from training.evaluate import completion_loss
 from training.export import export_dir, read_split
 
 
@@ -45,6 +46,7 @@ class TrainOptions:
     max_length: int | None = None  # default: settings.train_max_tokens
     eval_steps: int = 10
     patience: int = 3  # evaluations without a better eval loss before stopping
+    probe_examples: int = 16  # training examples whose loss is measured before and after
     seed: int = 42
     load_in_4bit: bool = False
 
@@ -82,7 +84,7 @@ def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options
         num_train_epochs=options.epochs, max_steps=options.max_steps,
         per_device_train_batch_size=options.batch_size, per_device_eval_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0,
+        lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
         max_length=options.max_length, packing=False, completion_only_loss=True, assistant_only_loss=False,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda,
         gradient_checkpointing=cuda, dataloader_pin_memory=cuda, dataloader_num_workers=0,
@@ -95,12 +97,47 @@ def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    return SFTTrainer(
+    return _trainer_class()(
         model=model, args=args, processing_class=loaded.tokenizer, peft_config=lora,
         train_dataset=Dataset.from_list([to_prompt_completion(e) for e in train_rows]),
         eval_dataset=Dataset.from_list([to_prompt_completion(e) for e in eval_rows]),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
     )
+
+
+def _trainer_class():
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionLossTrainer(SFTTrainer):
+        """Runs the LM head on answer positions only, on every device.
+
+        TRL's fused head skips prompt positions only where Triton runs (CUDA); on CPU it scores
+        every position, and Gemma 3's 262k-row head is most of each step's work while answers
+        are ~10% of the tokens. Models that scale their logits keep TRL's path.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            text_config = causal_lm.config.get_text_config()
+            if return_outputs or any(
+                getattr(text_config, k, None) is not None
+                for k in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+            ):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            hidden = causal_lm.base_model(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False
+            ).last_hidden_state[:, :-1]
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
+            cap = getattr(text_config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            nll = torch.nn.functional.cross_entropy(logits, labels[mask], reduction="sum")
+            return nll / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+
+    return CompletionLossTrainer
 
 
 def label_split(trainer, tokenizer, index: int = 0) -> tuple[str, str]:
@@ -170,17 +207,14 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
 
     trainer = build_trainer(loaded, train_rows, eval_rows, options, run_dir / "checkpoints")
     check_label_mask(trainer, loaded.tokenizer, train_rows)
-    before = {
-        "train": trainer.evaluate(trainer.train_dataset, metric_key_prefix="trainset")["trainset_loss"],
-        "eval": trainer.evaluate()["eval_loss"],
-    }
+    tokenizer = loaded.tokenizer
+    probe = train_rows[: options.probe_examples]
+    before = {"train": completion_loss(trainer.model, tokenizer, probe), "eval": completion_loss(trainer.model, tokenizer, eval_rows)}
+    log(f"loss before training: train {before['train']:.3f}, eval {before['eval']:.3f}")
     started = time.monotonic()
     result = trainer.train()
     train_s = time.monotonic() - started
-    after = {
-        "train": trainer.evaluate(trainer.train_dataset, metric_key_prefix="trainset")["trainset_loss"],
-        "eval": trainer.evaluate()["eval_loss"],
-    }
+    after = {"train": completion_loss(trainer.model, tokenizer, probe), "eval": completion_loss(trainer.model, tokenizer, eval_rows)}
     trainer.model.save_pretrained(run_dir / "adapter")
     loaded.tokenizer.save_pretrained(run_dir / "adapter")
     steps = result.global_step
@@ -189,7 +223,7 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
         "stopped_early": options.max_steps > 0 and steps < options.max_steps or (
             options.max_steps <= 0 and steps < trainer.state.max_steps
         ),
-        "train_loss_before": before["train"], "train_loss_after": after["train"],
+        "train_loss_before": before["train"], "train_loss_after": after["train"], "probe_examples": len(probe),
         "eval_loss_before": before["eval"], "eval_loss_after": after["eval"],
         **_history(trainer.state.log_history),
     }

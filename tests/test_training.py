@@ -1,0 +1,190 @@
+"""The whole fine-tuning loop on the CPU: feedback → export → train → eval → publish → answer.
+
+Real libraries end to end: the packaged Gemma 3 270M (dequantized once into cache_dir and
+reused), TRL/peft LoRA training for a few steps, and the real Ollama server for publishing and
+answering. The verbs are driven through the `teambot` CLI, as an operator would. Steps and
+lengths are kept small so the module stays within a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+
+import ollama
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.feedback_store import FeedbackStore
+from teambot.cli import app
+from teambot.devmodel import has_model
+from teambot.settings import load_settings
+from tests.test_training_export import seed_feedback
+from training.active_model import active_model
+from training.bases import resolve_base
+
+pytestmark = pytest.mark.training
+
+RUN = f"t{uuid.uuid4().hex[:8]}"  # unique: the Ollama model name is derived from it
+TRAIN_ARGS = ["--max-steps", "6", "--eval-steps", "3", "--batch-size", "4", "--lr", "5e-4", "--run-id"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("training")
+    variables = {
+        "TEAMBOT_DATA_DIR": str(data_dir), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m",
+        "TEAMBOT_TRAIN_MAX_TOKENS": "384", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20",
+    }
+    settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in variables.items()})
+    seed_feedback(FeedbackStore.from_settings(settings))
+    return variables, settings
+
+
+@pytest.fixture(scope="module")
+def client(env):
+    _, settings = env
+    client = ollama.Client(host=settings.ollama_url)
+    try:
+        client.list()
+    except (ConnectionError, OSError) as exc:
+        pytest.fail(f"Ollama is not running at {settings.ollama_url} ({exc}): run `teambot services up`")
+    yield client
+    for model in client.list().models:
+        if model.model.startswith(f"teambot-ft-{RUN}"):
+            client.delete(model.model)
+
+
+def teambot(env, *args: str):
+    result = CliRunner().invoke(app, list(args), env=env[0])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def cached_base(env):
+    from training.models import ensure_cached
+
+    _, settings = env
+    return ensure_cached(settings, resolve_base(settings))
+
+
+@pytest.fixture(scope="module")
+def exported(env, cached_base):
+    result = teambot(env, "feedback", "export")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def trained(env, exported):
+    result = teambot(env, "train", *TRAIN_ARGS, RUN)
+    assert result.exit_code == 0, result.output
+    return env[1].data_dir / "runs" / RUN, result.output
+
+
+@pytest.fixture(scope="module")
+def evaluated(env, trained):
+    result = teambot(env, "eval", "--run", RUN, "--max-new-tokens", "40")
+    assert result.exit_code == 0, result.output
+    return json.loads((trained[0] / "report.json").read_text()), result.output
+
+
+def test_export_counts_lengths_with_the_model_tokenizer(exported, env):
+    assert "kept: 30 (train 22, eval 8)" in exported
+    assert "lengths counted with: tokenizer (limit 384 tokens)" in exported
+    summary = json.loads((env[1].data_dir / "sft" / "summary.json").read_text())
+    assert summary["dropped"]["too_long"] == 1
+
+
+def test_the_loss_covers_the_answer_and_not_the_prompt(env, exported):
+    from training.export import read_split
+    from training.models import load_base
+    from training.train import TrainOptions, build_trainer, label_split
+
+    _, settings = env
+    rows = read_split(settings.data_dir / "sft" / "train.jsonl")[:4]
+    loaded = load_base(settings, resolve_base(settings))
+    options = TrainOptions(max_steps=1, max_length=384, eval_steps=1)
+    trainer = build_trainer(loaded, rows, rows[:1], options, settings.data_dir / "mask-check")
+    by_learned = {f" {r['messages'][-1]['content']}<eos>\n\n": r for r in rows}
+    for index in range(len(rows)):
+        ignored, learned = label_split(trainer, loaded.tokenizer, index)
+        # Exactly the answer and the end of its turn are learned…
+        assert learned in by_learned, learned
+        example = by_learned.pop(learned)
+        # …and the whole prompt (system prompt, documents, question) is not.
+        system, user = example["messages"][0]["content"], example["messages"][1]["content"]
+        assert ignored == f"<bos>{system}\n\nUser: {user}\n\nAssistant:"
+
+
+def test_training_lowers_the_loss_and_saves_a_run(trained):
+    run_dir, output = trained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6
+    assert metrics["train_loss_after"] < metrics["train_loss_before"]
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert [e["step"] for e in metrics["eval_loss"]] == [3, 6]
+    assert len(metrics["train_loss"]) == 6
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["base"] == "gemma3-270m" and config["arch"] == "gemma3_text" and config["device"] == "cpu"
+    assert config["dataset"]["train"] == 22 and config["options"]["max_length"] == 384
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "checkpoints").exists()
+    assert f"next: teambot eval --run {RUN}" in output
+
+
+def test_eval_compares_the_fine_tune_with_its_base(evaluated):
+    report, output = evaluated
+    assert report["examples"] == 8
+    for side in ("base_model", "finetuned"):
+        assert set(report[side]) == {"eval_loss", "perplexity", "token_f1", "rouge_l", "citation_compliance"}
+    assert report["finetuned"]["eval_loss"] < report["base_model"]["eval_loss"]
+    assert report["finetuned"]["perplexity"] < report["base_model"]["perplexity"]
+    assert len(report["answers"]) == 8 and all(a["finetuned"] for a in report["answers"])
+    assert "token F1" in output and "ROUGE-L" in output and "citation compliance" in output
+
+
+def test_publish_refuses_a_run_that_was_not_evaluated(env, trained):
+    run_dir, _ = trained
+    unevaluated = run_dir.parent / f"{RUN}-noeval"
+    shutil.copytree(run_dir, unevaluated, ignore=shutil.ignore_patterns("report.json"))
+    result = teambot(env, "publish", "--run", unevaluated.name)
+    assert result.exit_code == 1
+    assert f"run `teambot eval --run {unevaluated.name}` first" in result.output
+
+
+def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, exported, client):
+    # A zero learning rate leaves the adapter at its initial no-op: no better than the base.
+    run = f"{RUN}-flat"
+    assert teambot(env, "train", "--max-steps", "1", "--lr", "0", "--run-id", run).exit_code == 0
+    assert teambot(env, "eval", "--run", run, "--limit", "2", "--max-new-tokens", "8").exit_code == 0
+    result = teambot(env, "publish", "--run", run)
+    assert result.exit_code == 1
+    assert "does not beat its base model" in result.output and "--force" in result.output
+    assert not has_model(client, f"teambot-ft-{run}")
+
+
+def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, client):
+    variables, settings = env
+    report, _ = evaluated
+    assert report["beats_base"], report["reasons"]
+    result = teambot(env, "publish", "--run", RUN, "--activate")
+    assert result.exit_code == 0, result.output
+    name = f"teambot-ft-{RUN}"
+    assert f"published {name} (merged, q8_0" in result.output
+    assert has_model(client, name)
+    assert active_model(settings) == name
+
+    # Ask it what a user would: a handbook question with its documents, as the bot sends it.
+    example = json.loads((trained[0] / "eval.jsonl").read_text().splitlines()[0])
+    reply = client.chat(model=name, messages=example["messages"][:-1], options={"num_predict": 48, "temperature": 0})
+    assert reply.message.content.strip()
+    shown = client.show(name)
+    assert "Assistant:" in shown.template
+
+    rolled = teambot(env, "publish", "--rollback")
+    assert rolled.exit_code == 0 and f"active model: {settings.model}" in rolled.output
+    assert active_model(settings) == settings.model
