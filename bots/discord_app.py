@@ -22,6 +22,7 @@ from discord import app_commands
 
 from bots.discord_feedback import PLATFORM, VoteButton, record_reaction, vote_view
 from bots.discord_reply import ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks
+from bots.ratelimit import RateLimiter
 from pipeline.errors import InvalidQuestion, TeambotError
 from pipeline.feedback_store import FeedbackStore
 from teambot.settings import Settings
@@ -64,6 +65,7 @@ class TeambotDiscord(discord.Client):
         self.settings = settings
         self.service = service  # pipeline.querying.AnswerService
         self.store = store
+        self.limiter = RateLimiter.from_settings(settings)
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_ask_command())
 
@@ -205,6 +207,9 @@ async def answer_question(
     if not conversation.question:
         await _fail(target, InvalidQuestion().user_message)
         return
+    if limited := client.limiter.check(conversation.user_id, conversation.channel_id):
+        await _fail(target, limited)
+        return
 
     editor = StreamingEditor(target)
     store, settings = client.store, client.settings
@@ -277,7 +282,8 @@ def run_bot(settings: Settings) -> None:
 
     client = TeambotDiscord(settings, AnswerService(settings), FeedbackStore.from_settings(settings))
     try:
-        client.run(settings.discord_token.get_secret_value(), log_level=logging.INFO, root_logger=True)
+        # Logging is set up by the caller (teambot.logging_setup: format, level, secret redaction).
+        client.run(settings.discord_token.get_secret_value(), log_handler=None)
     except discord.LoginFailure:
         raise DiscordSetupError("Discord rejected TEAMBOT_DISCORD_TOKEN: check the bot token.") from None
     except discord.PrivilegedIntentsRequired:

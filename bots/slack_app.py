@@ -28,12 +28,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bots.formatting import Throttle
+from bots.health import HealthRoutes
+from bots.ratelimit import RateLimiter
 from bots.slack_blocks import (
     FEEDBACK_MODAL, PLACEHOLDER, VOTE_DOWN, VOTE_UP, answer_message, escape, feedback_from_view,
     feedback_modal, streaming_text,
 )
 from pipeline.errors import TeambotError
 from pipeline.feedback_store import FeedbackStore, UnknownAnswer
+from teambot import metrics
 from teambot.settings import Settings
 
 log = logging.getLogger("teambot.slack")
@@ -145,6 +148,7 @@ class SlackBot:
             signing_secret=_secret(settings.slack_signing_secret) or secrets.token_hex(32),
         )
         self._recent_events = RecentKeys()
+        self.limiter = RateLimiter.from_settings(settings)
         self._workers = ThreadPoolExecutor(ANSWER_WORKERS, thread_name_prefix="teambot-slack-answer")
 
         self.app.middleware(self._drop_redelivered_events)
@@ -189,7 +193,12 @@ class SlackBot:
         try:
             text = self.service.validate(question_text(event.get("text") or "", bot_user_id))
         except TeambotError as exc:
+            metrics.observe_refusal(PLATFORM, "invalid")
             self._post(client, channel, thread, exc.user_message)
+            return
+        if limited := self.limiter.check(event.get("user"), channel):
+            metrics.observe_refusal(PLATFORM, "rate_limited")
+            self._post(client, channel, thread, limited)
             return
         placeholder = self._post(client, channel, thread, PLACEHOLDER)
         if placeholder:
@@ -199,10 +208,15 @@ class SlackBot:
         try:
             text = self.service.validate(question_text(command.get("text") or "", None))
         except TeambotError as exc:
+            metrics.observe_refusal(PLATFORM, "invalid")
             ack(f"{exc.user_message} Usage: `/ask which tool do expense claims go in?`")
             return
-        ack()
         channel, user = command["channel_id"], command["user_id"]
+        if limited := self.limiter.check(user, channel):
+            metrics.observe_refusal(PLATFORM, "rate_limited")
+            ack(limited)  # shown only to the asker
+            return
+        ack()
         # A slash command has no message to reply to: the bot posts the question, then answers
         # in that message's thread like everywhere else.
         try:
@@ -220,9 +234,11 @@ class SlackBot:
         try:
             text, blocks = self._compose(client, q)
         except TeambotError as exc:
+            metrics.observe_error(PLATFORM, exc)
             log.warning("could not answer in %s: %s", q.channel, exc)
             text, blocks = exc.user_message, None
-        except Exception:  # noqa: BLE001 - the user gets a reply and the bot stays up
+        except Exception as exc:  # noqa: BLE001 - the user gets a reply and the bot stays up
+            metrics.observe_error(PLATFORM, exc)
             log.exception("answering in %s failed", q.channel)
             text, blocks = TeambotError.user_message, None
         try:
@@ -241,6 +257,7 @@ class SlackBot:
             answer, platform=PLATFORM, user_id=q.user, workspace=q.team, channel=q.channel, thread=q.thread,
             message_id=q.placeholder,
         )
+        metrics.observe_answer(PLATFORM, answer)
         return answer_message(answer)
 
     @staticmethod
@@ -264,6 +281,7 @@ class SlackBot:
         except UnknownAnswer:
             self._ephemeral(client, channel, user, thread, ANSWER_GONE)
             return
+        metrics.observe_vote(PLATFORM, value)
         if value < 0:  # the vote is stored; the modal only adds a reason or a better answer
             try:
                 client.views_open(trigger_id=body["trigger_id"], view=feedback_modal(action["value"], channel, thread))
@@ -292,6 +310,7 @@ class SlackBot:
         answer_id = self.store.answer_for_message(PLATFORM, item.get("ts", ""))
         if answer_id:
             self.store.rate(answer_id, platform=PLATFORM, user_id=event["user"], value=value)
+            metrics.observe_vote(PLATFORM, value)
 
     @staticmethod
     def _ephemeral(client: WebClient, channel: str | None, user: str, thread: str | None, text: str) -> None:
@@ -315,13 +334,14 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
 
-def http_server(app: App, host: str, port: int) -> WSGIServer:
+def http_server(app: App, host: str, port: int, *, settings: Settings | None = None, service=None) -> WSGIServer:
     """A threaded server for the Events API and interactivity requests at EVENTS_PATH, verified
-    by Bolt; `serve_forever()` runs it, `shutdown()` stops it."""
-    return make_server(
-        host, port, SlackRequestHandler(app, path=EVENTS_PATH),
-        server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
-    )
+    by Bolt; with `settings`, also /healthz and /metrics (bots.health). `serve_forever()` runs
+    it, `shutdown()` stops it."""
+    wsgi = SlackRequestHandler(app, path=EVENTS_PATH)
+    if settings is not None:
+        wsgi = HealthRoutes(wsgi, settings, service)
+    return make_server(host, port, wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
 
 
 def serve_socket_mode(app: App, app_token: str, stop: threading.Event | None = None) -> None:

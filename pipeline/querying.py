@@ -7,10 +7,12 @@ questions; `ask` may be called from several threads.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from haystack import Document, Pipeline, component
@@ -21,12 +23,20 @@ from haystack_integrations.components.generators.ollama import OllamaChatGenerat
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
 from pipeline.answer import Answer, Source, Turn
+from pipeline import resilience
 from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
+from pipeline.guard import WITHHELD, LeakGuard
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
 from pipeline.stores import document_store, embedder_path, forget_store
+from teambot import services
 from teambot.settings import Settings
 
+log = logging.getLogger("teambot.answer")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+# Control characters (tabs and newlines aside) and lone surrogates, as binary or mis-decoded
+# input carries them, mean nothing in a question and break encoders further down.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+SEARCH_WORKERS = 4
 SNIPPET_CHARS = 240
 
 
@@ -70,6 +80,15 @@ class AnswerService:
         self._retrieval: dict[str, Pipeline] = {}
         self._generation: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
+        # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
+        self.breakers = {
+            name: resilience.CircuitBreaker(name, settings.circuit_failures, settings.circuit_cooldown)
+            for name in ("weaviate", "ollama")
+        }
+        self._retry = resilience.RetryPolicy(attempts=settings.retry_attempts, backoff=settings.retry_backoff)
+        self._guard = LeakGuard.from_settings(settings)
+        # Searches run here so that a hung one can be abandoned after retrieval_timeout.
+        self._search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="teambot-search")
 
     # ------------------------------------------------------------------ pipelines
 
@@ -123,7 +142,7 @@ class AnswerService:
     # ------------------------------------------------------------------ answering
 
     def validate(self, question: str) -> str:
-        question = (question or "").replace("\x00", "").strip()
+        question = _UNPRINTABLE.sub("", question or "").strip()
         if not question:
             raise InvalidQuestion("empty question")
         if len(question) > self.settings.max_question_chars:
@@ -140,19 +159,45 @@ class AnswerService:
         collection = collection or self.settings.collection
         started = time.perf_counter()
         try:
-            out = self.retrieval_pipeline(collection).run(
-                {"embedder": {"text": question}, "retriever": {"query": question}},
-                include_outputs_from={"embedder"},
+            out = resilience.call(
+                lambda: self._search(question, collection), policy=self._retry, breaker=self.breakers["weaviate"],
+                is_failure=_is_unavailable, is_retryable=_is_retryable,
             )
+        except resilience.CircuitOpen as exc:
+            raise KnowledgeBaseUnavailable(str(exc)) from exc
         except Exception as exc:
             if not _is_unavailable(exc):
                 raise
-            forget_store(self.settings, collection)  # reconnect on the next question
-            with self._lock:
-                self._retrieval.pop(collection, None)
             raise KnowledgeBaseUnavailable(f"retrieval from {collection} failed: {type(exc).__name__}: {exc}") from exc
         timings = {"retrieve": time.perf_counter() - started}
         return out["gate"]["documents"], out["gate"]["similarities"], timings
+
+    def _search(self, question: str, collection: str) -> dict:
+        # weaviate-client retries a refused gRPC search for about a minute before giving up;
+        # a readiness probe first turns "Weaviate is down" into an immediate, retryable error.
+        if not services.is_ready(services.WEAVIATE, self.settings, timeout=min(2.0, self.settings.retrieval_timeout)):
+            self._forget(collection)
+            raise ConnectionError(f"Weaviate at {self.settings.weaviate_url} is not ready")
+        future = self._search_pool.submit(
+            self.retrieval_pipeline(collection).run,
+            {"embedder": {"text": question}, "retriever": {"query": question}}, include_outputs_from={"embedder"},
+        )
+        try:
+            return future.result(timeout=self.settings.retrieval_timeout)
+        except TimeoutError:
+            future.cancel()
+            self._forget(collection)
+            raise TimeoutError(f"search in {collection} took longer than {self.settings.retrieval_timeout:.0f}s") from None
+        except Exception as exc:
+            if _is_unavailable(exc):
+                self._forget(collection)
+            raise
+
+    def _forget(self, collection: str) -> None:
+        """Drop the cached connection and pipeline: the next question reconnects."""
+        forget_store(self.settings, collection)
+        with self._lock:
+            self._retrieval.pop(collection, None)
 
     def ask(
         self,
@@ -180,13 +225,14 @@ class AnswerService:
                 abstained=True, timings=timings,
             )
 
-        def stream(chunk: StreamingChunk) -> None:
-            if on_token and chunk.content:
-                on_token(chunk.content)
+        guarded = self._guard.stream(on_token)
 
-        gen_started = time.perf_counter()
-        try:
-            out = self.generation_pipeline(model).run(
+        def stream(chunk: StreamingChunk) -> None:
+            if chunk.content:
+                guarded(chunk.content)
+
+        def generate() -> dict:
+            return self.generation_pipeline(model).run(
                 {
                     "prompt": {
                         "system_prompt": SYSTEM_PROMPT, "history": history, "documents": documents,
@@ -196,15 +242,31 @@ class AnswerService:
                 },
                 include_outputs_from={"prompt"},
             )
+
+        gen_started = time.perf_counter()
+        try:
+            out = resilience.call(
+                generate, policy=self._retry, breaker=self.breakers["ollama"], is_failure=_is_unavailable,
+                # Once text has been streamed to the user, a retry would repeat it.
+                is_retryable=lambda exc: not guarded.text and _is_retryable(exc),
+            )
+        except resilience.CircuitOpen as exc:
+            raise ModelUnavailable(str(exc)) from exc
         except Exception as exc:
             if not _is_unavailable(exc):
                 raise
-            if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+            if _is_timeout(exc):
                 raise ModelTimeout(f"generation with {model} timed out: {exc}") from exc
             raise ModelUnavailable(f"generation with {model} failed: {type(exc).__name__}: {exc}") from exc
         timings["generate"] = time.perf_counter() - gen_started
         timings["total"] = time.perf_counter() - started
         text = (out["llm"]["replies"][0].text or "").strip()
+        if guarded.tripped or self._guard.leaks(text):
+            log.warning("withheld an answer in %s that repeated the instructions or a secret", collection)
+            return Answer(
+                question=question, text=WITHHELD, sources=[], model=model, collection=collection, abstained=True,
+                retrieved=retrieved, timings=timings,
+            )
         prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
         return Answer(
             question=question, text=text or ABSTAIN, sources=_cited(text, retrieved), model=model,
@@ -230,6 +292,35 @@ def _is_unavailable(exc: BaseException) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+def _chain(exc: BaseException | None):
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower()
+        for e in _chain(exc)
+    )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """Worth another try soon: refused connections, 5xx/429 answers. Not a timeout (it already
+    waited long), not a 4xx such as an unknown model."""
+    import ollama
+
+    if not _is_unavailable(exc) or _is_timeout(exc):
+        return False
+    for e in _chain(exc):
+        status = getattr(e, "status_code", None)
+        if isinstance(e, ollama.ResponseError) and status is not None and status != -1:
+            return status >= 500 or status == 429
+    return True
 
 
 def _source(number: int, doc: Document, similarity: float) -> Source:

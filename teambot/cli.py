@@ -187,8 +187,6 @@ def slack(
     host: str = typer.Option("0.0.0.0", help="Interface the --http server listens on."),
 ) -> None:
     """Run the Slack bot: Socket Mode, or HTTP mode with --http (the same listeners)."""
-    import logging
-
     settings = _settings()
     needed = {"TEAMBOT_SLACK_BOT_TOKEN": settings.slack_bot_token}
     if http:
@@ -198,7 +196,9 @@ def slack(
     missing = [name for name, value in needed.items() if value is None or not value.get_secret_value().strip()]
     if missing:
         _fail(f"`teambot slack{' --http' if http else ''}` needs {' and '.join(missing)}.", code=2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from teambot.logging_setup import configure_logging
+
+    configure_logging(settings)
 
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
@@ -207,17 +207,21 @@ def slack(
     from pipeline.feedback_store import FeedbackStore
     from pipeline.querying import AnswerService
 
+    service = AnswerService(settings)
     try:
-        bot = SlackBot(settings, AnswerService(settings), FeedbackStore.from_settings(settings))
+        bot = SlackBot(settings, service, FeedbackStore.from_settings(settings))
     except (BoltError, SlackApiError, OSError) as exc:  # a rejected token, Slack unreachable
         _fail(f"could not start the Slack bot: {exc}")
     try:
         if http:
             try:
-                server = http_server(bot.app, host, settings.http_port)
+                server = http_server(bot.app, host, settings.http_port, settings=settings, service=service)
             except OSError as exc:
                 _fail(f"cannot listen on {host}:{settings.http_port}: {exc.strerror or exc}")
-            typer.echo(f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH} (Ctrl-C stops)")
+            typer.echo(
+                f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH}, "
+                f"health at /healthz, metrics at /metrics (Ctrl-C stops)"
+            )
             try:
                 server.serve_forever()
             finally:
@@ -236,9 +240,12 @@ def discord() -> None:
     """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
     from bots.discord_app import DiscordSetupError, run_bot
     from pipeline.errors import TeambotError
+    from teambot.logging_setup import configure_logging
 
+    settings = _settings()
+    configure_logging(settings)
     try:
-        run_bot(_settings())
+        run_bot(settings)
     except (DiscordSetupError, TeambotError) as exc:
         _fail(str(exc), code=2)
 

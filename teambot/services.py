@@ -161,6 +161,15 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
             "LOG_LEVEL": "warning",
             "QUERY_DEFAULTS_LIMIT": "25",
         }
+        if (port or 8080) != 8080:
+            # A second Weaviate on this machine (tests, another team) must not fight over the
+            # cluster, Raft and profiling ports; it takes the five after its REST port.
+            rest = port or 8080
+            env |= {
+                "CLUSTER_GOSSIP_BIND_PORT": str(rest + 1), "CLUSTER_DATA_BIND_PORT": str(rest + 2),
+                "RAFT_PORT": str(rest + 3), "RAFT_INTERNAL_RPC_PORT": str(rest + 4),
+                "GO_PROFILING_PORT": str(rest + 5),
+            }
         return [str(binary), "--host", host, "--port", str(port or 8080), "--scheme", "http"], env
     env = {
         "OLLAMA_HOST": f"{host}:{port or 11434}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +89,25 @@ class Settings(BaseSettings):
     user_hash_salt: SecretStr | None = Field(None, description="Salt for hashing user ids in the feedback store.")
     http_port: int = Field(3000, ge=1, le=65535, description="Port of the Slack HTTP mode server.")
 
+    # --- reliability, abuse limits and logs ---
+    retrieval_timeout: float = Field(15.0, gt=0, description="Seconds before a knowledge-base search is abandoned.")
+    retry_attempts: int = Field(
+        3, ge=1, le=10, description="Tries of a Weaviate/Ollama call that failed transiently (refused, 503)."
+    )
+    retry_backoff: float = Field(0.5, ge=0, le=30, description="Seconds before the first retry; doubles each time.")
+    circuit_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive failures after which a server is left alone for the cool-down."
+    )
+    circuit_cooldown: float = Field(
+        30.0, ge=0, le=3600, description="Seconds questions fail fast after the circuit opens, before a trial call."
+    )
+    user_questions_per_minute: float = Field(10, ge=0, description="Questions one user may ask per minute; 0 = no limit.")
+    channel_questions_per_minute: float = Field(
+        30, ge=0, description="Questions one channel may ask per minute; 0 = no limit."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least severe level logged.")
+
     # --- fine-tuning (`teambot feedback export`, `train`, `eval`, `publish`) ---
     train_base_model: str = Field(
         "",
@@ -111,6 +130,13 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"must be a JSON object, got {value[:40]!r} ({exc.msg})") from None
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().lower() in ("debug", "info", "warning", "error") else value.strip().lower()
 
     @field_validator("weaviate_url", "ollama_url")
     @classmethod

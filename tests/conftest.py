@@ -33,6 +33,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         feedback_db_url=f"sqlite:///{data / 'feedback.db'}",
         # Short answers keep the CPU-bound model quick; the behaviour under test is the same.
         max_answer_tokens=int(os.environ.get("TEAMBOT_TEST_MAX_TOKENS", "80")),
+        # Tests ask far faster than people do; tests/test_security.py turns the limits on.
+        user_questions_per_minute=0,
+        channel_questions_per_minute=0,
     )
 
 

@@ -129,3 +129,13 @@ def test_dev_model_answers_through_the_ollama_client(services):
     assert reply.message.content.strip()
     assert "<|im_end|>" not in reply.message.content
 
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from teambot.settings import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f"TEAMBOT_{name.upper()}" for name in Settings.model_fields if f"`TEAMBOT_{name.upper()}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing} (regenerate: teambot config --markdown)"

@@ -2,8 +2,9 @@
 
 Real libraries end to end: the packaged Gemma 3 270M (dequantized once into cache_dir and
 reused), TRL/peft LoRA training for a few steps, and the real Ollama server for publishing and
-answering. The verbs are driven through the `teambot` CLI, as an operator would. Steps and
-lengths are kept small so the module stays within a few minutes on two cores.
+answering, directly and through the bots' AnswerService over the ingested handbook. The verbs
+are driven through the `teambot` CLI, as an operator would. Steps and lengths are small so the
+module stays within about five minutes on two cores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from teambot.cli import app
 from teambot.devmodel import has_model
 from teambot.settings import load_settings
 from tests.test_training_export import seed_feedback
-from training.active_model import active_model
+from training.active_model import active_model, rollback, set_active_model
 from training.bases import resolve_base
 
 pytestmark = pytest.mark.training
@@ -54,6 +55,7 @@ def client(env):
     for model in client.list().models:
         if model.model.startswith(f"teambot-ft-{RUN}"):
             client.delete(model.model)
+    client.close()
 
 
 def teambot(env, *args: str):
@@ -147,6 +149,19 @@ def test_eval_compares_the_fine_tune_with_its_base(evaluated):
     assert "token F1" in output and "ROUGE-L" in output and "citation compliance" in output
 
 
+def test_train_without_an_export_says_what_to_do(tmp_path):
+    result = CliRunner().invoke(app, ["train"], env={"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m"})
+    assert result.exit_code == 1
+    assert "run `teambot feedback export` first" in result.output
+
+
+def test_publish_reports_an_unreachable_ollama(env, trained):
+    variables = {**env[0], "TEAMBOT_OLLAMA_URL": "http://127.0.0.1:9"}
+    result = CliRunner().invoke(app, ["publish", "--run", RUN, "--force"], env=variables)
+    assert result.exit_code == 1
+    assert "Ollama is not reachable at http://127.0.0.1:9" in result.output
+
+
 def test_publish_refuses_a_run_that_was_not_evaluated(env, trained):
     run_dir, _ = trained
     unevaluated = run_dir.parent / f"{RUN}-noeval"
@@ -156,18 +171,27 @@ def test_publish_refuses_a_run_that_was_not_evaluated(env, trained):
     assert f"run `teambot eval --run {unevaluated.name}` first" in result.output
 
 
-def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, exported, client):
-    # A zero learning rate leaves the adapter at its initial no-op: no better than the base.
-    run = f"{RUN}-flat"
-    assert teambot(env, "train", "--max-steps", "1", "--lr", "0", "--run-id", run).exit_code == 0
-    assert teambot(env, "eval", "--run", run, "--limit", "2", "--max-new-tokens", "8").exit_code == 0
-    result = teambot(env, "publish", "--run", run)
+def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, trained, client):
+    from safetensors.torch import load_file, save_file
+
+    # The run's adapter with its B matrices zeroed, as LoRA starts: it changes nothing.
+    run_dir, _ = trained
+    flat = run_dir.parent / f"{RUN}-flat"
+    shutil.copytree(run_dir, flat, ignore=shutil.ignore_patterns("report.json"))
+    weights = flat / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v.zero_() if "lora_B" in k else v for k, v in tensors.items()}, weights)
+
+    evaluated = teambot(env, "eval", "--run", flat.name, "--limit", "2", "--max-new-tokens", "8")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "fine-tuned does NOT beat the base" in evaluated.output
+    result = teambot(env, "publish", "--run", flat.name)
     assert result.exit_code == 1
     assert "does not beat its base model" in result.output and "--force" in result.output
-    assert not has_model(client, f"teambot-ft-{run}")
+    assert not has_model(client, f"teambot-ft-{flat.name}")
 
 
-def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, client):
+def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, client, handbook):
     variables, settings = env
     report, _ = evaluated
     assert report["beats_base"], report["reasons"]
@@ -184,6 +208,15 @@ def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, eva
     assert reply.message.content.strip()
     shown = client.show(name)
     assert "Assistant:" in shown.template
+
+    # The bots' answering service reads the active model per question: no restart needed.
+    service = handbook.service
+    set_active_model(service.settings, name)
+    try:
+        answer = service.ask("How much can I spend on meals when travelling?", collection=handbook.collection)
+    finally:
+        rollback(service.settings)
+    assert answer.model == name and "generate" in answer.timings and answer.text.strip()
 
     rolled = teambot(env, "publish", "--rollback")
     assert rolled.exit_code == 0 and f"active model: {settings.model}" in rolled.output

@@ -298,3 +298,14 @@ def test_cli_publish_rollback_reports_the_active_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"active model: {settings.model}" in result.output
     assert not Path(tmp_path / "active_model.json").exists()
+
+
+def test_cli_verbs_explain_what_is_missing(tmp_path):
+    env = {"TEAMBOT_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+    missing_run = runner.invoke(app, ["eval", "--run", "nope"], env=env)
+    assert missing_run.exit_code == 1 and "no training run 'nope'" in missing_run.output
+    no_runs = runner.invoke(app, ["publish", "--run", "latest"], env=env)
+    assert no_runs.exit_code == 1 and "run `teambot train` first" in no_runs.output
+    no_run = runner.invoke(app, ["publish"], env=env)
+    assert no_run.exit_code == 1 and "--run RUN" in no_run.output

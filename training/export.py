@@ -119,7 +119,7 @@ def _prompt_messages(record) -> list[dict]:
     return messages
 
 
-class _Counter:
+class _TokenCounter:
     """Token lengths with the base model's tokenizer when cached, else a char heuristic."""
 
     def __init__(self, settings: Settings) -> None:
@@ -150,7 +150,7 @@ class _Counter:
 def build_examples(settings: Settings, store, *, max_tokens: int | None = None) -> ExportResult:
     """Select, scrub, dedupe, length-filter and split rated answers (nothing is written)."""
     result = ExportResult(max_tokens=max_tokens or settings.train_max_tokens)
-    count_tokens = _Counter(settings)
+    count_tokens = _TokenCounter(settings)
     result.token_counter = count_tokens.kind
     latest: dict[str, dict] = {}  # normalized question -> example; rated_answers() is oldest first
     for record, ratings in store.rated_answers():

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from teambot.settings import Settings
-from training.bases import BaseSpec, cached_dir
+from training.bases import BaseSpec, UnknownBase, cached_dir
 
 COMPLETE_MARKER = ".complete"
 
@@ -82,7 +82,12 @@ def ensure_cached(settings: Settings, spec: BaseSpec, log=print) -> Path:
     target = cached_dir(settings, spec)
     if (target / COMPLETE_MARKER).exists():
         return target
-    gguf = spec.gguf(settings)
+    from teambot.devmodel import DevModelError
+
+    try:
+        gguf = spec.gguf(settings)
+    except DevModelError as exc:  # the packaged chunks are missing or corrupt
+        raise UnknownBase(str(exc)) from None
     log(f"dequantizing {gguf.name} into {target} (first use only, about a minute)…")
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), spec)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -117,8 +122,11 @@ def load_base(settings: Settings, spec: BaseSpec, *, load_in_4bit: bool = False,
         )
     if dev == "cuda":
         kwargs["device_map"] = {"": 0}
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source), spec)
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    try:
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source), spec)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:  # not downloaded and no network, gated repo, missing files
+        raise UnknownBase(f"cannot load the base model {source}: {exc}") from None
     return Loaded(model=model, tokenizer=tokenizer, spec=spec, source=source, device=dev)
 
 

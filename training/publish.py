@@ -72,6 +72,7 @@ def _client(settings: Settings) -> ollama.Client:
     try:
         client.list()
     except (ConnectionError, ollama.ResponseError, OSError) as exc:
+        client.close()
         raise PublishRefused(f"Ollama is not reachable at {settings.ollama_url} ({exc}): start it with `teambot services up`") from None
     return client
 
@@ -175,18 +176,21 @@ def publish(
     choose_quantization(quantize, 0)  # reject a bad value before any work
     config = runs.read_json(run_dir / "config.json")
     spec = resolve_base(settings, config["base"])
-    client = _client(settings)
     name = model_name(run_dir.name)
     started = time.monotonic()
     quantization = None  # an adapter applies to the base model as Ollama already holds it
-    if config.get("arch") in ADAPTER_ARCHITECTURES and spec.ollama_base and has_model(client, spec.ollama_base):
-        route = "adapter"
-        publish_adapter(client, spec, run_dir, name, log)
-    else:
-        route = "merged"
-        quantization = publish_merged(settings, client, spec, run_dir, name, quantize, log)
-    if not has_model(client, name):
-        raise PublishRefused(f"Ollama did not list {name} after creating it")
+    client = _client(settings)
+    try:
+        if config.get("arch") in ADAPTER_ARCHITECTURES and spec.ollama_base and has_model(client, spec.ollama_base):
+            route = "adapter"
+            publish_adapter(client, spec, run_dir, name, log)
+        else:
+            route = "merged"
+            quantization = publish_merged(settings, client, spec, run_dir, name, quantize, log)
+        if not has_model(client, name):
+            raise PublishRefused(f"Ollama did not list {name} after creating it")
+    finally:
+        client.close()
     previous = set_active_model(settings, name) if activate else None
     seconds = time.monotonic() - started
     runs.write_json(run_dir / "published.json", {

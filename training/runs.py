@@ -40,13 +40,13 @@ def check_run_id(run_id: str) -> str:
 
 
 def resolve_run(settings: Settings, run: str) -> Path:
-    """The directory of run `run` ("latest" is the newest run with an adapter)."""
+    """The directory of run `run` ("latest": the most recently finished run)."""
     root = runs_dir(settings)
     if run == "latest":
-        done = sorted(p for p in root.glob("*/adapter") if p.is_dir()) if root.is_dir() else []
+        done = [p for p in root.glob("*/adapter") if p.is_dir()] if root.is_dir() else []
         if not done:
             raise RunNotFound(f"no finished training run under {root}: run `teambot train` first")
-        return done[-1].parent
+        return max(done, key=lambda p: p.stat().st_mtime).parent
     path = root / run
     if not RUN_ID.match(run) or not (path / "config.json").is_file():
         known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []

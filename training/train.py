@@ -66,10 +66,11 @@ def load_export(settings: Settings) -> tuple[list[dict], list[dict], dict]:
 
 def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options: TrainOptions, output_dir: Path):
     """An SFTTrainer with a fresh LoRA adapter on `loaded.model` (nothing is trained yet)."""
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     cuda = loaded.device == "cuda"
     targets = options.target_modules
@@ -77,8 +78,6 @@ def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options
         task_type="CAUSAL_LM", r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
     )
-    import torch
-
     args = SFTConfig(
         output_dir=str(output_dir), seed=options.seed, data_seed=options.seed,
         num_train_epochs=options.epochs, max_steps=options.max_steps,
@@ -220,9 +219,7 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
     steps = result.global_step
     metrics = {
         "steps": steps, "epochs": trainer.state.epoch, "best_step": _best_step(trainer.state),
-        "stopped_early": options.max_steps > 0 and steps < options.max_steps or (
-            options.max_steps <= 0 and steps < trainer.state.max_steps
-        ),
+        "stopped_early": steps < trainer.state.max_steps,
         "train_loss_before": before["train"], "train_loss_after": after["train"], "probe_examples": len(probe),
         "eval_loss_before": before["eval"], "eval_loss_after": after["eval"],
         **_history(trainer.state.log_history),

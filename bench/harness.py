@@ -1,0 +1,132 @@
+"""What every benchmark shares: alternating timed runs, percentiles, scratch collections, a
+result file that records the machine and its load, and a plain-text table.
+
+Each benchmark times OUR path and the RAW library on the same inputs in one process,
+alternating which goes first so warm caches and a busy neighbour hurt both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def alternate(repeats: int, ours: Callable[[], object], raw: Callable[[], object]) -> tuple[list, list]:
+    """Run both `repeats` times, swapping which goes first each round; their results, in order."""
+    mine, theirs = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            mine.append(ours())
+            theirs.append(raw())
+        else:
+            theirs.append(raw())
+            mine.append(ours())
+    return mine, theirs
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) by linear interpolation, as numpy's default."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def ratio(ours: float, raw: float) -> float:
+    return ours / raw if raw else math.nan
+
+
+def load() -> list[float]:
+    """1, 5 and 15 minute load averages: the machine is shared, so every figure carries them."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def scratch_name(kind: str) -> str:
+    return f"Bench{kind}_{uuid.uuid4().hex[:8]}"
+
+
+def raw_client(settings):
+    """A plain weaviate-client v4 connection to the configured server."""
+    import weaviate
+
+    host, port = settings.weaviate_host_port
+    return weaviate.connect_to_local(host=host, port=port, grpc_port=settings.weaviate_grpc_port)
+
+
+def schema(name: str) -> dict:
+    """The collection definition our store creates, for raw-filled collections our code also reads."""
+    from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
+
+    from pipeline.stores import META_PROPERTIES
+
+    return {
+        "class": name, "invertedIndexConfig": {"indexNullState": True},
+        "properties": DOCUMENT_COLLECTION_PROPERTIES + META_PROPERTIES,
+    }
+
+
+def drop_collections(settings, names: Sequence[str]) -> None:
+    """Delete scratch collections, and forget any cached store of ours that pointed at them."""
+    from pipeline.stores import forget_store
+
+    client = raw_client(settings)
+    try:
+        for name in names:
+            client.collections.delete(name)
+            forget_store(settings, name)
+    finally:
+        client.close()
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def write_result(name: str, data: dict, out: Path | None = None) -> Path:
+    """bench/results/<name>.json (or `out`) with the figures, the machine and the time."""
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), **data}
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""`/healthz` and `/metrics` next to the Slack endpoint in HTTP mode.
+
+`/healthz` asks Weaviate and Ollama whether they are ready (200 when both are, 503 otherwise)
+and reports each server's circuit breaker; container health checks and load balancers poll it.
+It names no URLs or settings: the endpoint is as public as the Slack one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from teambot import metrics, services
+from teambot.settings import Settings
+
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+PROBE_TIMEOUT = 2.0
+
+
+def health_report(settings: Settings, service=None) -> tuple[int, dict]:
+    """(HTTP status, report) for the two servers the answers depend on."""
+    report: dict[str, object] = {}
+    breakers = getattr(service, "breakers", {}) or {}
+    for server in services.SERVICES:
+        entry: dict[str, object] = {"ok": services.is_ready(server, settings, timeout=PROBE_TIMEOUT)}
+        if server.name in breakers:
+            entry["circuit"] = breakers[server.name].state
+        report[server.name] = entry
+    ok = all(entry["ok"] for entry in report.values())
+    return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **report}
+
+
+class HealthRoutes:
+    """WSGI middleware: answers the health and metrics paths, passes everything else on."""
+
+    def __init__(self, app: Callable, settings: Settings, service=None) -> None:
+        self.app, self.settings, self.service = app, settings, service
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            status, report = health_report(self.settings, self.service)
+            reason = "OK" if status == 200 else "Service Unavailable"
+            return self._send(start_response, f"{status} {reason}", "application/json", json.dumps(report).encode())
+        if path == METRICS_PATH and method in ("GET", "HEAD"):
+            return self._send(start_response, "200 OK", CONTENT_TYPE_LATEST, metrics.exposition())
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _send(start_response: Callable, status: str, content_type: str, body: bytes) -> list[bytes]:
+        start_response(status, [
+            ("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+        ])
+        return [body]

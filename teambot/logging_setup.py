@@ -1,0 +1,80 @@
+"""Logging for the long-running commands (`teambot slack`, `teambot discord`).
+
+`TEAMBOT_LOG_FORMAT=json` writes one JSON object per line (time, level, logger, message, and
+the exception if any) for log collectors; `text` is for people. Either way every configured
+secret is replaced by `***` before a line is written, whoever logged it: a library that puts
+a token into an error message must not put it into the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import TextIO
+
+from teambot.settings import Settings
+
+REDACTED = "***"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Standard LogRecord attributes; anything else on a record was passed with `extra=` and is kept.
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def secret_values(settings: Settings) -> list[str]:
+    values = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            secret = value.get_secret_value().strip()
+            if len(secret) >= 4:  # a blank or trivial value would redact ordinary text
+                values.append(secret)
+    return sorted(values, key=len, reverse=True)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then replaces secrets in the whole line: message, arguments,
+    extra fields and traceback alike."""
+
+    def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
+        super().__init__()
+        self.inner, self.secrets = inner, secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """Replace the root logger's handlers with one that writes redacted lines to `stream`."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    inner = JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(RedactingFormatter(inner, secret_values(settings)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # Per-request chatter of the HTTP clients would drown the bot's own lines.
+    for noisy in ("httpx", "httpcore", "urllib3", "grpc"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return handler

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the running bots, served at /metrics in Slack HTTP mode.
+
+A registry of our own (not prometheus_client's global one) so that only teambot's series are
+exposed and tests can read them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+QUESTIONS = Counter(
+    "teambot_questions", "Questions received, by platform and outcome (answered, abstained, withheld, "
+    "invalid, rate_limited, error).", ["platform", "outcome"], registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "teambot_stage_seconds", "Time spent per answering stage (retrieve, generate, total).", ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160), registry=REGISTRY,
+)
+ERRORS = Counter(
+    "teambot_errors", "Questions that failed, by error kind (KnowledgeBaseUnavailable, ModelTimeout, …).",
+    ["platform", "kind"], registry=REGISTRY,
+)
+FEEDBACK = Counter(
+    "teambot_feedback", "Votes recorded, by platform and value (up, down).", ["platform", "value"], registry=REGISTRY,
+)
+
+
+def observe_answer(platform: str, answer) -> None:
+    from pipeline.guard import WITHHELD
+
+    outcome = "withheld" if answer.text == WITHHELD else "abstained" if answer.abstained else "answered"
+    QUESTIONS.labels(platform, outcome).inc()
+    for stage, seconds in (answer.timings or {}).items():
+        STAGE_SECONDS.labels(stage).observe(seconds)
+
+
+def observe_refusal(platform: str, outcome: str) -> None:
+    """A question not answered by design: `invalid` or `rate_limited`."""
+    QUESTIONS.labels(platform, outcome).inc()
+
+
+def observe_error(platform: str, exc: BaseException) -> None:
+    QUESTIONS.labels(platform, "error").inc()
+    ERRORS.labels(platform, type(exc).__name__).inc()
+
+
+def observe_vote(platform: str, value: int) -> None:
+    FEEDBACK.labels(platform, "up" if value > 0 else "down").inc()
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

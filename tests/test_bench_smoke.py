@@ -1,0 +1,99 @@
+"""Each benchmark runs end to end at a tiny size against the real servers and reports figures
+that make sense: its table on stdout, a JSON result where it was asked to write it, both paths
+measured on the same inputs, and no scratch collection left behind. No timings are asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import answer_overhead, bot_load, ingest_throughput, retrieval_latency, training_throughput
+from bench.harness import raw_client
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def scratch_collections(services):
+    """Asserts that the benchmark deleted the scratch collections it made."""
+    def bench_names() -> set[str]:
+        client = raw_client(services)
+        try:
+            return {name for name in client.collections.list_all(simple=True) if name.startswith("Bench")}
+        finally:
+            client.close()
+
+    before = bench_names()
+    yield
+    assert bench_names() <= before
+
+
+def _ran(main, argv, tmp_path, capsys) -> tuple[dict, str]:
+    out = tmp_path / "result.json"
+    main([*argv, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
+    record = json.loads(out.read_text())
+    assert record["machine"]["cpus"] >= 1 and record["date"]
+    return record, printed
+
+
+def _positive(*values: float) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
+
+
+def test_ingest_throughput_compares_the_same_chunks(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(ingest_throughput.main, ["--docs", "3", "--repeats", "1"], tmp_path, capsys)
+    assert "ours (Indexer.ingest)" in printed and "chunks/s" in printed
+    assert record["chunks"] > 3  # generated pages split into several chunks each
+    assert record["objects_written"] == {"ours": [record["chunks"]], "raw": [record["chunks"]]}
+    assert _positive(record["ours_chunks_per_s"], record["raw_chunks_per_s"], record["ratio_time"])
+
+
+def test_retrieval_latency_finds_what_the_raw_query_finds(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(retrieval_latency.main, ["--sizes", "80", "--queries", "6"], tmp_path, capsys)
+    assert "ours p50" in printed
+    [row] = record["sizes"]
+    assert row["objects"] >= 80 and row["queries"] == 6
+    agreed, compared = map(int, row["same_results"].split("/"))
+    assert compared > 0 and agreed == compared  # our pipeline returns the raw hybrid query's top-k
+    assert _positive(row["ours_p50"], row["raw_p50"], row["ratio_p50"])
+    assert row["ours_p50"] <= row["ours_p95"] and row["raw_p50"] <= row["raw_p95"]
+
+
+def test_retrieval_latency_refuses_bad_sizes(capsys):
+    with pytest.raises(SystemExit):
+        retrieval_latency.main(["--sizes", "5k"])
+    assert "--sizes must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_answer_overhead_sends_our_prompt_to_the_raw_client(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(answer_overhead.main, ["--repeats", "1", "--tokens", "16"], tmp_path, capsys)
+    assert "median first token s" in printed
+    assert record["prompt_chars"] > 0 and record["num_predict"] == 16 and record["temperature"] == 0.0
+    for run in record["ours_runs"] + record["raw_runs"]:
+        assert 0 < run["ttft"] <= run["total"] and run["text"]
+    assert record["raw_runs"][0]["eval_count"] <= 16
+    assert _positive(record["ratio_total"], record["ratio_ttft"])
+
+
+def test_bot_load_acknowledges_and_answers_every_mention(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(bot_load.main, ["--mentions", "3", "--tokens", "16"], tmp_path, capsys)
+    assert "every ack within 3s" in printed
+    ours, raw = record["ours"], record["raw"]
+    assert ours["non_200"] == raw["non_200"] == 0
+    assert (ours["delivered"], ours["error_replies"], ours["missing"]) == (3, 0, 0)
+    assert raw["delivered"] == 3
+    assert _positive(ours["ack_p50_s"], ours["answer_p50_s"], raw["ack_p50_s"])
+
+
+@pytest.mark.training
+def test_training_throughput_trains_both_on_the_same_tokens(tmp_path, capsys):
+    record, printed = _ran(training_throughput.main, ["--steps", "1", "--batch-size", "2"], tmp_path, capsys)
+    assert "ours (teambot train)" in printed
+    [ours], [raw] = record["ours_runs"], record["raw_runs"]
+    assert ours["steps"] == raw["steps"] == 1
+    assert ours["tokens"] == raw["tokens"] > ours["answer_tokens"] > 0  # same examples, answers masked the same
+    assert _positive(ours["tokens_per_s"], raw["tokens_per_s"], ours["peak_memory_mib"], raw["peak_memory_mib"])

@@ -1,0 +1,361 @@
+"""Faults against real servers: Weaviate and Ollama stopped and restarted under a running Slack
+bot, a generation that hangs, a flaky model server (retries, circuit breaker), an ingest killed
+half-way, and a feedback writer killed mid-burst.
+
+Servers that get stopped are private ones (free loopback ports, a temp data dir), never the
+shared servers the other tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.errors import KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
+from pipeline.feedback_store import FeedbackStore
+from pipeline.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen, RetryPolicy, call
+from teambot import services
+from teambot.cli import app
+from tests.private_servers import FakeOllama, private_servers, start
+from tests.slack_harness import answer_sections, slack_http_bot, with_slack_secrets
+from tests.slack_standin import SlackStandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "Which tool do expense claims go in?"
+COLLECTION = "FaultDocs"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------------- retries and the breaker
+
+
+def test_transient_failures_are_retried_with_growing_waits_then_given_up():
+    calls, waits = [], []
+
+    def flaky():
+        calls.append(1)
+        raise ConnectionError("connection refused")
+
+    with pytest.raises(ConnectionError):
+        call(flaky, policy=RetryPolicy(attempts=4, backoff=1.0), is_failure=lambda e: isinstance(e, ConnectionError),
+             sleep=waits.append)
+    assert len(calls) == 4 and len(waits) == 3
+    for retry, wait in enumerate(waits, 1):  # exponential, with jitter in the upper half
+        assert 2 ** (retry - 1) * 0.5 <= wait <= 2 ** (retry - 1)
+
+    outcomes = iter([ConnectionError("refused"), "answer"])
+
+    def recovers():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert call(recovers, policy=RetryPolicy(attempts=3, backoff=0), is_failure=lambda e: True, sleep=waits.append) == "answer"
+
+
+def test_errors_that_are_not_server_failures_are_not_retried_and_do_not_trip_the_breaker():
+    breaker = CircuitBreaker("weaviate", failure_threshold=1, cooldown=30)
+    calls = []
+
+    def buggy():
+        calls.append(1)
+        raise ValueError("a bug, not an outage")
+
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            call(buggy, policy=RetryPolicy(attempts=3), breaker=breaker,
+                 is_failure=lambda e: isinstance(e, ConnectionError), sleep=lambda _s: None)
+    assert len(calls) == 3 and breaker.state == CLOSED
+
+
+def test_breaker_opens_after_consecutive_failures_fails_fast_then_lets_one_trial_through():
+    clock = Clock()
+    breaker = CircuitBreaker("ollama", failure_threshold=3, cooldown=30, clock=clock)
+    calls = []
+
+    def dead():
+        calls.append(1)
+        raise ConnectionError("refused")
+
+    def attempt(fn):
+        return call(fn, policy=RetryPolicy(attempts=1), breaker=breaker, is_failure=lambda e: True)
+
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            attempt(dead)
+    assert breaker.state == OPEN and len(calls) == 3
+    with pytest.raises(CircuitOpen):
+        attempt(dead)
+    assert len(calls) == 3  # not called while open
+
+    clock.now += 30
+    assert breaker.state == HALF_OPEN
+    assert breaker.allow() and not breaker.allow()  # one trial at a time
+    breaker.release()
+    with pytest.raises(ConnectionError):
+        attempt(dead)  # the trial fails: open again for a full cool-down
+    assert breaker.state == OPEN and len(calls) == 4
+    clock.now += 30
+    assert attempt(lambda: "answer") == "answer" and breaker.state == CLOSED
+
+
+# ---------------------------------------------------------------------- private servers and a bot
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Private Weaviate + Ollama with the expenses page indexed; stopped after the module."""
+    from pipeline.indexing import Indexer
+    from pipeline.stores import forget_store
+
+    with private_servers(tmp_path_factory.mktemp("fault-servers"), collection=COLLECTION) as settings:
+        report = Indexer(settings, COLLECTION).ingest([ROOT / "examples/handbook/expenses.md"])
+        assert report.indexed and not report.skipped
+        yield settings
+        for name in (COLLECTION, "FaultIngestKilled", "FaultIngestClean"):
+            forget_store(settings, name)
+
+
+@pytest.fixture(scope="module")
+def standin():
+    s = SlackStandIn().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def faults_bot(servers, standin, tmp_path_factory):
+    from pipeline.querying import AnswerService
+
+    config = with_slack_secrets(servers)
+    store = FeedbackStore(f"sqlite:///{tmp_path_factory.mktemp('fault-store') / 'feedback.db'}")
+    with slack_http_bot(config, AnswerService(config), store, standin) as bot:
+        yield bot
+
+
+def _status_cli(settings):
+    env = {
+        "TEAMBOT_WEAVIATE_URL": settings.weaviate_url, "TEAMBOT_WEAVIATE_GRPC_PORT": str(settings.weaviate_grpc_port),
+        "TEAMBOT_OLLAMA_URL": settings.ollama_url, "TEAMBOT_DATA_DIR": str(settings.data_dir),
+    }
+    return CliRunner().invoke(app, ["services", "status", "--json"], env=env)
+
+
+@pytest.mark.services
+def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
+    health = faults_bot.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["weaviate"] == {"ok": True, "circuit": CLOSED} and health.json()["ollama"]["ok"]
+
+    services.stop(services.WEAVIATE, servers)
+    try:
+        reply = faults_bot.ask(QUESTION)
+        assert reply["text"] == KnowledgeBaseUnavailable.user_message and "blocks" not in reply
+
+        health = faults_bot.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable"
+        assert not health.json()["weaviate"]["ok"] and health.json()["ollama"]["ok"]
+        status = _status_cli(servers)
+        assert status.exit_code == 1 and json.loads(status.stdout)["weaviate"]["ready"] is False
+    finally:
+        start(services.WEAVIATE, servers)
+
+    # Same process, no restart: the next question reconnects and is answered from the documents.
+    reply = faults_bot.ask(QUESTION)
+    assert "blocks" in reply, reply["text"]
+    assert any("Expenses" in s for s in answer_sections(reply) if s.startswith("*Sources*"))
+    assert faults_bot.get("/healthz").status_code == 200
+    assert _status_cli(servers).exit_code == 0
+
+
+@pytest.mark.services
+def test_ollama_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
+    services.stop(services.OLLAMA, servers)
+    try:
+        reply = faults_bot.ask(QUESTION)
+        assert reply["text"] == ModelUnavailable.user_message and "blocks" not in reply
+        health = faults_bot.get("/healthz")
+        assert health.status_code == 503 and not health.json()["ollama"]["ok"] and health.json()["weaviate"]["ok"]
+    finally:
+        start(services.OLLAMA, servers)
+
+    reply = faults_bot.ask(QUESTION)
+    assert "blocks" in reply, reply["text"]
+    assert faults_bot.get("/healthz").status_code == 200
+
+
+@pytest.mark.services
+def test_a_hanging_generation_times_out_into_a_clear_reply(servers, standin, tmp_path):
+    from pipeline.querying import AnswerService
+
+    with FakeOllama("hang") as hanging:
+        config = with_slack_secrets(servers, ollama_url=hanging.url, generation_timeout=2)
+        store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+        with slack_http_bot(config, AnswerService(config), store, standin) as bot:
+            reply = bot.ask(QUESTION, channel="C0HANGS")
+            assert reply["text"] == ModelTimeout.user_message and "blocks" not in reply
+            assert hanging.chat_requests == 1  # a timeout already waited long: not retried
+            # The bot is still there for the next question.
+            assert bot.get("/healthz").status_code == 200
+
+
+@pytest.mark.services
+def test_flaky_model_is_retried_then_a_dead_one_is_left_alone_until_its_cool_down_ends(servers):
+    from pipeline.querying import AnswerService
+
+    with FakeOllama("forward", upstream=servers.ollama_url) as flaky:
+        config = servers.model_copy(update={
+            "ollama_url": flaky.url, "retry_attempts": 3, "retry_backoff": 0.05, "circuit_failures": 2,
+        })
+        service = AnswerService(config)
+        clock = Clock()
+        breaker = service.breakers["ollama"] = CircuitBreaker("ollama", 2, cooldown=60, clock=clock)
+
+        flaky.mode = "fail"  # every request: 503
+        for n in (1, 2):
+            with pytest.raises(ModelUnavailable):
+                service.ask(QUESTION)
+            assert flaky.chat_requests == 3 * n  # three tries per question
+        assert breaker.state == OPEN
+        with pytest.raises(ModelUnavailable) as refused:
+            service.ask(QUESTION)
+        assert refused.value.user_message == ModelUnavailable.user_message
+        assert flaky.chat_requests == 6  # failed fast: the server was not called
+
+        # The server recovers; after the cool-down one trial goes through, and a transient 503
+        # on it is retried.
+        flaky.mode, flaky.fail_next = "forward", 1
+        clock.now += 60
+        answer = service.ask(QUESTION)
+        assert flaky.chat_requests == 8
+        assert answer.text and answer.retrieved and breaker.state == CLOSED
+
+
+# ---------------------------------------------------------------------- interrupted ingest
+
+
+def _handbook_pages(folder: Path, count: int) -> None:
+    topics = ["expenses", "travel", "laptops", "on-call", "deploys", "holidays", "benefits", "security"]
+    for n in range(count):
+        topic = topics[n % len(topics)]
+        body = "\n\n".join(
+            f"## Rule {k}\n\n" + " ".join(
+                f"For {topic} case {n}-{k}, step {w} requires form {n * 100 + k * 10 + w} and approval." for w in range(6)
+            )
+            for k in range(4)
+        )
+        (folder / f"{topic}-{n:03d}.md").write_text(f"# {topic.title()} policy {n}\n\n{body}\n")
+
+
+def _chunk_ids(settings, collection: str) -> list[str]:
+    from pipeline.stores import document_store
+
+    return sorted(d.id for d in document_store(settings, collection).filter_documents())
+
+
+def _sources(settings, collection: str) -> set[str]:
+    from pipeline.stores import document_store
+
+    return {d.meta["source"] for d in document_store(settings, collection).filter_documents()}
+
+
+@pytest.mark.services
+def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_clean_one(servers, tmp_path):
+    from pipeline.indexing import Indexer
+    from pipeline.stores import document_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _handbook_pages(docs, 48)
+    env = {
+        **os.environ, "TEAMBOT_WEAVIATE_URL": servers.weaviate_url,
+        "TEAMBOT_WEAVIATE_GRPC_PORT": str(servers.weaviate_grpc_port), "TEAMBOT_DATA_DIR": str(servers.data_dir),
+    }
+    command = [sys.executable, "-m", "teambot.cli", "ingest", str(docs), "-c", "FaultIngestKilled", "--no-progress"]
+    killed = document_store(servers, "FaultIngestKilled")
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while killed.count_documents() == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    assert 0 < len(_sources(servers, "FaultIngestKilled")) < 48  # really half-way
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+    clean = Indexer(servers, "FaultIngestClean").ingest([docs])
+    assert len(clean.indexed) == 48 and not clean.skipped
+    after_rerun, after_clean = _chunk_ids(servers, "FaultIngestKilled"), _chunk_ids(servers, "FaultIngestClean")
+    assert len(after_rerun) == len(set(after_rerun))  # no duplicates
+    assert after_rerun == after_clean  # same chunks: nothing missing, no orphans
+
+
+# ---------------------------------------------------------------------- feedback durability
+
+VOTER = textwrap.dedent("""
+    import sys
+    from pipeline.answer import Answer
+    from pipeline.feedback_store import FeedbackStore
+
+    store = FeedbackStore(sys.argv[1], user_salt="durability")
+    answer = Answer(question="Which tool do expense claims go in?", text="Ledgerly [1].", sources=[],
+                    model="teambot-dev", collection="Handbook")
+    store.record_answer(answer, platform="slack", user_id="U0ASKER")
+    print("answer", answer.id, flush=True)
+    n = 0
+    while True:  # until killed
+        user = f"U{n:07d}"
+        store.rate(answer.id, platform="slack", user_id=user, value=1 if n % 3 else -1)
+        print("ack", user, flush=True)  # only after the commit returned
+        n += 1
+""")
+
+
+def test_every_acknowledged_vote_survives_the_writer_being_killed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", VOTER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1,
+    )
+    lines = []
+    try:
+        while sum(1 for line in lines if line.startswith("ack ")) < 150:
+            line = proc.stdout.readline()
+            assert line, "the voter stopped on its own"
+            lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lines += proc.stdout.readlines()  # acknowledgements still in the pipe count too
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    answer_id = lines[0].split()[1]
+    acked = [line.split()[1] for line in lines[1:] if line.startswith("ack ") and line.endswith("\n")]
+    store = FeedbackStore(url, user_salt="durability")
+    stored = {r.user_hash: r.value for r in store.ratings(answer_id)}
+    missing = [u for u in acked if stored.get(store.user_hash("slack", u)) != (1 if int(u[1:]) % 3 else -1)]
+    assert not missing, f"{len(missing)} acknowledged votes lost, e.g. {missing[:3]}"
+    assert store.get_answer(answer_id).answer_text == "Ledgerly [1]."
