@@ -30,6 +30,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bots.formatting import Throttle
 from bots.health import HealthRoutes
 from bots.ratelimit import RateLimiter
+from bots.request_guard import RequestGuard
 from bots.slack_blocks import (
     FEEDBACK_MODAL, PLACEHOLDER, VOTE_DOWN, VOTE_UP, answer_message, escape, feedback_from_view,
     feedback_modal, streaming_text,
@@ -159,6 +160,9 @@ class SlackBot:
         self.app.action(VOTE_UP)(self._on_vote)
         self.app.action(VOTE_DOWN)(self._on_vote)
         self.app.view(FEEDBACK_MODAL)(self._on_feedback_submitted)
+        # Last: event types the bot does not use are acknowledged and dropped, so Slack does
+        # not redeliver them (Bolt answers 404 to an unhandled event).
+        self.app.event(re.compile(".*"))(self._ignore_event)
 
     def close(self) -> None:
         """Wait for the answers in progress, then stop the worker pool."""
@@ -174,6 +178,10 @@ class SlackBot:
             log.info("ignoring a repeated delivery of event %s", event_id)
             return BoltResponse(status=200, body="")
         return next()
+
+    @staticmethod
+    def _ignore_event(event: dict) -> None:
+        log.debug("ignoring a %s event", event.get("type"))
 
     def _on_mention(self, event: dict, body: dict, context, client: WebClient) -> None:
         if event.get("bot_id"):
@@ -338,7 +346,7 @@ def http_server(app: App, host: str, port: int, *, settings: Settings | None = N
     """A threaded server for the Events API and interactivity requests at EVENTS_PATH, verified
     by Bolt; with `settings`, also /healthz and /metrics (bots.health). `serve_forever()` runs
     it, `shutdown()` stops it."""
-    wsgi = SlackRequestHandler(app, path=EVENTS_PATH)
+    wsgi = RequestGuard(SlackRequestHandler(app, path=EVENTS_PATH))
     if settings is not None:
         wsgi = HealthRoutes(wsgi, settings, service)
     return make_server(host, port, wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -37,7 +37,7 @@ class LeakGuard:
     @classmethod
     def from_settings(cls, settings) -> "LeakGuard":
         secrets = []
-        for name, field in type(settings).model_fields.items():
+        for name in type(settings).model_fields:
             value = getattr(settings, name)
             if hasattr(value, "get_secret_value"):
                 secrets.append(value.get_secret_value())
@@ -48,21 +48,45 @@ class LeakGuard:
             return True
         return bool(self._prompt & _shingles(_words(text), SHINGLE_WORDS))
 
+    def secret_prefix_at_end(self, text: str) -> int:
+        """Length of the longest end of `text` that could be the start of a secret."""
+        longest = 0
+        for secret in self._secrets:
+            for k in range(min(len(secret) - 1, len(text)), longest, -1):
+                if text.endswith(secret[:k]):
+                    longest = k
+                    break
+        return longest
+
     def stream(self, on_token: Callable[[str], None] | None) -> "GuardedStream":
         return GuardedStream(self, on_token)
 
 
 class GuardedStream:
-    """Forwards streamed text until it starts to leak; then forwards nothing more."""
+    """Forwards streamed text until it starts to leak, then nothing more. Text that could be
+    the beginning of a secret is held back until the next delta shows it is not one."""
 
     def __init__(self, guard: LeakGuard, on_token: Callable[[str], None] | None) -> None:
         self._guard, self._on_token = guard, on_token
         self.text = ""
         self.tripped = False
+        self._sent = 0
 
     def __call__(self, delta: str) -> None:
         self.text += delta
-        if not self.tripped and self._guard.leaks(self.text):
+        if self.tripped:
+            return
+        if self._guard.leaks(self.text):
             self.tripped = True
-        if not self.tripped and self._on_token is not None:
-            self._on_token(delta)
+            return
+        self._forward(len(self.text) - self._guard.secret_prefix_at_end(self.text))
+
+    def finish(self) -> None:
+        """The answer is complete and clean: send what was held back."""
+        if not self.tripped:
+            self._forward(len(self.text))
+
+    def _forward(self, upto: int) -> None:
+        if upto > self._sent and self._on_token is not None:
+            self._on_token(self.text[self._sent : upto])
+        self._sent = max(self._sent, upto)

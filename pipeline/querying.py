@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 from haystack import Document, Pipeline, component
 from haystack.components.builders import ChatPromptBuilder
@@ -22,8 +23,8 @@ from haystack_integrations.components.embedders.sentence_transformers import Sen
 from haystack_integrations.components.generators.ollama import OllamaChatGenerator
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
-from pipeline.answer import Answer, Source, Turn
 from pipeline import resilience
+from pipeline.answer import Answer, Source, Turn
 from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
 from pipeline.guard import WITHHELD, LeakGuard
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
@@ -89,6 +90,7 @@ class AnswerService:
         self._guard = LeakGuard.from_settings(settings)
         # Searches run here so that a hung one can be abandoned after retrieval_timeout.
         self._search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="teambot-search")
+        self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
 
     # ------------------------------------------------------------------ pipelines
 
@@ -175,7 +177,7 @@ class AnswerService:
     def _search(self, question: str, collection: str) -> dict:
         # weaviate-client retries a refused gRPC search for about a minute before giving up;
         # a readiness probe first turns "Weaviate is down" into an immediate, retryable error.
-        if not services.is_ready(services.WEAVIATE, self.settings, timeout=min(2.0, self.settings.retrieval_timeout)):
+        if not self._weaviate_ready():
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {self.settings.weaviate_url} is not ready")
         future = self._search_pool.submit(
@@ -192,6 +194,14 @@ class AnswerService:
             if _is_unavailable(exc):
                 self._forget(collection)
             raise
+
+    def _weaviate_ready(self) -> bool:
+        # One pooled client: a fresh `httpx.get` per question built an SSL context and opened a
+        # TCP connection each time, 20-30 ms of a ~55 ms search (bench/retrieval_latency.py).
+        try:
+            return self._probe.get(services.WEAVIATE.url(self.settings) + services.WEAVIATE.health_path).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _forget(self, collection: str) -> None:
         """Drop the cached connection and pipeline: the next question reconnects."""
@@ -267,6 +277,7 @@ class AnswerService:
                 question=question, text=WITHHELD, sources=[], model=model, collection=collection, abstained=True,
                 retrieved=retrieved, timings=timings,
             )
+        guarded.finish()
         prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
         return Answer(
             question=question, text=text or ABSTAIN, sources=_cited(text, retrieved), model=model,

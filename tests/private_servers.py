@@ -55,7 +55,8 @@ def private_settings(data_dir: Path, **overrides) -> Settings:
         "weaviate_url": f"http://127.0.0.1:{rest}", "weaviate_grpc_port": grpc,
         "ollama_url": f"http://127.0.0.1:{ollama}", "data_dir": data_dir,
         "feedback_db_url": f"sqlite:///{data_dir / 'feedback.db'}",
-        "max_answer_tokens": 16, "user_questions_per_minute": 0, "channel_questions_per_minute": 0,
+        # Short prompts and answers: each generation on the CPU costs seconds.
+        "max_answer_tokens": 16, "top_k": 2, "user_questions_per_minute": 0, "channel_questions_per_minute": 0,
         **overrides,
     })
 
@@ -128,7 +129,8 @@ class FakeOllama:
                     self.command, fake.upstream + self.path, content=body, timeout=300,
                     headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
                 )
-                self._reply(response.status_code, response.content, response.headers.get("Content-Type", "application/json"))
+                content_type = response.headers.get("Content-Type", "application/json")
+                self._reply(response.status_code, response.content, content_type)
 
             def do_GET(self) -> None:
                 if fake.upstream:

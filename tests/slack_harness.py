@@ -90,3 +90,37 @@ def slack_http_bot(settings, service, store, standin: SlackStandIn) -> Iterator[
 
 def answer_sections(reply: dict) -> list[str]:
     return [b["text"]["text"] for b in reply.get("blocks", []) if b["type"] == "section"]
+
+
+class CannedAnswers:
+    """A stand-in for AnswerService that answers every question with the same text (after the
+    real service's validation), for tests about the adapter rather than the answers."""
+
+    def __init__(self, settings, text: str = "Expense claims go in Ledgerly within 30 days.") -> None:
+        from pipeline.querying import AnswerService
+
+        self.settings, self.text = settings, text
+        self._validate = AnswerService.validate
+        self.questions: list[tuple[str, str | None]] = []
+
+    def validate(self, question: str) -> str:
+        return self._validate(self, question)
+
+    def ask(self, question, *, collection=None, history=(), on_token=None):
+        from pipeline.answer import Answer
+
+        question = self.validate(question)
+        self.questions.append((question, collection))
+        if on_token:
+            on_token(self.text)
+        return Answer(question=question, text=self.text, sources=[], model="canned",
+                      collection=collection or self.settings.collection)
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, from /metrics text."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -20,13 +20,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bots.slack_blocks import VOTE_UP
 from pipeline.errors import KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
 from pipeline.feedback_store import FeedbackStore
 from pipeline.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen, RetryPolicy, call
 from teambot import services
 from teambot.cli import app
+from tests import slack_standin as slack
 from tests.private_servers import FakeOllama, private_servers, start
-from tests.slack_harness import answer_sections, slack_http_bot, with_slack_secrets
+from tests.slack_harness import answer_sections, metric_value, slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +69,8 @@ def test_transient_failures_are_retried_with_growing_waits_then_given_up():
             raise outcome
         return outcome
 
-    assert call(recovers, policy=RetryPolicy(attempts=3, backoff=0), is_failure=lambda e: True, sleep=waits.append) == "answer"
+    policy = RetryPolicy(attempts=3, backoff=0)
+    assert call(recovers, policy=policy, is_failure=lambda e: True, sleep=waits.append) == "answer"
 
 
 def test_errors_that_are_not_server_failures_are_not_retried_and_do_not_trip_the_breaker():
@@ -185,6 +188,16 @@ def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(s
     assert faults_bot.get("/healthz").status_code == 200
     assert _status_cli(servers).exit_code == 0
 
+    # /metrics counted the failure, the answer's stages and a vote on it.
+    answer_id = next(b for b in reply["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    click = slack.block_action(VOTE_UP, answer_id, message_ts=reply["ts"], channel="C0FAULTS")
+    assert faults_bot.post(slack.interaction_body(click), "application/x-www-form-urlencoded").status_code == 200
+    faults_bot.standin.wait_call("chat.postEphemeral", channel="C0FAULTS")
+    metrics = faults_bot.get("/metrics").text
+    assert metric_value(metrics, "teambot_errors_total", platform="slack", kind="KnowledgeBaseUnavailable") >= 1
+    assert metric_value(metrics, "teambot_stage_seconds_count", stage="generate") >= 1
+    assert metric_value(metrics, "teambot_feedback_total", platform="slack", value="up") >= 1
+
 
 @pytest.mark.services
 def test_ollama_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
@@ -252,13 +265,17 @@ def test_flaky_model_is_retried_then_a_dead_one_is_left_alone_until_its_cool_dow
 # ---------------------------------------------------------------------- interrupted ingest
 
 
+PAGES = 24
+
+
 def _handbook_pages(folder: Path, count: int) -> None:
     topics = ["expenses", "travel", "laptops", "on-call", "deploys", "holidays", "benefits", "security"]
     for n in range(count):
         topic = topics[n % len(topics)]
         body = "\n\n".join(
             f"## Rule {k}\n\n" + " ".join(
-                f"For {topic} case {n}-{k}, step {w} requires form {n * 100 + k * 10 + w} and approval." for w in range(6)
+                f"For {topic} case {n}-{k}, step {w} requires form {n * 100 + k * 10 + w} and approval."
+                for w in range(6)
             )
             for k in range(4)
         )
@@ -284,7 +301,7 @@ def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_cl
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    _handbook_pages(docs, 48)
+    _handbook_pages(docs, PAGES)
     env = {
         **os.environ, "TEAMBOT_WEAVIATE_URL": servers.weaviate_url,
         "TEAMBOT_WEAVIATE_GRPC_PORT": str(servers.weaviate_grpc_port), "TEAMBOT_DATA_DIR": str(servers.data_dir),
@@ -301,13 +318,13 @@ def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_cl
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
-    assert 0 < len(_sources(servers, "FaultIngestKilled")) < 48  # really half-way
+    assert 0 < len(_sources(servers, "FaultIngestKilled")) < PAGES  # really half-way
 
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-
-    clean = Indexer(servers, "FaultIngestClean").ingest([docs])
-    assert len(clean.indexed) == 48 and not clean.skipped
+    rerun = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clean = Indexer(servers, "FaultIngestClean").ingest([docs])  # meanwhile, the reference
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-2000:]
+    assert len(clean.indexed) == PAGES and not clean.skipped
     after_rerun, after_clean = _chunk_ids(servers, "FaultIngestKilled"), _chunk_ids(servers, "FaultIngestClean")
     assert len(after_rerun) == len(set(after_rerun))  # no duplicates
     assert after_rerun == after_clean  # same chunks: nothing missing, no orphans

@@ -1,0 +1,142 @@
+"""Deployment files: the Dockerfile, docker/compose.yaml, the Ollama entrypoint and
+.env.example. There is no Docker engine here, so these check what can be checked without one:
+every file the builds and mounts need exists, the compose file is well-formed and consistent,
+and its settings are valid teambot settings. `docker compose config` runs when a client with
+the compose plugin is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bots.health import HEALTH_PATH
+from teambot.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+DOCKERFILE = DOCKER / "Dockerfile"
+COMPOSE = DOCKER / "compose.yaml"
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def _interpolate(value: str) -> str:
+    """Compose's `${VAR:-default}` with nothing set: the default."""
+    return _DEFAULTED.sub(lambda m: m.group(2), value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_dockerfile_copies_only_files_that_exist_and_runs_the_bot_as_a_non_root_user():
+    instructions = _instructions(DOCKERFILE)
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    copies = [args.split() for kind, args in instructions if kind == "COPY"]
+    assert copies
+    for *sources, _dest in copies:
+        for source in sources:
+            assert not source.startswith("--"), "COPY --from/--chown: extend this test"
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the build context"
+    # Everything the package needs is copied: each package setuptools includes.
+    copied = {s.rstrip("/") for *sources, _ in copies for s in sources}
+    assert {"pyproject.toml", "teambot", "pipeline", "bots", "training"} <= copied
+
+    users = [args for kind, args in instructions if kind == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    runs = " ".join(args for kind, args in instructions if kind == "RUN")
+    assert "useradd" in runs and "download.pytorch.org/whl/cpu" in runs
+    assert "pip install ." in runs and "[train]" not in runs  # no CUDA torch, no training stack
+    assert ("ENTRYPOINT", '["teambot"]') in instructions
+
+
+def test_compose_services_use_the_pinned_images_with_health_checks_and_volumes(compose):
+    services = compose["services"]
+    assert services["weaviate"]["image"] == "cr.weaviate.io/semitechnologies/weaviate:1.38.10"
+    assert services["ollama"]["image"] == "ollama/ollama:0.24.0"
+    for name in ("weaviate", "ollama", "bot"):
+        health = services[name]["healthcheck"]
+        assert health["test"] and health["interval"] and health["retries"] > 0, name
+    declared = set(compose["volumes"])
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = _interpolate(volume).split(":")[0]
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name} mounts {source}, which does not exist"
+            else:
+                assert source in declared, f"{name} uses undeclared volume {source}"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services and condition == {"condition": "service_healthy"}
+        if "build" in service:
+            context = DOCKER / service["build"]["context"]
+            assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
+    # Only the bot is reachable from outside.
+    assert [name for name, s in services.items() if s.get("ports")] == ["bot"]
+
+
+def test_ollama_entrypoint_is_mounted_valid_shell_and_marks_the_model_ready(compose):
+    ollama = compose["services"]["ollama"]
+    script = DOCKER / "ollama-entrypoint.sh"
+    mounted = dict(_interpolate(v).split(":")[:2] for v in ollama["volumes"])
+    assert mounted["./ollama-entrypoint.sh"] == ollama["entrypoint"][-1]
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    marker = re.search(r"READY=(\S+)", text).group(1)
+    assert marker in " ".join(ollama["healthcheck"]["test"])  # healthy only once the model is there
+    assert 'ollama pull "$MODEL"' in text and "TEAMBOT_MODEL" in text
+
+
+def test_the_bot_settings_in_compose_are_valid_and_the_health_check_asks_healthz(compose, tmp_path):
+    bot = compose["services"]["bot"]
+    env = {k: _interpolate(str(v)) for k, v in bot["environment"].items()}
+    settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in env.items()})
+    assert settings.weaviate_url == "http://weaviate:8080" and settings.ollama_url == "http://ollama:11434"
+    assert settings.model == _interpolate(compose["services"]["ollama"]["environment"]["TEAMBOT_MODEL"])
+    check = " ".join(bot["healthcheck"]["test"])
+    assert f"127.0.0.1:{settings.http_port}{HEALTH_PATH}" in check
+    published = _interpolate(bot["ports"][0]).split(":")[-1]
+    assert int(published) == settings.http_port
+    assert bot["command"] == ["slack", "--http"]
+
+
+def test_env_example_lists_every_setting_and_loads_as_it_is():
+    text = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#? ?(TEAMBOT_[A-Z0-9_]+)=", text, flags=re.M))
+    assert listed == {f"TEAMBOT_{name.upper()}" for name in Settings.model_fields}
+    settings = Settings(_env_file=ROOT / ".env.example")  # copied to .env unchanged, it must load
+    assert settings.model == "llama2:7b-chat"
+
+
+def test_readme_production_section_uses_the_compose_file():
+    readme = (ROOT / "README.md").read_text()
+    assert "docker compose -f docker/compose.yaml" in readme and ".env.example" in readme
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="no docker client with the compose plugin",
+)
+def test_docker_compose_accepts_the_file_with_and_without_the_example_env():
+    for extra in ([], ["--env-file", str(ROOT / ".env.example")]):
+        command = ["docker", "compose", "-f", str(COMPOSE), *extra, "config", "--quiet"]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
