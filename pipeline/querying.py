@@ -272,9 +272,13 @@ class AnswerService:
         timings["total"] = time.perf_counter() - started
         text = (out["llm"]["replies"][0].text or "").strip()
         if guarded.tripped or self._guard.leaks(text):
+            # A small model may abstain and then recite its instructions: that is an abstention.
+            reply = ABSTAIN if _abstains(text) else WITHHELD
             log.warning("withheld an answer in %s that repeated the instructions or a secret", collection)
+            if reply == WITHHELD:
+                guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
             return Answer(
-                question=question, text=WITHHELD, sources=[], model=model, collection=collection, abstained=True,
+                question=question, text=reply, sources=[], model=model, collection=collection, abstained=True,
                 retrieved=retrieved, timings=timings,
             )
         guarded.finish()
