@@ -1,7 +1,8 @@
 """The Discord bot: answers mentions, DMs and `/ask` from the team's documents, with sources.
 
 discord.py dispatches gateway events to `TeambotDiscord`'s `on_message`,
-`on_raw_reaction_add`, the `/ask` command and the persistent vote buttons; each hands off to
+`on_raw_reaction_add` / `on_raw_reaction_remove` (a 👍/👎 reaction casts a vote, removing it
+takes that vote back), the `/ask` command and the persistent vote buttons; each hands off to
 a small function here or in `bots.discord_feedback`.
 
 Conversations: a thread is one conversation. Outside threads, a question starts a new
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import discord
 from discord import app_commands
 
-from bots.discord_feedback import PLATFORM, VoteButton, record_reaction, vote_view
+from bots.discord_feedback import PLATFORM, VoteButton, record_reaction, retract_reaction, vote_view
 from bots.discord_reply import ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks
 from bots.ratelimit import RateLimiter
 from pipeline.errors import InvalidQuestion, TeambotError
@@ -88,6 +89,10 @@ class TeambotDiscord(discord.Client):
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is not None:
             await record_reaction(self.store, payload, bot_id=self.user.id)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        if self.user is not None:
+            await retract_reaction(self.store, payload, bot_id=self.user.id)
 
 
 # ---------------------------------------------------------------- messages

@@ -3,6 +3,8 @@
 The buttons' custom_ids carry the answer id, so a click is understood by any running bot
 process, also one started after the answer was posted (they are `DynamicItem`s registered in
 `setup_hook`). Every vote goes straight to the FeedbackStore; the last one per user wins.
+Removing a 👍/👎 reaction takes back the vote it cast, unless the user has voted differently
+since (e.g. 👍 reaction, then the 👎 button: the 👎 stays).
 """
 
 from __future__ import annotations
@@ -135,3 +137,26 @@ async def record_reaction(store: FeedbackStore, payload: discord.RawReactionActi
     if answer_id is None:
         return False  # a reaction on some other message
     return await _rate(store, answer_id, payload.user_id, value) is None
+
+
+async def retract_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
+    """A 👍/👎 reaction removed from one of the bot's answers; True if the vote it cast was taken back.
+
+    Remove events carry no member (payload.member is None), so only the bot's own id is known
+    to skip; another bot's reaction never cast a vote, so there is nothing of it to take back.
+    """
+    if payload.user_id == bot_id:
+        return False
+    value = vote_for_emoji(payload.emoji.name)
+    if value is None:
+        return False
+    try:
+        answer_id = await asyncio.to_thread(store.answer_for_message, PLATFORM, str(payload.message_id))
+        if answer_id is None:
+            return False  # a reaction on some other message
+        return await asyncio.to_thread(
+            store.retract, answer_id, platform=PLATFORM, user_id=str(payload.user_id), value=value
+        )
+    except Exception:
+        log.exception("could not take back a vote on message %s", payload.message_id)
+        return False

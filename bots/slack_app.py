@@ -1,5 +1,6 @@
 """teambot on Slack (Bolt): answers @mentions, direct messages and `/ask` in the question's
-thread, streams the answer into a placeholder, and records 👍/👎 from buttons and reactions.
+thread, streams the answer into a placeholder, and records 👍/👎 from buttons and reactions
+(removing a 👍/👎 reaction takes back the vote it cast, unless the user has voted differently since).
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
 commands and views call `ack()` first). Answering runs on a small worker pool of its own, so
@@ -156,6 +157,7 @@ class SlackBot:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.event("reaction_added")(self._on_reaction)
+        self.app.event("reaction_removed")(self._on_reaction_removed)
         self.app.command("/ask")(self._on_ask)
         self.app.action(VOTE_UP)(self._on_vote)
         self.app.action(VOTE_DOWN)(self._on_vote)
@@ -310,15 +312,28 @@ class SlackBot:
         if reason or correction:
             self._ephemeral(client, meta.get("channel"), user, meta.get("thread"), THANKS_NOTE)
 
-    def _on_reaction(self, event: dict) -> None:
+    def _reaction_vote(self, event: dict) -> tuple[str, str, int] | None:
+        """(answer id, user, +1/-1) for a 👍/👎 reaction on one of the bot's answers, else None.
+        `reaction_added` and `reaction_removed` events have the same shape."""
         item = event.get("item") or {}
-        value = REACTION_VOTES.get(event.get("reaction", "").split("::")[0])  # "+1::skin-tone-2"
+        value = REACTION_VOTES.get((event.get("reaction") or "").split("::")[0])  # "+1::skin-tone-2"
         if value is None or item.get("type") != "message" or not event.get("user"):
-            return
+            return None
         answer_id = self.store.answer_for_message(PLATFORM, item.get("ts", ""))
-        if answer_id:
-            self.store.rate(answer_id, platform=PLATFORM, user_id=event["user"], value=value)
+        return (answer_id, event["user"], value) if answer_id else None
+
+    def _on_reaction(self, event: dict) -> None:
+        if vote := self._reaction_vote(event):
+            answer_id, user, value = vote
+            self.store.rate(answer_id, platform=PLATFORM, user_id=user, value=value)
             metrics.observe_vote(PLATFORM, value)
+
+    def _on_reaction_removed(self, event: dict) -> None:
+        # Only the vote this reaction cast: a vote changed since (e.g. with a button) stays.
+        if vote := self._reaction_vote(event):
+            answer_id, user, value = vote
+            if self.store.retract(answer_id, platform=PLATFORM, user_id=user, value=value):
+                metrics.observe_retraction(PLATFORM, value)
 
     @staticmethod
     def _ephemeral(client: WebClient, channel: str | None, user: str, thread: str | None, text: str) -> None:
@@ -335,6 +350,9 @@ class SlackBot:
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: in a burst, further connections wait for a
+    # SYN retransmit (1 s, then 3 s), past Slack's 3 s ack limit (bench/bot_load.py).
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):

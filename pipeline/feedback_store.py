@@ -2,7 +2,8 @@
 
 SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale) works. User ids are stored
 only as salted hashes. One rating per (answer, user): the last vote wins, and a later reason
-or correction is added to that same rating.
+or correction is added to that same rating. Removing a 👍/👎 reaction retracts the vote it cast,
+unless the user has voted differently since (`retract`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, func, select,
+    JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, delete, event, func, select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -192,6 +193,23 @@ class FeedbackStore:
             if correction is not None:
                 rating.correction = correction.strip() or None
         return rating
+
+    def retract(self, answer_id: str, *, platform: str, user_id: str, value: int) -> bool:
+        """Delete this user's vote on an answer if it is still `value` (a removed 👍/👎 reaction).
+
+        A vote changed since (👍 reaction, then the 👎 button) is left alone, and so is an answer
+        the user never voted on. True if a vote was removed; stats and export no longer count it.
+        """
+        if value not in (1, -1):
+            raise ValueError(f"a rating is +1 or -1, got {value!r}")
+        user = self.user_hash(platform, user_id)
+        with Session(self.engine) as session, session.begin():
+            removed = session.execute(
+                delete(RatingRecord).where(
+                    RatingRecord.answer_id == answer_id, RatingRecord.user_hash == user, RatingRecord.value == value,
+                )
+            ).rowcount
+        return removed > 0
 
     def ratings(self, answer_id: str) -> list[RatingRecord]:
         with Session(self.engine, expire_on_commit=False) as session:

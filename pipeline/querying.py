@@ -1,8 +1,13 @@
 """Answering: question → embed → Weaviate hybrid search → relevance gate → prompt → Ollama.
 
-`AnswerService` is what `teambot ask` and the bots call. It builds its Haystack pipelines once
+`AnswerService` is what `teambot ask` and the bots call. It builds its Haystack components once
 per collection and model and reuses them (and the embedder and Weaviate connections) across
 questions; `ask` may be called from several threads.
+
+Retrieval calls its three components in turn rather than through a `Pipeline`: the pipeline
+deep-copies every input and output, and the 384-float query embedding is copied element by
+element with a protocol `isinstance` check on each, about 10 ms of a 35 ms search
+(bench/retrieval_latency.py). Generation, where that copy is negligible, stays a `Pipeline`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -68,6 +74,20 @@ class RelevanceGate:
         return {"documents": docs, "similarities": sims}
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """Query embedding → hybrid search → relevance gate, for one collection."""
+
+    embedder: SentenceTransformersTextEmbedder
+    retriever: WeaviateHybridRetriever
+    gate: RelevanceGate
+
+    def run(self, question: str) -> dict:
+        embedding = self.embedder.run(text=question)["embedding"]
+        documents = self.retriever.run(query=question, query_embedding=embedding)["documents"]
+        return self.gate.run(documents=documents, query_embedding=embedding)
+
+
 def _model_name(settings: Settings) -> str:
     from training.active_model import active_model  # stdlib-only: no torch on the bot path
 
@@ -77,8 +97,12 @@ def _model_name(settings: Settings) -> str:
 class AnswerService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._new_embedder().warm_up()  # load the model now, not on the first question
-        self._retrieval: dict[str, Pipeline] = {}
+        # One embedder for every collection (no Pipeline owns it); loaded now, not on the first question.
+        self._embedder = SentenceTransformersTextEmbedder(
+            model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True
+        )
+        self._embedder.warm_up()
+        self._retrieval: dict[str, Retrieval] = {}
         self._generation: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
@@ -92,31 +116,19 @@ class AnswerService:
         self._search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="teambot-search")
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
 
-    # ------------------------------------------------------------------ pipelines
+    # ------------------------------------------------------------------ components
 
-    def _new_embedder(self) -> SentenceTransformersTextEmbedder:
-        # One instance per pipeline (Haystack forbids sharing); the model itself is loaded once and shared.
-        return SentenceTransformersTextEmbedder(
-            model=embedder_path(self.settings), local_files_only=True, progress_bar=False, normalize_embeddings=True
-        )
-
-    def retrieval_pipeline(self, collection: str) -> Pipeline:
+    def retrieval(self, collection: str) -> Retrieval:
         with self._lock:
             if collection not in self._retrieval:
-                p = Pipeline()
-                p.add_component("embedder", self._new_embedder())
-                p.add_component(
-                    "retriever",
-                    WeaviateHybridRetriever(
+                self._retrieval[collection] = Retrieval(
+                    embedder=self._embedder,
+                    retriever=WeaviateHybridRetriever(
                         document_store=document_store(self.settings, collection),
                         top_k=self.settings.top_k, alpha=self.settings.alpha,
                     ),
+                    gate=RelevanceGate(self.settings.min_similarity),
                 )
-                p.add_component("gate", RelevanceGate(self.settings.min_similarity))
-                p.connect("embedder.embedding", "retriever.query_embedding")
-                p.connect("embedder.embedding", "gate.query_embedding")
-                p.connect("retriever.documents", "gate.documents")
-                self._retrieval[collection] = p
             return self._retrieval[collection]
 
     def generation_pipeline(self, model: str) -> Pipeline:
@@ -172,7 +184,7 @@ class AnswerService:
                 raise
             raise KnowledgeBaseUnavailable(f"retrieval from {collection} failed: {type(exc).__name__}: {exc}") from exc
         timings = {"retrieve": time.perf_counter() - started}
-        return out["gate"]["documents"], out["gate"]["similarities"], timings
+        return out["documents"], out["similarities"], timings
 
     def _search(self, question: str, collection: str) -> dict:
         # weaviate-client retries a refused gRPC search for about a minute before giving up;
@@ -180,10 +192,7 @@ class AnswerService:
         if not self._weaviate_ready():
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {self.settings.weaviate_url} is not ready")
-        future = self._search_pool.submit(
-            self.retrieval_pipeline(collection).run,
-            {"embedder": {"text": question}, "retriever": {"query": question}}, include_outputs_from={"embedder"},
-        )
+        future = self._search_pool.submit(self.retrieval(collection).run, question)
         try:
             return future.result(timeout=self.settings.retrieval_timeout)
         except TimeoutError:
@@ -239,6 +248,8 @@ class AnswerService:
 
         def stream(chunk: StreamingChunk) -> None:
             if chunk.content:
+                # The model's first token; the guard may hold it back a word or two before on_token sees it.
+                timings.setdefault("first_token", time.perf_counter() - started)
                 guarded(chunk.content)
 
         def generate() -> dict:

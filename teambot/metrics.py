@@ -25,6 +25,10 @@ ERRORS = Counter(
 FEEDBACK = Counter(
     "teambot_feedback", "Votes recorded, by platform and value (up, down).", ["platform", "value"], registry=REGISTRY,
 )
+RETRACTED = Counter(
+    "teambot_feedback_retracted", "Votes taken back by removing the 👍/👎 reaction that cast them, by platform and "
+    "value (up, down).", ["platform", "value"], registry=REGISTRY,
+)
 
 
 def observe_answer(platform: str, answer) -> None:
@@ -48,6 +52,10 @@ def observe_error(platform: str, exc: BaseException) -> None:
 
 def observe_vote(platform: str, value: int) -> None:
     FEEDBACK.labels(platform, "up" if value > 0 else "down").inc()
+
+
+def observe_retraction(platform: str, value: int) -> None:
+    RETRACTED.labels(platform, "up" if value > 0 else "down").inc()
 
 
 def exposition() -> bytes:

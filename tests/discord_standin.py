@@ -312,6 +312,12 @@ class DiscordStandIn:
             data |= {"guild_id": str(self.guild_id), "member": member_payload(user)}
         return data
 
+    def reaction_remove(self, message_id: int | str, emoji: str, *, user: dict | None = None, dm: bool = False) -> dict:
+        """MESSAGE_REACTION_REMOVE: like an add, but Discord sends no member (nor message author)."""
+        data = self.reaction_add(message_id, emoji, user=user, dm=dm)
+        data.pop("member", None)
+        return data
+
     def _interaction(self, kind: int, data: dict, *, user: dict | None, channel_id: int | None, dm: bool, **extra: Any) -> dict:
         user = user or self.human
         token = secrets.token_urlsafe(24)

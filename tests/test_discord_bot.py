@@ -239,6 +239,68 @@ def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, hand
     assert store.ratings(answer_id_of(c.second)) == []
 
 
+def test_removing_a_thumb_reaction_takes_back_its_vote_unless_it_was_changed_since(settings, store):
+    service = ScriptedService("Claims go in Ledgerly [1].", [Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)])
+    lee, max_ = user_payload(2000000000000000003, "lee"), user_payload(2000000000000000004, "max")
+
+    def scripted_votes() -> tuple[int, int]:
+        [row] = [s for s in store.stats() if s.model == "scripted"]
+        return row.up, row.down
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store)
+        seen = {}
+        async with logged_in(bot, standin):
+            question = standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
+            bot._connection.parse_message_create(question)
+            await settle()
+            answer = standin.bot_messages()[-1]
+            answer_id = answer_id_of(answer)
+            add, remove = bot._connection.parse_message_reaction_add, bot._connection.parse_message_reaction_remove
+            seen["stats before"] = scripted_votes()
+
+            # 👍 then un-👍: the vote is gone (a remove event carries no member).
+            add(standin.reaction_add(answer["id"], "👍🏽", user=lee))
+            await settle()
+            seen["added"] = rating_of(store, answer_id, lee["id"]).value
+            remove(standin.reaction_remove(answer["id"], "👍🏽", user=lee))
+            await settle()
+            seen["removed"] = rating_of(store, answer_id, lee["id"])
+            seen["stats after removal"] = scripted_votes()
+
+            # 👍 reaction, then the 👎 button: removing the 👍 leaves the 👎.
+            add(standin.reaction_add(answer["id"], "👍", user=lee))
+            await settle()
+            bot._connection.parse_interaction_create(
+                standin.button_click(answer, f"teambot:vote:down:{answer_id}", user=lee)
+            )
+            await settle()
+            remove(standin.reaction_remove(answer["id"], "👍", user=lee))
+            await settle()
+            seen["changed since"] = rating_of(store, answer_id, lee["id"]).value
+
+            # Removals that take back none of Max's 👎: another emoji, a message that is no answer,
+            # and the bot's own reaction.
+            add(standin.reaction_add(answer["id"], "👎", user=max_))
+            await settle()
+            remove(standin.reaction_remove(answer["id"], "🎉", user=max_))
+            remove(standin.reaction_remove(question["id"], "👎", user=max_))
+            remove(standin.reaction_remove(answer["id"], "👎", user=standin.bot_user))
+            await settle()
+            seen["other removals"] = rating_of(store, answer_id, max_["id"]).value
+            seen["stats at the end"] = scripted_votes()
+        return seen
+
+    seen = run(scenario())
+    up, down = seen["stats before"]
+    assert seen["added"] == 1
+    assert seen["removed"] is None and seen["stats after removal"] == (up, down)
+    assert seen["changed since"] == -1
+    assert seen["other removals"] == -1
+    assert seen["stats at the end"] == (up, down + 2)
+
+
 @pytest.mark.services
 def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_settings, store):
     async def scenario():

@@ -32,6 +32,7 @@ from pipeline.answer import Answer, Source, Turn
 from pipeline.errors import InvalidQuestion, ModelUnavailable
 from pipeline.feedback_store import FeedbackStore
 from pipeline.querying import AnswerService
+from teambot import metrics
 from tests import slack_standin as slack
 from tests.slack_standin import APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, signed
 
@@ -474,13 +475,18 @@ def test_an_empty_feedback_form_keeps_the_vote(bot):
     assert [(r.value, r.reason, r.correction) for r in bot.store.ratings(answer_id)] == [(-1, None, None)]
 
 
+def _reaction(bot: Bot, kind: str, reaction: str, *, channel: str, ts: str, user: str = "U0BOB") -> None:
+    """Send a `reaction_added` / `reaction_removed` event for a reaction on message `ts`."""
+    event = {"type": kind, "user": user, "reaction": reaction, "item_user": BOT_USER,
+             "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": str(time.time())}
+    assert bot.event(event).status_code == 200
+
+
 def test_reactions_on_an_answer_are_votes_and_the_last_one_wins(bot):
     answer_id, ts = _answer(bot, "C0REACT")
 
     def react(reaction: str, message_ts: str = ts, user: str = "U0BOB") -> None:
-        event = {"type": "reaction_added", "user": user, "reaction": reaction, "item_user": BOT_USER,
-                 "item": {"type": "message", "channel": "C0REACT", "ts": message_ts}, "event_ts": str(time.time())}
-        assert bot.event(event).status_code == 200
+        _reaction(bot, "reaction_added", reaction, channel="C0REACT", ts=message_ts, user=user)
 
     react("+1::skin-tone-3")
     assert [r.value for r in _wait_until(lambda: bot.store.ratings(answer_id))] == [1]
@@ -492,6 +498,61 @@ def test_reactions_on_an_answer_are_votes_and_the_last_one_wins(bot):
     _wait_until(lambda: len(bot.store.ratings(answer_id)) == 2)
     bot.settle()
     assert sorted(r.value for r in bot.store.ratings(answer_id)) == [-1, -1]
+
+
+def _scripted_stats(store: FeedbackStore) -> tuple[int, int]:
+    """(👍, 👎) counted for the scripted model, as `teambot feedback stats` shows them."""
+    [row] = [s for s in store.stats() if s.model == "scripted"]
+    return row.up, row.down
+
+
+def _retracted(value: str) -> float:
+    return metrics.REGISTRY.get_sample_value(
+        "teambot_feedback_retracted_total", {"platform": "slack", "value": value}
+    ) or 0.0
+
+
+def test_removing_a_reaction_takes_back_its_vote_unless_it_was_changed_since(bot):
+    answer_id, ts = _answer(bot, "C0UNREACT")
+
+    def votes() -> list[int]:
+        return sorted(r.value for r in bot.store.ratings(answer_id))
+
+    def react(kind: str, reaction: str, message_ts: str = ts, user: str = "U0BOB") -> None:
+        _reaction(bot, kind, reaction, channel="C0UNREACT", ts=message_ts, user=user)
+
+    up_before, down_before = _scripted_stats(bot.store)
+    retracted_before = _retracted("up")
+
+    # 👍 then un-👍 (with the skin tone Slack reports on both events): the vote is gone.
+    react("reaction_added", "+1::skin-tone-2")
+    _wait_until(lambda: votes() == [1])
+    assert _scripted_stats(bot.store) == (up_before + 1, down_before)
+    react("reaction_removed", "+1::skin-tone-2")
+    _wait_until(lambda: votes() == [])
+    assert _scripted_stats(bot.store) == (up_before, down_before)
+    assert _retracted("up") == retracted_before + 1
+
+    # 👍 reaction, then the 👎 button: removing the 👍 leaves the 👎 and what the form said.
+    react("reaction_added", "thumbsup")
+    _wait_until(lambda: votes() == [1])
+    bot.interaction(slack.block_action(VOTE_DOWN, answer_id, message_ts=ts, channel="C0UNREACT", user="U0BOB"))
+    opened = bot.standin.wait_call("views.open")
+    bot.interaction(slack.view_submission(opened.args["view"], {REASON_BLOCK: "Wrong tool.", CORRECTION_BLOCK: None},
+                                          user="U0BOB"))
+    bot.standin.wait_call("chat.postEphemeral", channel="C0UNREACT", text=THANKS_NOTE)
+    react("reaction_removed", "thumbsup")
+    # Removals that are no vote of Carol's on this answer: another emoji, another message.
+    react("reaction_added", "-1", user="U0CAROL")
+    _wait_until(lambda: votes() == [-1, -1])
+    react("reaction_removed", "tada", user="U0CAROL")
+    react("reaction_removed", "-1", "1700000000.000001", user="U0CAROL")
+    bot.settle()
+    assert [(r.value, r.reason) for r in bot.store.ratings(answer_id)
+            if r.user_hash == bot.store.user_hash("slack", "U0BOB")] == [(-1, "Wrong tool.")]
+    assert votes() == [-1, -1]
+    assert _scripted_stats(bot.store) == (up_before, down_before + 2)
+    assert _retracted("up") == retracted_before + 1
 
 
 def test_a_vote_on_an_unknown_answer_says_so(bot):
