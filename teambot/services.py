@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -156,19 +157,27 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
             "ENABLE_MODULES": "",
             "GRPC_PORT": str(settings.weaviate_grpc_port),
             "CLUSTER_HOSTNAME": "teambot",
+            # A single node: gossip and Raft stay on loopback, and the Go profiling listener
+            # (all interfaces otherwise) is off. gRPC has no host setting in v1.38: it listens
+            # on every interface, so a firewall or container network must cover its port.
             "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+            "CLUSTER_BIND_ADDR": "127.0.0.1",
+            "GO_PROFILING_DISABLE": "true",
+            # The node-to-node data API also ignores the bind address; a password only this
+            # process knows keeps others out of it.
+            "CLUSTER_BASIC_AUTH_USERNAME": "teambot",
+            "CLUSTER_BASIC_AUTH_PASSWORD": secrets.token_urlsafe(24),
             "DISABLE_TELEMETRY": "true",
             "LOG_LEVEL": "warning",
             "QUERY_DEFAULTS_LIMIT": "25",
         }
         if (port or 8080) != 8080:
             # A second Weaviate on this machine (tests, another team) must not fight over the
-            # cluster, Raft and profiling ports; it takes the five after its REST port.
+            # cluster and Raft ports; it takes the four after its REST port.
             rest = port or 8080
             env |= {
                 "CLUSTER_GOSSIP_BIND_PORT": str(rest + 1), "CLUSTER_DATA_BIND_PORT": str(rest + 2),
                 "RAFT_PORT": str(rest + 3), "RAFT_INTERNAL_RPC_PORT": str(rest + 4),
-                "GO_PROFILING_PORT": str(rest + 5),
             }
         return [str(binary), "--host", host, "--port", str(port or 8080), "--scheme", "http"], env
     env = {

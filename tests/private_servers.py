@@ -27,7 +27,7 @@ def _bindable(port: int) -> bool:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
-    with socket.socket() as s:  # Weaviate also binds its cluster ports on all interfaces
+    with socket.socket() as s:  # Weaviate binds its gRPC and cluster data ports on all interfaces
         try:
             s.bind(("0.0.0.0", port))
         except OSError:
@@ -36,7 +36,7 @@ def _bindable(port: int) -> bool:
 
 
 def free_ports(count: int, *, taken: set[int] = frozenset()) -> int:
-    """The first of `count` consecutive free ports (Weaviate takes its REST port and the five after)."""
+    """The first of `count` consecutive free ports (Weaviate takes its REST port and the four after)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -48,9 +48,9 @@ def free_ports(count: int, *, taken: set[int] = frozenset()) -> int:
 
 
 def private_settings(data_dir: Path, **overrides) -> Settings:
-    rest = free_ports(6)
-    grpc = free_ports(1, taken=set(range(rest, rest + 6)))
-    ollama = free_ports(1, taken=set(range(rest, rest + 6)) | {grpc})
+    rest = free_ports(5)
+    grpc = free_ports(1, taken=set(range(rest, rest + 5)))
+    ollama = free_ports(1, taken=set(range(rest, rest + 5)) | {grpc})
     return load_settings(**{
         "weaviate_url": f"http://127.0.0.1:{rest}", "weaviate_grpc_port": grpc,
         "ollama_url": f"http://127.0.0.1:{ollama}", "data_dir": data_dir,

@@ -162,6 +162,25 @@ def _status_cli(settings):
 
 
 @pytest.mark.services
+def test_the_weaviate_we_start_keeps_its_internal_ports_to_itself(servers):
+    import httpx
+    import psutil
+
+    pid = services._read_pid(services.WEAVIATE, servers)
+    listening = {
+        c.laddr.port: c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+    }
+    rest = servers.weaviate_host_port[1]
+    # REST, gossip and Raft on loopback; no profiling listener; gRPC (no host setting in v1.38)
+    # and the node-to-node data API are the only ones on every interface.
+    assert {port for port, ip in listening.items() if ip != "127.0.0.1"} <= {servers.weaviate_grpc_port, rest + 2}
+    assert listening[rest] == "127.0.0.1" and rest + 1 in listening and 6060 not in listening
+    # ... and the data API turns away anyone without the password the server was started with.
+    response = httpx.get(f"http://127.0.0.1:{rest + 2}/indices/{COLLECTION}/shards/x/objects", timeout=5)
+    assert response.status_code == 401
+
+
+@pytest.mark.services
 def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
     health = faults_bot.get("/healthz")
     assert health.status_code == 200
