@@ -20,6 +20,13 @@ WITHHELD = "I can't share that: the answer would have revealed my instructions o
 SHINGLE_WORDS = 8  # this many consecutive words of the system prompt count as quoting it
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
+_CITATION = re.compile(r"\[\d{1,2}\]")
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+
+
+def only_citations(text: str) -> bool:
+    """True for text with nothing but citation markers ("[1]", "[2]."), or nothing at all."""
+    return not _LETTER_OR_DIGIT.search(_CITATION.sub("", text))
 
 
 def _words(text: str) -> list[str]:
@@ -54,6 +61,8 @@ class LeakGuard:
     def safe_length(self, text: str) -> int:
         """How much of `text` (a clean answer so far) can be shown: its end may be the start of
         a secret, or of a run of the prompt, until more text arrives."""
+        if only_citations(text):
+            return 0  # nothing but citation markers so far: the answer may be a bare "[1]"
         end = len(text) - self._secret_start_at_end(text)
         words = list(_WORD.finditer(text))
         if words and words[-1].end() == len(text):  # the last word may still be growing

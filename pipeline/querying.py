@@ -32,7 +32,7 @@ from haystack_integrations.components.retrievers.weaviate import WeaviateHybridR
 from pipeline import resilience
 from pipeline.answer import Answer, Source, Turn
 from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
-from pipeline.guard import WITHHELD, LeakGuard
+from pipeline.guard import WITHHELD, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
 from pipeline.stores import document_store, embedder_path, forget_store
 from teambot import services
@@ -285,14 +285,22 @@ class AnswerService:
         if guarded.tripped or self._guard.leaks(text):
             # A small model may abstain and then recite its instructions: that is an abstention.
             reply = ABSTAIN if _abstains(text) else WITHHELD
-            log.warning("withheld an answer in %s that repeated the instructions or a secret", collection)
             if reply == WITHHELD:
+                log.warning("withheld an answer in %s that repeated the instructions or a secret", collection)
                 guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
+            else:
+                log.info("the model abstained in %s, then began to recite its instructions: cut off", collection)
             return Answer(
                 question=question, text=reply, sources=[], model=model, collection=collection, abstained=True,
                 retrieved=retrieved, timings=timings,
             )
-        guarded.finish()
+        if text and only_citations(text):
+            # A bare "[1]" (small models do this) tells the user nothing; the guard has held it
+            # back, so the passage it points at is shown instead.
+            text = _passage_reply(retrieved, text)
+            guarded.say(text)
+        else:
+            guarded.finish()
         prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
         return Answer(
             question=question, text=text or ABSTAIN, sources=_cited(text, retrieved), model=model,
@@ -358,6 +366,13 @@ def _source(number: int, doc: Document, similarity: float) -> Source:
         url=doc.meta.get("url") or "", snippet=snippet, chunk_id=doc.id, score=round(similarity, 4),
         section=doc.meta.get("section") or "",
     )
+
+
+def _passage_reply(retrieved: list[Source], citations: str) -> str:
+    """For an answer that is only citation markers: the first cited passage, quoted."""
+    numbers = [int(n) for n in _CITATION.findall(citations)]
+    source = next((s for s in retrieved if s.number in numbers), retrieved[0])
+    return f'The closest passage I found, in "{source.title}": "{source.snippet}" [{source.number}]'
 
 
 def _abstains(text: str) -> bool:

@@ -49,6 +49,20 @@ def test_answer_cites_the_file_that_holds_it(handbook):
     assert {"retrieve", "generate", "total"} <= set(answer.timings)
 
 
+@pytest.mark.parametrize("reply", ["[2]", "[2]."])
+def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handbook, reply):
+    from tests.scripted_model import ScriptedModelService
+
+    service = ScriptedModelService(handbook.service.settings, reply=reply)  # a small model's habit
+    streamed: list[str] = []
+    answer = service.ask("Which tool do I submit expense claims in?", collection=handbook.collection,
+                         on_token=streamed.append)
+    shown = "".join(streamed)
+    assert shown == answer.text and not shown.startswith("[")  # the bare marker never reached the chat
+    cited = answer.retrieved[1]
+    assert answer.sources == [cited] and f'"{cited.snippet}" [2]' in answer.text and not answer.abstained
+
+
 def test_cli_ask_prints_answer_and_sources(handbook, monkeypatch):
     monkeypatch.setenv("TEAMBOT_DATA_DIR", str(handbook.service.settings.data_dir))
     monkeypatch.setenv("TEAMBOT_MAX_ANSWER_TOKENS", "60")
