@@ -77,6 +77,7 @@ def run(repeats: int, tokens: int, question: str) -> dict:
         mine, theirs = alternate(repeats, ours, raw)
         load_after = load()
         client.close()
+        service.close()
     finally:
         drop_collections(settings, [name])
     return {

@@ -189,6 +189,7 @@ def run(count: int, tokens: int, timeout: float) -> dict:
             raw = raw_round(standin, count, "C0BENCHRAW")
             ours = ours_round(standin, settings, service, store, count, "C0BENCHOURS", timeout)
             load_after = load()
+            service.close()
         finally:
             standin.stop()
             drop_collections(settings, [name])

@@ -117,6 +117,7 @@ def run(sizes: list[int], queries: int, threads: int | None = None) -> dict:
                 "same_results": f"{agree}/{compared}", "ours_seconds": mine, "raw_seconds": theirs,
                 "load_before": load_before, "load_after": load(),
             })
+        service.close()
     finally:
         client.close()
         drop_collections(settings, [name])

@@ -52,6 +52,7 @@ def evaluate(chunk_words: int, overlap: int, alphas: list[float], thresholds: li
                     refused += not docs
                     if docs:
                         leaks.append(question)
+                service.close()
                 n_pos, n_neg = len(QA["answerable"]), len(QA["unanswerable"])
                 results.append({
                     "chunk_words": chunk_words, "overlap": overlap, "alpha": alpha, "min_similarity": threshold,

@@ -116,6 +116,11 @@ class AnswerService:
         self._search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="teambot-search")
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
 
+    def close(self) -> None:
+        """Release the readiness-probe connection and the search threads."""
+        self._probe.close()
+        self._search_pool.shutdown(wait=False, cancel_futures=True)
+
     # ------------------------------------------------------------------ components
 
     def retrieval(self, collection: str) -> Retrieval:
