@@ -73,8 +73,12 @@ def raw_client(settings):
     """A plain weaviate-client v4 connection to the configured server."""
     import weaviate
 
+    from pipeline.stores import weaviate_credentials
+
     host, port = settings.weaviate_host_port
-    return weaviate.connect_to_local(host=host, port=port, grpc_port=settings.weaviate_grpc_port)
+    return weaviate.connect_to_local(
+        host=host, port=port, grpc_port=settings.weaviate_grpc_port, auth_credentials=weaviate_credentials(settings)
+    )
 
 
 def schema(name: str) -> dict:

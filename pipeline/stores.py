@@ -7,7 +7,8 @@ import re
 import threading
 from pathlib import Path
 
-from haystack_integrations.document_stores.weaviate import WeaviateDocumentStore
+from haystack.utils import Secret
+from haystack_integrations.document_stores.weaviate import AuthApiKey, WeaviateDocumentStore
 from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
 
 from teambot.settings import Settings
@@ -67,9 +68,11 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
     key = (settings.weaviate_url, name)
     with _lock:
         if key not in _stores:
+            api_key = settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else ""
             _stores[key] = _Store(
                 url=settings.weaviate_url,
                 grpc_port=settings.weaviate_grpc_port,
+                auth_client_secret=AuthApiKey(api_key=Secret.from_token(api_key)) if api_key else None,
                 collection_settings={
                     "class": name,
                     "invertedIndexConfig": {"indexNullState": True},
@@ -88,6 +91,15 @@ def forget_store(settings: Settings, collection: str) -> None:
             store.close()
         except Exception:  # noqa: BLE001 - closing a dead connection must not mask the real error
             pass
+
+
+def weaviate_credentials(settings: Settings):
+    """weaviate-client credentials for the configured API key, or None (anonymous access)."""
+    if settings.weaviate_api_key is None or not settings.weaviate_api_key.get_secret_value():
+        return None
+    from weaviate.classes.init import Auth
+
+    return Auth.api_key(settings.weaviate_api_key.get_secret_value())
 
 
 def embedder_path(settings: Settings) -> str:

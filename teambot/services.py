@@ -150,9 +150,10 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
     data = settings.data_dir / service.name
     data.mkdir(parents=True, exist_ok=True)
     if service is WEAVIATE:
+        api_key = settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else ""
         env = {
             "PERSISTENCE_DATA_PATH": str(data),
-            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false" if api_key else "true",
             "DEFAULT_VECTORIZER_MODULE": "none",
             "ENABLE_MODULES": "",
             "GRPC_PORT": str(settings.weaviate_grpc_port),
@@ -171,6 +172,11 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
             "LOG_LEVEL": "warning",
             "QUERY_DEFAULTS_LIMIT": "25",
         }
+        if api_key:
+            env |= {
+                "AUTHENTICATION_APIKEY_ENABLED": "true", "AUTHENTICATION_APIKEY_ALLOWED_KEYS": api_key,
+                "AUTHENTICATION_APIKEY_USERS": "teambot",
+            }
         if (port or 8080) != 8080:
             # A second Weaviate on this machine (tests, another team) must not fight over the
             # cluster and Raft ports; it takes the four after its REST port.

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     weaviate_url: str = Field("http://127.0.0.1:8080", description="Weaviate REST endpoint.")
     weaviate_grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate gRPC port.")
     weaviate_version: str = Field("v1.38.10", description="Weaviate tag built by `services up`.")
+    weaviate_api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "API key for Weaviate; `services up` then starts Weaviate requiring it. Set it on shared "
+            "networks: Weaviate's gRPC port listens on every interface."
+        ),
+    )
     collection: str = Field("TeambotDocs", description="Default Weaviate collection.")
     channel_collections: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,

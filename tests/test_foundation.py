@@ -10,6 +10,7 @@ import weaviate
 from typer.testing import CliRunner
 from weaviate.classes.config import Configure, DataType, Property
 
+from pipeline.stores import weaviate_credentials
 from teambot import devmodel
 from teambot.cli import app
 from teambot.settings import DEV_MODEL, SettingsError, load_settings
@@ -99,7 +100,8 @@ def test_status_says_down_for_a_dead_url(monkeypatch, tmp_path):
 def test_weaviate_schema_round_trip(services):
     host, port = services.weaviate_host_port
     name = f"RoundTrip_{uuid.uuid4().hex[:8]}"
-    with weaviate.connect_to_local(host=host, port=port, grpc_port=services.weaviate_grpc_port) as client:
+    with weaviate.connect_to_local(host=host, port=port, grpc_port=services.weaviate_grpc_port,
+                                   auth_credentials=weaviate_credentials(services)) as client:
         client.collections.create(
             name, vector_config=Configure.Vectors.self_provided(),
             properties=[Property(name="title", data_type=DataType.TEXT)],

@@ -376,3 +376,50 @@ def test_user_ids_are_stored_and_exported_only_as_salted_hashes(settings, tmp_pa
     assert FeedbackStore(f"sqlite:///{tmp_path / 'other.db'}").user_hash("slack", "U0RAWALICE") != store.user_hash(
         "slack", "U0RAWALICE"
     )  # salted: the hash differs without the salt
+
+
+# ---------------------------------------------------------------------- Weaviate API key
+
+
+@pytest.mark.services
+def test_with_an_api_key_weaviate_serves_teambot_and_turns_everyone_else_away(services, tmp_path):
+    import grpc
+    import httpx
+    from weaviate.proto.v1 import search_get_pb2, weaviate_pb2_grpc
+
+    from pipeline.indexing import Indexer
+    from pipeline.querying import AnswerService
+    from pipeline.stores import forget_store
+    from teambot import services as local_servers
+    from tests.private_servers import private_settings, start
+
+    keyed = private_settings(tmp_path, weaviate_api_key="teambot-test-weaviate-key-0123456789", collection="Keyed")
+    start(local_servers.WEAVIATE, keyed)
+    service = None
+    try:
+        assert Indexer(keyed, "Keyed").ingest([Path(__file__).parent.parent / "examples/handbook/expenses.md"]).indexed
+        service = AnswerService(keyed)
+        docs, _, _ = service.retrieve("Which tool do expense claims go in?", "Keyed")
+        assert docs and "Ledgerly" in docs[0].content
+
+        assert httpx.get(f"{keyed.weaviate_url}/v1/schema", timeout=5).status_code == 401
+        # gRPC, which listens on every interface, refuses a search without the key (sent with
+        # weaviate-client's own protobuf stubs: the client itself stops at the REST 401 first).
+        with grpc.insecure_channel(f"127.0.0.1:{keyed.weaviate_grpc_port}") as channel:
+            search = weaviate_pb2_grpc.WeaviateStub(channel).Search
+            with pytest.raises(grpc.RpcError) as refused:
+                search(search_get_pb2.SearchRequest(collection="Keyed", limit=1), timeout=10)
+            assert "unauthorized" in refused.value.details()  # Weaviate sends it as status UNKNOWN
+            hits = search(search_get_pb2.SearchRequest(collection="Keyed", limit=1), timeout=10,
+                          metadata=[("authorization", "Bearer teambot-test-weaviate-key-0123456789")])
+            assert len(hits.results) == 1
+        # A wrong key gets a clear failure, not answers.
+        wrong = keyed.model_copy(update={"weaviate_api_key": SecretStr("not-the-key-0123456789"), "retry_attempts": 1})
+        forget_store(keyed, "Keyed")
+        with pytest.raises(KnowledgeBaseUnavailable):
+            AnswerService(wrong).retrieve("Which tool do expense claims go in?", "Keyed")
+    finally:
+        if service is not None:
+            service.close()
+        forget_store(keyed, "Keyed")
+        local_servers.stop(local_servers.WEAVIATE, keyed)
