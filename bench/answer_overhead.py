@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['ours_model_ttft_s']:.3f}s, the leak guard held it until the first shown token; "
           f"{result['generated_tokens']:.0f} tokens "
           f"generated; identical answer text in {result['same_text']}/{result['repeats']} pairs)")
-    path = write_result("answer_overhead", result, args.out)
-    print(f"wrote {path}")
+    write_result("answer_overhead", result, args.out)
     return result
 
 

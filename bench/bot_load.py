@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
          ["ratio ours/raw", result["ratio_ack_p50"], result["ratio_ack_p99"], "", "", "", "", ""]],
     ))
     print(f"every ack within {ACK_LIMIT:.0f}s: {'yes' if result['acks_within_limit'] else 'NO'}")
-    path = write_result("bot_load", result, args.out)
-    print(f"wrote {path}")
+    write_result("bot_load", result, args.out)
     return result
 
 

@@ -114,12 +114,13 @@ def machine() -> dict:
 
 
 def write_result(name: str, data: dict, out: Path | None = None) -> Path:
-    """bench/results/<name>.json (or `out`) with the figures, the machine and the time."""
+    """bench/results/<name>.json (or `out`) with the figures, the machine and the time; says where."""
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), **data}
     path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {path}")
     return path
 
 

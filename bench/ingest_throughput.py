@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
          ["ratio ours/raw (time)", result["ratio_time"], ""]],
     ))
     print(f"(our convert + split alone: {result['chunking_seconds']:.2f}s; the raw path starts from those chunks)")
-    path = write_result("ingest_throughput", result, args.out)
-    print(f"wrote {path}")
+    write_result("ingest_throughput", result, args.out)
     return result
 
 

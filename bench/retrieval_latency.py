@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         [[r["objects"], r["ours_p50"] * 1000, r["ours_p95"] * 1000, r["raw_p50"] * 1000, r["raw_p95"] * 1000,
           r["ratio_p50"], r["ratio_p95"], r["same_results"], r["load_before"][0]] for r in result["sizes"]],
     ))
-    path = write_result("retrieval_latency", result, args.out)
-    print(f"wrote {path}")
+    write_result("retrieval_latency", result, args.out)
     return result
 
 

@@ -220,8 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
           median([r["seconds"] for r in result["raw_runs"]])],
          ["ratio ours/raw (throughput)", result["ratio_throughput"], "", ""]],
     ))
-    path = write_result("training_throughput", result, args.out)
-    print(f"wrote {path}")
+    write_result("training_throughput", result, args.out)
     return result
 
 
