@@ -1,5 +1,5 @@
-"""teambot on Slack (Bolt): answers @mentions, direct messages and `/ask` in the question's
-thread, streams the answer into a placeholder, and records 👍/👎 from buttons and reactions
+"""teambot on Slack (Bolt): answers @mentions, direct messages, `/ask`, and follow-ups in the
+threads it answers in (no new mention needed) in the question's thread, streams the answer into a placeholder, and records 👍/👎 from buttons and reactions
 (removing a 👍/👎 reaction takes back the vote it cast, unless the user has voted differently since).
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
@@ -191,11 +191,21 @@ class SlackBot:
         self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
 
     def _on_message(self, event: dict, body: dict, context, client: WebClient) -> None:
-        # Only direct messages (which never come as app_mention); in channels the bot answers
-        # when mentioned.
-        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
+        # Direct messages (which never come as app_mention), and follow-ups in channel threads
+        # the bot answers in; elsewhere in channels it answers when mentioned.
+        if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
             return
-        self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
+        if event.get("channel_type") == "im" or self._is_follow_up(event):
+            self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
+
+    def _is_follow_up(self, event: dict) -> bool:
+        """A reply in a channel thread where the bot has answered, addressed to no one in
+        particular. A message that mentions anyone is not: a mention of the bot arrives as
+        app_mention as well, and one of someone else is meant for them."""
+        thread = event.get("thread_ts")
+        if not thread or thread == event.get("ts") or "<@" in (event.get("text") or ""):
+            return False
+        return bool(self.store.thread_history(PLATFORM, event.get("channel"), thread, 1))
 
     def _take_question(self, event: dict, team: str | None, bot_user_id: str | None, client: WebClient) -> None:
         channel = event["channel"]

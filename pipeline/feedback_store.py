@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, delete, event, func, select,
+    JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine, delete, event, func, select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -37,6 +37,8 @@ class Base(DeclarativeBase):
 
 class AnswerRecord(Base):
     __tablename__ = "answers"
+    # Thread memory, and the Slack bot's "is this reply in one of my threads?" on every thread reply.
+    __table_args__ = (Index("ix_answers_conversation", "platform", "channel", "thread"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -104,6 +106,8 @@ class FeedbackStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        for index in AnswerRecord.__table__.indexes:  # create_all adds none to a table made by an older version
+            index.create(self.engine, checkfirst=True)
         self._salt = user_salt
 
     @classmethod

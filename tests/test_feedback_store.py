@@ -1,4 +1,5 @@
-"""FeedbackStore on its own: taking back a vote whose 👍/👎 reaction was removed (`retract`).
+"""FeedbackStore on its own: taking back a vote whose 👍/👎 reaction was removed (`retract`),
+and opening a database written by an older version.
 
 Fast (no servers): a temp SQLite store, answers and votes recorded the way the bots record them,
 and what a user would see afterwards: `teambot feedback stats` and the SFT export.
@@ -82,3 +83,23 @@ def test_a_retracted_vote_is_gone_from_stats_and_export_and_can_be_cast_again(st
     # Reacting again casts the vote again.
     store.rate(taken_back, platform="slack", user_id="U0ALICE", value=1)
     assert store.stats() == [ModelStats("teambot-dev", answers=2, up=2, down=0)]
+
+
+def test_a_database_from_before_the_conversation_index_keeps_its_answers_and_gains_the_index(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "feedback.db"
+    old = FeedbackStore(f"sqlite:///{path}")
+    answer = Answer(question=QUESTION, text="Ledgerly [1].", sources=[], model="teambot-dev", collection="Handbook")
+    old.record_answer(answer, platform="slack", user_id="U0ASKER", channel="C0GENERAL", thread="1700000000.000100")
+    old.engine.dispose()
+    with sqlite3.connect(path) as db:  # as an older teambot left it
+        db.execute("DROP INDEX ix_answers_conversation")
+
+    store = FeedbackStore(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        plan = " ".join(str(row) for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT question FROM answers WHERE platform='slack' AND channel='C0GENERAL' "
+            "AND thread='1700000000.000100'"))
+    assert "ix_answers_conversation" in plan  # the bots' per-reply thread lookup is not a table scan
+    assert [t.question for t in store.thread_history("slack", "C0GENERAL", "1700000000.000100", 3)] == [QUESTION]

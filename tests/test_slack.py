@@ -261,6 +261,32 @@ def test_follow_up_in_the_thread_carries_its_history(bot):
     assert bot.store.get_answer(bot.store.answer_for_message("slack", ts)).thread == first["ts"]
 
 
+def test_replies_in_a_thread_the_bot_answers_in_are_follow_ups_without_a_mention(bot):
+    first = slack.mention("Which tool do expense claims go in?", channel="C0FOLLOW")
+    bot.answered(first)
+
+    def reply(text: str, thread: str, channel: str = "C0FOLLOW") -> dict:
+        ts = f"{first['ts']}1{len(bot.standin.calls)}"
+        return {"type": "message", "channel_type": "channel", "user": "U0ALICE", "text": text, "ts": ts,
+                "event_ts": ts, "thread_ts": thread, "channel": channel, "team": slack.TEAM}
+
+    ts, final = bot.answered(reply("And how long do I have?", first["ts"]))
+    assert final["text"] == LEDGERLY
+    assert bot.service.calls[-1]["history"] == [Turn("Which tool do expense claims go in?", LEDGERLY)]
+    assert bot.store.get_answer(bot.store.answer_for_message("slack", ts)).thread == first["ts"]
+
+    # Not for the bot: a reply to someone else, a thread it never answered in, the channel itself.
+    for event in (reply("<@U0BOB> can you check the receipts?", first["ts"]),
+                  reply("Which tool do expense claims go in?", "1700000000.000001"),
+                  {**reply("Which tool do expense claims go in?", first["ts"]), "thread_ts": None},
+                  {**reply("edited", first["ts"]), "subtype": "message_changed"}):
+        assert bot.event(event).status_code == 200
+    bot.settle()
+    assert [c["question"] for c in bot.service.calls] == [
+        "Which tool do expense claims go in?", "And how long do I have?", "are you there?",
+    ]
+
+
 def test_direct_messages_are_answered_and_edits_are_not(bot):
     message = slack.direct_message(f"<@{BOT_USER}> which tool do   expense claims go in?")
     bot.answered(message)

@@ -64,10 +64,11 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
 
     manifest = yaml.safe_load((ROOT / "docker" / "slack-manifest.yaml").read_text())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
-        "app_mentions:read", "chat:write", "commands", "im:history", "reactions:read",
+        "app_mentions:read", "channels:history", "groups:history", "chat:write", "commands", "im:history",
+        "reactions:read",
     }
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.im", "reaction_added", "reaction_removed",
+        "app_mention", "message.channels", "message.groups", "message.im", "reaction_added", "reaction_removed",
     }
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/ask"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["settings"]["socket_mode_enabled"]
