@@ -21,12 +21,14 @@ SHINGLE_WORDS = 8  # this many consecutive words of the system prompt count as q
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _CITATION = re.compile(r"\[\d{1,2}\]")
+_PARTIAL_CITATION = re.compile(r"\[\d{0,2}$")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
 def only_citations(text: str) -> bool:
-    """True for text with nothing but citation markers ("[1]", "[2]."), or nothing at all."""
-    return not _LETTER_OR_DIGIT.search(_CITATION.sub("", text))
+    """True for text with nothing but citation markers ("[1]", "[2]."), or nothing at all; a
+    marker still being streamed ("[1") counts as one."""
+    return not _LETTER_OR_DIGIT.search(_PARTIAL_CITATION.sub("", _CITATION.sub("", text)))
 
 
 def _words(text: str) -> list[str]:

@@ -45,6 +45,7 @@ _CITATION = re.compile(r"\[(\d{1,2})\]")
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 SEARCH_WORKERS = 4
 SNIPPET_CHARS = 240
+_HEADING = re.compile(r"^#{1,6} .*$", re.M)
 
 
 @component
@@ -363,7 +364,8 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 def _source(number: int, doc: Document, similarity: float) -> Source:
-    snippet = " ".join(doc.content.split())
+    # The section's own heading is shown beside the snippet (Source.section); leave it out here.
+    snippet = " ".join(_HEADING.sub("", doc.content).split())
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
     return Source(

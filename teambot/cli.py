@@ -164,6 +164,8 @@ def ask(
         answer = service.ask(question, collection=collection, on_token=on_token if streamed else None)
     except TeambotError as exc:
         _fail(exc.user_message)
+    finally:
+        service.close()
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, default=str))
         return

@@ -28,8 +28,9 @@ class ScriptedChatGenerator:
         self.service.prompts.append(messages)
         text = self.service.reply
         if streaming_callback is not None:
-            for i in range(0, len(text), 12):
-                streaming_callback(StreamingChunk(content=text[i : i + 12]))
+            step = self.service.chunk_chars
+            for i in range(0, len(text), step):
+                streaming_callback(StreamingChunk(content=text[i : i + step]))
         return {"replies": [ChatMessage.from_assistant(text)]}
 
 
@@ -37,6 +38,7 @@ class ScriptedModelService(AnswerService):
     def __init__(self, settings, reply: str = LEDGERLY) -> None:
         super().__init__(settings)
         self.reply = reply
+        self.chunk_chars = 12  # characters per streamed chunk
         self.prompts: list[list[ChatMessage]] = []
 
     def generation_pipeline(self, model: str) -> Pipeline:

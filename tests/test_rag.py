@@ -54,6 +54,7 @@ def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handboo
     from tests.scripted_model import ScriptedModelService
 
     service = ScriptedModelService(handbook.service.settings, reply=reply)  # a small model's habit
+    service.chunk_chars = 1  # "[", "2", "]": not even the bracket may show
     streamed: list[str] = []
     answer = service.ask("Which tool do I submit expense claims in?", collection=handbook.collection,
                          on_token=streamed.append)
@@ -61,6 +62,7 @@ def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handboo
     assert shown == answer.text and not shown.startswith("[")  # the bare marker never reached the chat
     cited = answer.retrieved[1]
     assert answer.sources == [cited] and f'"{cited.snippet}" [2]' in answer.text and not answer.abstained
+    assert not cited.snippet.startswith("#")  # the section heading is shown apart, not in the quote
 
 
 def test_cli_ask_prints_answer_and_sources(handbook, monkeypatch):
