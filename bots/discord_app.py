@@ -252,14 +252,15 @@ async def answer_question(
         recorded = False
     chunks = answer_chunks(result, prefix=_quote(conversation.question) if quote_question else "")
     try:
-        message_id = await target.finish(chunks, vote_view(result.id) if recorded else None)
+        message_ids = await target.finish(chunks, vote_view(result.id) if recorded else None)
     except discord.HTTPException as exc:
         log.error("could not post answer %s: %s", result.id, exc)
         await _fail(target, TeambotError.user_message)
         return
     if recorded:
-        # Reactions are counted on the message that carries the buttons (the last one if split).
-        await asyncio.to_thread(store.set_message_id, result.id, str(message_id))
+        # A reaction or a reply on any part of a split answer is about that answer.
+        *parts, buttons = (str(i) for i in message_ids)
+        await asyncio.to_thread(store.set_message_id, result.id, buttons, parts=parts)
     log.info(
         "answered %s in %.1fs with %d source(s)", result.id, result.timings.get("total", 0.0), len(result.sources)
     )

@@ -82,8 +82,8 @@ class ReplyTarget(Protocol):
     async def show(self, text: str) -> None:
         """Create or update the visible partial answer."""
 
-    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
-        """Show the final answer; returns the id of its last message (the one given `view`)."""
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> list[int]:
+        """Show the final answer; returns the ids of its messages, in order (the last one has `view`)."""
 
     async def fail(self, text: str) -> None:
         """Replace whatever was shown with a short error."""
@@ -126,7 +126,7 @@ class ChannelReply:
         else:
             await self._send(text)
 
-    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> list[int]:
         last = len(chunks) - 1
         if self.messages:
             first = self.messages[0]
@@ -135,7 +135,7 @@ class ChannelReply:
             await self._send(chunks[0], view if last == 0 else None)
         for i, chunk in enumerate(chunks[1:], start=1):
             await self._send(chunk, view if i == last else None)
-        return self.messages[-1].id
+        return [m.id for m in self.messages]
 
     async def fail(self, text: str) -> None:
         if self.messages:
@@ -160,14 +160,15 @@ class InteractionReply:
         message = await self.interaction.edit_original_response(content=text)
         self.first_message_id = message.id
 
-    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> int:
+    async def finish(self, chunks: list[str], view: discord.ui.View | None) -> list[int]:
         last = len(chunks) - 1
         message = await self.interaction.edit_original_response(content=chunks[0], view=view if last == 0 else None)
         self.first_message_id = message.id
+        ids = [message.id]
         for i, chunk in enumerate(chunks[1:], start=1):
             kwargs = {"view": view} if i == last and view is not None else {}
-            message = await self.interaction.followup.send(chunk, wait=True, **kwargs)
-        return message.id
+            ids.append((await self.interaction.followup.send(chunk, wait=True, **kwargs)).id)
+        return ids
 
     async def fail(self, text: str) -> None:
         await self.interaction.edit_original_response(content=text, view=None)

@@ -9,7 +9,7 @@ unless the user has voted differently since (`retract`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +59,17 @@ class AnswerRecord(Base):
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
 
     ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
+
+
+class AnswerPartRecord(Base):
+    """The other messages of an answer split over several (AnswerRecord.message_id is the one with
+    the vote buttons): a reaction or a reply on any of them belongs to the answer."""
+
+    __tablename__ = "answer_parts"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), index=True)
 
 
 class RatingRecord(Base):
@@ -138,17 +149,23 @@ class FeedbackStore:
         with Session(self.engine) as session, session.begin():
             session.merge(record)
 
-    def set_message_id(self, answer_id: str, message_id: str) -> None:
+    def set_message_id(self, answer_id: str, message_id: str, *, parts: Sequence[str] = ()) -> None:
+        """The message that shows the answer (with the vote buttons), and any other `parts` it was split over."""
         with Session(self.engine) as session, session.begin():
             record = session.get(AnswerRecord, answer_id)
             if record is None:
                 raise UnknownAnswer(answer_id)
             record.message_id = message_id
+            for part in parts:
+                session.merge(AnswerPartRecord(platform=record.platform, message_id=part, answer_id=answer_id))
 
     def answer_for_message(self, platform: str, message_id: str) -> str | None:
         with Session(self.engine) as session:
             return session.scalar(
                 select(AnswerRecord.id).where(AnswerRecord.platform == platform, AnswerRecord.message_id == message_id)
+            ) or session.scalar(
+                select(AnswerPartRecord.answer_id)
+                .where(AnswerPartRecord.platform == platform, AnswerPartRecord.message_id == message_id)
             )
 
     def thread_history(self, platform: str, channel: str | None, thread: str | None, limit: int) -> list[Turn]:

@@ -466,7 +466,8 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(settings, sto
             )
             await settle()
             messages = standin.bot_messages()
-            bot._connection.parse_message_reaction_add(standin.reaction_add(messages[-1]["id"], "👍"))
+            # 👍 on the first part, the one people read first, not the one with the buttons.
+            bot._connection.parse_message_reaction_add(standin.reaction_add(messages[0]["id"], "👍"))
             await settle()
         return standin, messages
 
@@ -491,8 +492,9 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(settings, sto
     assert min(gaps) >= EDIT_INTERVAL * 0.99
 
     record = store.get_answer(answer_id_of(messages[-1]))
-    assert record.message_id == messages[-1]["id"]  # reactions count on the message with the buttons
-    assert rating_of(store, record.id, standin.user_id).value == 1
+    assert record.message_id == messages[-1]["id"]
+    assert rating_of(store, record.id, standin.user_id).value == 1  # a reaction on any part is a vote
+    assert {store.answer_for_message("discord", m["id"]) for m in messages} == {record.id}
 
 
 def test_long_ask_answer_continues_in_follow_up_messages(settings, store):
@@ -515,6 +517,7 @@ def test_long_ask_answer_continues_in_follow_up_messages(settings, store):
     assert len(standin.calls("POST", f"/webhooks/{standin.app_id}/{command['token']}")) == len(follow_ups)
     record = store.get_answer(answer_id_of(follow_ups[-1]))
     assert record.message_id == follow_ups[-1]["id"]
+    assert {store.answer_for_message("discord", m["id"]) for m in [original, *follow_ups]} == {record.id}
 
 
 def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(settings, store):
