@@ -1,6 +1,7 @@
-"""teambot on Slack (Bolt): answers @mentions, direct messages, `/ask`, and follow-ups in the
-threads it answers in (no new mention needed) in the question's thread, streams the answer into a placeholder, and records 👍/👎 from buttons and reactions
-(removing a 👍/👎 reaction takes back the vote it cast, unless the user has voted differently since).
+"""teambot on Slack (Bolt): answers @mentions, direct messages, `/ask` and replies in the threads
+it answers in (no new mention needed), always in the question's thread; streams the answer into
+a placeholder, and records 👍/👎 from buttons and reactions (removing a 👍/👎 reaction takes
+back the vote it cast, unless the user has voted differently since).
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
 commands and views call `ack()` first). Answering runs on a small worker pool of its own, so
