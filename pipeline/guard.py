@@ -20,7 +20,7 @@ WITHHELD = "I can't share that: the answer would have revealed my instructions o
 SHINGLE_WORDS = 8  # this many consecutive words of the system prompt count as quoting it
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_CITATION = re.compile(r"\[\d{1,2}\]")
+CITATION = re.compile(r"\[(\d{1,2})\]")  # "[2]": the number of a quoted document
 _PARTIAL_CITATION = re.compile(r"\[\d{0,2}$")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
@@ -28,7 +28,7 @@ _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 def only_citations(text: str) -> bool:
     """True for text with nothing but citation markers ("[1]", "[2]."), or nothing at all; a
     marker still being streamed ("[1") counts as one."""
-    return not _LETTER_OR_DIGIT.search(_PARTIAL_CITATION.sub("", _CITATION.sub("", text)))
+    return not _LETTER_OR_DIGIT.search(_PARTIAL_CITATION.sub("", CITATION.sub("", text)))
 
 
 def _words(text: str) -> list[str]:

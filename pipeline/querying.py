@@ -32,14 +32,13 @@ from haystack_integrations.components.retrievers.weaviate import WeaviateHybridR
 from pipeline import resilience
 from pipeline.answer import Answer, Source, Turn
 from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
-from pipeline.guard import WITHHELD, LeakGuard, only_citations
+from pipeline.guard import CITATION, WITHHELD, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
 from pipeline.stores import document_store, embedder_path, forget_store
 from teambot import services
 from teambot.settings import Settings
 
 log = logging.getLogger("teambot.answer")
-_CITATION = re.compile(r"\[(\d{1,2})\]")
 # Control characters (tabs and newlines aside) and lone surrogates, as binary or mis-decoded
 # input carries them, mean nothing in a question and break encoders further down.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
@@ -300,16 +299,16 @@ class AnswerService:
                 question=question, text=reply, sources=[], model=model, collection=collection, abstained=True,
                 retrieved=retrieved, timings=timings,
             )
-        if text and only_citations(text):
-            # A bare "[1]" (small models do this) tells the user nothing; the guard has held it
-            # back, so the passage it points at is shown instead.
-            text = _passage_reply(retrieved, text)
+        if only_citations(text):
+            # A bare "[1]" (small models do this) tells the user nothing, and an empty reply is an
+            # abstention; the guard has held either back, so this is shown instead.
+            text = _passage_reply(retrieved, text) if text else ABSTAIN
             guarded.say(text)
         else:
             guarded.finish()
         prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
         return Answer(
-            question=question, text=text or ABSTAIN, sources=_cited(text, retrieved), model=model,
+            question=question, text=text, sources=_cited(text, retrieved), model=model,
             collection=collection, abstained=_abstains(text), retrieved=retrieved,
             context=prompt[-1]["content"], prompt=prompt, timings=timings,
         )
@@ -377,7 +376,7 @@ def _source(number: int, doc: Document, similarity: float) -> Source:
 
 def _passage_reply(retrieved: list[Source], citations: str) -> str:
     """For an answer that is only citation markers: the first cited passage, quoted."""
-    numbers = [int(n) for n in _CITATION.findall(citations)]
+    numbers = [int(n) for n in CITATION.findall(citations)]
     source = next((s for s in retrieved if s.number in numbers), retrieved[0])
     return f'The closest passage I found, in "{source.title}": "{source.snippet}" [{source.number}]'
 
@@ -390,6 +389,6 @@ def _cited(text: str, retrieved: list[Source]) -> list[Source]:
     """The sources the answer cites; if it cites none, the best match it was given."""
     if _abstains(text):
         return []
-    numbers = {int(n) for n in _CITATION.findall(text)}
+    numbers = {int(n) for n in CITATION.findall(text)}
     cited = [s for s in retrieved if s.number in numbers]
     return cited or retrieved[:1]

@@ -49,6 +49,16 @@ def test_answer_cites_the_file_that_holds_it(handbook):
     assert {"retrieve", "generate", "total"} <= set(answer.timings)
 
 
+def test_an_empty_reply_from_the_model_is_shown_as_an_abstention(handbook):
+    from tests.scripted_model import ScriptedModelService
+
+    service = ScriptedModelService(handbook.service.settings, reply="")
+    streamed: list[str] = []
+    answer = service.ask("Which tool do I submit expense claims in?", collection=handbook.collection,
+                         on_token=streamed.append)
+    assert "".join(streamed) == answer.text == ABSTAIN and answer.abstained and not answer.sources
+
+
 @pytest.mark.parametrize("reply", ["[2]", "[2]."])
 def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handbook, reply):
     from tests.scripted_model import ScriptedModelService
