@@ -68,7 +68,7 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
     key = (settings.weaviate_url, name)
     with _lock:
         if key not in _stores:
-            api_key = settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else ""
+            api_key = settings.weaviate_key
             _stores[key] = _Store(
                 url=settings.weaviate_url,
                 grpc_port=settings.weaviate_grpc_port,
@@ -95,11 +95,11 @@ def forget_store(settings: Settings, collection: str) -> None:
 
 def weaviate_credentials(settings: Settings):
     """weaviate-client credentials for the configured API key, or None (anonymous access)."""
-    if settings.weaviate_api_key is None or not settings.weaviate_api_key.get_secret_value():
+    if not settings.weaviate_key:
         return None
     from weaviate.classes.init import Auth
 
-    return Auth.api_key(settings.weaviate_api_key.get_secret_value())
+    return Auth.api_key(settings.weaviate_key)
 
 
 def embedder_path(settings: Settings) -> str:

@@ -150,7 +150,7 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
     data = settings.data_dir / service.name
     data.mkdir(parents=True, exist_ok=True)
     if service is WEAVIATE:
-        api_key = settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else ""
+        api_key = settings.weaviate_key
         env = {
             "PERSISTENCE_DATA_PATH": str(data),
             "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false" if api_key else "true",
@@ -160,7 +160,7 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
             "CLUSTER_HOSTNAME": "teambot",
             # A single node: gossip and Raft stay on loopback, and the Go profiling listener
             # (all interfaces otherwise) is off. gRPC has no host setting in v1.38: it listens
-            # on every interface, so a firewall or container network must cover its port.
+            # on every interface, so set an API key (below) or keep its port behind a firewall.
             "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
             "CLUSTER_BIND_ADDR": "127.0.0.1",
             "GO_PROFILING_DISABLE": "true",

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         return self.feedback_db_url or f"sqlite:///{self.data_dir / 'feedback.db'}"
 
     @property
+    def weaviate_key(self) -> str:
+        """TEAMBOT_WEAVIATE_API_KEY, or "" for anonymous access."""
+        return self.weaviate_api_key.get_secret_value().strip() if self.weaviate_api_key else ""
+
+    @property
     def weaviate_host_port(self) -> tuple[str, int]:
         rest = self.weaviate_url.split("://", 1)[1]
         host, _, port = rest.partition(":")
