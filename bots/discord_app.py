@@ -26,7 +26,7 @@ from bots.discord_reply import ChannelReply, InteractionReply, ReplyTarget, Stre
 from bots.ratelimit import RateLimiter
 from pipeline.errors import InvalidQuestion, TeambotError
 from pipeline.feedback_store import FeedbackStore
-from teambot.settings import Settings
+from teambot.settings import Settings, secret_value
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class DiscordSetupError(RuntimeError):
 
 def run_bot(settings: Settings) -> None:
     """Connect to Discord and answer until interrupted."""
-    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+    if not secret_value(settings.discord_token):
         raise DiscordSetupError("TEAMBOT_DISCORD_TOKEN is not set: create a bot at https://discord.com/developers.")
     from pipeline.querying import AnswerService
 

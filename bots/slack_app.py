@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from pydantic import SecretStr
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
@@ -40,7 +39,7 @@ from bots.slack_blocks import (
 from pipeline.errors import TeambotError
 from pipeline.feedback_store import FeedbackStore, UnknownAnswer
 from teambot import metrics
-from teambot.settings import Settings
+from teambot.settings import Settings, secret_value
 
 log = logging.getLogger("teambot.slack")
 
@@ -63,10 +62,6 @@ CANNOT_POST = (
 
 class SlackConfigError(RuntimeError):
     pass
-
-
-def _secret(value: SecretStr | None) -> str:
-    return value.get_secret_value().strip() if value is not None else ""
 
 
 class RecentKeys:
@@ -139,7 +134,7 @@ class SlackBot:
         self.settings, self.service, self.store = settings, service, store
         self.stream_interval = stream_interval
         if client is None:
-            token = _secret(settings.slack_bot_token)
+            token = secret_value(settings.slack_bot_token)
             if not token:
                 raise SlackConfigError("TEAMBOT_SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
             client = WebClient(token=token)
@@ -148,7 +143,7 @@ class SlackBot:
         # Mode requests are not signed and do not need it); slack_sdk refuses a blank one.
         self.app = App(
             client=client, name="teambot", logger=log,
-            signing_secret=_secret(settings.slack_signing_secret) or secrets.token_hex(32),
+            signing_secret=secret_value(settings.slack_signing_secret) or secrets.token_hex(32),
         )
         self._recent_events = RecentKeys()
         self.limiter = RateLimiter.from_settings(settings)

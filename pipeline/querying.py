@@ -324,16 +324,11 @@ def _is_unavailable(exc: BaseException) -> bool:
 
     kinds = (WeaviateBaseError, DocumentStoreError, ollama.ResponseError, httpx.HTTPError, grpc.RpcError,
              ConnectionError, TimeoutError)
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, kinds):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return any(isinstance(e, kinds) for e in _chain(exc))
 
 
 def _chain(exc: BaseException | None):
+    """The exception and those it wraps, at most ten deep."""
     seen = 0
     while exc is not None and seen < 10:
         yield exc

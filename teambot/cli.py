@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from teambot.settings import Settings, SettingsError, load_settings
+from teambot.settings import Settings, SettingsError, load_settings, secret_value
 
 app = typer.Typer(
     help="teambot: answers questions in Slack and Discord from your team's documents, with sources.",
@@ -195,7 +195,7 @@ def slack(
         needed["TEAMBOT_SLACK_SIGNING_SECRET"] = settings.slack_signing_secret
     else:
         needed["TEAMBOT_SLACK_APP_TOKEN"] = settings.slack_app_token
-    missing = [name for name, value in needed.items() if value is None or not value.get_secret_value().strip()]
+    missing = [name for name, value in needed.items() if not secret_value(value)]
     if missing:
         _fail(f"`teambot slack{' --http' if http else ''}` needs {' and '.join(missing)}.", code=2)
     from teambot.logging_setup import configure_logging
@@ -230,7 +230,7 @@ def slack(
                 server.server_close()
         else:
             typer.echo("teambot: Slack Socket Mode (Ctrl-C stops)")
-            serve_socket_mode(bot.app, settings.slack_app_token.get_secret_value().strip())
+            serve_socket_mode(bot.app, secret_value(settings.slack_app_token))
     except KeyboardInterrupt:
         typer.echo("teambot: stopping after the answers in progress…", err=True)
     finally:

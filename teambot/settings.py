@@ -18,6 +18,11 @@ DEV_MODEL = "teambot-dev"
 PRODUCTION_MODEL = "llama2:7b-chat"
 
 
+def secret_value(value: SecretStr | None) -> str:
+    """An optional secret setting as text, "" when unset or blank."""
+    return value.get_secret_value().strip() if value is not None else ""
+
+
 class SettingsError(ValueError):
     """Raised with a readable, one-line-per-field message when configuration is invalid."""
 
@@ -165,7 +170,7 @@ class Settings(BaseSettings):
     @property
     def weaviate_key(self) -> str:
         """TEAMBOT_WEAVIATE_API_KEY, or "" for anonymous access."""
-        return self.weaviate_api_key.get_secret_value().strip() if self.weaviate_api_key else ""
+        return secret_value(self.weaviate_api_key)
 
     @property
     def weaviate_host_port(self) -> tuple[str, int]:
