@@ -126,36 +126,35 @@ async def record_vote(interaction: discord.Interaction, answer_id: str, value: i
         await interaction.response.send_message(problem or THANKS, ephemeral=True)
 
 
-async def record_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
-    """A 👍/👎 reaction on one of the bot's answers; True if it was stored as a vote."""
+async def _reaction_vote(
+    store: FeedbackStore, payload: discord.RawReactionActionEvent, bot_id: int
+) -> tuple[str, int] | None:
+    """(answer id, +1/-1) for a person's 👍/👎 reaction on one of the bot's answers, else None.
+    Remove events carry no member, so there only the bot's own id is known to skip; another
+    bot's reaction never cast a vote, so there is nothing of it to take back."""
     if payload.user_id == bot_id or (payload.member is not None and payload.member.bot):
-        return False
+        return None
     value = vote_for_emoji(payload.emoji.name)
     if value is None:
-        return False
+        return None
     answer_id = await asyncio.to_thread(store.answer_for_message, PLATFORM, str(payload.message_id))
-    if answer_id is None:
-        return False  # a reaction on some other message
-    return await _rate(store, answer_id, payload.user_id, value) is None
+    return (answer_id, value) if answer_id is not None else None  # None: a reaction on some other message
+
+
+async def record_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
+    """A 👍/👎 reaction on one of the bot's answers; True if it was stored as a vote."""
+    vote = await _reaction_vote(store, payload, bot_id)
+    return vote is not None and await _rate(store, vote[0], payload.user_id, vote[1]) is None
 
 
 async def retract_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
-    """A 👍/👎 reaction removed from one of the bot's answers; True if the vote it cast was taken back.
-
-    Remove events carry no member (payload.member is None), so only the bot's own id is known
-    to skip; another bot's reaction never cast a vote, so there is nothing of it to take back.
-    """
-    if payload.user_id == bot_id:
-        return False
-    value = vote_for_emoji(payload.emoji.name)
-    if value is None:
-        return False
+    """A 👍/👎 reaction removed from one of the bot's answers; True if the vote it cast was taken back."""
     try:
-        answer_id = await asyncio.to_thread(store.answer_for_message, PLATFORM, str(payload.message_id))
-        if answer_id is None:
-            return False  # a reaction on some other message
+        vote = await _reaction_vote(store, payload, bot_id)
+        if vote is None:
+            return False
         return await asyncio.to_thread(
-            store.retract, answer_id, platform=PLATFORM, user_id=str(payload.user_id), value=value
+            store.retract, vote[0], platform=PLATFORM, user_id=str(payload.user_id), value=vote[1]
         )
     except Exception:
         log.exception("could not take back a vote on message %s", payload.message_id)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT
+from teambot.settings import all_secrets
 
 WITHHELD = "I can't share that: the answer would have revealed my instructions or a secret."
 SHINGLE_WORDS = 8  # this many consecutive words of the system prompt count as quoting it
@@ -48,12 +49,7 @@ class LeakGuard:
 
     @classmethod
     def from_settings(cls, settings) -> "LeakGuard":
-        secrets = []
-        for name in type(settings).model_fields:
-            value = getattr(settings, name)
-            if hasattr(value, "get_secret_value"):
-                secrets.append(value.get_secret_value())
-        return cls(secrets)
+        return cls(all_secrets(settings))
 
     def leaks(self, text: str) -> bool:
         if any(secret in text for secret in self._secrets):

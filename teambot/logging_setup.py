@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TextIO
 
-from teambot.settings import Settings
+from teambot.settings import Settings, all_secrets
 
 REDACTED = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -23,14 +23,8 @@ _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"me
 
 
 def secret_values(settings: Settings) -> list[str]:
-    values = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            secret = value.get_secret_value().strip()
-            if len(secret) >= 4:  # a blank or trivial value would redact ordinary text
-                values.append(secret)
-    return sorted(values, key=len, reverse=True)
+    """Every configured secret, longest first; a blank or trivial value would redact ordinary text."""
+    return sorted((s for s in all_secrets(settings) if len(s) >= 4), key=len, reverse=True)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -23,6 +23,12 @@ def secret_value(value: SecretStr | None) -> str:
     return value.get_secret_value().strip() if value is not None else ""
 
 
+def all_secrets(settings: "Settings") -> list[str]:
+    """The values of every secret setting that is set, stripped."""
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    return [text for value in values if isinstance(value, SecretStr) and (text := secret_value(value))]
+
+
 class SettingsError(ValueError):
     """Raised with a readable, one-line-per-field message when configuration is invalid."""
 
