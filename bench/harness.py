@@ -71,36 +71,27 @@ def scratch_name(kind: str) -> str:
 
 def raw_client(settings):
     """A plain weaviate-client v4 connection to the configured server."""
-    import weaviate
+    from pipeline.stores import admin_client
 
-    from pipeline.stores import weaviate_credentials
-
-    host, port = settings.weaviate_host_port
-    return weaviate.connect_to_local(
-        host=host, port=port, grpc_port=settings.weaviate_grpc_port, auth_credentials=weaviate_credentials(settings)
-    )
+    return admin_client(settings)
 
 
 def schema(name: str) -> dict:
     """The collection definition our store creates, for raw-filled collections our code also reads."""
-    from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
+    from pipeline.stores import collection_settings
 
-    from pipeline.stores import META_PROPERTIES
-
-    return {
-        "class": name, "invertedIndexConfig": {"indexNullState": True},
-        "properties": DOCUMENT_COLLECTION_PROPERTIES + META_PROPERTIES,
-    }
+    return collection_settings(name)
 
 
 def drop_collections(settings, names: Sequence[str]) -> None:
-    """Delete scratch collections, and forget any cached store of ours that pointed at them."""
+    """Delete scratch collections (aliases and what they point at), and forget our cached stores of them."""
+    from pipeline import collection_aliases
     from pipeline.stores import forget_store
 
     client = raw_client(settings)
     try:
         for name in names:
-            client.collections.delete(name)
+            collection_aliases.drop(client, name)
             forget_store(settings, name)
     finally:
         client.close()

@@ -29,13 +29,7 @@ EMBED_BATCH = 64  # what our Indexer's embedder uses
 
 def our_chunks(indexer: Indexer, paths: list[Path]) -> list:
     """The chunks our own converter and splitter make of `paths`, metadata included."""
-    docs = [d for p in paths for d in indexer.convert(p, _sha256(p))]
-    for name in ("cleaner", "splitter", "numberer"):
-        component = indexer.pipeline.get_component(name)
-        if hasattr(component, "warm_up"):
-            component.warm_up()
-        docs = component.run(documents=docs)["documents"]
-    return docs
+    return [c for p in paths for c in indexer.chunk(indexer.convert(p, _sha256(p)))]
 
 
 def embedding_text(doc) -> str:
@@ -70,8 +64,7 @@ def run(docs: int, repeats: int, batch_size: int, folder: Path) -> dict:
         def ours() -> float:
             indexer = Indexer(settings, scratch_name("IngestOurs"))
             created.append(indexer.collection)
-            indexer.store.collection  # created before the clock starts, as the raw one is
-            indexer.pipeline.warm_up()
+            indexer.embedder.warm_up()
             seconds, report = timed(lambda: indexer.ingest([folder]))
             written["ours"].append(count(client, indexer.collection))
             assert not report.skipped, report.skipped

@@ -20,6 +20,12 @@ class KnowledgeBaseUnavailable(TeambotError):
     user_message = "The knowledge base is unavailable, try again shortly."
 
 
+class NoDocuments(TeambotError):
+    """The collection searched does not exist: nothing was ever indexed for this channel."""
+
+    user_message = "There are no documents to answer from here yet: ask an admin to index some with `teambot ingest`."
+
+
 class ModelUnavailable(TeambotError):
     user_message = "The language model is unavailable, try again shortly."
 

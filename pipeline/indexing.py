@@ -1,32 +1,45 @@
-"""`teambot ingest`: files → chunks with citations metadata → embeddings → Weaviate.
+"""`teambot ingest`: files → chunks with citation metadata → embeddings → Weaviate.
 
 Incremental by content hash: unchanged files are not touched (their chunks keep their ids),
 changed files are re-indexed, files that disappeared from an ingested folder lose their chunks.
-New chunks are written before the old version's are deleted, so an interrupted run never
-leaves a file without chunks, and the next run finishes the job (no duplicates, no orphans).
+Files are chunked one at a time but embedded and written in batches that span files (a folder of
+short pages would otherwise be embedded a few chunks at a time). A file's old version is deleted
+only after all of its new chunks are written, so an interrupted run never leaves a file without
+chunks, and the next run finishes the job (no duplicates, no orphans).
+
+A collection whose schema cannot keep files apart (see `pipeline.stores.EXACT`), or one asked to
+`rebuild`, is rebuilt blue/green behind its alias (`pipeline.collection_aliases`): the bots keep
+answering from the old index until the new one is complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from haystack import Document, Pipeline, component
-from haystack.components.converters import HTMLToDocument, PyPDFToDocument, TextFileToDocument
+from haystack.components.converters import PyPDFToDocument, TextFileToDocument
 from haystack.components.preprocessors import DocumentCleaner, MarkdownHeaderSplitter
 from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
 
+from pipeline import collection_aliases
 from pipeline.errors import KnowledgeBaseUnavailable
-from pipeline.stores import META_FIELDS, document_store, embedder_path
+from pipeline.html_converter import HTMLSectionConverter, strip_anchor
+from pipeline.stores import META_FIELDS, admin_client, document_store, embedder_path, exact_filter, forget_store
 from teambot.settings import Settings
 
+log = logging.getLogger("teambot.ingest")
 SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html", ".pdf": "pdf"}
 MAX_FILE_BYTES = 50 * 1024 * 1024
+EMBED_BATCH = 64  # chunks per embedding call: the unit progress is reported in
+FLUSH_CHUNKS = 256  # chunks gathered (from one file or several) before they are embedded and written
 
 
 @dataclass
@@ -46,13 +59,56 @@ class IngestReport:
     chunks_written: int = 0
     chunks_deleted: int = 0
     seconds: float = 0.0
+    rebuilt: str = ""  # why the collection was rebuilt into a new one, if it was
+    copied: int = 0  # chunks a rebuild carried over as they were (files not on this machine)
 
     def summary(self) -> str:
-        return (
+        line = (
             f"{self.collection}: {self.files_seen} files — {len(self.indexed)} indexed, "
             f"{len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped; "
             f"{self.chunks_written} chunks written, {self.chunks_deleted} deleted in {self.seconds:.1f}s"
         )
+        if self.rebuilt:
+            line += f"\nrebuilt into a new index ({self.rebuilt}); {self.copied} chunks of files not found here carried over"
+        return line
+
+
+@dataclass(frozen=True)
+class Progress:
+    files_done: int
+    files_total: int
+    chunks_done: int  # embedded and written
+    chunks_total: int  # of the files chunked so far
+    path: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to index, the folder (or file) it was given as, and the web address of that folder."""
+
+    path: Path
+    root: Path
+    url_base: str = ""
+
+    @property
+    def file_url(self) -> str:
+        if not self.url_base:
+            return ""
+        relative = self.path.name if self.root == self.path else self.path.relative_to(self.root).as_posix()
+        return f"{self.url_base.rstrip('/')}/{quote(relative)}"
+
+
+@dataclass
+class FileState:
+    """What the collection holds of one file: chunks per version, and how it was ingested."""
+
+    chunks: Counter = field(default_factory=Counter)  # content_hash → chunks present
+    expected: dict[str, int] = field(default_factory=dict)  # content_hash → chunk_count they carry
+    root: str = ""
+    url_base: str = ""
+
+    def complete(self, content_hash: str) -> bool:
+        return set(self.chunks) == {content_hash} and self.chunks[content_hash] == self.expected.get(content_hash)
 
 
 class _CaptureWarnings(logging.Handler):
@@ -66,18 +122,23 @@ class _CaptureWarnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, url: str = "") -> str:
+    """The file's version: its bytes and the address it is linked at (a new --url-base re-links it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
+    if url:
+        digest.update(b"\0url:" + url.encode())
     return digest.hexdigest()
 
 
-def _title(path: Path, doc: Document) -> str:
+def _title(path: Path, doc: Document, kind: str) -> str:
+    if kind == "html" and doc.meta.get("title"):
+        return str(doc.meta["title"])
     for line in doc.content.splitlines():
         if line.startswith("# "):
-            return line[2:].strip()
+            return strip_anchor(line[2:])[0]
     if doc.meta.get("title"):
         return str(doc.meta["title"])
     first = next((line.strip() for line in doc.content.splitlines() if line.strip()), "")
@@ -88,9 +149,12 @@ def _title(path: Path, doc: Document) -> str:
 
 @component
 class ChunkNumberer:
-    """Gives each chunk its section, position and the file's chunk count; keeps only known metadata.
+    """Gives each chunk its section, link, position and the file's chunk count; keeps only known metadata.
 
-    Chunk ids are derived from content + metadata, so the same file version yields the same ids.
+    The link is the file's URL with the chunk's place in it: the heading's anchor for HTML (carried
+    as `{#id}` on the heading line by HTMLSectionConverter), GitHub's heading slug for Markdown, the
+    page for PDF. Chunk ids are derived from content + metadata, so the same file version yields
+    the same ids.
     """
 
     @component.output_types(documents=list[Document])
@@ -102,13 +166,36 @@ class ChunkNumberer:
         out = []
         for chunks in by_source.values():
             for position, chunk in enumerate(chunks):
+                section, anchor = strip_anchor(chunk.meta.get("header") or "")
+                page = int(chunk.meta.get("page_number") or 1)
                 meta = {k: chunk.meta[k] for k in META_FIELDS if k in chunk.meta}
                 meta.update(
-                    section=chunk.meta.get("header") or "", position=position,
-                    page_number=int(chunk.meta.get("page_number") or 1), chunk_count=len(chunks),
+                    section=section, position=position, page_number=page, chunk_count=len(chunks),
+                    url=_chunk_url(meta.get("url") or "", meta.get("file_type"), section, anchor, page),
                 )
-                out.append(Document(content=chunk.content.strip(), meta=meta))
+                content = _ANCHORED_HEADING.sub(r"\1", chunk.content).strip()
+                out.append(Document(content=content, meta=meta))
         return {"documents": out}
+
+
+_ANCHORED_HEADING = re.compile(r"^(#{1,6} .*?)\s*\{#[^}\s]*\}[ \t]*$", re.M)
+
+
+def _chunk_url(file_url: str, kind: str | None, section: str, anchor: str, page: int) -> str:
+    if not file_url or "#" in file_url:
+        return file_url
+    if kind == "html" and anchor:
+        return f"{file_url}#{anchor}"
+    if kind == "markdown" and section:
+        return f"{file_url}#{github_slug(section)}"
+    if kind == "pdf":
+        return f"{file_url}#page={page}"
+    return file_url
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub/GitLab give a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 WRITE_BATCH = 500  # chunks per insert request; keeps one gRPC message well under Weaviate's limit
@@ -128,7 +215,6 @@ class ChunkWriter:
 
     @component.output_types(documents_written=int)
     def run(self, documents: list[Document]) -> dict[str, int]:
-        from haystack.document_stores.errors import DocumentStoreError
         from weaviate.classes.data import DataObject
         from weaviate.util import generate_uuid5
 
@@ -138,17 +224,13 @@ class ChunkWriter:
                        uuid=generate_uuid5(d.id), vector=d.embedding)
             for d in documents
         ]
-        collection = self.store.collection
         for start in range(0, len(objects), WRITE_BATCH):
-            result = collection.data.insert_many(objects[start : start + WRITE_BATCH])
-            if result.has_errors:
-                first = next(iter(result.errors.values()))
-                raise DocumentStoreError(f"{len(result.errors)} chunks were not written: {first.message}")
+            _insert(self.store.collection, objects[start : start + WRITE_BATCH])
         return {"documents_written": len(documents)}
 
 
 class Indexer:
-    """Holds the converters and the chunk → embed → write pipeline; reuse it across runs."""
+    """Holds the converters, the chunker and the embedder; reuse it across runs."""
 
     def __init__(self, settings: Settings, collection: str | None = None) -> None:
         self.settings = settings
@@ -157,59 +239,59 @@ class Indexer:
         self._converters = {
             "markdown": TextFileToDocument(),  # keep `#` headings for the header splitter
             "text": TextFileToDocument(),
-            "html": HTMLToDocument(extraction_kwargs={"output_format": "markdown", "include_formatting": True}),
+            "html": HTMLSectionConverter(),
             "pdf": PyPDFToDocument(),
         }
-        self.pipeline = Pipeline()
-        self.pipeline.add_component("cleaner", DocumentCleaner(remove_empty_lines=False, remove_extra_whitespaces=False))
-        self.pipeline.add_component(
+        self.chunker = Pipeline()
+        self.chunker.add_component("cleaner", DocumentCleaner(remove_empty_lines=False, remove_extra_whitespaces=False))
+        self.chunker.add_component(
             "splitter",
             MarkdownHeaderSplitter(
                 secondary_split="word", split_length=settings.chunk_words,
                 split_overlap=settings.chunk_overlap, split_threshold=max(5, settings.chunk_words // 6),
             ),
         )
-        self.pipeline.add_component("numberer", ChunkNumberer())
-        self.pipeline.add_component(
-            "embedder",
-            SentenceTransformersDocumentEmbedder(
-                model=embedder_path(settings), local_files_only=True, progress_bar=False,
-                normalize_embeddings=True, meta_fields_to_embed=["title", "section"], batch_size=64,
-            ),
+        self.chunker.add_component("numberer", ChunkNumberer())
+        self.chunker.connect("cleaner", "splitter")
+        self.chunker.connect("splitter", "numberer")
+        self.embedder = SentenceTransformersDocumentEmbedder(
+            model=embedder_path(settings), local_files_only=True, progress_bar=False,
+            normalize_embeddings=True, meta_fields_to_embed=["title", "section"], batch_size=EMBED_BATCH,
         )
-        self.pipeline.add_component("writer", ChunkWriter(self.store))
-        self.pipeline.connect("cleaner", "splitter")
-        self.pipeline.connect("splitter", "numberer")
-        self.pipeline.connect("numberer", "embedder")
-        self.pipeline.connect("embedder", "writer")
 
     # --------------------------------------------------------------- state in Weaviate
 
-    def indexed_state(self) -> dict[str, dict[str, int]]:
-        """source → {content_hash: chunks present}, read from the collection itself."""
-        state: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    def indexed_state(self, store) -> dict[str, FileState]:
+        """source → what the collection holds of it, read from the collection itself."""
+        state: dict[str, FileState] = defaultdict(FileState)
         try:
-            for obj in self.store.collection.iterator(return_properties=["source", "content_hash"]):
+            collection = store.collection
+            have = {p.name for p in collection.config.get().properties}
+            wanted = [p for p in ("source", "content_hash", "chunk_count", "root", "url_base") if p in have]
+            for obj in collection.iterator(return_properties=wanted):
                 props = obj.properties
-                state[props.get("source") or ""][props.get("content_hash") or ""] += 1
+                entry = state[props.get("source") or ""]
+                version = props.get("content_hash") or ""
+                entry.chunks[version] += 1
+                entry.expected[version] = int(props.get("chunk_count") or 0)
+                entry.root, entry.url_base = props.get("root") or entry.root, props.get("url_base") or entry.url_base
         except Exception as exc:  # noqa: BLE001 - any client error means the store is unreachable
             raise KnowledgeBaseUnavailable(f"cannot read collection {self.collection}: {exc}") from exc
         return state
 
-    def _expected_counts(self, source: str) -> dict[str, int]:
-        docs = self.store.filter_documents({"field": "meta.source", "operator": "==", "value": source})
-        return {d.meta.get("content_hash", ""): int(d.meta.get("chunk_count") or 0) for d in docs}
-
-    def _delete(self, source: str, keep_hash: str | None = None) -> int:
-        conditions = [{"field": "meta.source", "operator": "==", "value": source}]
+    def _delete(self, store, source: str, keep_hash: str | None = None) -> int:
+        conditions = [exact_filter("source", source)]
         if keep_hash is not None:
-            conditions.append({"field": "meta.content_hash", "operator": "!=", "value": keep_hash})
-        return self.store.delete_by_filter({"operator": "AND", "conditions": conditions})
+            conditions.append(exact_filter("content_hash", keep_hash, "!="))
+        return store.delete_by_filter({"operator": "AND", "conditions": conditions})
 
     # --------------------------------------------------------------- files → chunks
 
-    def convert(self, path: Path, content_hash: str) -> list[Document]:
+    def convert(self, file: SourceFile | Path, content_hash: str) -> list[Document]:
         """One file → one Document with its citation metadata. Raises ValueError with a reason."""
+        if isinstance(file, Path):
+            file = SourceFile(file, file)
+        path = file.path
         kind = SUPPORTED[path.suffix.lower()]
         size = path.stat().st_size
         if size == 0:
@@ -239,66 +321,162 @@ class Indexer:
         if "\x00" in doc.content:
             raise ValueError("looks like a binary file, not text")
         meta = {
-            "source": str(path), "title": _title(path, doc), "file_type": kind,
-            "content_hash": content_hash, "url": doc.meta.get("url", ""),
+            "source": str(path), "root": str(file.root), "title": _title(path, doc, kind), "file_type": kind,
+            "content_hash": content_hash, "url_base": file.url_base,
+            # A page's own canonical link wins over the address made from --url-base.
+            "url": doc.meta.get("url") or file.file_url,
         }
         return [Document(content=doc.content, meta=meta)]
 
-    def index(self, docs: list[Document]) -> int:
-        """Run clean → split → number chunks → embed → write; returns chunks written."""
-        try:
-            result = self.pipeline.run({"cleaner": {"documents": docs}})
-        except Exception as exc:  # noqa: BLE001 - the writer's client errors mean Weaviate is unreachable
-            raise KnowledgeBaseUnavailable(f"writing to {self.collection} failed: {exc}") from exc
-        return result["writer"]["documents_written"]
+    def chunk(self, docs: list[Document]) -> list[Document]:
+        """Clean → split by headings, then words → number, link and trim the metadata."""
+        return self.chunker.run({"cleaner": {"documents": docs}})["numberer"]["documents"]
 
     # --------------------------------------------------------------- the run
 
     def ingest(
-        self, paths: Iterable[Path], on_progress: Callable[[int, int, str], None] | None = None
+        self, paths: Iterable[Path], on_progress: Callable[[Progress], None] | None = None, *,
+        url_base: str | None = None, rebuild: bool = False,
     ) -> IngestReport:
+        """Index `paths` (files and folders). `url_base`: the web address of the one folder given,
+        kept for later runs; `rebuild`: re-index everything into a new collection, then switch."""
         started = time.monotonic()
         report = IngestReport(collection=self.collection)
         files, roots = self._collect(paths, report)
-        state = self.indexed_state()
-        for n, path in enumerate(files, 1):
-            if on_progress:
-                on_progress(n, len(files), str(path))
-            source = str(path)
-            try:
-                content_hash = _sha256(path)
-            except OSError as exc:
-                report.skipped.append(Skipped(source, f"cannot read: {exc.strerror or exc}"))
-                continue
-            present = state.get(source, {})
-            if present and self._is_complete(source, content_hash, present):
-                report.unchanged.append(source)
-                continue
-            try:
-                docs = self.convert(path, content_hash)
-            except (ValueError, OSError, UnicodeDecodeError) as exc:
-                report.skipped.append(Skipped(source, str(exc) or type(exc).__name__))
-                continue
-            report.chunks_written += self.index(docs)
-            report.chunks_deleted += self._delete(source, keep_hash=content_hash)
-            report.indexed.append(source)
-        # Files gone from an ingested folder lose their chunks.
-        listed = {str(p) for p in files}
-        for source in state:
-            if source not in listed and any(source.startswith(str(root) + "/") for root in roots):
-                if not Path(source).exists():
-                    report.chunks_deleted += self._delete(source)
-                    report.removed.append(source)
+        if url_base is not None and len(roots) + sum(f.root == f.path for f in files) != 1:
+            raise ValueError("--url-base names the address of one folder or file: ingest each with its own")
+        try:
+            client = admin_client(self.settings)
+        except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
+            raise KnowledgeBaseUnavailable(f"cannot connect to Weaviate at {self.settings.weaviate_url}: {exc}") from exc
+        try:
+            layout = collection_aliases.inspect(client, self.collection)
+            if layout.target is None:
+                layout = collection_aliases.create(client, self.collection)
+            if rebuild or layout.needs_rebuild:
+                reason = "; ".join(layout.problems) if layout.needs_rebuild else "asked for"
+                self._rebuild(client, layout, files, roots, url_base, report, on_progress, reason)
+            else:
+                store = document_store(self.settings, layout.target)
+                state = self.indexed_state(store)
+                files = _with_url_bases(files, state, url_base)
+                self._index_files(store, files, state, report, on_progress)
+                self._remove_gone(store, files, roots, state, report)
+        finally:
+            client.close()
         report.seconds = time.monotonic() - started
         return report
 
-    def _is_complete(self, source: str, content_hash: str, present: dict[str, int]) -> bool:
-        if set(present) != {content_hash}:
-            return False
-        return self._expected_counts(source).get(content_hash) == present[content_hash]
+    def _index_files(
+        self, store, files: list[SourceFile], state: dict[str, FileState], report: IngestReport,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        writer = ChunkWriter(store)
+        pending: list[Document] = []
+        waiting: dict[str, int] = {}  # source → its new chunks not written yet
+        versions: dict[str, str] = {}
+        done = total = 0
+        files_done = 0
 
-    def _collect(self, paths: Iterable[Path], report: IngestReport) -> tuple[list[Path], list[Path]]:
-        files: list[Path] = []
+        def tell(path: str) -> None:
+            if on_progress:
+                on_progress(Progress(files_done, len(files), done, total, path))
+
+        def flush() -> None:
+            nonlocal done
+            self.embedder.warm_up()  # loads the model on the first batch, not for a run with nothing to embed
+            embedded = []
+            for start in range(0, len(pending), EMBED_BATCH):
+                embedded += self.embedder.run(documents=pending[start : start + EMBED_BATCH])["documents"]
+                done += min(EMBED_BATCH, len(pending) - start)
+                tell(pending[min(start + EMBED_BATCH, len(pending)) - 1].meta["source"])
+            try:
+                report.chunks_written += writer.run(documents=embedded)["documents_written"]
+                for doc in pending:
+                    source = doc.meta["source"]
+                    waiting[source] -= 1
+                    if waiting[source] == 0:  # all of it is in: now its old version can go
+                        if source in state:
+                            report.chunks_deleted += self._delete(store, source, keep_hash=versions[source])
+                        report.indexed.append(source)
+            except Exception as exc:  # noqa: BLE001 - the writer's client errors mean Weaviate is unreachable
+                raise KnowledgeBaseUnavailable(f"writing to {self.collection} failed: {exc}") from exc
+            pending.clear()
+
+        for file in files:
+            source = str(file.path)
+            tell(source)
+            files_done += 1
+            try:
+                content_hash = _sha256(file.path, file.file_url)
+            except OSError as exc:
+                report.skipped.append(Skipped(source, f"cannot read: {exc.strerror or exc}"))
+                continue
+            if source in state and state[source].complete(content_hash):
+                report.unchanged.append(source)
+                continue
+            try:
+                chunks = self.chunk(self.convert(file, content_hash))
+            except (ValueError, OSError, UnicodeDecodeError) as exc:
+                report.skipped.append(Skipped(source, str(exc) or type(exc).__name__))
+                continue
+            pending += chunks
+            waiting[source], versions[source] = len(chunks), content_hash
+            total += len(chunks)
+            if len(pending) >= FLUSH_CHUNKS:
+                flush()
+        if pending:
+            flush()
+        tell("")
+
+    def _remove_gone(self, store, files: list[SourceFile], roots: list[Path], state, report: IngestReport) -> None:
+        """Files gone from an ingested folder lose their chunks."""
+        listed = {str(f.path) for f in files}
+        for source in state:
+            if source not in listed and _under(source, roots) and not Path(source).exists():
+                report.chunks_deleted += self._delete(store, source)
+                report.removed.append(source)
+
+    def _rebuild(
+        self, client, layout: collection_aliases.Layout, files: list[SourceFile], roots: list[Path],
+        url_base: str | None, report: IngestReport, on_progress, reason: str,
+    ) -> None:
+        """Index everything into a new physical collection, then move the alias to it.
+
+        Files the old collection knows of and that were not given now are re-indexed too when they
+        are on this machine, and carried over as they are (vectors and all) when they are not.
+        """
+        log.warning("rebuilding %s into a new index (%s); it keeps answering from the old one meanwhile",
+                    self.collection, reason)
+        collection_aliases.drop_abandoned(client, layout)
+        previous = document_store(self.settings, layout.target)
+        old = self.indexed_state(previous)
+        files = _with_url_bases(files, old, url_base)
+        given = {str(f.path) for f in files}
+        elsewhere = []
+        for source, entry in old.items():
+            if source in given or not source or _under(source, roots):
+                continue
+            if Path(source).is_file():
+                root = Path(entry.root) if entry.root else Path(source)
+                files.append(SourceFile(Path(source), root, entry.url_base))
+            else:
+                elsewhere.append(source)
+        target = collection_aliases.new_target(client, self.collection)
+        store = document_store(self.settings, target)
+        try:
+            self._index_files(store, files, {}, report, on_progress)
+            report.copied = _copy_chunks(previous.collection, store.collection, set(elsewhere))
+            collection_aliases.switch(client, layout, target)
+        finally:
+            forget_store(self.settings, target)
+            if layout.target != self.collection:  # a legacy plain collection's name now names the alias
+                forget_store(self.settings, layout.target)
+        report.removed = [s for s in old if s and s not in given and _under(s, roots) and not Path(s).exists()]
+        report.rebuilt = reason
+
+    def _collect(self, paths: Iterable[Path], report: IngestReport) -> tuple[list[SourceFile], list[Path]]:
+        files: list[SourceFile] = []
         roots: list[Path] = []
         for raw in paths:
             path = Path(raw).expanduser().resolve()
@@ -307,13 +485,54 @@ class Indexer:
                 for child in sorted(path.rglob("*")):
                     if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
                         if child.suffix.lower() in SUPPORTED:
-                            files.append(child)
+                            files.append(SourceFile(child, path))
             elif path.is_file():
                 if path.suffix.lower() in SUPPORTED:
-                    files.append(path)
+                    files.append(SourceFile(path, path))
                 else:
                     report.skipped.append(Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}"))
             else:
                 report.skipped.append(Skipped(str(path), "no such file or folder"))
         report.files_seen = len(files)
         return files, roots
+
+
+def _under(source: str, roots: list[Path]) -> bool:
+    return any(source.startswith(str(root) + "/") for root in roots)
+
+
+def _with_url_bases(files: list[SourceFile], state: dict[str, FileState], url_base: str | None) -> list[SourceFile]:
+    """Each file with the --url-base given now, or else the one its root was last ingested with."""
+    if url_base is not None:
+        return [SourceFile(f.path, f.root, url_base) for f in files]
+    known = {entry.root: entry.url_base for entry in state.values() if entry.root and entry.url_base}
+    return [SourceFile(f.path, f.root, known.get(str(f.root), "")) for f in files]
+
+
+def _copy_chunks(source_collection, target_collection, sources: set[str]) -> int:
+    """Copy the chunks of `sources`, vectors included, from one collection to another."""
+    from weaviate.classes.data import DataObject
+
+    if not sources:
+        return 0
+    batch, copied = [], 0
+    for obj in source_collection.iterator(include_vector=True):
+        if obj.properties.get("source") not in sources:
+            continue
+        vector = obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector
+        props = {k: v for k, v in obj.properties.items() if v is not None}
+        batch.append(DataObject(properties=props, uuid=obj.uuid, vector=vector))
+        if len(batch) == WRITE_BATCH:
+            copied += _insert(target_collection, batch)
+            batch = []
+    return copied + (_insert(target_collection, batch) if batch else 0)
+
+
+def _insert(collection, objects) -> int:
+    from haystack.document_stores.errors import DocumentStoreError
+
+    result = collection.data.insert_many(objects)
+    if result.has_errors:
+        first = next(iter(result.errors.values()))
+        raise DocumentStoreError(f"{len(result.errors)} chunks were not written: {first.message}")
+    return len(objects)

@@ -31,7 +31,7 @@ from haystack_integrations.components.retrievers.weaviate import WeaviateHybridR
 
 from pipeline import resilience
 from pipeline.answer import Answer, Source, Turn
-from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
+from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
 from pipeline.guard import CITATION, WITHHELD, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
 from pipeline.stores import document_store, embedder_path, forget_store
@@ -43,6 +43,7 @@ log = logging.getLogger("teambot.answer")
 # input carries them, mean nothing in a question and break encoders further down.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 SEARCH_WORKERS = 4
+MISSING_COLLECTION_RECHECK = 0.3  # seconds
 SNIPPET_CHARS = 240
 _HEADING = re.compile(r"^#{1,6} .*$", re.M)
 
@@ -178,10 +179,13 @@ class AnswerService:
         collection = collection or self.settings.collection
         started = time.perf_counter()
         try:
-            out = resilience.call(
-                lambda: self._search(question, collection), policy=self._retry, breaker=self.breakers["weaviate"],
-                is_failure=_is_unavailable, is_retryable=_is_retryable,
-            )
+            try:
+                out = self._search_resiliently(question, collection)
+            except NoDocuments:
+                # Either nothing was ever indexed here, or a legacy plain collection is giving way
+                # to an alias of its name (pipeline.collection_aliases.switch): milliseconds.
+                time.sleep(MISSING_COLLECTION_RECHECK)
+                out = self._search_resiliently(question, collection)
         except resilience.CircuitOpen as exc:
             raise KnowledgeBaseUnavailable(str(exc)) from exc
         except Exception as exc:
@@ -190,6 +194,12 @@ class AnswerService:
             raise KnowledgeBaseUnavailable(f"retrieval from {collection} failed: {type(exc).__name__}: {exc}") from exc
         timings = {"retrieve": time.perf_counter() - started}
         return out["documents"], out["similarities"], timings
+
+    def _search_resiliently(self, question: str, collection: str) -> dict:
+        return resilience.call(
+            lambda: self._search(question, collection), policy=self._retry, breaker=self.breakers["weaviate"],
+            is_failure=_is_unavailable, is_retryable=_is_retryable,
+        )
 
     def _search(self, question: str, collection: str) -> dict:
         # weaviate-client retries a refused gRPC search for about a minute before giving up;
@@ -205,6 +215,13 @@ class AnswerService:
             self._forget(collection)
             raise TimeoutError(f"search in {collection} took longer than {self.settings.retrieval_timeout:.0f}s") from None
         except Exception as exc:
+            if _is_missing_collection(exc):
+                # Not a server failure: no retries, and the breaker is left alone.
+                raise NoDocuments(
+                    f"collection {collection} does not exist",
+                    user_message=f"There are no documents to answer from here yet: an admin can index some "
+                    f"with `teambot ingest -c {collection} FOLDER`.",
+                ) from None
             if _is_unavailable(exc):
                 self._forget(collection)
             raise
@@ -325,6 +342,11 @@ def _is_unavailable(exc: BaseException) -> bool:
     kinds = (WeaviateBaseError, DocumentStoreError, ollama.ResponseError, httpx.HTTPError, grpc.RpcError,
              ConnectionError, TimeoutError)
     return any(isinstance(e, kinds) for e in _chain(exc))
+
+
+def _is_missing_collection(exc: BaseException) -> bool:
+    """Weaviate says the collection does not exist (a 404 on its schema, or a search of an unknown class)."""
+    return any(getattr(e, "status_code", None) == 404 or "could not find class" in str(e) for e in _chain(exc))
 
 
 def _chain(exc: BaseException | None):

@@ -15,20 +15,33 @@ from teambot.settings import Settings
 
 PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
 
+# A text property compared with `==` must be `field`-tokenized. With Weaviate's default `word`
+# tokenization, `source == ".../git.html"` also matches ".../git-push.html" and every other path
+# made of the same words, and deleting one file's old chunks deleted theirs too.
+EXACT = {"tokenization": "field"}
 # Chunk metadata we keep; anything else a converter/splitter adds is dropped before writing so
 # the Weaviate schema stays fixed and small.
 META_PROPERTIES = [
-    {"name": "source", "dataType": ["text"]},  # absolute file path
-    {"name": "url", "dataType": ["text"]},
+    {"name": "source", "dataType": ["text"], **EXACT},  # absolute file path
+    {"name": "root", "dataType": ["text"], **EXACT},  # the folder or file it was ingested as
+    {"name": "url", "dataType": ["text"], **EXACT},  # where a colleague opens it, with the section anchor
+    {"name": "url_base", "dataType": ["text"], **EXACT},  # `ingest --url-base` of its root, kept for later runs
     {"name": "title", "dataType": ["text"]},
     {"name": "section", "dataType": ["text"]},
     {"name": "position", "dataType": ["int"]},  # chunk number within the file
     {"name": "page_number", "dataType": ["int"]},
-    {"name": "file_type", "dataType": ["text"]},
-    {"name": "content_hash", "dataType": ["text"]},  # SHA-256 of the whole file
+    {"name": "file_type", "dataType": ["text"], **EXACT},
+    {"name": "content_hash", "dataType": ["text"], **EXACT},  # SHA-256 of the file and the URL it has
     {"name": "chunk_count", "dataType": ["int"]},  # chunks of that file version
 ]
 META_FIELDS = [p["name"] for p in META_PROPERTIES]
+COLLECTION_PROPERTIES = [
+    {**p, **EXACT} if p["name"] == "_original_id" else p for p in DOCUMENT_COLLECTION_PROPERTIES
+] + META_PROPERTIES
+EXACT_FIELDS = frozenset(p["name"] for p in COLLECTION_PROPERTIES if p.get("tokenization") == "field")
+# BM25 half of the hybrid search: a word of the question in a page's title or section heading
+# counts more than one in its body (bench/retrieval_quality.py).
+BM25_PROPERTIES = ["content", "title^2", "section^2"]
 
 _COLLECTION_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,99}$")
 _stores: dict[tuple[str, str], WeaviateDocumentStore] = {}
@@ -40,18 +53,72 @@ class InvalidCollectionName(ValueError):
 
 
 class _Store(WeaviateDocumentStore):
-    """The Haystack store, minus an object count on every use of its collection.
+    """The Haystack store, minus two things it does on the side.
 
-    The library tests `if self._collection:`, and a weaviate Collection's truth value is its
-    len(): an aggregate query, twice per search, 6-10 ms each at 50k chunks and growing with
-    the collection (bench/retrieval_latency.py).
+    An object count on every use of its collection: the library tests `if self._collection:`, and
+    a weaviate Collection's truth value is its len(): an aggregate query, twice per search, 6-10 ms
+    each at 50k chunks and growing with the collection (bench/retrieval_latency.py).
+
+    Creating a plain collection when the name is not found on connecting: teambot's collections
+    are made by the indexer, behind an alias (`pipeline.collection_aliases`), and a search in the
+    instant an old plain collection gives way to an alias of its name must not re-create it.
     """
+
+    _return_properties: list[str] | None = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import weaviate
+            from weaviate.connect.base import ConnectionParams
+
+            client = weaviate.WeaviateClient(
+                connection_params=ConnectionParams.from_url(
+                    url=self._url, grpc_port=self._grpc_port, grpc_secure=self._grpc_secure
+                ),
+                auth_client_secret=self._auth_client_secret.resolve_value() if self._auth_client_secret else None,
+                additional_config=self._additional_config, additional_headers=self._connection_headers(),
+            )
+            client.connect()
+            self._client = client
+        return self._client
 
     @property
     def collection(self):
         if self._collection is None:
             self._collection = self.client.collections.get(self._collection_settings["class"])
         return self._collection
+
+    def _hybrid_retrieval(self, query, query_embedding, filters=None, top_k=None, alpha=0.7, max_vector_distance=None):
+        """The library's hybrid query with title and section weighted in BM25, and without its schema
+        read before every query (the properties are read once per store)."""
+        from haystack_integrations.document_stores.weaviate._filters import convert_filters
+
+        if self._return_properties is None:
+            self._return_properties = [
+                p.name for p in self.collection.config.get().properties if p.name != "blob_data"
+            ]
+        result = self.collection.query.hybrid(
+            query=query, vector=query_embedding, alpha=alpha, limit=top_k, max_vector_distance=max_vector_distance,
+            filters=convert_filters(filters) if filters else None, include_vector=True,
+            query_properties=BM25_PROPERTIES, return_properties=self._return_properties, return_metadata=["score"],
+        )
+        return [WeaviateDocumentStore._to_document(obj) for obj in result.objects]
+
+
+def collection_settings(name: str) -> dict:
+    """The definition of a collection teambot writes chunks into."""
+    return {
+        "class": name, "invertedIndexConfig": {"indexNullState": True},
+        "properties": [dict(p) for p in COLLECTION_PROPERTIES],
+    }
+
+
+def exact_filter(field: str, value: str, operator: str = "==") -> dict:
+    """A Haystack filter on a chunk property; refuses a property whose `==` would match by words."""
+    if field not in EXACT_FIELDS:
+        raise ValueError(f"{field!r} is word-tokenized: `{operator}` on it would not compare whole values")
+    return {"field": f"meta.{field}", "operator": operator, "value": value}
 
 
 def check_collection_name(name: str) -> str:
@@ -73,11 +140,7 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
                 url=settings.weaviate_url,
                 grpc_port=settings.weaviate_grpc_port,
                 auth_client_secret=AuthApiKey(api_key=Secret.from_token(api_key)) if api_key else None,
-                collection_settings={
-                    "class": name,
-                    "invertedIndexConfig": {"indexNullState": True},
-                    "properties": DOCUMENT_COLLECTION_PROPERTIES + META_PROPERTIES,
-                },
+                collection_settings=collection_settings(name),
             )
         return _stores[key]
 
@@ -93,6 +156,18 @@ def forget_store(settings: Settings, collection: str) -> None:
             pass
 
 
+def close_stores() -> None:
+    """Close every cached store's connection (a command that is done with Weaviate)."""
+    with _lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection is not worth an error at exit
+            pass
+
+
 def weaviate_credentials(settings: Settings):
     """weaviate-client credentials for the configured API key, or None (anonymous access)."""
     if not settings.weaviate_key:
@@ -100,6 +175,16 @@ def weaviate_credentials(settings: Settings):
     from weaviate.classes.init import Auth
 
     return Auth.api_key(settings.weaviate_key)
+
+
+def admin_client(settings: Settings):
+    """A plain weaviate-client connection for work on collections and aliases; close it after use."""
+    import weaviate
+
+    host, port = settings.weaviate_host_port
+    return weaviate.connect_to_local(
+        host=host, port=port, grpc_port=settings.weaviate_grpc_port, auth_credentials=weaviate_credentials(settings),
+    )
 
 
 def embedder_path(settings: Settings) -> str:

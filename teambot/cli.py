@@ -110,33 +110,49 @@ def _not_built(verb: str, issue: str) -> None:
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders to index."),
     collection: Optional[str] = typer.Option(None, "--collection", "-c", help="Target collection (team)."),
+    url_base: Optional[str] = typer.Option(
+        None, "--url-base", help="Web address the folder is published at (a repository or intranet URL): sources "
+        "become links. Kept for later runs of the same folder.",
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Re-index everything into a new index, then switch to it (after a chunking or "
+        "embedder change); questions are answered from the old one until then.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Index documents into Weaviate; only changed files are re-indexed, deleted ones removed."""
     from tqdm import tqdm
 
     from pipeline.errors import TeambotError
-    from pipeline.indexing import Indexer
-    from pipeline.stores import InvalidCollectionName
+    from pipeline.indexing import Indexer, Progress
+    from pipeline.stores import InvalidCollectionName, close_stores
 
     settings = _settings()
+    if url_base is not None and not url_base.startswith(("http://", "https://")):
+        _fail(f"--url-base must start with http:// or https://, got {url_base!r}", code=2)
     try:
         indexer = Indexer(settings, collection)
     except InvalidCollectionName as exc:
         _fail(str(exc), code=2)
-    bar = tqdm(total=0, unit="file", disable=not progress, file=sys.stderr)
+    # Chunks, not files: one large manual is most of the work of a run.
+    bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
 
-    def on_progress(n: int, total: int, path: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(Path(path).name[-30:])
-        bar.update(1)
+    def on_progress(step: Progress) -> None:
+        bar.total = step.chunks_total
+        bar.set_description_str(f"file {step.files_done}/{step.files_total}")
+        if step.path:
+            bar.set_postfix_str(Path(step.path).name[-30:])
+        bar.update(step.chunks_done - bar.n)
 
     try:
-        report = indexer.ingest(paths, on_progress=on_progress)
+        report = indexer.ingest(paths, on_progress=on_progress, url_base=url_base, rebuild=rebuild)
     except TeambotError as exc:
-        bar.close()
         _fail(f"{exc.user_message} ({exc})")
-    bar.close()
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    finally:
+        bar.close()
+        close_stores()
     for skipped in report.skipped:
         typer.secho(f"skipped {skipped.path}: {skipped.reason}", fg="yellow", err=True)
     typer.echo(report.summary())
@@ -152,6 +168,7 @@ def ask(
     """Answer a question from the indexed documents, with sources."""
     from pipeline.errors import TeambotError
     from pipeline.querying import AnswerService
+    from pipeline.stores import close_stores
 
     settings = _settings()
     service = AnswerService(settings)
@@ -166,6 +183,7 @@ def ask(
         _fail(exc.user_message)
     finally:
         service.close()
+        close_stores()
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, default=str))
         return

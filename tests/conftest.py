@@ -39,17 +39,23 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-def services(settings: Settings) -> Settings:
-    missing = [
-        name for name, url in (
-            ("Weaviate", settings.weaviate_url + "/v1/.well-known/ready"),
-            ("Ollama", settings.ollama_url + "/api/version"),
-        ) if not _ready(url)
-    ]
+def _require(settings: Settings, *names: str) -> Settings:
+    urls = {"Weaviate": settings.weaviate_url + "/v1/.well-known/ready", "Ollama": settings.ollama_url + "/api/version"}
+    missing = [name for name in names if not _ready(urls[name])]
     if missing:
         pytest.fail(f"{' and '.join(missing)} not reachable: run `teambot services up` first", pytrace=False)
     return settings
+
+
+@pytest.fixture(scope="session")
+def weaviate(settings: Settings) -> Settings:
+    """Settings, once the real Weaviate answers (indexing and search tests need no model)."""
+    return _require(settings, "Weaviate")
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Settings:
+    return _require(settings, "Weaviate", "Ollama")
 
 
 @dataclass
@@ -65,12 +71,9 @@ def unique_collection(prefix: str) -> str:
 
 
 def drop_collection(settings: Settings, name: str) -> None:
-    from pipeline.stores import document_store, forget_store
+    from bench.harness import drop_collections
 
-    try:
-        document_store(settings, name).client.collections.delete(name)
-    finally:
-        forget_store(settings, name)
+    drop_collections(settings, [name])
 
 
 @pytest.fixture(scope="session")

@@ -284,69 +284,86 @@ def test_flaky_model_is_retried_then_a_dead_one_is_left_alone_until_its_cool_dow
 # ---------------------------------------------------------------------- interrupted ingest
 
 
-PAGES = 24
+def _objects(settings, collection: str) -> int:
+    from pipeline.stores import admin_client
 
-
-def _handbook_pages(folder: Path, count: int) -> None:
-    topics = ["expenses", "travel", "laptops", "on-call", "deploys", "holidays", "benefits", "security"]
-    for n in range(count):
-        topic = topics[n % len(topics)]
-        body = "\n\n".join(
-            f"## Rule {k}\n\n" + " ".join(
-                f"For {topic} case {n}-{k}, step {w} requires form {n * 100 + k * 10 + w} and approval."
-                for w in range(6)
-            )
-            for k in range(4)
-        )
-        (folder / f"{topic}-{n:03d}.md").write_text(f"# {topic.title()} policy {n}\n\n{body}\n")
-
-
-def _chunk_ids(settings, collection: str) -> list[str]:
-    from pipeline.stores import document_store
-
-    return sorted(d.id for d in document_store(settings, collection).filter_documents())
-
-
-def _sources(settings, collection: str) -> set[str]:
-    from pipeline.stores import document_store
-
-    return {d.meta["source"] for d in document_store(settings, collection).filter_documents()}
-
-
-@pytest.mark.services
-def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_clean_one(servers, tmp_path):
-    from pipeline.indexing import Indexer
-    from pipeline.stores import document_store
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    _handbook_pages(docs, PAGES)
-    env = {
-        **os.environ, "TEAMBOT_WEAVIATE_URL": servers.weaviate_url,
-        "TEAMBOT_WEAVIATE_GRPC_PORT": str(servers.weaviate_grpc_port), "TEAMBOT_DATA_DIR": str(servers.data_dir),
-    }
-    command = [sys.executable, "-m", "teambot.cli", "ingest", str(docs), "-c", "FaultIngestKilled", "--no-progress"]
-    killed = document_store(servers, "FaultIngestKilled")
-
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = admin_client(settings)
     try:
-        deadline = time.monotonic() + 180
-        while killed.count_documents() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        if not client.collections.exists(collection):
+            return 0
+        return client.collections.use(collection).aggregate.over_all(total_count=True).total_count
+    finally:
+        client.close()
+
+
+def _kill_when(proc: subprocess.Popen, ready, limit: float = 240) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds (or at the limit)."""
+    try:
+        deadline = time.monotonic() + limit
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
-    assert 0 < len(_sources(servers, "FaultIngestKilled")) < PAGES  # really half-way
+
+
+@pytest.mark.services
+def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_clean_one(servers, tmp_path):
+    """Killed with SIGKILL mid-write, a plain ingest and then a rebuild: the next run leaves every file
+    of a realistic tree with exactly its own chunks, the same chunks a clean run makes."""
+    from pipeline import collection_aliases
+    from pipeline.indexing import FLUSH_CHUNKS, Indexer
+    from pipeline.stores import admin_client
+    from tests.doc_trees import BIG, TRICKY, assert_mirrors, chunks_by_source, write
+
+    docs = tmp_path / "docs"
+    versions = dict.fromkeys([*TRICKY, BIG], 0)
+    write(docs, versions, big_sections=FLUSH_CHUNKS + 40)
+    env = {
+        **os.environ, "TEAMBOT_WEAVIATE_URL": servers.weaviate_url,
+        "TEAMBOT_WEAVIATE_GRPC_PORT": str(servers.weaviate_grpc_port), "TEAMBOT_DATA_DIR": str(servers.data_dir),
+    }
+    command = [sys.executable, "-m", "teambot.cli", "ingest", str(docs), "-c", "FaultIngestKilled", "--no-progress"]
+
+    def ids(collection: str) -> list[str]:
+        return sorted(c["_original_id"] for cs in chunks_by_source(servers, collection).values() for c in cs)
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _kill_when(proc, lambda: _objects(servers, "FaultIngestKilled") > 0)
+    assert 0 < len(chunks_by_source(servers, "FaultIngestKilled")) < len(versions)  # really half-way
 
     rerun = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     clean = Indexer(servers, "FaultIngestClean").ingest([docs])  # meanwhile, the reference
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
-    assert len(clean.indexed) == PAGES and not clean.skipped
-    after_rerun, after_clean = _chunk_ids(servers, "FaultIngestKilled"), _chunk_ids(servers, "FaultIngestClean")
+    assert len(clean.indexed) == len(versions) and not clean.skipped
+    after_rerun = ids("FaultIngestKilled")
     assert len(after_rerun) == len(set(after_rerun))  # no duplicates
-    assert after_rerun == after_clean  # same chunks: nothing missing, no orphans
+    assert after_rerun == ids("FaultIngestClean")  # same chunks: nothing missing, no orphans
+    assert_mirrors(servers, "FaultIngestKilled", docs, versions)
+
+    # A rebuild killed half-way: the alias never moved, and the next rebuild drops the leftover.
+    client = admin_client(servers)
+    try:
+        before = collection_aliases.inspect(client, "FaultIngestKilled")
+
+        def leftover() -> list[str]:
+            return [n for n in client.collections.list_all(simple=True)
+                    if n.startswith("FaultIngestKilled_") and n != before.target]
+
+        proc = subprocess.Popen([*command, "--rebuild"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _kill_when(proc, lambda: any(_objects(servers, n) for n in leftover()))
+        assert collection_aliases.inspect(client, "FaultIngestKilled").target == before.target
+        assert ids("FaultIngestKilled") == after_rerun  # still answering from the old index, whole
+        [abandoned] = leftover()
+        rebuilt = subprocess.run([*command, "--rebuild"], env=env, capture_output=True, text=True, timeout=300)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+        assert abandoned not in client.collections.list_all(simple=True) and len(leftover()) == 1
+        assert ids("FaultIngestKilled") == after_rerun
+        assert_mirrors(servers, "FaultIngestKilled", docs, versions)
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------------- feedback durability
