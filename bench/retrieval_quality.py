@@ -1,95 +1,195 @@
-"""Retrieval quality on the sample handbook: recall@3 and abstention accuracy per setting.
+"""Retrieval and answer quality on a real documentation set and on the sample handbook.
 
-    python -m bench.retrieval_quality [--grid]
+    python -m bench.retrieval_quality [--corpus postgresql|handbook] [--grid] [--answers]
 
-Ingests examples/handbook into a scratch collection for each chunking setting, asks the
-questions of bench/qa_set.json (answerable ones name the file that holds the answer), and
-reports recall@3 for each hybrid alpha and the abstention accuracy of the relevance gate at
-its configured threshold (answerable questions must pass it, unanswerable ones must not).
-Needs the real Weaviate (`teambot services up`); Ollama is not used.
+`postgresql`: the 218 reference pages (SQL commands and client/server programs) of PostgreSQL 15
+from Debian's `postgresql-doc-15` package, with bench/corpora/postgresql_qa.json: 67 questions a
+colleague would ask, each with the page that answers it (checked by hand) and the strings a
+correct answer contains, and 18 questions the pages cannot answer. `handbook`: examples/handbook
+with bench/qa_set.json.
+
+For each chunking the corpus is ingested into a scratch collection; for each hybrid alpha (and
+BM25 field weighting) every question is searched once for its top 10 chunks. Reported:
+recall@1 / @5 / @top_k (a chunk of the right page among the first k), MRR over the top 10, and
+the abstention accuracy of the relevance gate at each threshold (answerable questions pass it,
+unanswerable ones do not). `--answers` also asks the dev model through `AnswerService.ask` at
+the configured settings and scores the answers: the key fact present for answerable questions,
+an abstention for unanswerable ones. Needs the real Weaviate (and Ollama for --answers).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import uuid
+import time
 from pathlib import Path
 
+from bench.harness import RESULTS, ROOT, drop_collections, load, scratch_name, table, write_result
+from pipeline import stores
 from pipeline.indexing import Indexer
 from pipeline.querying import AnswerService
-from pipeline.stores import document_store, forget_store
-from teambot.settings import load_settings
+from teambot.settings import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-QA = json.loads((ROOT / "bench" / "qa_set.json").read_text())
-HANDBOOK = ROOT / "examples" / "handbook"
+POSTGRESQL_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+TOP = 10  # chunks retrieved per question for the ranking metrics
+BM25_WEIGHTINGS = {"content only": ["content"], "title^2,section^2": ["content", "title^2", "section^2"]}
 
 
-def evaluate(chunk_words: int, overlap: int, alphas: list[float], thresholds: list[float]) -> list[dict]:
-    base = load_settings()
-    collection = f"Bench_{uuid.uuid4().hex[:8]}"
-    results = []
+def corpus(name: str) -> tuple[list[Path], list[dict], list[str]]:
+    """(files to ingest, answerable questions as {q, file, expect}, unanswerable questions)."""
+    if name == "handbook":
+        qa = json.loads((ROOT / "bench" / "qa_set.json").read_text())
+        answerable = [{"q": q, "file": f, "expect": []} for q, f in qa["answerable"]]
+        return [ROOT / "examples" / "handbook"], answerable, qa["unanswerable"]
+    if not POSTGRESQL_DOCS.is_dir():
+        raise SystemExit("the PostgreSQL corpus is Debian's documentation package: apt-get install postgresql-doc-15")
+    qa = json.loads((ROOT / "bench" / "corpora" / "postgresql_qa.json").read_text())
+    pages = sorted([*POSTGRESQL_DOCS.glob("sql-*.html"), *POSTGRESQL_DOCS.glob("app-*.html")])
+    return pages, qa["answerable"], qa["unanswerable"]
+
+
+def _rank(docs, gold: str) -> int | None:
+    """1-based rank of the first chunk from the gold file, or None."""
+    return next((i for i, d in enumerate(docs, 1) if Path(d.meta["source"]).name == gold), None)
+
+
+def search_all(settings: Settings, collection: str, answerable: list[dict], unanswerable: list[str]) -> dict:
+    """Every question's top chunks (no gate) and its best cosine similarity."""
+    service = AnswerService(settings.model_copy(update={"top_k": TOP, "min_similarity": -1.0}))
     try:
-        settings = base.model_copy(update={"chunk_words": chunk_words, "chunk_overlap": overlap, "top_k": 3})
-        Indexer(settings, collection).ingest([HANDBOOK])
-        for alpha in alphas:
-            for threshold in thresholds:
-                tuned = settings.model_copy(update={"alpha": alpha, "min_similarity": threshold})
-                service = AnswerService(tuned)
-                hits = passed = 0
-                misses, leaks = [], []
-                for question, expected in QA["answerable"]:
-                    docs, _, _ = service.retrieve(question, collection)
-                    passed += bool(docs)
-                    found = expected in [Path(d.meta["source"]).name for d in docs[:3]]
-                    hits += found
-                    if not found:
-                        misses.append(question)
-                refused = 0
-                for question in QA["unanswerable"]:
-                    docs, _, _ = service.retrieve(question, collection)
-                    refused += not docs
-                    if docs:
-                        leaks.append(question)
-                service.close()
-                n_pos, n_neg = len(QA["answerable"]), len(QA["unanswerable"])
-                results.append({
-                    "chunk_words": chunk_words, "overlap": overlap, "alpha": alpha, "min_similarity": threshold,
-                    "recall@3": hits / n_pos, "abstention_accuracy": (passed + refused) / (n_pos + n_neg),
-                    "false_abstentions": n_pos - passed, "missed_abstentions": n_neg - refused,
-                    "not_in_top3": misses, "not_abstained": leaks,
-                })
+        ranks, best_pos, best_neg, started = [], [], [], time.perf_counter()
+        for item in answerable:
+            docs, sims, _ = service.retrieve(item["q"], collection)
+            ranks.append(_rank(docs, item["file"]))
+            best_pos.append(max(sims, default=-1.0))
+        for question in unanswerable:
+            _, sims, _ = service.retrieve(question, collection)
+            best_neg.append(max(sims, default=-1.0))
+        seconds = time.perf_counter() - started
     finally:
-        document_store(base, collection).client.collections.delete(collection)
-        forget_store(base, collection)
-    return results
+        service.close()
+    return {"ranks": ranks, "best_pos": best_pos, "best_neg": best_neg,
+            "ms_per_search": 1000 * seconds / (len(answerable) + len(unanswerable))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", action="store_true", help="Try several chunk sizes, alphas and thresholds.")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval_quality.json")
-    args = parser.parse_args()
-    settings = load_settings()
-    if args.grid:
-        chunkings = [(60, 15), (120, 30), (200, 40)]
-        alphas = [0.25, 0.5, 0.75]
-        thresholds = [0.25, 0.3, 0.35, 0.4]
-    else:
-        chunkings = [(settings.chunk_words, settings.chunk_overlap)]
-        alphas = [settings.alpha]
-        thresholds = [settings.min_similarity]
-    rows = [row for words, overlap in chunkings for row in evaluate(words, overlap, alphas, thresholds)]
-    print(f"{'words':>5} {'overlap':>7} {'alpha':>5} {'gate':>5} {'recall@3':>8} {'abstain acc':>11} {'false abst':>10} {'missed abst':>11}")
-    for r in rows:
-        print(
-            f"{r['chunk_words']:>5} {r['overlap']:>7} {r['alpha']:>5} {r['min_similarity']:>5} "
-            f"{r['recall@3']:>8.3f} {r['abstention_accuracy']:>11.3f} {r['false_abstentions']:>10} {r['missed_abstentions']:>11}"
+def score(found: dict, answerable: list[dict], top_k: int, threshold: float) -> dict:
+    ranks = found["ranks"]
+    n = len(ranks)
+    passed = sum(s >= threshold for s in found["best_pos"])
+    refused = sum(s < threshold for s in found["best_neg"])
+    return {
+        "recall@1": sum(r == 1 for r in ranks if r) / n,
+        "recall@5": sum(r <= 5 for r in ranks if r) / n,
+        f"recall@{top_k}": sum(r <= top_k for r in ranks if r) / n,
+        "mrr": sum(1 / r for r in ranks if r) / n,
+        "abstention_accuracy": (passed + refused) / (n + len(found["best_neg"])),
+        "false_abstentions": n - passed, "missed_abstentions": len(found["best_neg"]) - refused,
+        "misses@5": [answerable[i]["q"] for i, r in enumerate(ranks) if not r or r > 5],
+    }
+
+
+def answers(settings: Settings, collection: str, answerable: list[dict], unanswerable: list[str]) -> dict:
+    """The dev model's answers at `settings`: key fact present, abstentions where there is no answer."""
+    service = AnswerService(settings)
+    rows, started = [], time.perf_counter()
+    try:
+        for item in answerable:
+            answer = service.ask(item["q"], collection=collection)
+            correct = not answer.abstained and any(e.lower() in answer.text.lower() for e in item["expect"])
+            cited = item["file"] in {Path(s.path).name for s in answer.sources}
+            rows.append({"q": item["q"], "answer": answer.text, "correct": correct, "cites_gold": cited,
+                         "abstained": answer.abstained})
+        abstained = []
+        for question in unanswerable:
+            answer = service.ask(question, collection=collection)
+            abstained.append(answer.abstained)
+            rows.append({"q": question, "answer": answer.text, "abstained": answer.abstained, "unanswerable": True})
+    finally:
+        service.close()
+    n = len(answerable)
+    return {
+        "answer_correct": sum(r["correct"] for r in rows[:n]) / n,
+        "answer_cites_gold": sum(r["cites_gold"] for r in rows[:n]) / n,
+        "answer_false_abstentions": sum(r["abstained"] for r in rows[:n]),
+        "unanswerable_abstained": sum(abstained) / len(abstained),
+        "seconds": time.perf_counter() - started, "rows": rows,
+    }
+
+
+def _indexer(settings: Settings, collection: str, html: str) -> Indexer:
+    indexer = Indexer(settings, collection)
+    if html == "trafilatura":  # what teambot used before its section-aware converter, for comparison
+        from haystack.components.converters import HTMLToDocument
+
+        indexer._converters["html"] = HTMLToDocument(
+            extraction_kwargs={"output_format": "markdown", "include_formatting": True}
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2))
-    print(f"wrote {args.out}")
+    return indexer
+
+
+def run(corpus_name: str, grid: bool, with_answers: bool, html: str = "sections") -> dict:
+    base = load_settings()
+    files, answerable, unanswerable = corpus(corpus_name)
+    if grid:
+        chunkings, alphas, weightings = [(80, 20), (120, 30), (200, 40)], [0.25, 0.5, 0.75], list(BM25_WEIGHTINGS)
+        thresholds = [0.2, 0.25, 0.3, 0.35, 0.4]
+    else:
+        chunkings, alphas = [(base.chunk_words, base.chunk_overlap)], [base.alpha]
+        weightings, thresholds = ["content only"], [base.min_similarity]
+    rows, created, answered = [], [], None
+    default_bm25 = stores.BM25_PROPERTIES
+    try:
+        for words, overlap in chunkings:
+            settings = base.model_copy(update={"chunk_words": words, "chunk_overlap": overlap})
+            collection = scratch_name("Quality")
+            created.append(collection)
+            report = _indexer(settings, collection, html).ingest(files)
+            print(f"{corpus_name}: {words}/{overlap} words → {report.chunks_written} chunks in {report.seconds:.0f}s",
+                  flush=True)
+            for weighting in weightings:
+                stores.BM25_PROPERTIES = BM25_WEIGHTINGS[weighting]
+                for alpha in alphas:
+                    found = search_all(settings.model_copy(update={"alpha": alpha}), collection, answerable, unanswerable)
+                    for threshold in thresholds:
+                        rows.append({"chunk_words": words, "overlap": overlap, "bm25": weighting, "alpha": alpha,
+                                     "min_similarity": threshold, "chunks": report.chunks_written,
+                                     "ms_per_search": found["ms_per_search"],
+                                     **score(found, answerable, base.top_k, threshold)})
+            stores.BM25_PROPERTIES = default_bm25
+            if with_answers and (words, overlap) == (base.chunk_words, base.chunk_overlap):
+                answered = answers(base, collection, answerable, unanswerable)
+    finally:
+        stores.BM25_PROPERTIES = default_bm25
+        drop_collections(base, created)
+    return {"corpus": corpus_name, "html_converter": html, "files": len(files), "answerable": len(answerable),
+            "unanswerable": len(unanswerable), "top_k": base.top_k, "rows": rows, "answers": answered, "load": load()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=["postgresql", "handbook"], default="postgresql")
+    parser.add_argument("--grid", action="store_true", help="Try several chunk sizes, alphas, BM25 weightings, gates.")
+    parser.add_argument("--answers", action="store_true", help="Also score the dev model's answers (needs Ollama).")
+    parser.add_argument("--html", choices=["sections", "trafilatura"], default="sections",
+                        help="HTML converter: teambot's section-aware one, or the trafilatura one it replaced.")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    result = run(args.corpus, args.grid, args.answers, args.html)
+    k = result["top_k"]
+    print(table(
+        ["words", "bm25", "alpha", "gate", "R@1", "R@5", f"R@{k}", "MRR", "abstain acc", "false abst", "missed abst"],
+        [[r["chunk_words"], r["bm25"], r["alpha"], r["min_similarity"], r["recall@1"], r["recall@5"],
+          r[f"recall@{k}"], r["mrr"], r["abstention_accuracy"], r["false_abstentions"], r["missed_abstentions"]]
+         for r in result["rows"]],
+    ))
+    if result["answers"]:
+        a = result["answers"]
+        print(f"answers ({result['answerable']} answerable, {result['unanswerable']} not): key fact present "
+              f"{a['answer_correct']:.3f}, gold page cited {a['answer_cites_gold']:.3f}, false abstentions "
+              f"{a['answer_false_abstentions']}, unanswerable abstained {a['unanswerable_abstained']:.3f}")
+    name = f"retrieval_quality_{args.corpus}" + ("_trafilatura" if args.html == "trafilatura" else "")
+    write_result(name, result, args.out or RESULTS / f"{name}.json")
+    return result
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from bench import answer_overhead, bot_load, ingest_throughput, retrieval_latency, training_throughput
+from bench import answer_overhead, bot_load, ingest_throughput, retrieval_latency, retrieval_quality, training_throughput
 from bench.harness import raw_client
 
 pytestmark = pytest.mark.services
@@ -45,11 +45,20 @@ def _positive(*values: float) -> bool:
 
 
 def test_ingest_throughput_compares_the_same_chunks(scratch_collections, tmp_path, capsys):
-    record, printed = _ran(ingest_throughput.main, ["--docs", "3", "--repeats", "1"], tmp_path, capsys)
-    assert "ours (Indexer.ingest)" in printed and "chunks/s" in printed
+    record, printed = _ran(ingest_throughput.main, ["--docs", "3", "--repeats", "1", "--changed", "1"], tmp_path, capsys)
+    assert "ours (Indexer.ingest)" in printed and "chunks/s" in printed and "1 files edited" in printed
     assert record["chunks"] > 3  # generated pages split into several chunks each
     assert record["objects_written"] == {"ours": [record["chunks"]], "raw": [record["chunks"]]}
-    assert _positive(record["ours_chunks_per_s"], record["raw_chunks_per_s"], record["ratio_time"])
+    assert _positive(record["ours_chunks_per_s"], record["raw_chunks_per_s"], record["ratio_time"],
+                     record["ratio_incremental"])
+
+
+def test_retrieval_quality_scores_the_handbook(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(retrieval_quality.main, ["--corpus", "handbook"], tmp_path, capsys)
+    [row] = record["rows"]
+    assert "R@5" in printed and record["answerable"] == 27 and record["unanswerable"] == 10
+    # The handbook's pages are found, and the gate stops most of what they cannot answer.
+    assert row["recall@5"] >= 0.95 and row["mrr"] >= 0.85 and row["abstention_accuracy"] >= 0.85
 
 
 def test_retrieval_latency_finds_what_the_raw_query_finds(scratch_collections, tmp_path, capsys):

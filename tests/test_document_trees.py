@@ -240,3 +240,68 @@ def test_an_old_collection_is_repaired_and_rebuilt_while_questions_are_answered(
         client.close()
         service.close()
         drop_collection(weaviate, collection)
+
+
+# ---------------------------------------------------------------------- sources as links
+
+
+def test_sources_link_to_their_section_and_the_address_is_kept_per_folder(weaviate, tmp_path):
+    from typer.testing import CliRunner
+
+    from teambot.cli import app
+
+    docs = tmp_path / "hand book"
+    shutil.copytree(HANDBOOK, docs)
+    (docs / "runbooks").mkdir()
+    (docs / "runbooks" / "db failover.md").write_text(
+        "# Database failover\n\n## Promote the replica\n\nRun `pgctl promote` on the replica host within five minutes.\n"
+    )
+    (docs / "release.html").write_text(
+        '<html><head><title>Release train</title><link rel="canonical" href="https://intranet.example.com/release">'
+        '</head><body><nav>Home | Teams</nav><h1>Release train</h1><h2 id="cutoff">Cut-off</h2>'
+        "<p>The release train leaves every Tuesday at 14:00; merge before noon.</p></body></html>"
+    )
+    collection = unique_collection("Links")
+    base = "https://git.example.com/acme/handbook/blob/main"
+    runner = CliRunner()
+
+    def ingest(*extra: str) -> str:
+        result = runner.invoke(app, ["ingest", str(docs), "-c", collection, "--no-progress", *extra],
+                               env={"TEAMBOT_DATA_DIR": str(weaviate.data_dir)})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def urls() -> dict[str, set[str]]:
+        from pipeline.stores import admin_client
+
+        client = admin_client(weaviate)
+        try:
+            out: dict[str, set[str]] = {}
+            for obj in client.collections.use(collection).iterator(return_properties=["source", "url", "section"]):
+                out.setdefault(Path(obj.properties["source"]).name, set()).add(obj.properties["url"])
+            return out
+        finally:
+            client.close()
+
+    try:
+        assert "10 indexed" in ingest("--url-base", base)
+        links = urls()
+        assert links["db failover.md"] == {f"{base}/runbooks/db%20failover.md#promote-the-replica"}
+        assert f"{base}/time-off.md#vacation-and-time-off" in links["time-off.md"]
+        assert all(u.startswith(f"{base}/benefits.pdf#page=") for u in links["benefits.pdf"])
+        assert links["release.html"] == {"https://intranet.example.com/release#cutoff"}  # its canonical link wins
+        assert {u.split("#")[0] for u in links["office.txt"]} == {f"{base}/office.txt"}
+
+        assert "0 indexed, 10 unchanged" in ingest()  # the address is kept for the folder
+        assert urls() == links
+        moved = "https://docs.example.com/handbook"
+        assert "10 indexed" in ingest("--url-base", moved)  # a new address re-links every file
+        assert all(u.startswith((moved, "https://intranet.example.com/")) for us in urls().values() for u in us)
+
+        other = tmp_path / "other"
+        other.mkdir()
+        refused = runner.invoke(app, ["ingest", str(docs), str(other), "-c", collection, "--url-base", moved],
+                                env={"TEAMBOT_DATA_DIR": str(weaviate.data_dir)})
+        assert refused.exit_code == 2 and "one folder" in refused.output
+    finally:
+        drop_collection(weaviate, collection)
