@@ -1,9 +1,10 @@
 # The two commands of the README: `make demo` and `make test`.
-VENV ?= $(HOME)/.cache/teambot/venv-$(shell sha256sum pyproject.toml | cut -c1-12)
+# The virtualenv lives outside the clone, one per locked set of dependencies.
+VENV ?= $(HOME)/.cache/teambot/venv-$(shell cat pyproject.toml uv.lock | sha256sum | cut -c1-12)
 TEAMBOT = $(VENV)/bin/teambot
 QUESTION ?= How many days of paid vacation do full-time employees get?
 
-.PHONY: bootstrap services demo test down
+.PHONY: bootstrap services demo test test-quick venv down
 
 bootstrap:
 	@bash scripts/bootstrap.sh "$(VENV)"
@@ -17,6 +18,13 @@ demo: services
 
 test: services
 	$(VENV)/bin/pytest
+
+# The tests that need no server (no Weaviate, Ollama or PostgreSQL): seconds, not minutes.
+test-quick: bootstrap
+	$(VENV)/bin/pytest -m "not services"
+
+venv:
+	@echo $(VENV)
 
 down:
 	$(TEAMBOT) services down

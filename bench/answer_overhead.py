@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.harness import ROOT, alternate, drop_collections, load, median, ratio, scratch_name, table, write_result
 from pipeline.indexing import Indexer
 from pipeline.querying import AnswerService
-from teambot.settings import load_settings
+from core.settings import load_settings
 
 HANDBOOK = ROOT / "examples" / "handbook"
 QUESTION = "How many days of paid vacation do full-time employees get?"  # a one-sentence answer
@@ -42,7 +42,7 @@ def run(repeats: int, tokens: int, question: str) -> dict:
         if first.abstained or not first.prompt:
             raise RuntimeError(f"the fixed question was not answered from the handbook: {first.text!r}")
         # Settings carry no seed; the generator's options are the place for it.
-        service.generation_pipeline(first.model).get_component("llm").generation_kwargs["seed"] = SEED
+        service.chat_generator(first.model).generation_kwargs["seed"] = SEED
         client = ollama.Client(host=settings.ollama_url, timeout=settings.generation_timeout)
 
         def ours() -> dict:

@@ -169,10 +169,10 @@ def ours_round(standin, settings, service, store, count: int, channel: str, time
 
 
 def run(count: int, tokens: int, timeout: float) -> dict:
-    from pipeline.feedback_store import FeedbackStore
+    from feedback.store import FeedbackStore
     from pipeline.indexing import Indexer
     from pipeline.querying import AnswerService
-    from teambot.settings import load_settings
+    from core.settings import load_settings
 
     name = scratch_name("BotLoad")
     with tempfile.TemporaryDirectory(prefix="teambot-bench-") as tmp:

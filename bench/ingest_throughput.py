@@ -29,7 +29,7 @@ from bench.harness import (
 from bench.retrieval_quality import POSTGRESQL_DOCS
 from pipeline.indexing import EMBED_BATCH, WRITE_BATCH, Indexer, _sha256
 from pipeline.stores import embedder_path
-from teambot.settings import load_settings
+from core.settings import load_settings
 
 
 def our_chunks(indexer: Indexer, paths: list[Path]) -> list:

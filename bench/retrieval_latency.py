@@ -27,7 +27,7 @@ from bench.harness import (
 from pipeline.indexing import Indexer
 from pipeline.querying import AnswerService
 from pipeline.stores import embedder_path
-from teambot.settings import load_settings
+from core.settings import load_settings
 
 HANDBOOK = ROOT / "examples" / "handbook"
 QA = json.loads((ROOT / "bench" / "qa_set.json").read_text())

@@ -119,7 +119,7 @@ def worker(which: str, data: Path, steps: int, batch_size: int, max_length: int,
     import torch
     from transformers import set_seed
 
-    from teambot.settings import load_settings
+    from core.settings import load_settings
     from training.bases import resolve_base
 
     settings = load_settings()

@@ -8,29 +8,38 @@ a small function here or in `bots.discord_feedback`.
 Conversations: a thread is one conversation. Outside threads, a question starts a new
 conversation keyed by its message id (which is also the id of the thread Discord creates
 from it when `discord_reply_in_thread` is on), and replying to one of the bot's answers
-continues that answer's conversation. Earlier turns come from `FeedbackStore.thread_history`.
+continues that answer's conversation. The answering itself is the shared conversation core's
+(`bots.conversation`): it runs on the core's own threads, never on the event loop or its default
+executor, and reaches Discord back through `DiscordReply`.
+
+Slash commands are synced with Discord only when their definition changed since the last sync
+(or by `teambot discord sync`): syncing on every start runs into Discord's daily limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
-from dataclasses import dataclass
+from pathlib import Path
 
 import discord
 from discord import app_commands
 
+from bots.conversation import Conversations, Question
 from bots.discord_feedback import PLATFORM, VoteButton, record_reaction, retract_reaction, vote_view
 from bots.discord_reply import ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks
-from bots.ratelimit import RateLimiter
-from pipeline.errors import InvalidQuestion, TeambotError
-from pipeline.feedback_store import FeedbackStore
-from teambot.settings import Settings, secret_value
+from core.answer import Answer
+from core.settings import Settings, secret_value
+from feedback.store import FeedbackStore
 
 log = logging.getLogger(__name__)
 
 THREAD_NAME_LIMIT = 100  # Discord's limit on thread names
+REPLY_TIMEOUT = 120.0  # seconds a pool thread waits for a reply to be posted on the event loop
+COMMANDS_STATE = "discord_commands.json"
 
 
 def bot_intents() -> discord.Intents:
@@ -43,20 +52,11 @@ def bot_intents() -> discord.Intents:
     return intents
 
 
-@dataclass(frozen=True)
-class Conversation:
-    """Where a question was asked, as the feedback store and collection mapping see it."""
-
-    question: str
-    user_id: int
-    guild_id: int | None
-    channel_id: int  # the parent channel for threads
-    thread_key: str  # thread id, or the message/interaction id that started the conversation
-    collection: str
-
-
 class TeambotDiscord(discord.Client):
-    def __init__(self, settings: Settings, service, store: FeedbackStore, **options) -> None:
+    def __init__(
+        self, settings: Settings, service, store: FeedbackStore, *, conversations: Conversations | None = None,
+        **options,
+    ) -> None:
         super().__init__(
             intents=bot_intents(),
             # An answer quoting "@everyone" or a role must never ping anyone; the asker may be.
@@ -66,19 +66,19 @@ class TeambotDiscord(discord.Client):
         self.settings = settings
         self.service = service  # pipeline.querying.AnswerService
         self.store = store
-        self.limiter = RateLimiter.from_settings(settings)
+        self.conversations = conversations or Conversations(settings, service, store)
+        self.force_sync = False  # `teambot discord sync`: sync the slash commands even if unchanged
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_ask_command())
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(VoteButton)  # 👍/👎 on answers posted before this process started
-        guild_id = self.settings.discord_dev_guild
-        if guild_id:
-            guild = discord.Object(id=guild_id)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)  # instant, for development
-        else:
-            await self.tree.sync()  # global; Discord may take a while to show it everywhere
+        await sync_commands(self, force=self.force_sync)
+
+    async def close(self) -> None:
+        # Answers in progress finish first: they post through this client's HTTP session.
+        await asyncio.to_thread(self.conversations.close)
+        await super().close()
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s in %d guild(s)", self.user, len(self.guilds))
@@ -107,10 +107,12 @@ async def _replied_answer_thread(client: TeambotDiscord, message: discord.Messag
     ref = message.reference
     if ref is None or ref.message_id is None:
         return None
-    answer_id = await asyncio.to_thread(client.store.answer_for_message, PLATFORM, str(ref.message_id))
-    if answer_id is None:
+    try:
+        answer_id = await asyncio.to_thread(client.store.answer_for_message, PLATFORM, str(ref.message_id))
+        record = await asyncio.to_thread(client.store.get_answer, answer_id) if answer_id else None
+    except Exception:  # noqa: BLE001 - the question is still answered, as a new conversation
+        log.exception("could not look up the answer message %s replies to", message.id)
         return None
-    record = await asyncio.to_thread(client.store.get_answer, answer_id)
     return record.thread if record is not None else None
 
 
@@ -141,18 +143,24 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
         channel_id = channel.id
         thread_key = await _replied_answer_thread(client, message) or str(message.id)
     guild_id = message.guild.id if message.guild else None
-    conversation = Conversation(
-        question=question, user_id=message.author.id, guild_id=guild_id, channel_id=channel_id,
-        thread_key=thread_key,
-        collection=client.settings.collection_for(channel.id, channel_id, guild_id),
-    )
-
+    conversation = _question(client, question, message.author.id, guild_id, channel.id, channel_id, thread_key)
     target: ReplyTarget = ChannelReply(channel, reference=message)
     if question and client.settings.discord_reply_in_thread and isinstance(channel, discord.TextChannel):
         thread = await _start_thread(message, question)
         if thread is not None:  # else answer inline: lacking the permission is no reason to stay silent
             target = ChannelReply(thread)
-    await answer_question(client, conversation, target)
+    await ask(client, conversation, target)
+
+
+def _question(
+    client: TeambotDiscord, text: str, user_id: int, guild_id: int | None, channel_id: int, parent_id: int,
+    thread_key: str,
+) -> Question:
+    return Question(
+        platform=PLATFORM, text=text, user=str(user_id), workspace=str(guild_id) if guild_id else None,
+        channel=str(parent_id), thread=thread_key,
+        collection=client.settings.collection_for(channel_id, parent_id, guild_id),
+    )
 
 
 async def _start_thread(message: discord.Message, question: str) -> discord.Thread | None:
@@ -183,12 +191,11 @@ async def handle_ask(client: TeambotDiscord, interaction: discord.Interaction, q
         channel_id, thread_key = channel.parent_id, str(channel.id)
     else:
         thread_key = str(interaction.id)
-    conversation = Conversation(
-        question=question.strip(), user_id=interaction.user.id, guild_id=interaction.guild_id,
-        channel_id=channel_id, thread_key=thread_key,
-        collection=client.settings.collection_for(interaction.channel_id, channel_id, interaction.guild_id),
+    conversation = _question(
+        client, question, interaction.user.id, interaction.guild_id, interaction.channel_id or 0, channel_id,
+        thread_key,
     )
-    await answer_question(client, conversation, InteractionReply(interaction), quote_question=True)
+    await ask(client, conversation, InteractionReply(interaction), quote_question=True)
 
 
 # ---------------------------------------------------------------- answering
@@ -200,70 +207,60 @@ def _quote(question: str, limit: int = 200) -> str:
     return f"> {discord.utils.escape_markdown(text)}\n"
 
 
-async def answer_question(
-    client: TeambotDiscord, conversation: Conversation, target: ReplyTarget, *, quote_question: bool = False
-) -> None:
-    """Answer one question into `target`: stream it, post it with sources and votes, record it."""
+async def ask(client: TeambotDiscord, question: Question, target: ReplyTarget, *, quote_question: bool = False) -> None:
+    """Hand a question to the conversation core, which answers it into `target`."""
     try:
+        # At once, on the loop: an interaction not answered within 3 s is dead, however busy the pool.
         await target.begin()
     except discord.HTTPException as exc:
         log.error("could not acknowledge a question: %s", exc)
         return
-    if not conversation.question:
-        await _fail(target, InvalidQuestion().user_message)
-        return
-    if limited := client.limiter.check(conversation.user_id, conversation.channel_id):
-        await _fail(target, limited)
-        return
+    prefix = _quote(question.text) if quote_question else ""
+    reply = DiscordReply(target, StreamingEditor(target), prefix, asyncio.get_running_loop())
+    if refusal := client.conversations.submit(question, reply):
+        await _fail(target, refusal.text)
 
-    editor = StreamingEditor(target)
-    store, settings = client.store, client.settings
-    try:
-        history = await asyncio.to_thread(
-            store.thread_history, PLATFORM, str(conversation.channel_id), conversation.thread_key,
-            settings.history_turns,
-        )
-        result = await asyncio.to_thread(
-            client.service.ask, conversation.question, collection=conversation.collection,
-            history=history, on_token=editor.on_token,
-        )
-    except TeambotError as exc:
-        await editor.close()
-        await _fail(target, exc.user_message)
-        return
-    except Exception:
-        log.exception("answering failed")
-        await editor.close()
-        await _fail(target, TeambotError.user_message)
-        return
-    await editor.close()
 
-    # Record before the buttons appear, so that even an instant click finds the answer.
-    try:
-        await asyncio.to_thread(
-            store.record_answer, result, platform=PLATFORM, user_id=str(conversation.user_id),
-            workspace=str(conversation.guild_id) if conversation.guild_id else None,
-            channel=str(conversation.channel_id), thread=conversation.thread_key,
-            message_id=str(target.first_message_id) if target.first_message_id else None,
-        )
-        recorded = True
-    except Exception:  # the answer is still worth showing, only without votes
-        log.exception("could not record answer %s", result.id)
-        recorded = False
-    chunks = answer_chunks(result, prefix=_quote(conversation.question) if quote_question else "")
-    try:
-        message_ids = await target.finish(chunks, vote_view(result.id) if recorded else None)
-    except discord.HTTPException as exc:
-        log.error("could not post answer %s: %s", result.id, exc)
-        await _fail(target, TeambotError.user_message)
-        return
-    if recorded:
-        # A reaction or a reply on any part of a split answer is about that answer.
-        *parts, buttons = (str(i) for i in message_ids)
-        await asyncio.to_thread(store.set_message_id, result.id, buttons, parts=parts)
-    log.info(
-        "answered %s in %.1fs with %d source(s)", result.id, result.timings.get("total", 0.0), len(result.sources)
-    )
+class DiscordReply:
+    """The conversation core's `Reply` for Discord: called on a pool thread, it runs each step on
+    the bot's event loop and waits for it."""
+
+    def __init__(self, target: ReplyTarget, editor: StreamingEditor, prefix: str, loop: asyncio.AbstractEventLoop):
+        self.target, self.editor, self.prefix, self.loop = target, editor, prefix, loop
+
+    @property
+    def message_id(self) -> str | None:
+        first = self.target.first_message_id
+        return str(first) if first else None
+
+    def start(self, question: str) -> None:
+        return None  # begun on the loop already, before the question waited for a thread
+
+    def token(self, delta: str) -> None:
+        self.editor.on_token(delta)
+
+    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
+        return self._on_loop(self._finish(answer, votes))
+
+    def fail(self, text: str) -> None:
+        self._on_loop(self._fail(text))
+
+    async def _finish(self, answer: Answer, votes: bool) -> list[str]:
+        await self.editor.close()
+        chunks = answer_chunks(answer, prefix=self.prefix)
+        return [str(i) for i in await self.target.finish(chunks, vote_view(answer.id) if votes else None)]
+
+    async def _fail(self, text: str) -> None:
+        await self.editor.close()
+        await self.target.fail(text)
+
+    def _on_loop(self, coro):
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout=REPLY_TIMEOUT)
+        except TimeoutError:
+            future.cancel()  # so that an error reply cannot overwrite an answer still being posted
+            raise
 
 
 async def _fail(target: ReplyTarget, text: str) -> None:
@@ -280,15 +277,71 @@ class DiscordSetupError(RuntimeError):
     """The bot cannot start; the message says what to fix."""
 
 
+def commands_signature(tree: app_commands.CommandTree, guild: discord.abc.Snowflake | None) -> str:
+    """A hash of the slash commands as Discord would be told them."""
+    payload = [command.to_dict(tree) for command in tree.get_commands(guild=guild)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+async def sync_commands(client: TeambotDiscord, *, force: bool = False) -> bool:
+    """Sync the slash commands (to the dev guild, instantly, when one is set) if their definition
+    changed since the last sync from this data dir, or if `force`; True if it synced."""
+    guild = discord.Object(id=client.settings.discord_dev_guild) if client.settings.discord_dev_guild else None
+    if guild is not None:
+        client.tree.copy_global_to(guild=guild)
+    scope = str(guild.id) if guild else "global"
+    state_path = Path(client.settings.data_dir) / COMMANDS_STATE
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    signature = commands_signature(client.tree, guild)
+    if not force and state.get(scope) == signature:
+        log.info("slash commands unchanged since the last sync (%s): not synced", scope)
+        return False
+    await client.tree.sync(guild=guild)  # global ones may take a while to show everywhere
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({**state, scope: signature}, indent=2))
+    log.info("slash commands synced (%s)", scope)
+    return True
+
+
+def sync_now(settings: Settings) -> None:
+    """Log in, sync the slash commands whether or not they changed, and log out."""
+    if not secret_value(settings.discord_token):
+        raise DiscordSetupError("TEAMBOT_DISCORD_TOKEN is not set: create a bot at https://discord.com/developers.")
+
+    async def sync() -> None:
+        client = TeambotDiscord(settings, None, None)
+        client.force_sync = True
+        try:
+            await client.login(secret_value(settings.discord_token))  # runs setup_hook, which syncs
+        except discord.LoginFailure:
+            raise DiscordSetupError("Discord rejected TEAMBOT_DISCORD_TOKEN: check the bot token.") from None
+        finally:
+            await client.close()
+
+    asyncio.run(sync())
+
+
 def run_bot(settings: Settings) -> None:
     """Connect to Discord and answer until interrupted."""
     if not secret_value(settings.discord_token):
         raise DiscordSetupError("TEAMBOT_DISCORD_TOKEN is not set: create a bot at https://discord.com/developers.")
+    from bots.health import start_health_listener
     from pipeline.querying import AnswerService
 
-    client = TeambotDiscord(settings, AnswerService(settings), FeedbackStore.from_settings(settings))
+    service = AnswerService(settings)
+    client = TeambotDiscord(settings, service, FeedbackStore.from_settings(settings))
     try:
-        # Logging is set up by the caller (teambot.logging_setup: format, level, secret redaction).
+        start_health_listener(settings, service)
+    except OSError as exc:
+        raise DiscordSetupError(
+            f"cannot listen on {settings.health_host}:{settings.health_port} for /healthz and /metrics "
+            f"({exc.strerror or exc}): set TEAMBOT_HEALTH_PORT to a free port, or 0 to turn the listener off."
+        ) from None
+    try:
+        # Logging is set up by the caller (core.logging_setup: format, level, secret redaction).
         client.run(settings.discord_token.get_secret_value(), log_handler=None)
     except discord.LoginFailure:
         raise DiscordSetupError("Discord rejected TEAMBOT_DISCORD_TOKEN: check the bot token.") from None

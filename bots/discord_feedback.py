@@ -15,7 +15,8 @@ import re
 
 import discord
 
-from pipeline.feedback_store import FeedbackStore, UnknownAnswer
+from core import metrics
+from feedback.store import FeedbackStore, UnknownAnswer
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,19 @@ class ReasonModal(discord.ui.Modal, title="What was wrong with this answer?"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         reason = self.reason.component.value  # type: ignore[attr-defined]
         correction = self.correction.component.value  # type: ignore[attr-defined]
+        # Answered before the database is touched: Discord drops an interaction unanswered after 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         message = await _rate(
             self.store, self.answer_id, interaction.user.id, -1, reason=reason, correction=correction
         )
-        await interaction.response.send_message(message or THANKS_DETAIL, ephemeral=True)
+        await interaction.followup.send(message or THANKS_DETAIL, ephemeral=True)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
         log.exception("feedback modal failed", exc_info=error)
         if not interaction.response.is_done():
             await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+        else:
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
 
 
 async def _rate(
@@ -117,13 +122,21 @@ async def _rate(
 
 
 async def record_vote(interaction: discord.Interaction, answer_id: str, value: int) -> None:
-    """A button click: store the vote first; a 👎 then asks what went wrong."""
+    """A button click. Discord drops an interaction not answered within 3 s, so the click is
+    answered first (a 👎 opens "what went wrong?", a 👍 is deferred) and the vote stored after."""
     store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
-    problem = await _rate(store, answer_id, interaction.user.id, value)
-    if problem is None and value < 0:
-        await interaction.response.send_modal(ReasonModal(store, answer_id))
+    if value < 0:
+        await interaction.response.send_modal(ReasonModal(store, answer_id))  # a modal must be the first response
     else:
-        await interaction.response.send_message(problem or THANKS, ephemeral=True)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    problem = await _rate(store, answer_id, interaction.user.id, value)
+    if problem is None:
+        metrics.observe_vote(PLATFORM, value)
+    if problem is not None or value > 0:
+        try:
+            await interaction.followup.send(problem or THANKS, ephemeral=True)
+        except discord.HTTPException as exc:  # the modal's own submit reports a store still down
+            log.warning("could not tell %s about their vote: %s", interaction.user.id, exc)
 
 
 async def _reaction_vote(
@@ -144,7 +157,10 @@ async def _reaction_vote(
 async def record_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
     """A 👍/👎 reaction on one of the bot's answers; True if it was stored as a vote."""
     vote = await _reaction_vote(store, payload, bot_id)
-    return vote is not None and await _rate(store, vote[0], payload.user_id, vote[1]) is None
+    if vote is None or await _rate(store, vote[0], payload.user_id, vote[1]) is not None:
+        return False
+    metrics.observe_vote(PLATFORM, vote[1])
+    return True
 
 
 async def retract_reaction(store: FeedbackStore, payload: discord.RawReactionActionEvent, *, bot_id: int) -> bool:
@@ -153,9 +169,12 @@ async def retract_reaction(store: FeedbackStore, payload: discord.RawReactionAct
         vote = await _reaction_vote(store, payload, bot_id)
         if vote is None:
             return False
-        return await asyncio.to_thread(
+        retracted = await asyncio.to_thread(
             store.retract, vote[0], platform=PLATFORM, user_id=str(payload.user_id), value=vote[1]
         )
     except Exception:
         log.exception("could not take back a vote on message %s", payload.message_id)
         return False
+    if retracted:
+        metrics.observe_retraction(PLATFORM, vote[1])
+    return retracted

@@ -17,7 +17,7 @@ from typing import Protocol
 import discord
 
 from bots.formatting import split_text
-from pipeline.answer import Answer, Source
+from core.answer import Answer, Source
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ class ChannelReply:
 
     async def _send(self, content: str, view: discord.ui.View | None = None) -> discord.Message:
         kwargs = {"view": view} if view is not None else {}
-        # Only the first message replies to the question; later chunks simply follow it.
-        reference = self.reference if not self.messages else None
+        # Only the first message replies to the question; later chunks simply follow it. A question
+        # deleted meanwhile still gets its answer, just not as a reply.
+        reference = self.reference.to_reference(fail_if_not_exists=False) if self.reference and not self.messages else None
         message = await self.destination.send(content, reference=reference, **kwargs)
         self.messages.append(message)
         await self._stop_typing()

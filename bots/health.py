@@ -1,19 +1,25 @@
-"""`/healthz` and `/metrics` next to the Slack endpoint in HTTP mode.
+"""`/healthz` and `/metrics` of a running bot, on a listener of their own.
 
 `/healthz` asks Weaviate and Ollama whether they are ready (200 when both are, 503 otherwise)
 and reports each server's circuit breaker; container health checks and load balancers poll it.
-It names no URLs or settings: the endpoint is as public as the Slack one.
+`/metrics` is Prometheus text. The listener binds to TEAMBOT_HEALTH_HOST:TEAMBOT_HEALTH_PORT,
+loopback by default, so neither is public next to the Slack events endpoint unless asked for.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from teambot import metrics, services
-from teambot.settings import Settings
+from bots.wsgi import wsgi_server
+from core import metrics, servers
+from core.settings import Settings
+
+log = logging.getLogger("teambot.health")
 
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
@@ -24,8 +30,8 @@ def health_report(settings: Settings, service=None) -> tuple[int, dict]:
     """(HTTP status, report) for the two servers the answers depend on."""
     report: dict[str, object] = {}
     breakers = getattr(service, "breakers", {}) or {}
-    for server in services.SERVICES:
-        entry: dict[str, object] = {"ok": services.is_ready(server, settings, timeout=PROBE_TIMEOUT)}
+    for server in servers.SERVICES:
+        entry: dict[str, object] = {"ok": servers.is_ready(server, settings, timeout=PROBE_TIMEOUT)}
         if server.name in breakers:
             entry["circuit"] = breakers[server.name].state
         report[server.name] = entry
@@ -55,3 +61,22 @@ class HealthRoutes:
             ("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
         ])
         return [body]
+
+
+def _not_found(environ: dict, start_response: Callable) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    return [b"not found\n"]
+
+
+def start_health_listener(settings: Settings, service=None, *, port: int | None = None):
+    """Serve /healthz and /metrics on TEAMBOT_HEALTH_HOST:TEAMBOT_HEALTH_PORT (or `port`; 0 picks a
+    free one) in a daemon thread; the server (`shutdown()` stops it), or None when the setting is 0."""
+    if port is None:
+        if not settings.health_port:
+            return None
+        port = settings.health_port
+    server = wsgi_server(HealthRoutes(_not_found, settings, service), settings.health_host, port)
+    threading.Thread(target=server.serve_forever, name="teambot-health", daemon=True).start()
+    log.info("health and metrics at http://%s:%d%s and %s", settings.health_host, server.server_port,
+             HEALTH_PATH, METRICS_PATH)
+    return server

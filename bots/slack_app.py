@@ -4,10 +4,11 @@ a placeholder, and records 👍/👎 from buttons and reactions (removing a 👍
 back the vote it cast, unless the user has voted differently since).
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
-commands and views call `ack()` first). Answering runs on a small worker pool of its own, so
-long generations never hold up the acknowledgements of later requests. `SlackBot` builds the
-Bolt `App` (pass a `WebClient` to talk to another Slack API URL); `http_server` and
-`serve_socket_mode` run it.
+commands and views call `ack()` first). Questions go to the shared conversation core
+(`bots.conversation`), which answers them on its own bounded pool, so long generations never
+hold up the acknowledgements of later requests; this module parses Slack's events and renders
+Slack's messages. `SlackBot` builds the Bolt `App` (pass a `WebClient` to talk to another Slack
+API URL); `http_server` and `serve_socket_mode` run it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -28,24 +26,23 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bots.conversation import Conversations, Question, Refusal
 from bots.formatting import Throttle
-from bots.health import HealthRoutes
-from bots.ratelimit import RateLimiter
 from bots.request_guard import RequestGuard
+from bots.wsgi import wsgi_server
 from bots.slack_blocks import (
     FEEDBACK_MODAL, PLACEHOLDER, VOTE_DOWN, VOTE_UP, answer_message, escape, feedback_from_view,
     feedback_modal, streaming_text,
 )
-from pipeline.errors import TeambotError
-from pipeline.feedback_store import FeedbackStore, UnknownAnswer
-from teambot import metrics
-from teambot.settings import Settings, secret_value
+from core import metrics
+from core.answer import Answer
+from core.settings import Settings, secret_value
+from feedback.store import FeedbackStore, UnknownAnswer
 
 log = logging.getLogger("teambot.slack")
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
-ANSWER_WORKERS = 4
 STREAM_UPDATE_INTERVAL = 1.5  # seconds between chat.update calls while streaming (Tier 3 limits)
 RECENT_KEYS = 10_000
 # Message subtypes that are a person writing; every other subtype (edits, joins, bot posts) is not.
@@ -97,16 +94,6 @@ def question_text(text: str, bot_user_id: str | None) -> str:
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
-@dataclass(frozen=True)
-class Question:
-    text: str  # validated
-    user: str | None
-    team: str | None
-    channel: str
-    thread: str  # ts of the thread's root message
-    placeholder: str  # ts of the bot's message that becomes the answer
-
-
 class _StreamingMessage:
     """Edits the placeholder with the answer so far, at most once per interval."""
 
@@ -124,14 +111,48 @@ class _StreamingMessage:
                 log.warning("interim update of %s failed: %s", self.ts, exc.response.get("error"))
 
 
+class SlackReply:
+    """An answer in a Slack thread: a placeholder, edited as the answer streams, then the answer
+    with its sources and 👍/👎. For `/ask` (`asked_by`), the bot first posts the question itself
+    and answers in that message's thread."""
+
+    def __init__(self, client: WebClient, channel: str, thread: str | None, interval: float, *,
+                 asked_by: str | None = None) -> None:
+        self.client, self.channel, self.thread, self.interval = client, channel, thread, interval
+        self.asked_by = asked_by
+        self.message_id: str | None = None
+        self._stream: _StreamingMessage | None = None
+
+    def start(self, question: str) -> str | None:
+        new_thread = None
+        if self.asked_by:
+            text = f"<@{self.asked_by}> asked: {escape(question)}"
+            self.thread = new_thread = self.client.chat_postMessage(channel=self.channel, text=text)["ts"]
+        self.message_id = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=PLACEHOLDER)["ts"]
+        self._stream = _StreamingMessage(self.client, self.channel, self.message_id, self.interval)
+        return new_thread
+
+    def token(self, delta: str) -> None:
+        self._stream.add(delta)
+
+    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
+        text, blocks = answer_message(answer, votes=votes)
+        self.client.chat_update(channel=self.channel, ts=self.message_id, text=text, blocks=blocks)
+        return [self.message_id]
+
+    def fail(self, text: str) -> None:
+        self.client.chat_update(channel=self.channel, ts=self.message_id, text=text)
+
+
 class SlackBot:
     """The Bolt app and its listeners; one per process."""
 
     def __init__(
         self, settings: Settings, service, store: FeedbackStore, client: WebClient | None = None,
-        *, stream_interval: float = STREAM_UPDATE_INTERVAL,
+        *, stream_interval: float = STREAM_UPDATE_INTERVAL, conversations: Conversations | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
+        self.conversations = conversations or Conversations(settings, service, store)
         self.stream_interval = stream_interval
         if client is None:
             token = secret_value(settings.slack_bot_token)
@@ -146,8 +167,6 @@ class SlackBot:
             signing_secret=secret_value(settings.slack_signing_secret) or secrets.token_hex(32),
         )
         self._recent_events = RecentKeys()
-        self.limiter = RateLimiter.from_settings(settings)
-        self._workers = ThreadPoolExecutor(ANSWER_WORKERS, thread_name_prefix="teambot-slack-answer")
 
         self.app.middleware(self._drop_redelivered_events)
         self.app.event("app_mention")(self._on_mention)
@@ -163,8 +182,8 @@ class SlackBot:
         self.app.event(re.compile(".*"))(self._ignore_event)
 
     def close(self) -> None:
-        """Wait for the answers in progress, then stop the worker pool."""
-        self._workers.shutdown(wait=True)
+        """Wait for the answers in progress, then stop."""
+        self.conversations.close()
 
     # ------------------------------------------------------------------ receiving questions
 
@@ -206,75 +225,31 @@ class SlackBot:
     def _take_question(self, event: dict, team: str | None, bot_user_id: str | None, client: WebClient) -> None:
         channel = event["channel"]
         thread = event.get("thread_ts") or event["ts"]
-        try:
-            text = self.service.validate(question_text(event.get("text") or "", bot_user_id))
-        except TeambotError as exc:
-            metrics.observe_refusal(PLATFORM, "invalid")
-            self._post(client, channel, thread, exc.user_message)
-            return
-        if limited := self.limiter.check(event.get("user"), channel):
-            metrics.observe_refusal(PLATFORM, "rate_limited")
-            self._post(client, channel, thread, limited)
-            return
-        placeholder = self._post(client, channel, thread, PLACEHOLDER)
-        if placeholder:
-            self._workers.submit(self._answer, client, Question(text, event.get("user"), team, channel, thread, placeholder))
+        question = Question(
+            platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=event.get("user"),
+            workspace=team, channel=channel, thread=thread, collection=self.settings.collection_for(channel, team),
+        )
+        reply = SlackReply(client, channel, thread, self.stream_interval)
+        if refusal := self.conversations.submit(question, reply):
+            self._post(client, channel, thread, refusal.text)
 
     def _on_ask(self, ack, command: dict, client: WebClient, respond) -> None:
-        try:
-            text = self.service.validate(question_text(command.get("text") or "", None))
-        except TeambotError as exc:
-            metrics.observe_refusal(PLATFORM, "invalid")
-            ack(f"{exc.user_message} Usage: `/ask which tool do expense claims go in?`")
-            return
-        channel, user = command["channel_id"], command["user_id"]
-        if limited := self.limiter.check(user, channel):
-            metrics.observe_refusal(PLATFORM, "rate_limited")
-            ack(limited)  # shown only to the asker
+        channel, user, team = command["channel_id"], command["user_id"], command.get("team_id")
+        admitted = self.conversations.admit(Question(
+            platform=PLATFORM, text=question_text(command.get("text") or "", None), user=user, workspace=team,
+            channel=channel, thread="", collection=self.settings.collection_for(channel, team),
+        ))
+        if isinstance(admitted, Refusal):
+            usage = " Usage: `/ask which tool do expense claims go in?`" if admitted.outcome == "invalid" else ""
+            ack(admitted.text + usage)  # shown only to the asker
             return
         ack()
         # A slash command has no message to reply to: the bot posts the question, then answers
         # in that message's thread like everywhere else.
-        try:
-            root = client.chat_postMessage(channel=channel, text=f"<@{user}> asked: {escape(text)}")["ts"]
-            placeholder = client.chat_postMessage(channel=channel, thread_ts=root, text=PLACEHOLDER)["ts"]
-        except SlackApiError as exc:
-            log.info("cannot post /ask answer in %s: %s", channel, exc.response.get("error"))
+        reply = SlackReply(client, channel, None, self.stream_interval, asked_by=user)
+        self.conversations.enqueue(admitted, reply)
+        if reply.message_id is None:
             respond(text=CANNOT_POST, response_type="ephemeral")
-            return
-        self._workers.submit(self._answer, client, Question(text, user, command.get("team_id"), channel, root, placeholder))
-
-    # ------------------------------------------------------------------ answering
-
-    def _answer(self, client: WebClient, q: Question) -> None:
-        try:
-            text, blocks = self._compose(client, q)
-        except TeambotError as exc:
-            metrics.observe_error(PLATFORM, exc)
-            log.warning("could not answer in %s: %s", q.channel, exc)
-            text, blocks = exc.user_message, None
-        except Exception as exc:  # noqa: BLE001 - the user gets a reply and the bot stays up
-            metrics.observe_error(PLATFORM, exc)
-            log.exception("answering in %s failed", q.channel)
-            text, blocks = TeambotError.user_message, None
-        try:
-            client.chat_update(channel=q.channel, ts=q.placeholder, text=text, blocks=blocks)
-        except SlackApiError as exc:
-            log.error("could not post the answer in %s: %s", q.channel, exc.response.get("error"))
-
-    def _compose(self, client: WebClient, q: Question) -> tuple[str, list[dict]]:
-        history = self.store.thread_history(PLATFORM, q.channel, q.thread, self.settings.history_turns)
-        stream = _StreamingMessage(client, q.channel, q.placeholder, self.stream_interval)
-        answer = self.service.ask(
-            q.text, collection=self.settings.collection_for(q.channel, q.team), history=history, on_token=stream.add,
-        )
-        # Recorded before the buttons appear, so an immediate vote finds its answer.
-        self.store.record_answer(
-            answer, platform=PLATFORM, user_id=q.user, workspace=q.team, channel=q.channel, thread=q.thread,
-            message_id=q.placeholder,
-        )
-        metrics.observe_answer(PLATFORM, answer)
-        return answer_message(answer)
 
     @staticmethod
     def _post(client: WebClient, channel: str, thread: str, text: str) -> str | None:
@@ -292,19 +267,26 @@ class SlackBot:
         message = body.get("message") or {}
         thread = message.get("thread_ts") or message.get("ts")
         value = 1 if action["action_id"] == VOTE_UP else -1
+        # The form first: its trigger_id expires 3 s after the click, however slow the database is.
+        # The 👎 is stored below either way; the form only adds a reason or a better answer.
+        form_open = value < 0 and self._open_feedback_form(client, body["trigger_id"], action["value"], channel, thread)
         try:
             self.store.rate(action["value"], platform=PLATFORM, user_id=user, value=value)
         except UnknownAnswer:
             self._ephemeral(client, channel, user, thread, ANSWER_GONE)
             return
         metrics.observe_vote(PLATFORM, value)
-        if value < 0:  # the vote is stored; the modal only adds a reason or a better answer
-            try:
-                client.views_open(trigger_id=body["trigger_id"], view=feedback_modal(action["value"], channel, thread))
-                return
-            except SlackApiError as exc:
-                log.warning("could not open the feedback form: %s", exc.response.get("error"))
-        self._ephemeral(client, channel, user, thread, THANKS)
+        if not form_open:
+            self._ephemeral(client, channel, user, thread, THANKS)
+
+    @staticmethod
+    def _open_feedback_form(client: WebClient, trigger_id: str, answer_id: str, channel, thread) -> bool:
+        try:
+            client.views_open(trigger_id=trigger_id, view=feedback_modal(answer_id, channel, thread))
+            return True
+        except SlackApiError as exc:
+            log.warning("could not open the feedback form: %s", exc.response.get("error"))
+            return False
 
     def _on_feedback_submitted(self, ack, body: dict, view: dict, client: WebClient) -> None:
         ack()
@@ -354,26 +336,11 @@ class SlackBot:
 # ---------------------------------------------------------------------- running
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    # socketserver's default listen backlog is 5: in a burst, further connections wait for a
-    # SYN retransmit (1 s, then 3 s), past Slack's 3 s ack limit (bench/bot_load.py).
-    request_queue_size = 128
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
-def http_server(app: App, host: str, port: int, *, settings: Settings | None = None, service=None) -> WSGIServer:
+def http_server(app: App, host: str, port: int) -> WSGIServer:
     """A threaded server for the Events API and interactivity requests at EVENTS_PATH, verified
-    by Bolt; with `settings`, also /healthz and /metrics (bots.health). `serve_forever()` runs
-    it, `shutdown()` stops it."""
-    wsgi = RequestGuard(SlackRequestHandler(app, path=EVENTS_PATH))
-    if settings is not None:
-        wsgi = HealthRoutes(wsgi, settings, service)
-    return make_server(host, port, wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    by Bolt. `serve_forever()` runs it, `shutdown()` stops it. (/healthz and /metrics have a
+    listener of their own: bots.health.)"""
+    return wsgi_server(RequestGuard(SlackRequestHandler(app, path=EVENTS_PATH)), host, port)
 
 
 def serve_socket_mode(app: App, app_token: str, stop: threading.Event | None = None) -> None:

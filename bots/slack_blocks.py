@@ -9,7 +9,7 @@ import re
 from pathlib import PurePath
 
 from bots.formatting import split_text, truncate
-from pipeline.answer import Answer, Source
+from core.answer import Answer, Source
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/blocks/section-block and
 # chat.postMessage): longer content is rejected with invalid_blocks / msg_too_long.
@@ -80,7 +80,7 @@ def _button(label: str, action_id: str, answer_id: str) -> dict:
     }
 
 
-def answer_message(answer: Answer) -> tuple[str, list[dict]]:
+def answer_message(answer: Answer, *, votes: bool = True) -> tuple[str, list[dict]]:
     """The final message: fallback text and blocks (answer sections, sources, vote buttons)."""
     body = to_mrkdwn(answer.text) or "_(no answer)_"
     sections = split_text(body, SECTION_TEXT_LIMIT)
@@ -88,10 +88,11 @@ def answer_message(answer: Answer) -> tuple[str, list[dict]]:
     if answer.sources:
         sources = "*Sources*\n" + "\n".join(source_line(s) for s in answer.sources)
         tail += [{"type": "divider"}] + [_section(part) for part in split_text(sources, SECTION_TEXT_LIMIT)]
-    tail.append({
-        "type": "actions", "block_id": "teambot_vote",
-        "elements": [_button("👍 Helpful", VOTE_UP, answer.id), _button("👎 Not helpful", VOTE_DOWN, answer.id)],
-    })
+    if votes:
+        tail.append({
+            "type": "actions", "block_id": "teambot_vote",
+            "elements": [_button("👍 Helpful", VOTE_UP, answer.id), _button("👎 Not helpful", VOTE_DOWN, answer.id)],
+        })
     room = MAX_BLOCKS - len(tail)
     if len(sections) > room:
         sections = sections[:room]

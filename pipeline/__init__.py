@@ -1,6 +1,8 @@
-"""teambot's retrieval-augmented answering: indexing, querying, prompts and the feedback store."""
+"""teambot's retrieval-augmented answering: indexing, querying, prompts, the guard and the stores."""
 
 import os
 
-# Haystack reports usage to a third-party service unless told not to; a team's knowledge bot must not.
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+import core  # noqa: F401 - turns Haystack's telemetry off before Haystack is imported
+# transformers draws a "Loading weights" bar each time the embedder loads (every `teambot ask`):
+# it means nothing to a user. teambot's own progress bars are plain tqdm and stay.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

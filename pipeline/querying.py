@@ -4,10 +4,14 @@
 per collection and model and reuses them (and the embedder and Weaviate connections) across
 questions; `ask` may be called from several threads.
 
-Retrieval calls its three components in turn rather than through a `Pipeline`: the pipeline
-deep-copies every input and output, and the 384-float query embedding is copied element by
-element with a protocol `isinstance` check on each, about 10 ms of a 35 ms search
-(bench/retrieval_latency.py). Generation, where that copy is negligible, stays a `Pipeline`.
+Components are called in turn rather than through a `Pipeline`: the pipeline deep-copies every
+input and output, and the 384-float query embedding is copied element by element with a protocol
+`isinstance` check on each, about 10 ms of a 35 ms search (bench/retrieval_latency.py); and a
+generation cut off at its deadline must still leave the prompt it was given.
+
+`ask` reads as its steps: validate, retrieve, then either abstain or generate (streamed through
+the leak guard, against a wall-clock deadline) and settle what the user is shown (withheld,
+abstained, a bare citation replaced by its passage, or the answer with the sources it cites).
 """
 
 from __future__ import annotations
@@ -22,28 +26,31 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
-from haystack import Document, Pipeline, component
+from haystack import Document, component
 from haystack.components.builders import ChatPromptBuilder
 from haystack.dataclasses import StreamingChunk
 from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 from haystack_integrations.components.generators.ollama import OllamaChatGenerator
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
+from core import metrics, servers
+from core.active_model import active_model
+from core.answer import Answer, Outcome, Source, Turn
+from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
+from core.settings import Settings
 from pipeline import resilience
-from pipeline.answer import Answer, Source, Turn
-from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
-from pipeline.guard import CITATION, WITHHELD, LeakGuard, only_citations
+from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
+from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
 from pipeline.stores import document_store, embedder_path, forget_store
-from teambot import services
-from teambot.settings import Settings
 
 log = logging.getLogger("teambot.answer")
 # Control characters (tabs and newlines aside) and lone surrogates, as binary or mis-decoded
 # input carries them, mean nothing in a question and break encoders further down.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-SEARCH_WORKERS = 4
+SPARE_SEARCH_THREADS = 2  # for searches abandoned after retrieval_timeout, until their query times out
 MISSING_COLLECTION_RECHECK = 0.3  # seconds
+CUT_OFF = "\n\n_(Cut off: the answer took longer than {seconds:.0f} seconds.)_"
 SNIPPET_CHARS = 240
 _HEADING = re.compile(r"^#{1,6} .*$", re.M)
 
@@ -89,22 +96,21 @@ class Retrieval:
         return self.gate.run(documents=documents, query_embedding=embedding)
 
 
-def _model_name(settings: Settings) -> str:
-    from training.active_model import active_model  # stdlib-only: no torch on the bot path
-
-    return active_model(settings)
+class PastDeadline(Exception):
+    """Raised from the streaming callback: the generation ran past its wall-clock deadline."""
 
 
 class AnswerService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # One embedder for every collection (no Pipeline owns it); loaded now, not on the first question.
+        # One embedder for every collection; loaded now, not on the first question.
         self._embedder = SentenceTransformersTextEmbedder(
             model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True
         )
         self._embedder.warm_up()
         self._retrieval: dict[str, Retrieval] = {}
-        self._generation: dict[str, Pipeline] = {}
+        self._generators: dict[str, OllamaChatGenerator] = {}
+        self.prompt_builder = ChatPromptBuilder(template=TEMPLATE, required_variables=["question", "documents"])
         self._lock = threading.Lock()
         # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
         self.breakers = {
@@ -113,8 +119,11 @@ class AnswerService:
         }
         self._retry = resilience.RetryPolicy(attempts=settings.retry_attempts, backoff=settings.retry_backoff)
         self._guard = LeakGuard.from_settings(settings)
-        # Searches run here so that a hung one can be abandoned after retrieval_timeout.
-        self._search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="teambot-search")
+        # Searches run here so that a hung one can be abandoned after retrieval_timeout; a thread per
+        # generation, so that waiting for a thread never counts against that timeout.
+        self._search_pool = ThreadPoolExecutor(
+            settings.answer_workers + SPARE_SEARCH_THREADS, thread_name_prefix="teambot-search"
+        )
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
 
     def close(self) -> None:
@@ -137,27 +146,18 @@ class AnswerService:
                 )
             return self._retrieval[collection]
 
-    def generation_pipeline(self, model: str) -> Pipeline:
+    def chat_generator(self, model: str):
+        """The Ollama chat component for `model` (a published fine-tune can become active at any time)."""
         with self._lock:
-            if model not in self._generation:
-                p = Pipeline()
-                p.add_component(
-                    "prompt", ChatPromptBuilder(template=TEMPLATE, required_variables=["question", "documents"])
+            if model not in self._generators:
+                self._generators[model] = OllamaChatGenerator(
+                    model=model, url=self.settings.ollama_url, timeout=int(self.settings.generation_timeout),
+                    keep_alive="30m",
+                    generation_kwargs={
+                        "num_predict": self.settings.max_answer_tokens, "temperature": self.settings.temperature,
+                    },
                 )
-                p.add_component(
-                    "llm",
-                    OllamaChatGenerator(
-                        model=model, url=self.settings.ollama_url, timeout=int(self.settings.generation_timeout),
-                        keep_alive="30m",
-                        generation_kwargs={
-                            "num_predict": self.settings.max_answer_tokens,
-                            "temperature": self.settings.temperature,
-                        },
-                    ),
-                )
-                p.connect("prompt.prompt", "llm.messages")
-                self._generation[model] = p
-            return self._generation[model]
+            return self._generators[model]
 
     # ------------------------------------------------------------------ answering
 
@@ -189,7 +189,7 @@ class AnswerService:
         except resilience.CircuitOpen as exc:
             raise KnowledgeBaseUnavailable(str(exc)) from exc
         except Exception as exc:
-            if not _is_unavailable(exc):
+            if not is_unavailable(exc):
                 raise
             raise KnowledgeBaseUnavailable(f"retrieval from {collection} failed: {type(exc).__name__}: {exc}") from exc
         timings = {"retrieve": time.perf_counter() - started}
@@ -198,7 +198,7 @@ class AnswerService:
     def _search_resiliently(self, question: str, collection: str) -> dict:
         return resilience.call(
             lambda: self._search(question, collection), policy=self._retry, breaker=self.breakers["weaviate"],
-            is_failure=_is_unavailable, is_retryable=_is_retryable,
+            is_failure=is_unavailable, is_retryable=is_retryable,
         )
 
     def _search(self, question: str, collection: str) -> dict:
@@ -207,7 +207,13 @@ class AnswerService:
         if not self._weaviate_ready():
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {self.settings.weaviate_url} is not ready")
-        future = self._search_pool.submit(self.retrieval(collection).run, question)
+        retrieval = self.retrieval(collection)
+
+        def search() -> dict:
+            with metrics.SEARCHES_RUNNING.track_inprogress():
+                return retrieval.run(question)
+
+        future = self._search_pool.submit(search)
         try:
             return future.result(timeout=self.settings.retrieval_timeout)
         except TimeoutError:
@@ -215,14 +221,14 @@ class AnswerService:
             self._forget(collection)
             raise TimeoutError(f"search in {collection} took longer than {self.settings.retrieval_timeout:.0f}s") from None
         except Exception as exc:
-            if _is_missing_collection(exc):
+            if is_missing_collection(exc):
                 # Not a server failure: no retries, and the breaker is left alone.
                 raise NoDocuments(
                     f"collection {collection} does not exist",
                     user_message=f"There are no documents to answer from here yet: an admin can index some "
                     f"with `teambot ingest -c {collection} FOLDER`.",
                 ) from None
-            if _is_unavailable(exc):
+            if is_unavailable(exc):
                 self._forget(collection)
             raise
 
@@ -230,13 +236,14 @@ class AnswerService:
         # One pooled client: a fresh `httpx.get` per question built an SSL context and opened a
         # TCP connection each time, 20-30 ms of a ~55 ms search (bench/retrieval_latency.py).
         try:
-            return self._probe.get(services.WEAVIATE.url(self.settings) + services.WEAVIATE.health_path).status_code == 200
+            return self._probe.get(servers.WEAVIATE.url(self.settings) + servers.WEAVIATE.health_path).status_code == 200
         except httpx.HTTPError:
             return False
 
     def _forget(self, collection: str) -> None:
-        """Drop the cached connection and pipeline: the next question reconnects."""
-        forget_store(self.settings, collection)
+        """Drop the cached connection and pipeline: the next question reconnects. Other searches
+        may still be running on the old connection: it is closed once they have timed out."""
+        forget_store(self.settings, collection, close_after=2 * self.settings.retrieval_timeout)
         with self._lock:
             self._retrieval.pop(collection, None)
 
@@ -248,135 +255,107 @@ class AnswerService:
         history: Sequence[Turn] = (),
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
+        """Answer `question` from `collection`, streaming what may be shown to `on_token`."""
         started = time.perf_counter()
         question = self.validate(question)
         collection = collection or self.settings.collection
-        model = _model_name(self.settings)
         history = list(history)[-self.settings.history_turns :] if self.settings.history_turns else []
         # Follow-ups ("and how long does that take?") retrieve with the previous question as context.
         search_text = f"{history[-1].question}\n{question}" if history else question
         documents, similarities, timings = self.retrieve(search_text, collection)
-        retrieved = [_source(i, d, s) for i, (d, s) in enumerate(zip(documents, similarities), 1)]
-        if not documents:
-            timings["total"] = time.perf_counter() - started
+        answer = Answer(
+            question=question, text="", sources=[], model=active_model(self.settings), collection=collection,
+            retrieved=[_source(i, d, s) for i, (d, s) in enumerate(zip(documents, similarities), 1)], timings=timings,
+        )
+        if documents:
+            guarded = self._guard.stream(on_token)
+            text, prompt, cut_off = self._generate(answer, history, documents, guarded, started)
+            self._settle(answer, text, prompt, guarded, cut_off)
+        else:  # nothing relevant: the model is not asked to invent something
+            answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
             if on_token:
                 on_token(ABSTAIN)
-            return Answer(
-                question=question, text=ABSTAIN, sources=[], model=model, collection=collection,
-                abstained=True, timings=timings,
-            )
+        timings["total"] = time.perf_counter() - started
+        return answer
 
-        guarded = self._guard.stream(on_token)
+    def _generate(
+        self, answer: Answer, history: list[Turn], documents: list[Document], guarded: GuardedStream, asked: float,
+    ) -> tuple[str, list, bool]:
+        """(the model's text, the prompt it was given, whether it was cut off at the deadline)."""
+        prompt = self.prompt_builder.run(
+            system_prompt=SYSTEM_PROMPT, history=history, documents=documents, question=answer.question,
+        )["prompt"]
+        timings = answer.timings
+        started = time.perf_counter()
+        deadline = started + self.settings.generation_timeout
 
         def stream(chunk: StreamingChunk) -> None:
             if chunk.content:
                 # The model's first token; the guard may hold it back a word or two before on_token sees it.
-                timings.setdefault("first_token", time.perf_counter() - started)
+                timings.setdefault("first_token", time.perf_counter() - asked)
                 guarded(chunk.content)
+            if time.perf_counter() > deadline:
+                raise PastDeadline(f"generation past its {self.settings.generation_timeout:.0f}s deadline")
 
-        def generate() -> dict:
-            return self.generation_pipeline(model).run(
-                {
-                    "prompt": {
-                        "system_prompt": SYSTEM_PROMPT, "history": history, "documents": documents,
-                        "question": question,
-                    },
-                    "llm": {"streaming_callback": stream},
-                },
-                include_outputs_from={"prompt"},
-            )
+        def generate() -> str:
+            reply = self.chat_generator(answer.model).run(messages=prompt, streaming_callback=stream)
+            return (reply["replies"][0].text or "").strip()
 
-        gen_started = time.perf_counter()
+        cut_off = False
         try:
-            out = resilience.call(
-                generate, policy=self._retry, breaker=self.breakers["ollama"], is_failure=_is_unavailable,
+            text = resilience.call(
+                generate, policy=self._retry, breaker=self.breakers["ollama"],
+                # A model that streams past the deadline is answering: not a server failure.
+                is_failure=lambda exc: not _past_deadline(exc) and is_unavailable(exc),
                 # Once text has been streamed to the user, a retry would repeat it.
-                is_retryable=lambda exc: not guarded.text and _is_retryable(exc),
+                is_retryable=lambda exc: not guarded.text and is_retryable(exc),
             )
         except resilience.CircuitOpen as exc:
             raise ModelUnavailable(str(exc)) from exc
         except Exception as exc:
-            if not _is_unavailable(exc):
+            if _past_deadline(exc) and guarded.text.strip():
+                text, cut_off = guarded.text.lstrip(), True  # as streamed: the note follows it
+            elif _past_deadline(exc) or (is_unavailable(exc) and is_timeout(exc)):
+                raise ModelTimeout(f"generation with {answer.model} timed out: {exc}") from exc
+            elif is_unavailable(exc):
+                raise ModelUnavailable(f"generation with {answer.model} failed: {type(exc).__name__}: {exc}") from exc
+            else:
                 raise
-            if _is_timeout(exc):
-                raise ModelTimeout(f"generation with {model} timed out: {exc}") from exc
-            raise ModelUnavailable(f"generation with {model} failed: {type(exc).__name__}: {exc}") from exc
-        timings["generate"] = time.perf_counter() - gen_started
-        timings["total"] = time.perf_counter() - started
-        text = (out["llm"]["replies"][0].text or "").strip()
+        timings["generate"] = time.perf_counter() - started
+        return text, prompt, cut_off
+
+    def _settle(self, answer: Answer, text: str, prompt: list, guarded: GuardedStream, cut_off: bool) -> None:
+        """What the user is shown, and the outcome, sources and prompt recorded with it."""
+        answer.prompt = [{"role": m.role.value, "content": m.text or ""} for m in prompt]
+        answer.context = answer.prompt[-1]["content"]
         if guarded.tripped or self._guard.leaks(text):
             # A small model may abstain and then recite its instructions: that is an abstention.
-            reply = ABSTAIN if _abstains(text) else WITHHELD
-            if reply == WITHHELD:
-                log.warning("withheld an answer in %s that repeated the instructions or a secret", collection)
-                guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
+            if _abstains(text):
+                log.info("the model abstained in %s, then began to recite its instructions: cut off", answer.collection)
+                answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
             else:
-                log.info("the model abstained in %s, then began to recite its instructions: cut off", collection)
-            return Answer(
-                question=question, text=reply, sources=[], model=model, collection=collection, abstained=True,
-                retrieved=retrieved, timings=timings,
-            )
+                log.warning("withheld an answer in %s that repeated the instructions or a secret", answer.collection)
+                guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
+                answer.text, answer.outcome = WITHHELD, Outcome.WITHHELD
+            return
         if only_citations(text):
             # A bare "[1]" (small models do this) tells the user nothing, and an empty reply is an
             # abstention; the guard has held either back, so this is shown instead.
-            text = _passage_reply(retrieved, text) if text else ABSTAIN
+            text = _passage_reply(answer.retrieved, text) if text else ABSTAIN
             guarded.say(text)
         else:
             guarded.finish()
-        prompt = [{"role": m.role.value, "content": m.text or ""} for m in out["prompt"]["prompt"]]
-        return Answer(
-            question=question, text=text, sources=_cited(text, retrieved), model=model,
-            collection=collection, abstained=_abstains(text), retrieved=retrieved,
-            context=prompt[-1]["content"], prompt=prompt, timings=timings,
-        )
+        if cut_off:
+            note = CUT_OFF.format(seconds=self.settings.generation_timeout)
+            guarded.say(note)
+            text += note
+        answer.text = text
+        answer.outcome = Outcome.ABSTAINED if _abstains(text) else Outcome.ANSWERED
+        answer.sources = _cited(text, answer.retrieved)
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    """True when the error (or one it wraps) comes from talking to Weaviate or Ollama."""
-    import grpc
-    import httpx
-    import ollama
-    from haystack.document_stores.errors import DocumentStoreError
-    from weaviate.exceptions import WeaviateBaseError
-
-    kinds = (WeaviateBaseError, DocumentStoreError, ollama.ResponseError, httpx.HTTPError, grpc.RpcError,
-             ConnectionError, TimeoutError)
-    return any(isinstance(e, kinds) for e in _chain(exc))
-
-
-def _is_missing_collection(exc: BaseException) -> bool:
-    """Weaviate says the collection does not exist (a 404 on its schema, or a search of an unknown class)."""
-    return any(getattr(e, "status_code", None) == 404 or "could not find class" in str(e) for e in _chain(exc))
-
-
-def _chain(exc: BaseException | None):
-    """The exception and those it wraps, at most ten deep."""
-    seen = 0
-    while exc is not None and seen < 10:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return any(
-        isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower()
-        for e in _chain(exc)
-    )
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    """Worth another try soon: refused connections, 5xx/429 answers. Not a timeout (it already
-    waited long), not a 4xx such as an unknown model."""
-    import ollama
-
-    if not _is_unavailable(exc) or _is_timeout(exc):
-        return False
-    for e in _chain(exc):
-        status = getattr(e, "status_code", None)
-        if isinstance(e, ollama.ResponseError) and status is not None and status != -1:
-            return status >= 500 or status == 429
-    return True
+def _past_deadline(exc: BaseException) -> bool:
+    return any(isinstance(e, PastDeadline) for e in resilience.chain(exc))
 
 
 def _source(number: int, doc: Document, similarity: float) -> Source:

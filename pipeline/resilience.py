@@ -165,3 +165,55 @@ def call(
         if breaker is not None:
             breaker.record_success()
         return result
+
+
+# ---------------------------------------------------------------------- what kind of failure
+
+
+def chain(exc: BaseException | None):
+    """The exception and those it wraps, at most ten deep."""
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the error (or one it wraps) comes from talking to Weaviate or Ollama."""
+    import grpc
+    import httpx
+    import ollama
+    from haystack.document_stores.errors import DocumentStoreError
+    from weaviate.exceptions import WeaviateBaseError
+
+    kinds = (WeaviateBaseError, DocumentStoreError, ollama.ResponseError, httpx.HTTPError, grpc.RpcError,
+             ConnectionError, TimeoutError)
+    return any(isinstance(e, kinds) for e in chain(exc))
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower()
+        or "deadline" in str(e).lower()
+        for e in chain(exc)
+    )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another try soon: refused connections, 5xx/429 answers. Not a timeout (it already
+    waited long), not a 4xx such as an unknown model."""
+    import ollama
+
+    if not is_unavailable(exc) or is_timeout(exc):
+        return False
+    for e in chain(exc):
+        status = getattr(e, "status_code", None)
+        if isinstance(e, ollama.ResponseError) and status is not None and status != -1:
+            return status >= 500 or status == 429
+    return True
+
+
+def is_missing_collection(exc: BaseException) -> bool:
+    """Weaviate says the collection does not exist (a 404 on its schema, or a search of an unknown class)."""
+    return any(getattr(e, "status_code", None) == 404 or "could not find class" in str(e) for e in chain(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -11,7 +12,7 @@ from haystack.utils import Secret
 from haystack_integrations.document_stores.weaviate import AuthApiKey, WeaviateDocumentStore
 from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
 
-from teambot.settings import Settings
+from core.settings import Settings
 
 PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
 
@@ -46,7 +47,7 @@ EXACT_FIELDS = frozenset(p["name"] for p in COLLECTION_PROPERTIES if p.get("toke
 BM25_PROPERTIES = ["content"]
 
 _COLLECTION_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,99}$")
-_stores: dict[tuple[str, str], WeaviateDocumentStore] = {}
+_stores: dict[tuple, WeaviateDocumentStore] = {}
 _lock = threading.Lock()
 
 
@@ -134,28 +135,49 @@ def check_collection_name(name: str) -> str:
 def document_store(settings: Settings, collection: str | None = None) -> WeaviateDocumentStore:
     """The store for one collection; cached so its client connection is reused across requests."""
     name = check_collection_name(collection or settings.collection)
-    key = (settings.weaviate_url, name)
+    key = _key(settings, name)
     with _lock:
         if key not in _stores:
+            from weaviate.config import AdditionalConfig, Timeout
+
             api_key = settings.weaviate_key
             _stores[key] = _Store(
                 url=settings.weaviate_url,
                 grpc_port=settings.weaviate_grpc_port,
                 auth_client_secret=AuthApiKey(api_key=Secret.from_token(api_key)) if api_key else None,
                 collection_settings=collection_settings(name),
+                # A search gives up by itself at the retrieval timeout, so the thread waiting on a
+                # hung server is freed then too (weaviate-client's default waits 30 s).
+                additional_config=AdditionalConfig(timeout=Timeout(query=math.ceil(settings.retrieval_timeout))),
             )
         return _stores[key]
 
 
-def forget_store(settings: Settings, collection: str) -> None:
-    """Drop a cached store (after its collection was deleted, or its server restarted)."""
+def _key(settings: Settings, name: str) -> tuple:
+    return settings.weaviate_url, settings.weaviate_grpc_port, settings.weaviate_key, name
+
+
+def forget_store(settings: Settings, collection: str, *, close_after: float = 0.0) -> None:
+    """Drop a cached store (after its collection was deleted, or its server restarted): the next
+    use connects afresh. `close_after`: seconds before its connection is closed, for searches
+    still running on it (a failed search drops the store other searches may be using)."""
     with _lock:
-        store = _stores.pop((settings.weaviate_url, collection), None)
-    if store is not None:
-        try:
-            store.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not mask the real error
-            pass
+        store = _stores.pop(_key(settings, collection), None)
+    if store is None:
+        return
+    if close_after > 0:
+        timer = threading.Timer(close_after, _close, args=(store,))
+        timer.daemon = True
+        timer.start()
+    else:
+        _close(store)
+
+
+def _close(store) -> None:
+    try:
+        store.close()
+    except Exception:  # noqa: BLE001 - closing a dead connection must not mask the real error
+        pass
 
 
 def close_stores() -> None:
@@ -164,10 +186,7 @@ def close_stores() -> None:
         stores = list(_stores.values())
         _stores.clear()
     for store in stores:
-        try:
-            store.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection is not worth an error at exit
-            pass
+        _close(store)
 
 
 def weaviate_credentials(settings: Settings):

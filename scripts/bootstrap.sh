@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Prepare a fresh machine: system headers for building Ollama, and a virtualenv outside the
-# clone (keyed by pyproject.toml, so an unchanged project reuses it) with teambot installed.
+# Prepare a fresh machine: system packages (headers for building Ollama, PostgreSQL for the
+# feedback store's tests), and a virtualenv outside the clone with exactly the versions uv.lock
+# pins, teambot itself installed editable. Re-running it only syncs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:?usage: bootstrap.sh VENV_DIR}"
+UV_VERSION=0.13.8
 
 # Ollama's llama.cpp includes nlohmann/json and stb from its vendor/ folder, which Go module
 # downloads leave out; Debian packages provide them (miniaudio.h comes from PyPI at build time).
-if [ ! -f /usr/include/nlohmann/json_fwd.hpp ] || [ ! -f /usr/include/stb/stb_image.h ]; then
+# The tests start a throwaway PostgreSQL cluster from Debian's server binaries.
+missing=()
+[ -f /usr/include/nlohmann/json_fwd.hpp ] || missing+=(nlohmann-json3-dev)
+[ -f /usr/include/stb/stb_image.h ] || missing+=(libstb-dev)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq nlohmann-json3-dev libstb-dev >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v go >/dev/null || { echo "Go is needed to build Weaviate and Ollama (https://go.dev/dl)"; exit 1; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if [ ! -f "$VENV/.teambot-installed" ]; then
-  "$VENV/bin/pip" install -q -U pip
-  "$VENV/bin/pip" install -q -e ".[devmodel,train,test]"
-  touch "$VENV/.teambot-installed"
-else
-  # Same dependencies: only (re)link this checkout.
-  "$VENV/bin/pip" install -q --no-deps -e .
+if [ "$("$VENV/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION" ]; then
+  "$VENV/bin/pip" install -q "uv==$UV_VERSION"
 fi
+# --locked: install what uv.lock says, and stop if it no longer matches pyproject.toml;
+# --inexact: keep uv itself.
+UV_PROJECT_ENVIRONMENT="$VENV" "$VENV/bin/uv" sync --locked --inexact -q \
+  --extra devmodel --extra train --extra test --extra postgres

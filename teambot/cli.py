@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from teambot.settings import Settings, SettingsError, load_settings, secret_value
+from core.settings import Settings, SettingsError, load_settings, secret_value
 
 app = typer.Typer(
     help="teambot: answers questions in Slack and Discord from your team's documents, with sources.",
@@ -19,16 +20,26 @@ app = typer.Typer(
 )
 services_app = typer.Typer(help="Run the real Weaviate and Ollama servers locally.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Inspect and export 👍/👎 feedback.", no_args_is_help=True)
+discord_app = typer.Typer()
+db_app = typer.Typer(help="The feedback database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(discord_app, name="discord")
 
 
-def _settings() -> Settings:
+def _settings(*, bot: bool = False) -> Settings:
+    """The settings, and logging with every secret redacted (bots log at TEAMBOT_LOG_LEVEL, the
+    other commands warnings only)."""
+    from core.logging_setup import configure_logging
+
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2)
+    configure_logging(settings, quiet=not bot)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -123,7 +134,7 @@ def ingest(
     """Index documents into Weaviate; only changed files are re-indexed, deleted ones removed."""
     from tqdm import tqdm
 
-    from pipeline.errors import TeambotError
+    from core.errors import TeambotError
     from pipeline.indexing import Indexer, Progress
     from pipeline.stores import InvalidCollectionName, close_stores
 
@@ -166,7 +177,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer object as JSON."),
 ) -> None:
     """Answer a question from the indexed documents, with sources."""
-    from pipeline.errors import TeambotError
+    from core.errors import TeambotError
     from pipeline.querying import AnswerService
     from pipeline.stores import close_stores
 
@@ -207,7 +218,7 @@ def slack(
     host: str = typer.Option("0.0.0.0", help="Interface the --http server listens on."),
 ) -> None:
     """Run the Slack bot: Socket Mode, or HTTP mode with --http (the same listeners)."""
-    settings = _settings()
+    settings = _settings(bot=True)
     needed = {"TEAMBOT_SLACK_BOT_TOKEN": settings.slack_bot_token}
     if http:
         needed["TEAMBOT_SLACK_SIGNING_SECRET"] = settings.slack_signing_secret
@@ -216,15 +227,12 @@ def slack(
     missing = [name for name, value in needed.items() if not secret_value(value)]
     if missing:
         _fail(f"`teambot slack{' --http' if http else ''}` needs {' and '.join(missing)}.", code=2)
-    from teambot.logging_setup import configure_logging
-
-    configure_logging(settings)
 
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
 
     from bots.slack_app import EVENTS_PATH, SlackBot, http_server, serve_socket_mode
-    from pipeline.feedback_store import FeedbackStore
+    from feedback.store import FeedbackStore
     from pipeline.querying import AnswerService
 
     service = AnswerService(settings)
@@ -232,16 +240,15 @@ def slack(
         bot = SlackBot(settings, service, FeedbackStore.from_settings(settings))
     except (BoltError, SlackApiError, OSError) as exc:  # a rejected token, Slack unreachable
         _fail(f"could not start the Slack bot: {exc}")
+    _health_listener(settings, service)
+    _stop_on_sigterm()
     try:
         if http:
             try:
-                server = http_server(bot.app, host, settings.http_port, settings=settings, service=service)
+                server = http_server(bot.app, host, settings.http_port)
             except OSError as exc:
                 _fail(f"cannot listen on {host}:{settings.http_port}: {exc.strerror or exc}")
-            typer.echo(
-                f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH}, "
-                f"health at /healthz, metrics at /metrics (Ctrl-C stops)"
-            )
+            typer.echo(f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH} (Ctrl-C stops)")
             try:
                 server.serve_forever()
             finally:
@@ -255,19 +262,75 @@ def slack(
         bot.close()
 
 
-@app.command()
-def discord() -> None:
-    """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
-    from bots.discord_app import DiscordSetupError, run_bot
-    from pipeline.errors import TeambotError
-    from teambot.logging_setup import configure_logging
+def _stop_on_sigterm() -> None:
+    """`docker stop` and systemd send SIGTERM: stop as Ctrl-C does, after the answers in progress."""
 
-    settings = _settings()
-    configure_logging(settings)
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _health_listener(settings: Settings, service) -> None:
+    """/healthz and /metrics of a bot, on TEAMBOT_HEALTH_HOST:TEAMBOT_HEALTH_PORT."""
+    from bots.health import start_health_listener
+
+    try:
+        server = start_health_listener(settings, service)
+    except OSError as exc:
+        _fail(f"cannot listen on {settings.health_host}:{settings.health_port} for /healthz: {exc.strerror or exc}")
+    if server is not None:
+        typer.echo(f"teambot: health at http://{settings.health_host}:{server.server_port}/healthz, metrics at /metrics")
+
+
+@discord_app.callback(invoke_without_command=True)
+def discord(ctx: typer.Context) -> None:
+    """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bots.discord_app import DiscordSetupError, run_bot
+    from core.errors import TeambotError
+
+    settings = _settings(bot=True)
+    _stop_on_sigterm()
     try:
         run_bot(settings)
     except (DiscordSetupError, TeambotError) as exc:
         _fail(str(exc), code=2)
+
+
+@discord_app.command("sync")
+def discord_sync() -> None:
+    """Sync the /ask command with Discord now (the bot syncs by itself only when it changed)."""
+    from bots.discord_app import DiscordSetupError, sync_now
+
+    settings = _settings(bot=True)
+    try:
+        sync_now(settings)
+    except DiscordSetupError as exc:
+        _fail(str(exc), code=2)
+    typer.echo("slash commands synced")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the feedback database's schema up to date (the bots do it when they start)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from feedback.store import engine_for, upgrade
+
+    settings = _settings()
+    try:
+        engine = engine_for(settings.feedback_url)
+        before, now = upgrade(engine)
+    except (SQLAlchemyError, CommandError, OSError) as exc:
+        _fail(f"could not upgrade the feedback database: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
+    engine.dispose()
+    if before == now:
+        typer.echo(f"feedback database already up to date (revision {now})")
+    else:
+        typer.echo(f"feedback database upgraded: {before or 'unversioned'} → {now}")
 
 
 @feedback_app.command("stats")
@@ -275,7 +338,7 @@ def feedback_stats(as_json: bool = typer.Option(False, "--json", help="Print the
     """Counts of answers, 👍 and 👎 by model."""
     from dataclasses import asdict
 
-    from pipeline.feedback_store import FeedbackStore
+    from feedback.store import FeedbackStore
 
     stats = FeedbackStore.from_settings(_settings()).stats()
     if as_json:
@@ -382,7 +445,7 @@ def publish(
     quantize: str = typer.Option("auto", help="auto (q8_0 under 1B parameters, else q4_K_M), none, q4_K_M, q4_K_S, q8_0."),
 ) -> None:
     """Publish a fine-tuned run to Ollama as teambot-ft-<run>; or roll the active model back."""
-    from training import active_model
+    from core import active_model
 
     settings = _settings()
     if rollback:

@@ -1,4 +1,7 @@
-"""Shared fixtures. Tests run against the real Weaviate and Ollama (`teambot services up`)."""
+"""Shared fixtures. Tests run against the real Weaviate and Ollama (`teambot services up`) and a
+real PostgreSQL; a test that needs any server is marked `services` automatically, from the
+fixtures it uses (directly or through other fixtures), so `pytest -m "not services"` is the
+quick run that needs none."""
 
 from __future__ import annotations
 
@@ -11,10 +14,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from teambot.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "examples" / "handbook"
+
+
+# Fixtures that need a real server running: Weaviate and/or Ollama (shared or private ones), PostgreSQL.
+SERVER_FIXTURES = {"services", "weaviate", "handbook", "servers", "ollama_client", "postgres_url"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("store_url") == "postgresql":
+            needs.add("postgres_url")  # fetched by store_url itself, for that parameter only
+        if needs:
+            item.add_marker(pytest.mark.services)
 
 
 def _ready(url: str) -> bool:
@@ -56,6 +73,25 @@ def weaviate(settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 def services(settings: Settings) -> Settings:
     return _require(settings, "Weaviate", "Ollama")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's binaries, an unprivileged cluster in a temp dir) for the session."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """An empty feedback database, on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    from tests.postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_url"))
 
 
 @dataclass

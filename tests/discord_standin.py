@@ -2,7 +2,13 @@
 
 The REST side is an aiohttp server that answers the routes the bot uses the way Discord
 does (message, thread and interaction-callback payloads), records every request, and keeps
-the messages it created so edits and follow-ups behave. The gateway side builds event
+the messages it created so edits and follow-ups behave. It refuses what Discord refuses:
+message content over 2,000 characters (50035), a reply to a deleted message unless the
+reference says `fail_if_not_exists: false` (50035), an interaction answered after 3 s (10062)
+or twice (40060), a follow-up before the interaction was answered or 15 minutes after it
+(10015 / 50027), a bot token it does not know (401); and `limit()` makes a route answer 429
+with `retry_after` and its bucket headers, so discord.py's own rate-limit handling runs. The
+gateway side builds event
 payloads (MESSAGE_CREATE, INTERACTION_CREATE, MESSAGE_REACTION_ADD, GUILD_CREATE, …) that
 tests hand to discord.py's own `ConnectionState` parsers, so discord.py builds its models and
 dispatches to the bot exactly as it does for a live gateway.
@@ -14,6 +20,7 @@ import asyncio
 import itertools
 import json
 import secrets
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,9 +34,28 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     # Exactly "application/json", no charset, as Discord sends it (discord.py compares the header).
-    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={"Content-Type": "application/json", **(headers or {})})
+
+
+CONTENT_LIMIT = 2000  # characters of message content
+INTERACTION_DEADLINE = 3.0  # seconds to answer an interaction
+FOLLOWUP_LIFETIME = 15 * 60  # seconds an interaction token takes follow-ups
+
+
+class DiscordError(Exception):
+    """A refusal, as Discord sends it: HTTP status, JSON error code and message."""
+
+    def __init__(self, status: int, code: int, message: str, errors: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+
+def _invalid_form(field_name: str, code: str, message: str) -> DiscordError:
+    return DiscordError(400, 50035, "Invalid Form Body",
+                        {field_name: {"_errors": [{"code": code, "message": message}]}})
 
 
 def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict:
@@ -71,11 +97,22 @@ class DiscordStandIn:
     interactions: dict[str, dict] = field(default_factory=dict)
     url: str = ""
     token: str = "test-token"  # the only bot token this Discord accepts
+    refused: list[tuple[str, int]] = field(default_factory=list)  # (path, Discord error code) of each refusal
+    limited: list[str] = field(default_factory=list)  # paths answered 429
 
     def __post_init__(self) -> None:
         base = discord.utils.time_snowflake(datetime.now(timezone.utc))
         self._ids = itertools.count(base)
         self._runner: web.AppRunner | None = None
+        self._limits: dict[str, list] = {}  # route prefix → [requests left to refuse, retry_after]
+        self.clock_offset = 0.0  # seconds added to the real clock (to age interaction tokens)
+
+    def now(self) -> float:
+        return time.monotonic() + self.clock_offset
+
+    def limit(self, route_prefix: str, times: int = 1, retry_after: float = 0.3) -> None:
+        """Answer the next `times` requests whose path starts with `route_prefix` with 429."""
+        self._limits[route_prefix] = [times, retry_after]
 
     def snowflake(self) -> int:
         return next(self._ids)
@@ -134,9 +171,24 @@ class DiscordStandIn:
         needs_auth = parts[0] not in ("interactions", "webhooks")
         if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        for prefix, left in self._limits.items():
+            if path.startswith(prefix) and left[0] > 0:
+                left[0] -= 1
+                self.limited.append(path)
+                return _json(
+                    {"message": "You are being rate limited.", "retry_after": left[1], "global": False}, status=429,
+                    headers={"Retry-After": str(left[1]), "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset-After": str(left[1]), "X-RateLimit-Bucket": f"bucket:{prefix}",
+                             "X-RateLimit-Scope": "user"},
+                )
         try:
             result = self._route(request.method, parts, body or {}, dict(request.query))
+        except DiscordError as exc:
+            self.refused.append((path, exc.code))
+            error = {"message": exc.message, "code": exc.code, **({"errors": exc.errors} if exc.errors else {})}
+            return _json(error, status=exc.status)
         except KeyError:
+            self.refused.append((path, 10008))
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if result is None:
             return web.Response(status=204)
@@ -176,10 +228,10 @@ class DiscordStandIn:
             case "POST", ["interactions", interaction, token, "callback"]:
                 return self._interaction_callback(int(interaction), token, body)
             case "GET" | "PATCH", ["webhooks", _, token, "messages", "@original"]:
-                message = self.interactions[token]["original"]
+                message = self._followup_token(token)["original"]
                 return self._edit_message(message, body) if method == "PATCH" else self.messages[message]
             case "POST", ["webhooks", _, token]:
-                return self._create_message(self.interactions[token]["channel_id"], body)
+                return self._create_message(self._followup_token(token)["channel_id"], body)
         return "unknown route"
 
     # ------------------------------------------------------------------ REST state
@@ -192,19 +244,41 @@ class DiscordStandIn:
             "pinned": False, "type": 0, "flags": 0, **extra,
         }
 
+    @staticmethod
+    def _check_content(body: dict) -> None:
+        if len(body.get("content") or "") > CONTENT_LIMIT:
+            raise _invalid_form("content", "BASE_TYPE_MAX_LENGTH", f"Must be {CONTENT_LIMIT} or fewer in length.")
+
+    def delete_message(self, message_id: int | str) -> None:
+        """Someone deleted a message (a question the bot is still answering, say)."""
+        self.messages.pop(int(message_id), None)
+
+    def _followup_token(self, token: str) -> dict:
+        info = self.interactions.get(token)
+        if info is None or not info["responded"]:
+            raise DiscordError(404, 10015, "Unknown Webhook")
+        if self.now() - info["created"] > FOLLOWUP_LIFETIME:
+            raise DiscordError(401, 50027, "Invalid Webhook Token")
+        return info
+
     def _create_message(self, channel_id: int, body: dict) -> dict:
+        self._check_content(body)
         extra: dict[str, Any] = {"components": body.get("components") or [], "flags": body.get("flags") or 0}
         if body.get("message_reference"):
             # Discord accepts snowflakes as numbers but always answers with strings.
             ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}
-            extra |= {"type": 19, "message_reference": ref}
-            if int(ref["message_id"]) in self.messages:
-                extra["referenced_message"] = self.messages[int(ref["message_id"])]
+            if int(ref["message_id"]) not in self.messages:
+                if ref.get("fail_if_not_exists", True) is not False:
+                    raise _invalid_form("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
+                ref = None  # posted, just not as a reply
+            if ref is not None:
+                extra |= {"type": 19, "message_reference": ref, "referenced_message": self.messages[int(ref["message_id"])]}
         message = self.message_payload(self.snowflake(), channel_id, self.bot_user, body.get("content") or "", **extra)
         self.messages[int(message["id"])] = message
         return message
 
     def _edit_message(self, message_id: int, body: dict) -> dict:
+        self._check_content(body)
         message = dict(self.messages[message_id])  # KeyError → 404 Unknown Message
         if "content" in body:
             message["content"] = body["content"] or ""
@@ -217,6 +291,13 @@ class DiscordStandIn:
     def _interaction_callback(self, interaction_id: int, token: str, body: dict) -> dict:
         kind, data = body["type"], body.get("data") or {}
         info = self.interactions[token]
+        if self.now() - info["created"] > INTERACTION_DEADLINE:
+            raise DiscordError(404, 10062, "Unknown interaction")
+        if info["responded"]:
+            raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        self._check_content(data)
+        info["responded"] = True
+        info["answered_after"] = self.now() - info["created"]
         response: dict[str, Any] = {
             "interaction": {
                 "id": str(interaction_id), "type": info["type"],
@@ -323,7 +404,8 @@ class DiscordStandIn:
         token = secrets.token_urlsafe(24)
         interaction_id = self.snowflake()
         channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
-        self.interactions[token] = {"channel_id": channel_id, "type": kind, "original": None}
+        self.interactions[token] = {"channel_id": channel_id, "type": kind, "original": None, "created": self.now(),
+                                    "responded": False, "answered_after": None}
         payload = {
             "id": str(interaction_id), "application_id": str(self.app_id), "type": kind, "data": data,
             "token": token, "version": 1, "locale": "en-US", "app_permissions": str(discord.Permissions.text().value),
@@ -387,26 +469,37 @@ def custom_ids(message: dict) -> list[str]:
 
 
 @asynccontextmanager
-async def logged_in(client: discord.Client, standin: DiscordStandIn):
+async def logged_in(client: discord.Client, standin: DiscordStandIn, *, new_discord: bool = True):
     """Serve the stand-in, point discord.py's REST routes at it and log the client in.
 
     Logging in runs discord.py's real start-up: GET /users/@me, the application info,
     then `setup_hook` (dynamic items, command sync). The guild arrives as GUILD_CREATE.
+    `new_discord`: this stand-in has never seen the commands, so the bot must sync them even
+    if its data dir says it synced them before (to another stand-in).
     """
+    global _client
     previous = discord.http.Route.BASE
     discord.http.Route.BASE = await standin.start()
+    if new_discord and hasattr(client, "force_sync"):
+        client.force_sync = True
     try:
         await client.login(standin.token)
         client._connection.parse_guild_create(standin.guild_create())
+        _client = client
         yield client
     finally:
+        _client = None
         await client.close()
         await standin.stop()
         discord.http.Route.BASE = previous
 
 
+_client: discord.Client | None = None  # the one logged in: settle() also waits for its answers
+
+
 async def settle(timeout: float = 300.0) -> None:
-    """Wait until discord.py's event handlers, view/modal callbacks and commands have finished.
+    """Wait until discord.py's event handlers, view/modal callbacks and commands, and the answers
+    the bot's conversation core is working on, have finished.
 
     The timeout only turns a hang into a failure; nothing is asserted about timing.
     """
@@ -425,4 +518,12 @@ async def settle(timeout: float = 300.0) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.sleep(0)
 
-    await asyncio.wait_for(drain(), timeout)
+    async def quiet() -> None:
+        await drain()
+        conversations = getattr(_client, "conversations", None)
+        # Answers run on the conversation core's threads, reaching the loop for each reply.
+        while conversations is not None and not await asyncio.to_thread(conversations.wait_idle, 0.05):
+            await drain()
+        await drain()
+
+    await asyncio.wait_for(quiet(), timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from teambot import devmodel, services
-from teambot.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 
 def _bindable(port: int) -> bool:
@@ -84,13 +85,16 @@ def private_servers(data_dir: Path, **overrides) -> Iterator[Settings]:
 class FakeOllama:
     """An HTTP server where Ollama would be, counting chat requests. Modes:
     `hang` (accept the request, never answer), `fail` (503, as Ollama under overload),
+    `drip` (stream a word every 50 ms, without end, as a model stuck in a loop would),
     `forward` (pass to a real Ollama at `upstream`). `fail_next` makes the next N chat
-    requests fail before the mode applies."""
+    requests fail before the mode applies. `disconnected` is set once a dripping stream's
+    client has gone away."""
 
     def __init__(self, mode: str = "hang", upstream: str = "") -> None:
         self.mode, self.upstream = mode, upstream
         self.fail_next = 0
         self.chat_requests = 0
+        self.disconnected = threading.Event()
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -151,6 +155,25 @@ class FakeOllama:
                 if fake.mode == "hang":
                     fake._released.wait()
                     return
+                if fake.mode == "drip":
+                    return self._drip(json.loads(body)["model"])
                 self._forward(body)
+
+            def _drip(self, model: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.end_headers()
+                n = 0
+                while not fake._released.is_set():
+                    line = {"model": model, "created_at": "2026-12-01T00:00:00Z", "done": False,
+                            "message": {"role": "assistant", "content": f"step{n} "}}
+                    try:
+                        self.wfile.write(json.dumps(line).encode() + b"\n")
+                        self.wfile.flush()
+                    except OSError:  # the client hung up: what a cut-off generation must do
+                        fake.disconnected.set()
+                        return
+                    n += 1
+                    time.sleep(0.05)
 
         return Handler

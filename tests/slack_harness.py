@@ -1,10 +1,9 @@
-"""The Slack bot in HTTP mode (with /healthz and /metrics) on loopback, talking to the Slack
-stand-in; used by the fault, bad-input and security tests."""
+"""The Slack bot in HTTP mode on loopback (and its /healthz and /metrics listener), talking to the
+Slack stand-in: the one harness of every test that drives the real Bolt app over signed HTTP."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,12 +11,12 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 from slack_sdk import WebClient
-from slack_sdk.signature import SignatureVerifier
 
+from bots.health import start_health_listener
 from bots.slack_app import EVENTS_PATH, SlackBot, http_server
 from bots.slack_blocks import PLACEHOLDER, STREAMING_MARK
 from tests import slack_standin as slack
-from tests.slack_standin import BOT_TOKEN, SlackStandIn
+from tests.slack_standin import BOT_TOKEN, SlackStandIn, signed
 
 SIGNING_SECRET = "e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6"
 
@@ -28,32 +27,68 @@ def with_slack_secrets(settings, **changes):
     })
 
 
-def signed_headers(body: str | bytes, content_type: str, secret: str = SIGNING_SECRET) -> dict:
-    ts = str(int(time.time()))
-    return {
-        "Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
-    }
-
-
 @dataclass
 class SlackHttpBot:
     base: str
     standin: SlackStandIn
     bot: SlackBot
+    health: str  # the /healthz and /metrics listener
 
     @property
-    def events_url(self) -> str:
+    def url(self) -> str:
         return self.base + EVENTS_PATH
 
-    def post(self, body: str | bytes, content_type: str = "application/json", **kw) -> httpx.Response:
-        return httpx.post(self.events_url, content=body, headers=signed_headers(body, content_type, **kw), timeout=30)
+    @property
+    def store(self):
+        return self.bot.store
 
-    def event(self, event: dict) -> httpx.Response:
-        return self.post(slack.event_body(event))
+    @property
+    def service(self):
+        return self.bot.service
+
+    # ------------------------------------------------------------------ what Slack sends
+
+    def post(self, body: str | bytes, content_type: str = "application/json", *, secret: str = SIGNING_SECRET,
+             **signing) -> httpx.Response:
+        headers = signed(secret, body, content_type, **signing)
+        return httpx.post(self.url, content=body, headers=headers, timeout=30)
+
+    def event(self, event: dict, *, event_id: str | None = None, **signing) -> httpx.Response:
+        return self.post(slack.event_body(event, event_id=event_id), **signing)
+
+    def interaction(self, payload: dict) -> httpx.Response:
+        return self.post(slack.interaction_body(payload), "application/x-www-form-urlencoded")
+
+    def command(self, text: str, **fields) -> httpx.Response:
+        return self.post(slack.slash_command(text, **fields), "application/x-www-form-urlencoded")
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=30)
+        return httpx.get(self.health + path, timeout=30)
+
+    # ------------------------------------------------------------------ what the bot posted
+
+    def placeholder(self, channel: str, thread: str, after: int = 0, timeout: float = 300.0) -> str:
+        """The ts of the thread's placeholder number `after` (0: its first), waiting for it."""
+        def found(_calls):
+            posted = self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER)
+            return posted[after] if len(posted) > after else None
+
+        return self.standin.wait_for(found, timeout=timeout).response["ts"]
+
+    def final(self, channel: str, ts: str, timeout: float = 300.0) -> dict:
+        """The placeholder's last update: the answer with blocks, or a short error reply."""
+        return self.standin.wait_call(
+            "chat.update", channel=channel, ts=ts, timeout=timeout,
+            where=lambda c: "blocks" in c.args or STREAMING_MARK not in c.args["text"],
+        ).args
+
+    def answered(self, event: dict) -> tuple[str, dict]:
+        """Send `event`, return (placeholder ts, final update) of the answer in its thread."""
+        channel, thread = event["channel"], event.get("thread_ts") or event["ts"]
+        earlier = len(self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER))
+        assert self.event(event).status_code == 200
+        ts = self.placeholder(channel, thread, after=earlier)
+        return ts, self.final(channel, ts)
 
     def reply_to(self, event: dict, timeout: float = 300.0) -> dict:
         """The bot's last word in the event's thread: the answer (with blocks) that replaced its
@@ -62,59 +97,40 @@ class SlackHttpBot:
         first = self.standin.wait_call("chat.postMessage", channel=channel, thread_ts=thread, timeout=timeout)
         if first.args["text"] != PLACEHOLDER:
             return first.args
-        return self.standin.wait_call(
-            "chat.update", channel=channel, ts=first.response["ts"], timeout=timeout,
-            where=lambda c: "blocks" in c.args or STREAMING_MARK not in c.args["text"],
-        ).args
+        return self.final(channel, first.response["ts"], timeout)
 
     def ask(self, text: str, *, channel: str = "C0FAULTS", user: str = "U0ALICE") -> dict:
         event = slack.mention(text, channel=channel, user=user)
         assert self.event(event).status_code == 200
         return self.reply_to(event)
 
+    def settle(self) -> None:
+        """Answer one more direct message: requests sent before it have been handled by then."""
+        self.answered(slack.direct_message("are you there?", channel="D0SETTLE"))
+
 
 @contextmanager
-def slack_http_bot(settings, service, store, standin: SlackStandIn) -> Iterator[SlackHttpBot]:
-    bot = SlackBot(settings, service, store, WebClient(token=BOT_TOKEN, base_url=standin.api_url), stream_interval=0)
-    server = http_server(bot.app, "127.0.0.1", 0, settings=settings, service=service)
+def slack_http_bot(settings, service, store, standin: SlackStandIn, **options) -> Iterator[SlackHttpBot]:
+    options.setdefault("stream_interval", 0)
+    bot = SlackBot(settings, service, store, WebClient(token=BOT_TOKEN, base_url=standin.api_url), **options)
+    server = http_server(bot.app, "127.0.0.1", 0)
+    health = start_health_listener(settings, service, port=0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield SlackHttpBot(f"http://127.0.0.1:{server.server_port}", standin, bot)
+        yield SlackHttpBot(f"http://127.0.0.1:{server.server_port}", standin, bot,
+                           f"http://127.0.0.1:{health.server_port}")
     finally:
         server.shutdown()
         server.server_close()
+        health.shutdown()
+        health.server_close()
         bot.close()
         thread.join()
 
 
 def answer_sections(reply: dict) -> list[str]:
     return [b["text"]["text"] for b in reply.get("blocks", []) if b["type"] == "section"]
-
-
-class CannedAnswers:
-    """A stand-in for AnswerService that answers every question with the same text (after the
-    real service's validation), for tests about the adapter rather than the answers."""
-
-    def __init__(self, settings, text: str = "Expense claims go in Ledgerly within 30 days.") -> None:
-        from pipeline.querying import AnswerService
-
-        self.settings, self.text = settings, text
-        self._validate = AnswerService.validate
-        self.questions: list[tuple[str, str | None]] = []
-
-    def validate(self, question: str) -> str:
-        return self._validate(self, question)
-
-    def ask(self, question, *, collection=None, history=(), on_token=None):
-        from pipeline.answer import Answer
-
-        question = self.validate(question)
-        self.questions.append((question, collection))
-        if on_token:
-            on_token(self.text)
-        return Answer(question=question, text=self.text, sources=[], model="canned",
-                      collection=collection or self.settings.collection)
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float:

@@ -3,7 +3,7 @@ signed Slack HTTP), malformed requests and unknown events, and documents that ar
 password-protected or not what their extension says. Each gets a clear message or a logged
 skip; nothing crashes and nothing stored is lost.
 
-The model is scripted here (tests/scripted_model.py): what is under test is everything around
+The model is scripted here (tests/doubles.py): what is under test is everything around
 it, over many inputs, with the real embedder, Weaviate and relevance gate.
 """
 
@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from pypdf import PdfWriter
 from typer.testing import CliRunner
 
-from pipeline.answer import Answer
-from pipeline.errors import InvalidQuestion, TeambotError
-from pipeline.feedback_store import FeedbackStore
+from core.answer import Answer
+from core.errors import InvalidQuestion, TeambotError
+from feedback.store import FeedbackStore
 from teambot.cli import app
 from tests import slack_standin as slack
 from tests.conftest import drop_collection, unique_collection
-from tests.scripted_model import LEDGERLY, ScriptedModelService
+from tests.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
 
@@ -38,7 +38,7 @@ EXPENSES = "Which tool do expense claims go in?"
 
 @pytest.fixture(scope="module")
 def service(handbook):
-    return ScriptedModelService(handbook.service.settings.model_copy(update={"collection": handbook.collection}))
+    return ScriptedAnswers(handbook.service.settings.model_copy(update={"collection": handbook.collection}), pipeline=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,6 @@ def bot(service, store):
 # ---------------------------------------------------------------------- questions
 
 
-@pytest.mark.services
 @pytest.mark.parametrize("question, says", [
     ("", "empty"),
     ("   \n\t  \n", "empty"),
@@ -73,7 +72,6 @@ def test_empty_blank_binary_and_huge_questions_are_refused_with_a_clear_message(
     assert len(service.prompts) == asked  # the model was not asked
 
 
-@pytest.mark.services
 @pytest.mark.parametrize("question", [
     b"Which tool do expense claims go in? \xff\xfe caf\xe9".decode("utf-8", "surrogateescape"),  # not UTF-8
     "\ud800Which tool do expense claims go in?\udfff",  # lone surrogates, as JSON "\\ud800" decodes
@@ -89,7 +87,6 @@ def test_mis_decoded_and_binary_noise_is_dropped_and_the_question_answered(servi
 ANY_TEXT = st.text(st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)), max_size=300)
 
 
-@pytest.mark.services
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(question=ANY_TEXT)
 @example(question="{{ system_prompt }} {% for x in range(10**9) %}{% endfor %}")  # template syntax is just text
@@ -116,7 +113,6 @@ def _signed_bytes(body: bytes, content_type: str = "application/json") -> dict:
     return {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-@pytest.mark.services
 @pytest.mark.parametrize("text, reply", [
     ("", InvalidQuestion.user_message),
     ("   \n  ", InvalidQuestion.user_message),
@@ -130,7 +126,6 @@ def test_slack_messages_that_are_empty_blank_binary_or_huge_get_a_clear_reply(bo
     assert reply in answer["text"] and "blocks" not in answer
 
 
-@pytest.mark.services
 def test_a_slack_message_with_lone_surrogates_is_answered(bot):
     event = slack.mention("\ud800" + EXPENSES, channel="C0SURROGATE")  # json.dumps writes it as \ud800
     assert bot.event(event).status_code == 200
@@ -138,12 +133,11 @@ def test_a_slack_message_with_lone_surrogates_is_answered(bot):
     assert "blocks" in answer and answer["text"] == LEDGERLY
 
 
-@pytest.mark.services
 def test_malformed_requests_and_unknown_events_are_turned_away_and_nothing_stored_is_lost(bot, store):
     kept = Answer(question=EXPENSES, text=LEDGERLY, sources=[], model="teambot-dev", collection="Handbook")
     store.record_answer(kept, platform="slack", user_id="U0ASKER", channel="C0KEEP")
     store.rate(kept.id, platform="slack", user_id="U0VOTER", value=1)
-    url = bot.events_url
+    url = bot.url
     not_utf8 = slack.event_body(slack.mention(EXPENSES, channel="C0GARBAGE")).encode()
     not_utf8 = not_utf8.replace(b"Which", b"\xff\xfeWhich")
     for body, content_type in [
@@ -201,7 +195,6 @@ def _bad_documents(folder):
     }
 
 
-@pytest.mark.services
 def test_unreadable_documents_are_skipped_with_a_reason_and_indexed_ones_are_kept(services, tmp_path, monkeypatch):
     from pipeline.indexing import Indexer
 

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from bench import answer_overhead, bot_load, ingest_throughput, retrieval_latency, retrieval_quality, training_throughput
+from bench import (
+    answer_overhead, bot_load, discord_load, ingest_throughput, retrieval_latency, retrieval_quality, training_throughput,
+)
 from bench.harness import raw_client
-
-pytestmark = pytest.mark.services
 
 
 @pytest.fixture
@@ -61,6 +61,16 @@ def test_retrieval_quality_scores_the_handbook(scratch_collections, tmp_path, ca
     assert row["recall@5"] >= 0.95 and row["mrr"] >= 0.85 and row["abstention_accuracy"] >= 0.85
 
 
+def test_retrieval_quality_scores_an_ingested_collection_as_it_is(handbook, tmp_path, capsys):
+    """--collection: the held-out corpus is ingested once by `teambot ingest` and scored as it is."""
+    record, _ = _ran(retrieval_quality.main, ["--corpus", "handbook", "--collection", handbook.collection],
+                     tmp_path, capsys)
+    [row] = record["rows"]
+    assert record["collection"] == handbook.collection and row["recall@5"] >= 0.95
+    with pytest.raises(SystemExit):
+        retrieval_quality.main(["--corpus", "handbook", "--collection", handbook.collection, "--grid"])
+
+
 def test_retrieval_latency_finds_what_the_raw_query_finds(scratch_collections, tmp_path, capsys):
     record, printed = _ran(retrieval_latency.main, ["--sizes", "80", "--queries", "6"], tmp_path, capsys)
     assert "ours p50" in printed
@@ -96,6 +106,16 @@ def test_bot_load_acknowledges_and_answers_every_mention(scratch_collections, tm
     assert (ours["delivered"], ours["error_replies"], ours["missing"]) == (3, 0, 0)
     assert raw["delivered"] == 3
     assert _positive(ours["ack_p50_s"], ours["answer_p50_s"], raw["ack_p50_s"])
+
+
+def test_discord_vote_clicks_are_answered_within_3s_while_20_questions_are_answered(scratch_collections, tmp_path,
+                                                                                   capsys):
+    """20 questions at once through the real pipeline, and vote clicks while they are answered:
+    the strict stand-in drops any interaction not answered within 3 s, and none is dropped."""
+    record, printed = _ran(discord_load.main, ["--questions", "20", "--clicks", "8", "--tokens", "16"], tmp_path, capsys)
+    assert "click answered p99 s" in printed
+    assert record["clicks_unanswered"] == 0 and record["clicks_within_3s"] == 8 and record["refused"] == []
+    assert record["votes_stored"] == 8 and record["answers_delivered"] == 20
 
 
 @pytest.mark.training

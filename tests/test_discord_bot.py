@@ -5,7 +5,7 @@ REST API (tests/discord_standin.py) and feeds it gateway events through discord.
 `ConnectionState` parsers, so discord.py builds the Message/Interaction objects itself and
 dispatches them to the bot's handlers. Answers come from the real pipeline (Weaviate +
 Ollama, handbook fixture) except where a test needs something the real model cannot be made
-to produce on demand (an answer longer than its token cap); there `ScriptedService` stands
+to produce on demand (an answer longer than its token cap); there `ScriptedAnswers` stands
 in for the pipeline, never for Weaviate or Ollama themselves.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,12 +21,14 @@ import pytest
 from bots.discord_app import TeambotDiscord
 from bots.discord_feedback import THANKS, THANKS_DETAIL
 from bots.discord_reply import EDIT_INTERVAL, MESSAGE_LIMIT
-from pipeline.answer import Answer, Source
-from pipeline.errors import InvalidQuestion, ModelUnavailable
-from pipeline.feedback_store import FeedbackStore
+from core.answer import Source
+from core.errors import InvalidQuestion, ModelUnavailable
+from feedback.store import FeedbackStore
 from tests.discord_standin import DiscordStandIn, custom_ids, logged_in, settle, user_payload
+from tests.doubles import ScriptedAnswers
 
 EXPENSES_QUESTION = "Which tool do I submit expense claims in?"
+EXPENSES_SOURCE = Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)
 FOLLOW_UP = "How long do I have to submit them?"
 TIME_OFF_QUESTION = "How many days of paid vacation do full-time employees get?"
 EPHEMERAL = 64
@@ -62,30 +63,6 @@ def rating_of(store: FeedbackStore, answer_id: str, user_id: int):
     return mine[0] if mine else None
 
 
-class ScriptedService:
-    """Stands in for the answering pipeline with a fixed answer, streamed in small pieces.
-
-    Used only where a test needs an answer the real model cannot be made to produce on
-    demand (longer than its token cap); records what it was asked, history included.
-    """
-
-    def __init__(self, text: str | list[str], sources: list[Source] = (), *, delay: float = 0.0) -> None:
-        # A list gives the streamed pieces; a string streams word by word.
-        self.pieces = text if isinstance(text, list) else re.findall(r"\S+\s*", text)
-        self.text, self.sources, self.delay = "".join(self.pieces), list(sources), delay
-        self.calls: list[dict] = []
-
-    def ask(self, question, *, collection=None, history=(), on_token=None) -> Answer:
-        if not question.strip():
-            raise InvalidQuestion("empty question")
-        self.calls.append({"question": question, "collection": collection, "history": list(history)})
-        for piece in self.pieces:
-            if on_token:
-                on_token(piece)
-            time.sleep(self.delay)
-        return Answer(question=question, text=self.text, sources=self.sources, model="scripted", collection=collection or "")
-
-
 # ---------------------------------------------------------------- a real conversation
 
 
@@ -115,7 +92,6 @@ def conversation(handbook, bot_settings, store):
     return run(scenario())
 
 
-@pytest.mark.services
 def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversation, store, handbook):
     c = conversation
     paths = [(r.method, r.path) for r in c.requests_for_first]
@@ -146,7 +122,6 @@ def test_mention_gets_a_reply_with_the_answer_sources_and_vote_buttons(conversat
     assert record.question == EXPENSES_QUESTION  # the mention itself is not part of the question
 
 
-@pytest.mark.services
 def test_reply_to_an_answer_is_a_follow_up_with_the_earlier_turn_as_context(conversation, store):
     c = conversation
     assert c.second["id"] != c.first["id"]
@@ -160,7 +135,6 @@ def test_reply_to_an_answer_is_a_follow_up_with_the_earlier_turn_as_context(conv
     assert EXPENSES_QUESTION in earlier
 
 
-@pytest.mark.services
 def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation, bot_settings, handbook, store):
     message = conversation.first
     answer_id = answer_id_of(message)
@@ -177,6 +151,7 @@ def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation
             await settle()
             thumbs_up = rating_of(store, answer_id, 2000000000000000001)
             acknowledgement = standin.calls("POST", "/interactions/")[-1].body
+            said = standin.calls("POST", "/webhooks/")[-1].body
 
             bot._connection.parse_interaction_create(
                 standin.button_click(message, f"teambot:vote:down:{answer_id}", user=voter)
@@ -192,22 +167,25 @@ def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation
                 )
             )
             await settle()
-            thanks = standin.calls("POST", "/interactions/")[-1].body
-        return thumbs_up, acknowledgement, thumbs_down, modal, thanks
+            submitted = standin.calls("POST", "/interactions/")[-1].body
+            thanks = standin.calls("POST", "/webhooks/")[-1].body
+            late = [info["answered_after"] for info in standin.interactions.values()]
+        return thumbs_up, acknowledgement, said, thumbs_down, modal, submitted, thanks, late, standin.refused
 
-    thumbs_up, acknowledgement, thumbs_down, modal, thanks = run(scenario())
-    assert thumbs_up.value == 1
-    assert acknowledgement["type"] == 4 and acknowledgement["data"]["flags"] == EPHEMERAL
-    assert acknowledgement["data"]["content"] == THANKS
+    thumbs_up, acknowledgement, said, thumbs_down, modal, submitted, thanks, late, refused = run(scenario())
+    # Each click is answered before the vote is written (Discord drops one unanswered after 3 s):
+    # a 👍 is deferred, and the thanks follows once the vote is stored.
+    assert thumbs_up.value == 1 and refused == []
+    assert acknowledgement["type"] == 5 and acknowledgement["data"]["flags"] == EPHEMERAL
+    assert said["content"] == THANKS and said["flags"] == EPHEMERAL
     assert thumbs_down.value == -1 and thumbs_down.reason is None
-    assert modal["type"] == 9 and len(modal["data"]["components"]) == 2
+    assert modal["type"] == 9 and len(modal["data"]["components"]) == 2  # the 👎 opens the form at once
     final = rating_of(store, answer_id, 2000000000000000001)
     assert (final.value, final.reason, final.correction) == (-1, "It named the wrong tool.", "Claims go in Ledgerly.")
-    assert thanks["type"] == 4 and thanks["data"]["flags"] == EPHEMERAL
-    assert thanks["data"]["content"] == THANKS_DETAIL
+    assert submitted["type"] == 5 and thanks["content"] == THANKS_DETAIL and thanks["flags"] == EPHEMERAL
+    assert all(after is not None and after < 3 for after in late)
 
 
-@pytest.mark.services
 def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, handbook, store):
     c = conversation
     answer_id = answer_id_of(c.first)
@@ -240,7 +218,7 @@ def test_thumb_reactions_on_an_answer_are_votes(conversation, bot_settings, hand
 
 
 def test_removing_a_thumb_reaction_takes_back_its_vote_unless_it_was_changed_since(settings, store):
-    service = ScriptedService("Claims go in Ledgerly [1].", [Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)])
+    service = ScriptedAnswers(settings, "Claims go in Ledgerly [1].", sources=[EXPENSES_SOURCE])
     lee, max_ = user_payload(2000000000000000003, "lee"), user_payload(2000000000000000004, "max")
 
     def scripted_votes() -> tuple[int, int]:
@@ -301,7 +279,6 @@ def test_removing_a_thumb_reaction_takes_back_its_vote_unless_it_was_changed_sin
     assert seen["stats at the end"] == (up, down + 2)
 
 
-@pytest.mark.services
 def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_settings, store):
     async def scenario():
         standin = DiscordStandIn()
@@ -337,7 +314,7 @@ def test_ask_command_syncs_to_the_dev_guild_when_set(settings, store):
 
     async def scenario():
         standin = DiscordStandIn()
-        async with logged_in(TeambotDiscord(settings, ScriptedService("unused"), store), standin):
+        async with logged_in(TeambotDiscord(settings, ScriptedAnswers(settings, "unused", sources=()), store), standin):
             return standin.calls("PUT", "/applications/")
 
     (sync,) = run(scenario())
@@ -345,7 +322,69 @@ def test_ask_command_syncs_to_the_dev_guild_when_set(settings, store):
     assert [c["name"] for c in sync.body] == ["ask"]
 
 
-@pytest.mark.services
+def test_slash_commands_are_synced_only_when_their_definition_changed(settings, store, tmp_path):
+    """Syncing on every start runs into Discord's daily limit: a restart with the same commands
+    does not sync, a changed definition does, and `teambot discord sync` always does."""
+    from discord import app_commands
+
+    from bots.discord_app import sync_commands
+
+    settings = settings.model_copy(update={"data_dir": tmp_path})
+
+    async def start(bot, standin) -> list:
+        async with logged_in(bot, standin, new_discord=False):
+            return standin.calls("PUT", "/applications/")
+
+    async def scenario():
+        standin = DiscordStandIn()  # one Discord, remembering what was synced
+        first = await start(TeambotDiscord(settings, None, store), standin)
+        restarted = await start(TeambotDiscord(settings, None, store), standin)
+        changed = TeambotDiscord(settings, None, store)
+
+        @app_commands.command(name="sources", description="List the documents I answer from.")
+        async def sources(interaction) -> None: ...
+
+        changed.tree.add_command(sources)
+        after_change = await start(changed, standin)
+        forced = TeambotDiscord(settings, None, store)  # the same commands as last synced: only forced
+        forced.tree.add_command(sources)
+        async with logged_in(forced, standin, new_discord=False):
+            synced = await sync_commands(forced, force=True)
+        return first, restarted, after_change, synced, standin.calls("PUT", "/applications/")
+
+    first, restarted, after_change, synced, puts = run(scenario())
+    assert len(first) == 1 and [c["name"] for c in first[0].body] == ["ask"]
+    assert len(restarted) == 1  # still the one from the first start: nothing new
+    assert len(after_change) == 2 and sorted(c["name"] for c in after_change[-1].body) == ["ask", "sources"]
+    assert synced is True and len(puts) == 3
+
+
+def test_discord_refusals_are_handled_the_way_discord_needs(settings, store):
+    """What a strict Discord refuses, the bot gets right: an answer of 3,500 characters goes out
+    in messages of at most 2,000; a question deleted while it is being answered still gets its
+    answer (not as a reply); a 429 on posting is waited out by discord.py and the post goes through."""
+    long_answer = "Claims go in Ledgerly within thirty days of the expense. " * 60
+    service = ScriptedAnswers(settings, long_answer, sources=[EXPENSES_SOURCE], delay=0.0)
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store)
+        async with logged_in(bot, standin):
+            standin.limit(f"/channels/{standin.channel_id}/messages", times=1, retry_after=0.3)
+            question = standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", mentions_bot=True)
+            standin.delete_message(question["id"])  # gone before the bot replies to it
+            bot._connection.parse_message_create(question)
+            await settle()
+            return standin.bot_messages(), standin.refused, standin.limited
+
+    messages, refused, limited = run(scenario())
+    assert refused == [] and len(limited) == 1  # the 429 was retried by discord.py, nothing else refused
+    assert len(messages) >= 2 and all(len(m["content"]) <= 2000 for m in messages)
+    assert "message_reference" not in messages[0]  # the question is gone: a plain message
+    assert "".join(m["content"] for m in messages).count("Ledgerly") == 60
+    assert custom_ids(messages[-1])  # votes under the last part
+
+
 def test_too_long_question_and_model_down_get_short_clear_replies(settings, handbook, store):
     from pipeline.querying import AnswerService
 
@@ -376,7 +415,7 @@ def test_too_long_question_and_model_down_get_short_clear_replies(settings, hand
 
 
 def test_empty_mention_gets_a_short_clear_reply(settings, store):
-    service = ScriptedService("unused")
+    service = ScriptedAnswers(settings, "unused", sources=())
 
     async def scenario():
         standin = DiscordStandIn()
@@ -392,7 +431,7 @@ def test_empty_mention_gets_a_short_clear_reply(settings, store):
 
 
 def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(settings, store):
-    service = ScriptedService("An answer [1].")
+    service = ScriptedAnswers(settings, "An answer [1].", sources=())
 
     async def scenario():
         standin = DiscordStandIn()
@@ -412,7 +451,7 @@ def test_messages_from_itself_other_bots_or_not_addressed_to_it_are_ignored(sett
 
 
 def test_direct_message_is_answered_without_a_mention(settings, store):
-    service = ScriptedService("Claims go in Ledgerly [1].", [Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)])
+    service = ScriptedAnswers(settings, "Claims go in Ledgerly [1].", sources=[EXPENSES_SOURCE])
 
     async def scenario():
         standin = DiscordStandIn()
@@ -434,7 +473,7 @@ def test_direct_message_is_answered_without_a_mention(settings, store):
 
 def test_channel_mapping_picks_the_collection(settings, store):
     settings = settings.model_copy(update={"channel_collections": {"1000000000000000003": "SalesDocs"}})
-    service = ScriptedService("From the sales docs.")
+    service = ScriptedAnswers(settings, "From the sales docs.", sources=())
 
     async def scenario():
         standin = DiscordStandIn()
@@ -455,7 +494,7 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(settings, sto
     text = "".join(steps).strip()
     sources = [Source(n, f"Page {n}", "", "…", f"c{n}", 0.8, url=f"https://wiki.example.com/p{n}") for n in range(1, 6)]
     # Three seconds of steps arriving one by one, then the rest at once.
-    service = ScriptedService([*steps[:12], "".join(steps[12:]).strip()], sources, delay=0.25)
+    service = ScriptedAnswers(settings, [*steps[:12], "".join(steps[12:]).strip()], sources=sources, delay=0.25)
 
     async def scenario():
         standin = DiscordStandIn()
@@ -498,7 +537,7 @@ def test_long_answer_streams_with_spaced_edits_then_splits_cleanly(settings, sto
 
 
 def test_long_ask_answer_continues_in_follow_up_messages(settings, store):
-    service = ScriptedService("Claims go in Ledgerly within thirty days of the expense. " * 70)
+    service = ScriptedAnswers(settings, "Claims go in Ledgerly within thirty days of the expense. " * 70, sources=())
 
     async def scenario():
         standin = DiscordStandIn()
@@ -522,7 +561,7 @@ def test_long_ask_answer_continues_in_follow_up_messages(settings, store):
 
 def test_reply_in_thread_answers_in_a_new_thread_and_follows_up_there(settings, store):
     settings = settings.model_copy(update={"discord_reply_in_thread": True})
-    service = ScriptedService("Claims go in Ledgerly.")
+    service = ScriptedAnswers(settings, "Claims go in Ledgerly.", sources=())
 
     async def scenario():
         standin = DiscordStandIn()

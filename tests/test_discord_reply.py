@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from bots.discord_feedback import VoteButton, vote_for_emoji, vote_view
 from bots.discord_reply import MESSAGE_LIMIT, answer_chunks, render_answer, stream_preview
 from bots.formatting import split_text
-from pipeline.answer import Answer, Source
+from core.answer import Answer, Source
 from teambot.cli import app
 
 MASKED_LINK = re.compile(r"\[[^\]\n]+\]\(<https?://[^>\s]+>\)")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bots.health import HEALTH_PATH
-from teambot.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -58,13 +58,14 @@ def test_dockerfile_copies_only_files_that_exist_and_runs_the_bot_as_a_non_root_
             assert (ROOT / source).exists(), f"COPY {source}: no such file in the build context"
     # Everything the package needs is copied: each package setuptools includes.
     copied = {s.rstrip("/") for *sources, _ in copies for s in sources}
-    assert {"pyproject.toml", "teambot", "pipeline", "bots", "training"} <= copied
+    assert {"pyproject.toml", "uv.lock", "teambot", "core", "feedback", "pipeline", "bots", "training"} <= copied
 
     users = [args for kind, args in instructions if kind == "USER"]
     assert users and users[-1] not in ("root", "0")
     runs = " ".join(args for kind, args in instructions if kind == "RUN")
     assert "useradd" in runs and "download.pytorch.org/whl/cpu" in runs
-    assert "pip install ." in runs and "[train]" not in runs  # no CUDA torch, no training stack
+    assert "uv export --frozen" in runs and "--extra train" not in runs  # locked versions, no training stack
+    assert "pip install --no-deps ." in runs
     assert ("ENTRYPOINT", '["teambot"]') in instructions
 
 
@@ -104,17 +105,22 @@ def test_ollama_entrypoint_is_mounted_valid_shell_and_marks_the_model_ready(comp
     assert 'ollama pull "$MODEL"' in text and "TEAMBOT_MODEL" in text
 
 
-def test_the_bot_settings_in_compose_are_valid_and_the_health_check_asks_healthz(compose, tmp_path):
-    bot = compose["services"]["bot"]
+@pytest.mark.parametrize("name", ["bot", "discord"])
+def test_the_bot_settings_in_compose_are_valid_and_the_health_check_asks_healthz(compose, name):
+    bot = compose["services"][name]
     env = {k: _interpolate(str(v)) for k, v in bot["environment"].items()}
     settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in env.items()})
     assert settings.weaviate_url == "http://weaviate:8080" and settings.ollama_url == "http://ollama:11434"
     assert settings.model == _interpolate(compose["services"]["ollama"]["environment"]["TEAMBOT_MODEL"])
+    # /healthz on the health listener, which stays on the container's loopback: never published.
     check = " ".join(bot["healthcheck"]["test"])
-    assert f"127.0.0.1:{settings.http_port}{HEALTH_PATH}" in check
-    published = _interpolate(bot["ports"][0]).split(":")[-1]
-    assert int(published) == settings.http_port
-    assert bot["command"] == ["slack", "--http"]
+    assert f"127.0.0.1:{settings.health_port}{HEALTH_PATH}" in check and settings.health_host == "127.0.0.1"
+    published = [int(_interpolate(p).split(":")[-1]) for p in bot.get("ports", [])]
+    assert settings.health_port not in published
+    if name == "bot":
+        assert published == [settings.http_port] and bot["command"] == ["slack", "--http"]
+    else:
+        assert published == [] and bot["command"] == ["discord"]
 
 
 def test_env_example_lists_every_setting_and_loads_as_it_is():

@@ -21,8 +21,6 @@ from pipeline.stores import admin_client, exact_filter
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
 from tests.doc_trees import BIG, TRICKY, assert_mirrors, chunks_by_source, write
 
-pytestmark = pytest.mark.services
-
 
 def _ids(settings, collection: str) -> dict[str, set[str]]:
     return {s: {c["_original_id"] for c in chunks} for s, chunks in chunks_by_source(settings, collection).items()}
@@ -86,9 +84,11 @@ def test_a_real_tree_keeps_every_file_through_changes_deletions_and_reruns(weavi
             if version is not None and rel not in changed:
                 assert after[source] == before[source], f"{rel} was re-indexed without a change"
 
-        third = indexer.ingest([docs])
+        # A file named again on its own, and through a symlink (as git-doc's index.html → git.html): once.
+        (tmp_path / "index.html").symlink_to(docs / "git.html")
+        third = indexer.ingest([docs, docs / "git.html", tmp_path / "index.html"])
         assert (third.indexed, third.removed, third.chunks_written, third.chunks_deleted) == ([], [], 0, 0)
-        assert len(third.unchanged) == sum(v is not None for v in versions.values())
+        assert third.files_seen == len(third.unchanged) == sum(v is not None for v in versions.values())
     finally:
         drop_collection(weaviate, collection)
 
@@ -303,5 +303,29 @@ def test_sources_link_to_their_section_and_the_address_is_kept_per_folder(weavia
         refused = runner.invoke(app, ["ingest", str(docs), str(other), "-c", collection, "--url-base", moved],
                                 env={"TEAMBOT_DATA_DIR": str(weaviate.data_dir)})
         assert refused.exit_code == 2 and "one folder" in refused.output
+    finally:
+        drop_collection(weaviate, collection)
+
+
+def test_ingest_shows_its_own_progress_and_nothing_that_means_nothing_to_the_user(weaviate, tmp_path):
+    """What a person sees on the terminal: teambot's progress in chunks and its summary; no
+    library's model-loading bar, no warnings about connections left open."""
+    import os
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs"
+    write(docs, {"guide/intro.md": 0, "api.md": 0})
+    collection = unique_collection("Terminal")
+    env = {**os.environ, "TEAMBOT_WEAVIATE_URL": weaviate.weaviate_url, "TEAMBOT_DATA_DIR": str(weaviate.data_dir),
+           "TEAMBOT_WEAVIATE_GRPC_PORT": str(weaviate.weaviate_grpc_port)}
+    try:
+        run = subprocess.run([sys.executable, "-m", "teambot.cli", "ingest", str(docs), "-c", collection],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"{collection}: 2 files — 2 indexed" in run.stdout
+        assert "file 2/2" in run.stderr and "chunk" in run.stderr  # teambot's own bar
+        for noise in ("Loading weights", "Warning", "unclosed", "Traceback"):
+            assert noise not in run.stderr, run.stderr[-2000:]
     finally:
         drop_collection(weaviate, collection)

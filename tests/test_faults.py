@@ -21,8 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bots.slack_blocks import VOTE_UP
-from pipeline.errors import KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
-from pipeline.feedback_store import FeedbackStore
+from core.errors import KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
+from feedback.store import FeedbackStore
 from pipeline.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen, RetryPolicy, call
 from teambot import services
 from teambot.cli import app
@@ -161,7 +161,6 @@ def _status_cli(settings):
     return CliRunner().invoke(app, ["services", "status", "--json"], env=env)
 
 
-@pytest.mark.services
 def test_the_weaviate_we_start_keeps_its_internal_ports_to_itself(servers):
     import httpx
     import psutil
@@ -180,7 +179,6 @@ def test_the_weaviate_we_start_keeps_its_internal_ports_to_itself(servers):
     assert response.status_code == 401
 
 
-@pytest.mark.services
 def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
     health = faults_bot.get("/healthz")
     assert health.status_code == 200
@@ -218,7 +216,6 @@ def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(s
     assert metric_value(metrics, "teambot_feedback_total", platform="slack", value="up") >= 1
 
 
-@pytest.mark.services
 def test_ollama_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(servers, faults_bot):
     services.stop(services.OLLAMA, servers)
     try:
@@ -234,7 +231,6 @@ def test_ollama_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(ser
     assert faults_bot.get("/healthz").status_code == 200
 
 
-@pytest.mark.services
 def test_a_hanging_generation_times_out_into_a_clear_reply(servers, standin, tmp_path):
     from pipeline.querying import AnswerService
 
@@ -249,7 +245,29 @@ def test_a_hanging_generation_times_out_into_a_clear_reply(servers, standin, tmp
             assert bot.get("/healthz").status_code == 200
 
 
-@pytest.mark.services
+def test_a_model_that_never_stops_is_cut_off_at_the_deadline_with_a_note(servers):
+    """TEAMBOT_GENERATION_TIMEOUT is a deadline for the whole generation, not per read: a model
+    streaming on and on (a new word every 50 ms, forever) is cut off there, the words shown so
+    far are kept with a note, and the stream to the model server is closed."""
+    from core.answer import Outcome
+    from pipeline.querying import AnswerService
+
+    with FakeOllama("drip") as looping:
+        config = servers.model_copy(update={"ollama_url": looping.url, "generation_timeout": 2.0})
+        service = AnswerService(config)
+        streamed: list[str] = []
+        started = time.monotonic()
+        answer = service.ask(QUESTION, on_token=streamed.append)
+        took = time.monotonic() - started
+        assert 2.0 <= answer.timings["generate"] < 4.0 and took < 10, answer.timings
+        assert answer.text.startswith("step0 step1 ") and "Cut off: the answer took longer than 2 seconds" in answer.text
+        assert "".join(streamed) == answer.text and answer.outcome is Outcome.ANSWERED
+        assert looping.chat_requests == 1  # not retried: it was answering
+        assert looping.disconnected.wait(10)  # the model server stops generating for nobody
+        assert service.breakers["ollama"].state == CLOSED
+        service.close()
+
+
 def test_flaky_model_is_retried_then_a_dead_one_is_left_alone_until_its_cool_down_ends(servers):
     from pipeline.querying import AnswerService
 
@@ -308,7 +326,6 @@ def _kill_when(proc: subprocess.Popen, ready, limit: float = 240) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
 
 
-@pytest.mark.services
 def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_clean_one(servers, tmp_path):
     """Killed with SIGKILL mid-write, a plain ingest and then a rebuild: the next run leaves every file
     of a realistic tree with exactly its own chunks, the same chunks a clean run makes."""
@@ -370,13 +387,15 @@ def test_an_ingest_killed_half_way_is_finished_by_the_next_run_exactly_like_a_cl
 
 VOTER = textwrap.dedent("""
     import sys
-    from pipeline.answer import Answer
-    from pipeline.feedback_store import FeedbackStore
+    from core.answer import Answer
+    from feedback.store import FeedbackStore
 
     store = FeedbackStore(sys.argv[1], user_salt="durability")
     answer = Answer(question="Which tool do expense claims go in?", text="Ledgerly [1].", sources=[],
                     model="teambot-dev", collection="Handbook")
     store.record_answer(answer, platform="slack", user_id="U0ASKER")
+    with store.engine.connect() as connection:  # the connection settings every vote below is written with
+        print("synchronous", connection.exec_driver_sql("PRAGMA synchronous").scalar(), flush=True)
     print("answer", answer.id, flush=True)
     n = 0
     while True:  # until killed
@@ -388,6 +407,10 @@ VOTER = textwrap.dedent("""
 
 
 def test_every_acknowledged_vote_survives_the_writer_being_killed(tmp_path):
+    """SIGKILL a process in the middle of a stream of votes: every vote it acknowledged (after its
+    commit returned) is in the database. What this proves rests on SQLite's `synchronous=FULL`
+    on the writer's own connection (a commit is on disk before it returns), so that is asserted
+    too: with OFF or NORMAL a killed process can still keep its commits, but a power cut would not."""
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-c", VOTER, url], cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1,
@@ -405,10 +428,65 @@ def test_every_acknowledged_vote_survives_the_writer_being_killed(tmp_path):
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
 
-    answer_id = lines[0].split()[1]
-    acked = [line.split()[1] for line in lines[1:] if line.startswith("ack ") and line.endswith("\n")]
+    assert lines[0].split() == ["synchronous", "2"]  # FULL
+    answer_id = lines[1].split()[1]
+    acked = [line.split()[1] for line in lines[2:] if line.startswith("ack ") and line.endswith("\n")]
     store = FeedbackStore(url, user_salt="durability")
     stored = {r.user_hash: r.value for r in store.ratings(answer_id)}
     missing = [u for u in acked if stored.get(store.user_hash("slack", u)) != (1 if int(u[1:]) % 3 else -1)]
     assert not missing, f"{len(missing)} acknowledged votes lost, e.g. {missing[:3]}"
     assert store.get_answer(answer_id).answer_text == "Ledgerly [1]."
+
+
+# ---------------------------------------------------------------------- searches that hang
+
+
+def test_a_search_that_hangs_gives_up_and_frees_its_thread(handbook):
+    """A Weaviate that takes the search and never answers: the question fails at the retrieval
+    timeout, and the search itself ends soon after (it does not hold a pool thread for minutes)."""
+    from core import metrics
+    from pipeline.querying import AnswerService
+    from tests.tcp_proxy import TcpProxy
+
+    with TcpProxy(handbook.service.settings.weaviate_grpc_port) as proxy:
+        config = handbook.service.settings.model_copy(update={
+            "weaviate_grpc_port": proxy.port, "retrieval_timeout": 2.0, "retry_attempts": 1,
+        })
+        service = AnswerService(config)
+        try:
+            assert service.retrieve(QUESTION, handbook.collection)[0]  # through the proxy, it works
+            proxy.mode = "stall"
+            started = time.monotonic()
+            with pytest.raises(KnowledgeBaseUnavailable):
+                service.retrieve(QUESTION, handbook.collection)
+            assert time.monotonic() - started < 6
+            deadline = time.monotonic() + 6
+            while metrics.SEARCHES_RUNNING._value.get() > 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert metrics.SEARCHES_RUNNING._value.get() == 0  # the hung search ended by itself
+        finally:
+            service.close()
+
+
+def test_a_failed_search_does_not_close_the_connection_under_another_running_search(handbook):
+    """One search fails and drops the cached connection while another is still running on it:
+    the other one still gets its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.querying import AnswerService
+    from tests.tcp_proxy import TcpProxy
+
+    with TcpProxy(handbook.service.settings.weaviate_grpc_port) as proxy:
+        config = handbook.service.settings.model_copy(update={"weaviate_grpc_port": proxy.port})
+        service = AnswerService(config)
+        try:
+            service.retrieve(QUESTION, handbook.collection)  # connected
+            proxy.mode, proxy.lag = "lag", 1.0
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(service.retrieve, QUESTION, handbook.collection)
+                time.sleep(0.3)  # the slow search is on the wire now
+                service._forget(handbook.collection)  # what a failing search beside it does
+                docs, _, _ = slow.result(timeout=30)
+            assert docs and "Ledgerly" in " ".join(d.content for d in docs)
+        finally:
+            service.close()

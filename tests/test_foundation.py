@@ -13,7 +13,7 @@ from weaviate.classes.config import Configure, DataType, Property
 from pipeline.stores import weaviate_credentials
 from teambot import devmodel
 from teambot.cli import app
-from teambot.settings import DEV_MODEL, SettingsError, load_settings
+from core.settings import DEV_MODEL, SettingsError, load_settings
 
 runner = CliRunner()
 VERBS = ["ingest", "ask", "slack", "discord", "feedback", "train", "eval", "publish", "services"]
@@ -136,7 +136,7 @@ def test_dev_model_answers_through_the_ollama_client(services):
 def test_readme_documents_every_setting():
     from pathlib import Path
 
-    from teambot.settings import Settings
+    from core.settings import Settings
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [f"TEAMBOT_{name.upper()}" for name in Settings.model_fields if f"`TEAMBOT_{name.upper()}`" not in readme]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.answer import Turn
-from pipeline.errors import InvalidQuestion, KnowledgeBaseUnavailable
+from core.answer import Turn
+from core.errors import InvalidQuestion, KnowledgeBaseUnavailable
 from pipeline.prompts import ABSTAIN
 from teambot.cli import app
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
@@ -50,9 +50,9 @@ def test_answer_cites_the_file_that_holds_it(handbook):
 
 
 def test_an_empty_reply_from_the_model_is_shown_as_an_abstention(handbook):
-    from tests.scripted_model import ScriptedModelService
+    from tests.doubles import ScriptedAnswers
 
-    service = ScriptedModelService(handbook.service.settings, reply="")
+    service = ScriptedAnswers(handbook.service.settings, "", pipeline=True)
     streamed: list[str] = []
     answer = service.ask("Which tool do I submit expense claims in?", collection=handbook.collection,
                          on_token=streamed.append)
@@ -61,10 +61,10 @@ def test_an_empty_reply_from_the_model_is_shown_as_an_abstention(handbook):
 
 @pytest.mark.parametrize("reply", ["[2]", "[2]."])
 def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handbook, reply):
-    from tests.scripted_model import ScriptedModelService
+    from tests.doubles import ScriptedAnswers
 
-    service = ScriptedModelService(handbook.service.settings, reply=reply)  # a small model's habit
-    service.chunk_chars = 1  # "[", "2", "]": not even the bracket may show
+    # A small model's habit, streamed "[", "2", "]": not even the bracket may show.
+    service = ScriptedAnswers(handbook.service.settings, reply, pipeline=True, piece_chars=1)
     streamed: list[str] = []
     answer = service.ask("Which tool do I submit expense claims in?", collection=handbook.collection,
                          on_token=streamed.append)

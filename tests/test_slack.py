@@ -3,7 +3,7 @@ slash command and interactivity requests sent to it, and a stand-in of the Slack
 (tests/slack_standin.py) recording what the bot posts.
 
 The handbook tests answer with the real pipeline (Weaviate + Ollama). The others use
-`ScriptedService`: the real AnswerService's validation with a scripted answer, because what
+`ScriptedAnswers`: the real AnswerService's validation with a scripted answer, because what
 they check (threads, retries, splitting, feedback) is the adapter's, and every real answer
 costs the CPU-bound model many seconds.
 """
@@ -15,123 +15,37 @@ import hmac
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from bots.slack_app import CANNOT_POST, EVENTS_PATH, THANKS, THANKS_NOTE, SlackBot, http_server, serve_socket_mode
+from bots.conversation import BUSY
+from bots.slack_app import CANNOT_POST, THANKS, THANKS_NOTE, SlackBot, serve_socket_mode
 from bots.slack_blocks import (
     CORRECTION_BLOCK, MAX_BLOCKS, MESSAGE_TEXT_LIMIT, PLACEHOLDER, REASON_BLOCK, SECTION_TEXT_LIMIT,
     STREAMING_MARK, TRUNCATED_NOTE, VOTE_DOWN, VOTE_UP, to_mrkdwn,
 )
-from pipeline.answer import Answer, Source, Turn
-from pipeline.errors import InvalidQuestion, ModelUnavailable
-from pipeline.feedback_store import FeedbackStore
+from core.answer import Turn
+from core.errors import InvalidQuestion, ModelUnavailable
+from feedback.store import FeedbackStore
 from pipeline.querying import AnswerService
-from teambot import metrics
+from core import metrics
 from tests import slack_standin as slack
+from tests.doubles import LEDGERLY, ScriptedAnswers
+from tests.slack_harness import SIGNING_SECRET, SlackHttpBot, slack_http_bot
 from tests.slack_standin import APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, signed
-
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-LEDGERLY = "Expense claims go in Ledgerly within 30 days [1]."
-EXPENSES = Source(
-    number=1, title="Expenses and Reimbursement", path="/handbook/expenses.md", snippet="Submit claims in Ledgerly…",
-    chunk_id="expenses-0", score=0.71, section="Submitting a claim", url="https://handbook.example.com/expenses",
-)
-
-
-class ScriptedService(AnswerService):
-    """AnswerService with its real `validate`, answering `reply` (a string or fn(question)) as
-    streamed chunks instead of asking the model. Records what each call was given."""
-
-    def __init__(self, settings, reply=LEDGERLY) -> None:  # no embedder, no servers
-        self.settings = settings
-        self.reply = reply
-        self.calls: list[dict] = []
-
-    def ask(self, question, *, collection=None, history=(), on_token=None) -> Answer:
-        question = self.validate(question)
-        self.calls.append({"question": question, "collection": collection, "history": list(history)})
-        text = self.reply(question) if callable(self.reply) else self.reply
-        for i in range(0, len(text), 40):
-            if on_token:
-                on_token(text[i:i + 40])
-        return Answer(question=question, text=text, sources=[EXPENSES], model="scripted",
-                      collection=collection or self.settings.collection, retrieved=[EXPENSES])
-
-
-@dataclass
-class Bot:
-    url: str
-    standin: SlackStandIn
-    store: FeedbackStore
-    service: AnswerService
-
-    def send(self, body: str, content_type: str, **signing) -> httpx.Response:
-        secret = signing.pop("secret", SECRET)
-        return httpx.post(self.url, content=body, headers=signed(secret, body, content_type, **signing), timeout=30)
-
-    def event(self, event: dict, *, event_id: str | None = None, **signing) -> httpx.Response:
-        return self.send(slack.event_body(event, event_id=event_id), "application/json", **signing)
-
-    def interaction(self, payload: dict) -> httpx.Response:
-        return self.send(slack.interaction_body(payload), "application/x-www-form-urlencoded")
-
-    def command(self, text: str, **fields) -> httpx.Response:
-        return self.send(slack.slash_command(text, **fields), "application/x-www-form-urlencoded")
-
-    # ------------------------------------------------------------------ what the bot posted
-
-    def placeholder(self, channel: str, thread: str, after: int = 0) -> str:
-        """The ts of the thread's placeholder number `after` (0: its first), waiting for it."""
-        def found(_calls):
-            posted = self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER)
-            return posted[after] if len(posted) > after else None
-
-        return self.standin.wait_for(found).response["ts"]
-
-    def final(self, channel: str, ts: str) -> dict:
-        """The placeholder's last update: the answer with blocks, or a short error reply."""
-        return self.standin.wait_call(
-            "chat.update", channel=channel, ts=ts, where=lambda c: "blocks" in c.args or STREAMING_MARK not in c.args["text"]
-        ).args
-
-    def answered(self, event: dict) -> tuple[str, dict]:
-        """Send `event`, return (placeholder ts, final update) of the answer in its thread."""
-        channel, thread = event["channel"], event.get("thread_ts") or event["ts"]
-        earlier = len(self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER))
-        assert self.event(event).status_code == 200
-        ts = self.placeholder(channel, thread, after=earlier)
-        return ts, self.final(event["channel"], ts)
-
-    def settle(self) -> None:
-        """Answer one more direct message: requests sent before it have been handled by then."""
-        self.answered(slack.direct_message("are you there?", channel="D0SETTLE"))
-
 
 def _settings(settings, **changes):
     return settings.model_copy(update={
-        "slack_signing_secret": SecretStr(SECRET), "slack_bot_token": SecretStr(BOT_TOKEN), **changes,
+        "slack_signing_secret": SecretStr(SIGNING_SECRET), "slack_bot_token": SecretStr(BOT_TOKEN), **changes,
     })
 
 
-@contextmanager
-def running(settings, service, store: FeedbackStore, standin: SlackStandIn, **options) -> Iterator[Bot]:
-    bot = SlackBot(settings, service, store, WebClient(token=BOT_TOKEN, base_url=standin.api_url), **options)
-    server = http_server(bot.app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield Bot(f"http://127.0.0.1:{server.server_port}{EVENTS_PATH}", standin, store, service)
-    finally:
-        server.shutdown()
-        server.server_close()
-        bot.close()
-        thread.join()
+def running(settings, service, store: FeedbackStore, standin: SlackStandIn, **options):
+    # The answer streams at the bot's real pace here, unless a test asks otherwise.
+    return slack_http_bot(settings, service, store, standin, **{"stream_interval": 1.5, **options})
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +61,14 @@ def store(tmp_path_factory) -> FeedbackStore:
 
 
 @pytest.fixture(scope="module")
-def scripted_bot(settings, store, standin) -> Iterator[Bot]:
+def scripted_bot(settings, store, standin) -> Iterator[SlackHttpBot]:
     config = _settings(settings, channel_collections={"C0SALES": "SalesDocs", TEAM: "TeamDocs"})
-    with running(config, ScriptedService(config), store, standin) as bot:
+    with running(config, ScriptedAnswers(config), store, standin) as bot:
         yield bot
 
 
 @pytest.fixture
-def bot(scripted_bot: Bot) -> Bot:
+def bot(scripted_bot: SlackHttpBot) -> SlackHttpBot:
     scripted_bot.standin.reset()
     scripted_bot.service.reply = LEDGERLY
     scripted_bot.service.calls.clear()
@@ -182,7 +96,6 @@ def _wait_until(check, timeout: float = 60.0):
 # ---------------------------------------------------------------------- the real pipeline
 
 
-@pytest.mark.services
 def test_mention_is_answered_in_its_thread_from_the_handbook(settings, handbook, store, standin):
     config = _settings(settings, channel_collections={"C0HANDBOOK": handbook.collection})
     with running(config, handbook.service, store, standin) as bot:
@@ -214,7 +127,6 @@ def test_mention_is_answered_in_its_thread_from_the_handbook(settings, handbook,
         assert [r.value for r in _wait_until(lambda: store.ratings(record.id))] == [1]
 
 
-@pytest.mark.services
 def test_model_down_gets_a_short_reply_and_the_bot_keeps_answering(settings, handbook, store, standin):
     down = settings.model_copy(update={"ollama_url": "http://127.0.0.1:9"})  # nothing listens there
     config = _settings(settings, channel_collections={"C0HANDBOOK": handbook.collection})
@@ -230,7 +142,7 @@ def test_model_down_gets_a_short_reply_and_the_bot_keeps_answering(settings, han
 
 def test_answer_streams_into_the_placeholder(settings, store, standin):
     config = _settings(settings)
-    with running(config, ScriptedService(config), store, standin, stream_interval=0) as bot:
+    with running(config, ScriptedAnswers(config), store, standin, stream_interval=0) as bot:
         standin.reset()
         ts, final = bot.answered(slack.mention("Which tool do expense claims go in?"))
         updates = [c.args for c in standin.find("chat.update", ts=ts)]
@@ -371,9 +283,9 @@ def test_an_answer_beyond_fifty_sections_is_truncated_with_a_note(bot):
 def test_a_retried_event_is_answered_once(bot):
     question = slack.mention("Which tool do expense claims go in?", channel="C0RETRY")
     body = slack.event_body(question, event_id="Ev0RETRIED")
-    assert bot.send(body, "application/json").status_code == 200
+    assert bot.post(body, "application/json").status_code == 200
     for attempt in (1, 2):  # Slack's redeliveries keep the event_id
-        assert bot.send(body, "application/json", retry=attempt).status_code == 200
+        assert bot.post(body, "application/json", retry=attempt).status_code == 200
     bot.final("C0RETRY", bot.placeholder("C0RETRY", question["ts"]))
     bot.settle()
     assert len(bot.standin.find("chat.postMessage", channel="C0RETRY")) == 1
@@ -384,22 +296,22 @@ def test_unsigned_forged_and_stale_requests_are_rejected(bot):
     question = slack.mention("Which tool do expense claims go in?", channel="C0FORGED")
     body = slack.event_body(question, event_id="Ev0FORGED")
     assert httpx.post(bot.url, content=body, headers={"Content-Type": "application/json"}).status_code == 401
-    assert bot.send(body, "application/json", secret="not-the-signing-secret").status_code == 401
-    assert bot.send(body, "application/json", timestamp=int(time.time()) - 10 * 60).status_code == 401
+    assert bot.post(body, "application/json", secret="not-the-signing-secret").status_code == 401
+    assert bot.post(body, "application/json", timestamp=int(time.time()) - 10 * 60).status_code == 401
     tampered = body.replace("Which tool", "Which secret")
-    headers = signed(SECRET, body, "application/json")
+    headers = signed(SIGNING_SECRET, body, "application/json")
     assert httpx.post(bot.url, content=tampered, headers=headers).status_code == 401
     bot.settle()
     assert not bot.standin.find("chat.postMessage", channel="C0FORGED")
 
     # Rejected requests leave no trace: the genuine delivery of that event is still answered.
-    assert bot.send(body, "application/json").status_code == 200
+    assert bot.post(body, "application/json").status_code == 200
     bot.final("C0FORGED", bot.placeholder("C0FORGED", question["ts"]))
 
 
 def test_without_a_signing_secret_no_request_is_accepted(settings, store, standin):
     config = _settings(settings, slack_signing_secret=SecretStr(" "))  # set, but blank
-    with running(config, ScriptedService(config), store, standin) as bot:
+    with running(config, ScriptedAnswers(config), store, standin) as bot:
         body, ts = slack.event_body(slack.mention("Which tool?")), str(int(time.time()))
         for key in (b"", b" "):  # slack_sdk refuses to sign with these, so sign by hand
             signature = "v0=" + hmac.new(key, f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
@@ -424,7 +336,7 @@ def test_socket_mode_acknowledges_events_and_answers_a_redelivery_once(settings,
     standin.reset()
     standin.socket_mode = socket
     config = _settings(settings, slack_signing_secret=None)  # Socket Mode needs no signing secret
-    bot = SlackBot(config, ScriptedService(config), store, WebClient(token=BOT_TOKEN, base_url=standin.api_url))
+    bot = SlackBot(config, ScriptedAnswers(config), store, WebClient(token=BOT_TOKEN, base_url=standin.api_url))
     stop = threading.Event()
     serving = threading.Thread(target=serve_socket_mode, args=(bot.app, APP_TOKEN, stop), daemon=True)
     serving.start()
@@ -454,7 +366,7 @@ def test_socket_mode_acknowledges_events_and_answers_a_redelivery_once(settings,
 # ---------------------------------------------------------------------- feedback
 
 
-def _answer(bot: Bot, channel: str) -> tuple[str, str]:
+def _answer(bot: SlackHttpBot, channel: str) -> tuple[str, str]:
     """(answer id, message ts) of a fresh answer in `channel`."""
     ts, final = bot.answered(slack.mention("Which tool do expense claims go in?", channel=channel))
     return _vote_buttons(final["blocks"])[VOTE_UP], ts
@@ -469,7 +381,9 @@ def test_thumbs_up_button_records_the_vote_and_thanks_the_user(bot):
     assert [(r.value, r.reason) for r in bot.store.ratings(answer_id)] == [(1, None)]
 
 
-def test_thumbs_down_stores_the_vote_then_opens_the_form_whose_answer_is_kept(bot):
+def test_thumbs_down_opens_the_form_first_and_stores_the_vote_whether_or_not_it_is_sent(bot):
+    """The form opens before any database write (its trigger_id dies 3 s after the click, however
+    slow the database); the 👎 is stored without waiting for the form; what the form says is added."""
     answer_id, ts = _answer(bot, "C0DOWN")
     votes_when_form_opened: list[list[int]] = []
     bot.standin.hooks["views.open"] = lambda _args: votes_when_form_opened.append(
@@ -477,8 +391,9 @@ def test_thumbs_down_stores_the_vote_then_opens_the_form_whose_answer_is_kept(bo
     )
     assert bot.interaction(slack.block_action(VOTE_DOWN, answer_id, message_ts=ts, channel="C0DOWN")).status_code == 200
     opened = bot.standin.wait_call("views.open")
-    assert votes_when_form_opened == [[-1]]
+    assert votes_when_form_opened == [[]]
     assert opened.args["trigger_id"] == "1234.5678.trigger"
+    _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])  # the form not sent yet
 
     submit = slack.view_submission(opened.args["view"], {
         REASON_BLOCK: "It missed the 30-day deadline.", CORRECTION_BLOCK: "Ledgerly, within 30 days of purchase.",
@@ -501,7 +416,7 @@ def test_an_empty_feedback_form_keeps_the_vote(bot):
     assert [(r.value, r.reason, r.correction) for r in bot.store.ratings(answer_id)] == [(-1, None, None)]
 
 
-def _reaction(bot: Bot, kind: str, reaction: str, *, channel: str, ts: str, user: str = "U0BOB") -> None:
+def _reaction(bot: SlackHttpBot, kind: str, reaction: str, *, channel: str, ts: str, user: str = "U0BOB") -> None:
     """Send a `reaction_added` / `reaction_removed` event for a reaction on message `ts`."""
     event = {"type": kind, "user": user, "reaction": reaction, "item_user": BOT_USER,
              "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": str(time.time())}
@@ -585,3 +500,23 @@ def test_a_vote_on_an_unknown_answer_says_so(bot):
     click = slack.block_action(VOTE_UP, "0" * 32, message_ts="1700000000.000002", channel="C0GONE")
     assert bot.interaction(click).status_code == 200
     assert "not recorded" in bot.standin.wait_call("chat.postEphemeral", channel="C0GONE").args["text"]
+
+
+def test_past_the_pool_and_its_queue_a_question_is_told_busy_and_keeps_its_turn(settings, store, standin):
+    """One generation at a time and one waiting: a third question at once is told the bot is busy,
+    at once and in its thread; the other two are answered. Being turned away costs the asker
+    nothing: with one question a minute allowed, the same person asking again afterwards is answered."""
+    config = _settings(settings, answer_workers=1, answer_queue=1, user_questions_per_minute=1)
+    slow = ScriptedAnswers(config, piece_chars=10, delay=0.3)  # about 1.5 s an answer
+    with running(config, slow, store, standin, stream_interval=0) as bot:
+        first, second, third = (slack.mention("Which tool do expense claims go in?", channel="C0BUSY", user=user)
+                                for user in ("U0BUSY1", "U0BUSY2", "U0BUSY3"))
+        for event in (first, second, third):
+            assert bot.event(event).status_code == 200
+        told = bot.reply_to(third, timeout=30)
+        assert told["text"] == BUSY and "blocks" not in told
+        assert LEDGERLY in _section_texts(bot.reply_to(first)["blocks"])[0]
+        assert LEDGERLY in _section_texts(bot.reply_to(second)["blocks"])[0]
+        again = slack.mention("Which tool do expense claims go in?", channel="C0BUSY", user="U0BUSY3")
+        assert bot.event(again).status_code == 200
+        assert LEDGERLY in _section_texts(bot.reply_to(again)["blocks"])[0]  # not "rate limited"

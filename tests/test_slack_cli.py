@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline.answer import Answer
-from pipeline.feedback_store import FeedbackStore
+from core.answer import Answer
+from feedback.store import FeedbackStore
 from teambot.cli import app
 
 runner = CliRunner()
@@ -37,7 +40,7 @@ def _record(store: FeedbackStore, model: str, votes: list[int]) -> str:
 def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     env = {"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_FEEDBACK_DB_URL": url}
-    assert runner.invoke(app, ["feedback", "stats"], env=env).output.strip() == "No answers recorded yet."
+    assert runner.invoke(app, ["feedback", "stats"], env=env).stdout.strip() == "No answers recorded yet."
 
     store = FeedbackStore(url)
     _record(store, "teambot-dev", [1, 1, -1])
@@ -73,3 +76,21 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/ask"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["settings"]["socket_mode_enabled"]
     assert manifest["features"]["app_home"]["messages_tab_enabled"]  # people can DM the bot
+
+
+def test_sigterm_stops_a_bot_the_way_ctrl_c_does():
+    """`docker stop` sends SIGTERM: the bot commands turn it into the KeyboardInterrupt that makes
+    them finish the answers in progress (and close the Discord client) before exiting."""
+    script = (
+        "import os, signal, time\n"
+        "from teambot.cli import _stop_on_sigterm\n"
+        "_stop_on_sigterm()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('finishing the answers in progress')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "finishing the answers in progress", done.stderr

@@ -11,7 +11,7 @@ from bots.slack_blocks import (
     MAX_BLOCKS, SECTION_TEXT_LIMIT, STREAMING_MARK, TRUNCATED_NOTE, VOTE_DOWN, VOTE_UP, answer_message,
     feedback_from_view, feedback_modal, source_line, streaming_text, to_mrkdwn,
 )
-from pipeline.answer import Answer, Source
+from core.answer import Answer, Source
 
 MD_LINK = "[the expenses policy](https://handbook.example.com/expenses#submitting-a-claim)"
 SLACK_LINK = "<https://handbook.example.com/on-call|On-call rota and escalation>"

@@ -17,12 +17,12 @@ import ollama
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.feedback_store import FeedbackStore
+from feedback.store import FeedbackStore
 from teambot.cli import app
 from teambot.devmodel import has_model
-from teambot.settings import load_settings
+from core.settings import load_settings
 from tests.test_training_export import seed_feedback
-from training.active_model import active_model, rollback, set_active_model
+from core.active_model import active_model, rollback, set_active_model
 from training.bases import resolve_base
 
 pytestmark = pytest.mark.training
@@ -44,7 +44,7 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(env):
+def ollama_client(env):
     _, settings = env
     client = ollama.Client(host=settings.ollama_url)
     try:
@@ -171,7 +171,7 @@ def test_publish_refuses_a_run_that_was_not_evaluated(env, trained):
     assert f"run `teambot eval --run {unevaluated.name}` first" in result.output
 
 
-def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, trained, client):
+def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, trained, ollama_client):
     from safetensors.torch import load_file, save_file
 
     # The run's adapter with its B matrices zeroed, as LoRA starts: it changes nothing.
@@ -188,10 +188,10 @@ def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, trained, c
     result = teambot(env, "publish", "--run", flat.name)
     assert result.exit_code == 1
     assert "does not beat its base model" in result.output and "--force" in result.output
-    assert not has_model(client, f"teambot-ft-{flat.name}")
+    assert not has_model(ollama_client, f"teambot-ft-{flat.name}")
 
 
-def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, client, handbook):
+def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, ollama_client, handbook):
     variables, settings = env
     report, _ = evaluated
     assert report["beats_base"], report["reasons"]
@@ -199,14 +199,14 @@ def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, eva
     assert result.exit_code == 0, result.output
     name = f"teambot-ft-{RUN}"
     assert f"published {name} (merged, q8_0" in result.output
-    assert has_model(client, name)
+    assert has_model(ollama_client, name)
     assert active_model(settings) == name
 
     # Ask it what a user would: a handbook question with its documents, as the bot sends it.
     example = json.loads((trained[0] / "eval.jsonl").read_text().splitlines()[0])
-    reply = client.chat(model=name, messages=example["messages"][:-1], options={"num_predict": 48, "temperature": 0})
+    reply = ollama_client.chat(model=name, messages=example["messages"][:-1], options={"num_predict": 48, "temperature": 0})
     assert reply.message.content.strip()
-    shown = client.show(name)
+    shown = ollama_client.show(name)
     assert "Assistant:" in shown.template
 
     # The bots' answering service reads the active model per question: no restart needed.

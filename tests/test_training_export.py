@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.answer import Answer, Source
-from pipeline.feedback_store import FeedbackStore
+from core.answer import Answer, Source
+from feedback.store import FeedbackStore
 from teambot.cli import app
-from teambot.settings import load_settings
-from training import active_model as active
+from core.settings import load_settings
+from core import active_model as active
 from training.export import ExportRefused, export, normalize_question, split_of
 from training.metrics import citation_compliance, rouge_l, token_f1
 from training.scrub import scrub

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from teambot import devmodel
-from teambot.settings import DEV_MODEL, PRODUCTION_MODEL, Settings
+from core.chat_formats import CHATML_PARAMETERS, DEFAULT_SYSTEM, HF_CHATML, OLLAMA_CHATML
+from core.packaged_models import assemble_gguf
+from core.settings import DEV_MODEL, PRODUCTION_MODEL, Settings
 
 
 class UnknownBase(ValueError):
@@ -38,11 +39,6 @@ PLAIN_OLLAMA_TEMPLATE = (
 )
 GEMMA_PARAMETERS = {"stop": ["<eos>", "\n\nUser:"], "temperature": 0.1, "num_ctx": 4096}
 
-# ChatML exactly as teambot.devmodel.TEMPLATE renders it for Ollama.
-CHATML_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def _gemma_gguf(settings: Settings) -> Path:
@@ -76,12 +72,12 @@ class BaseSpec:
 GEMMA3_270M = BaseSpec(
     name="gemma3-270m", gguf=_gemma_gguf, chat_template=PLAIN_CHAT_TEMPLATE,
     stop=("<eos>",), add_bos=True, ollama_template=PLAIN_OLLAMA_TEMPLATE,
-    ollama_system=devmodel.SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
+    ollama_system=DEFAULT_SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
 )
 QWEN_DEV = BaseSpec(
-    name="qwen2.5-coder-0.5b", gguf=devmodel.assemble_gguf, chat_template=CHATML_TEMPLATE,
-    stop=("<|im_end|>", "<|endoftext|>"), ollama_template=devmodel.TEMPLATE,
-    ollama_system=devmodel.SYSTEM, ollama_parameters=dict(devmodel.PARAMETERS),
+    name="qwen2.5-coder-0.5b", gguf=assemble_gguf, chat_template=HF_CHATML,
+    stop=("<|im_end|>", "<|endoftext|>"), ollama_template=OLLAMA_CHATML,
+    ollama_system=DEFAULT_SYSTEM, ollama_parameters=dict(CHATML_PARAMETERS),
 )
 LLAMA2_CHAT = BaseSpec(
     name="meta-llama/Llama-2-7b-chat-hf", hf_id="meta-llama/Llama-2-7b-chat-hf", stop=("</s>",),

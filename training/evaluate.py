@@ -16,7 +16,7 @@ import math
 import time
 from pathlib import Path
 
-from teambot.settings import Settings
+from core.settings import Settings
 from training import metrics, runs
 from training.bases import resolve_base
 from training.export import read_split

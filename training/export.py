@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from teambot.settings import Settings
+from core.settings import Settings
 from training.bases import resolve_base, tokenizer_file
 from training.scrub import scrub
 
@@ -207,7 +207,7 @@ def export_dir(settings: Settings) -> Path:
 def export(settings: Settings, store=None, *, max_tokens: int | None = None, min_examples: int | None = None) -> ExportResult:
     """Build the dataset and write it to `data_dir/sft/`; raises ExportRefused when too small."""
     if store is None:
-        from pipeline.feedback_store import FeedbackStore
+        from feedback.store import FeedbackStore
 
         store = FeedbackStore.from_settings(settings)
     result = build_examples(settings, store, max_tokens=max_tokens)

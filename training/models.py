@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from teambot.settings import Settings
+from core.settings import Settings
 from training.bases import BaseSpec, UnknownBase, cached_dir
 
 COMPLETE_MARKER = ".complete"
@@ -82,7 +82,7 @@ def ensure_cached(settings: Settings, spec: BaseSpec, log=print) -> Path:
     target = cached_dir(settings, spec)
     if (target / COMPLETE_MARKER).exists():
         return target
-    from teambot.devmodel import DevModelError
+    from core.packaged_models import DevModelError
 
     try:
         gguf = spec.gguf(settings)

@@ -6,7 +6,7 @@ parameters carry over). Every other base is merged (merge_and_unload), saved as 
 with its tokenizer, imported from that directory and quantized to q4_K_M, with the base's
 chat format set explicitly (q8_0 instead for models under 1B parameters, which lose
 their fine-tune at 4 bits). Activation is a state file the bots read per question
-(training/active_model.py), so no restart is needed.
+(core/active_model.py), so no restart is needed.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import ollama
 
-from teambot.devmodel import has_model
-from teambot.settings import Settings
+from core.servers import has_model
+from core.settings import Settings
 from training import runs
-from training.active_model import set_active_model
+from core.active_model import set_active_model
 from training.bases import BaseSpec, cached_dir, resolve_base
 
 ADAPTER_ARCHITECTURES = {"llama", "gemma2"}

@@ -15,7 +15,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from teambot.settings import Settings
+from core.settings import Settings
 
 RUN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 

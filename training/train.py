@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from teambot.settings import Settings
+from core.settings import Settings
 from training import runs
 from training.bases import resolve_base
 from training.evaluate import completion_loss

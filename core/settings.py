@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from urllib.parse import unquote, urlsplit
+
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -24,9 +26,12 @@ def secret_value(value: SecretStr | None) -> str:
 
 
 def all_secrets(settings: "Settings") -> list[str]:
-    """The values of every secret setting that is set, stripped."""
+    """The values of every secret setting that is set, stripped; for a URL with a password (the
+    feedback database's), the password on its own too, as error messages quote it apart."""
     values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [text for value in values if isinstance(value, SecretStr) and (text := secret_value(value))]
+    found = [text for value in values if isinstance(value, SecretStr) and (text := secret_value(value))]
+    passwords = [urlsplit(text).password for text in found if "://" in text]
+    return found + [unquote(p) for p in passwords if p]
 
 
 class SettingsError(ValueError):
@@ -47,9 +52,10 @@ class Settings(BaseSettings):
         Path.home() / ".cache/teambot",
         description="Built server binaries and assembled model files, keyed by version.",
     )
-    feedback_db_url: str = Field(
-        "",
-        description="SQLAlchemy URL of the feedback store; empty means SQLite in data_dir.",
+    feedback_db_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the feedback store (`postgresql+psycopg://user:password@host/db`); unset "
+        "means SQLite in data_dir. A secret: it can hold a password.",
     )
 
     # --- Weaviate ---
@@ -104,8 +110,19 @@ class Settings(BaseSettings):
     discord_reply_in_thread: bool = Field(
         False, description="Answer a Discord mention in a new thread instead of a reply in the channel."
     )
-    user_hash_salt: SecretStr | None = Field(None, description="Salt for hashing user ids in the feedback store.")
+    user_hash_salt: SecretStr | None = Field(
+        None, description="Salt for hashing user ids in the feedback store; unset: one is made on first start and "
+        "kept in data_dir/user_hash_salt (set it on every host when several share one database).",
+    )
     http_port: int = Field(3000, ge=1, le=65535, description="Port of the Slack HTTP mode server.")
+    health_host: str = Field(
+        "127.0.0.1", description="Address of the bots' `/healthz` and `/metrics` listener (`0.0.0.0` to expose it)."
+    )
+    health_port: int = Field(9100, ge=0, le=65535, description="Port of that listener; 0 turns it off.")
+    answer_workers: int = Field(4, ge=1, le=64, description="Answers generated at once, per bot process.")
+    answer_queue: int = Field(
+        16, ge=0, le=10_000, description="Questions that may wait for a free generation; beyond, \"busy, try again\"."
+    )
 
     # --- reliability, abuse limits and logs ---
     retrieval_timeout: float = Field(15.0, gt=0, description="Seconds before a knowledge-base search is abandoned.")
@@ -171,7 +188,7 @@ class Settings(BaseSettings):
 
     @property
     def feedback_url(self) -> str:
-        return self.feedback_db_url or f"sqlite:///{self.data_dir / 'feedback.db'}"
+        return secret_value(self.feedback_db_url) or f"sqlite:///{self.data_dir / 'feedback.db'}"
 
     @property
     def weaviate_key(self) -> str:

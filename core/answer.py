@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class Outcome(str, Enum):
+    """What became of a question that reached the model or the gate before it."""
+
+    ANSWERED = "answered"
+    ABSTAINED = "abstained"  # nothing relevant was found, or the model said it does not know
+    WITHHELD = "withheld"  # the guard stopped a reply that repeated the instructions or a secret
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class Answer:
     sources: list[Source]
     model: str
     collection: str
-    abstained: bool = False
+    outcome: Outcome = Outcome.ANSWERED
     # Everything retrieved (not only the cited sources), for the feedback store and training.
     retrieved: list[Source] = field(default_factory=list)
     context: str = ""  # the context block exactly as the prompt carried it
@@ -47,8 +56,13 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, retrieve, generate, total
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    @property
+    def abstained(self) -> bool:
+        """No answer from the documents: the user was told so (or that it was withheld)."""
+        return self.outcome is not Outcome.ANSWERED
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "outcome": self.outcome.value, "abstained": self.abstained}
 
     def format_plain(self) -> str:
         """Text for terminals: the answer, then numbered sources."""

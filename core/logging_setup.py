@@ -1,9 +1,10 @@
-"""Logging for the long-running commands (`teambot slack`, `teambot discord`).
+"""Logging for every `teambot` command.
 
 `TEAMBOT_LOG_FORMAT=json` writes one JSON object per line (time, level, logger, message, and
 the exception if any) for log collectors; `text` is for people. Either way every configured
 secret is replaced by `***` before a line is written, whoever logged it: a library that puts
-a token into an error message must not put it into the logs.
+a token (or the database URL's password) into an error message must not put it into the logs.
+The bots log at TEAMBOT_LOG_LEVEL; one-shot commands (`ingest`, `ask`, …) only warnings and worse.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TextIO
 
-from teambot.settings import Settings, all_secrets
+from core.settings import Settings, all_secrets
 
 REDACTED = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -58,16 +59,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    """Replace the root logger's handlers with one that writes redacted lines to `stream`."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (a test runner swaps it per command)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None, *, quiet: bool = False) -> logging.Handler:
+    """Replace the root logger's handlers with one that writes redacted lines to `stream` (stderr);
+    `quiet`: warnings and worse only, whatever TEAMBOT_LOG_LEVEL says."""
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     inner = JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(RedactingFormatter(inner, secret_values(settings)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    level = logging.getLevelName(settings.log_level)
+    root.setLevel(max(level, logging.WARNING) if quiet else level)
     # Per-request chatter of the HTTP clients would drown the bot's own lines.
     for noisy in ("httpx", "httpcore", "urllib3", "grpc"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,26 +1,39 @@
 """Durable store of answers and their 👍/👎 ratings, shared by the bots and `training/`.
 
-SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale) works. User ids are stored
-only as salted hashes. One rating per (answer, user): the last vote wins, and a later reason
-or correction is added to that same rating. Removing a 👍/👎 reaction retracts the vote it cast,
-unless the user has voted differently since (`retract`).
+SQLite (WAL) by default; PostgreSQL (`postgresql+psycopg://…`) at scale. User ids are stored
+only as salted hashes. One rating per (answer, user): the last vote wins, also when two arrive at
+once (an INSERT … ON CONFLICT upsert), and a later reason or correction is added to that same
+rating. Removing a 👍/👎 reaction retracts the vote it cast, unless the user has voted
+differently since (`retract`). The schema is kept by Alembic migrations (feedback/migrations):
+opening a store brings an older database up to date (`teambot db upgrade` does it on its own).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine, delete, event, func, select,
+    JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, case, create_engine, delete, event,
+    func, select, text, update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from pipeline.answer import Answer, Turn
+from core.answer import Answer, Turn
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _now() -> datetime:
@@ -55,6 +68,7 @@ class AnswerRecord(Base):
     prompt: Mapped[list] = mapped_column(JSON, default=list)  # chat messages sent to the model
     answer_text: Mapped[str] = mapped_column(Text)
     abstained: Mapped[bool] = mapped_column(default=False)
+    outcome: Mapped[str] = mapped_column(String(16), default="answered", server_default="answered")
     model: Mapped[str] = mapped_column(String(128))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
 
@@ -109,22 +123,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
+def engine_for(url: str) -> Engine:
+    """An engine on the feedback database; a SQLite file's folder is made if missing."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class FeedbackStore:
     def __init__(self, url: str, *, user_salt: str = "") -> None:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        for index in AnswerRecord.__table__.indexes:  # create_all adds none to a table made by an older version
-            index.create(self.engine, checkfirst=True)
+        self.engine: Engine = engine_for(url)
+        upgrade(self.engine)
         self._salt = user_salt
 
     @classmethod
     def from_settings(cls, settings) -> "FeedbackStore":
-        salt = settings.user_hash_salt.get_secret_value() if settings.user_hash_salt else ""
-        return cls(settings.feedback_url, user_salt=salt)
+        return cls(settings.feedback_url, user_salt=user_salt(settings))
 
     def user_hash(self, platform: str, user_id: str) -> str:
         return hash_user(platform, user_id, self._salt)
@@ -144,7 +161,7 @@ class FeedbackStore:
                 for s in answer.retrieved
             ],
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
-            abstained=answer.abstained, model=answer.model, timings=answer.timings,
+            abstained=answer.abstained, outcome=answer.outcome.value, model=answer.model, timings=answer.timings,
         )
         with Session(self.engine) as session, session.begin():
             session.merge(record)
@@ -191,29 +208,36 @@ class FeedbackStore:
         self, answer_id: str, *, platform: str, user_id: str, value: int,
         reason: str | None = None, correction: str | None = None,
     ) -> RatingRecord:
-        """Record or replace this user's vote on an answer (last write wins)."""
+        """Record or replace this user's vote on an answer (last write wins).
+
+        One statement (INSERT … ON CONFLICT DO UPDATE), so two clicks at once cannot both insert:
+        the second one updates what the first wrote."""
         if value not in (1, -1):
             raise ValueError(f"a rating is +1 or -1, got {value!r}")
-        user = self.user_hash(platform, user_id)
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            if session.get(AnswerRecord, answer_id) is None:
-                raise UnknownAnswer(answer_id)
-            rating = session.scalar(
-                select(RatingRecord).where(RatingRecord.answer_id == answer_id, RatingRecord.user_hash == user)
-            )
-            if rating is None:
-                rating = RatingRecord(answer_id=answer_id, user_hash=user, value=value)
-                session.add(rating)
-            elif rating.value != value:
-                # A changed vote drops the explanation given for the old one.
-                rating.reason = rating.correction = None
-            rating.value = value
-            rating.updated_at = _now()
-            if reason is not None:
-                rating.reason = reason.strip() or None
-            if correction is not None:
-                rating.correction = correction.strip() or None
-        return rating
+        user, now = self.user_hash(platform, user_id), _now()
+        table = RatingRecord.__table__
+        insert = _dialect_insert(self.engine)
+        stmt = insert(RatingRecord).values(
+            answer_id=answer_id, user_hash=user, value=value, created_at=now, updated_at=now,
+            reason=reason.strip() or None if reason is not None else None,
+            correction=correction.strip() or None if correction is not None else None,
+        )
+        changed = table.c.value != stmt.excluded.value  # a changed vote drops the explanation given for the old one
+
+        def kept(column: str, given: str | None):
+            return stmt.excluded[column] if given is not None else case((changed, None), else_=table.c[column])
+
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["answer_id", "user_hash"],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at,
+                  "reason": kept("reason", reason), "correction": kept("correction", correction)},
+        ).returning(RatingRecord)
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                self._adopt_unsalted_vote(session, answer_id, platform, user_id)
+                return session.scalars(stmt).one()
+        except IntegrityError as exc:  # the foreign key: no such answer
+            raise UnknownAnswer(answer_id) from exc
 
     def retract(self, answer_id: str, *, platform: str, user_id: str, value: int) -> bool:
         """Delete this user's vote on an answer if it is still `value` (a removed 👍/👎 reaction).
@@ -225,12 +249,26 @@ class FeedbackStore:
             raise ValueError(f"a rating is +1 or -1, got {value!r}")
         user = self.user_hash(platform, user_id)
         with Session(self.engine) as session, session.begin():
+            self._adopt_unsalted_vote(session, answer_id, platform, user_id)
             removed = session.execute(
                 delete(RatingRecord).where(
                     RatingRecord.answer_id == answer_id, RatingRecord.user_hash == user, RatingRecord.value == value,
                 )
             ).rowcount
         return removed > 0
+
+    def _adopt_unsalted_vote(self, session: Session, answer_id: str, platform: str, user_id: str) -> None:
+        """Databases from before the salt hold votes under the unsalted hash; the first time that
+        user touches the vote again it moves to their salted hash, so it is replaced, not doubled."""
+        if not self._salt:
+            return
+        salted, unsalted = self.user_hash(platform, user_id), hash_user(platform, user_id)
+        taken = select(RatingRecord.id).where(RatingRecord.answer_id == answer_id, RatingRecord.user_hash == salted)
+        session.execute(
+            update(RatingRecord)
+            .where(RatingRecord.answer_id == answer_id, RatingRecord.user_hash == unsalted, ~taken.exists())
+            .values(user_hash=salted)
+        )
 
     def ratings(self, answer_id: str) -> list[RatingRecord]:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -256,3 +294,103 @@ class FeedbackStore:
         up = {m: n for m, v, n in votes if v == 1}
         down = {m: n for m, v, n in votes if v == -1}
         return [ModelStats(m, answers[m], up.get(m, 0), down.get(m, 0)) for m in sorted(answers)]
+
+
+SALT_FILE = "user_hash_salt"
+
+
+def user_salt(settings) -> str:
+    """TEAMBOT_USER_HASH_SALT, or else a random salt made once and kept in the data dir (owner-only):
+    an unsalted hash of a Slack or Discord user id is a lookup away from the id."""
+    from core.settings import secret_value
+
+    if configured := secret_value(settings.user_hash_salt):
+        return configured
+    path = Path(settings.data_dir) / SALT_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_hex(32)
+    fd, tmp = tempfile.mkstemp(prefix=".salt.", dir=path.parent)  # created 0600
+    with os.fdopen(fd, "w") as out:
+        out.write(salt)
+    try:
+        os.link(tmp, path)  # whole or not at all, and never over one another process made first
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        os.unlink(tmp)
+    logging.getLogger("teambot.feedback").warning(
+        "TEAMBOT_USER_HASH_SALT is not set: made a random salt for hashing user ids in %s (readable by this user "
+        "only). Keep it, or set the variable; with several hosts on one database, set the same value on each.", path,
+    )
+    return salt
+
+
+def _dialect_insert(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"the feedback store supports SQLite and PostgreSQL, not {engine.dialect.name}")
+    return insert
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+# Alembic's migration context is process-global, and two bots starting on a new database would both
+# create it: one upgrade at a time, in this process and across processes.
+_UPGRADING = threading.Lock()
+_PG_UPGRADE_LOCK = 0x7465616D626F74  # pg_advisory_xact_lock key: "teambot"
+
+
+@contextmanager
+def _upgrade_transaction(engine: Engine):
+    with _UPGRADING, engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
+            yield connection
+        elif engine.url.database and engine.url.database != ":memory:":
+            with open(f"{engine.url.database}.upgrade-lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                yield connection
+        else:
+            yield connection
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the database's schema up to the newest migration; (revision before, revision now)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    before = current_revision(engine)
+    head = head_revision()
+    if before != head:
+        with _upgrade_transaction(engine) as connection:
+            # Another process may have upgraded it while this one waited for the lock.
+            if MigrationContext.configure(connection).get_current_revision() != head:
+                command.upgrade(_alembic_config(connection), "head")
+    return before, head

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the running bots, served at /metrics in Slack HTTP mode.
+"""Prometheus metrics of the running bots, served at /metrics by each bot's health listener (bots/health.py).
 
 A registry of our own (not prometheus_client's global one) so that only teambot's series are
 exposed and tests can read them.
@@ -6,13 +6,13 @@ exposed and tests can read them.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 QUESTIONS = Counter(
     "teambot_questions", "Questions received, by platform and outcome (answered, abstained, withheld, "
-    "invalid, rate_limited, error).", ["platform", "outcome"], registry=REGISTRY,
+    "invalid, rate_limited, busy, error).", ["platform", "outcome"], registry=REGISTRY,
 )
 STAGE_SECONDS = Histogram(
     "teambot_stage_seconds", "Time spent per answering stage (retrieve, generate, total).", ["stage"],
@@ -25,6 +25,10 @@ ERRORS = Counter(
 FEEDBACK = Counter(
     "teambot_feedback", "Votes recorded, by platform and value (up, down).", ["platform", "value"], registry=REGISTRY,
 )
+SEARCHES_RUNNING = Gauge(
+    "teambot_searches_running", "Knowledge-base searches running now (a hung server shows as searches that stay).",
+    registry=REGISTRY,
+)
 RETRACTED = Counter(
     "teambot_feedback_retracted", "Votes taken back by removing the 👍/👎 reaction that cast them, by platform and "
     "value (up, down).", ["platform", "value"], registry=REGISTRY,
@@ -32,16 +36,13 @@ RETRACTED = Counter(
 
 
 def observe_answer(platform: str, answer) -> None:
-    from pipeline.guard import WITHHELD
-
-    outcome = "withheld" if answer.text == WITHHELD else "abstained" if answer.abstained else "answered"
-    QUESTIONS.labels(platform, outcome).inc()
+    QUESTIONS.labels(platform, answer.outcome.value).inc()
     for stage, seconds in (answer.timings or {}).items():
         STAGE_SECONDS.labels(stage).observe(seconds)
 
 
 def observe_refusal(platform: str, outcome: str) -> None:
-    """A question not answered by design: `invalid` or `rate_limited`."""
+    """A question not answered by design: `invalid`, `rate_limited` or `busy`."""
     QUESTIONS.labels(platform, outcome).inc()
 
 

@@ -1,0 +1,74 @@
+"""The two servers teambot depends on, Weaviate and Ollama: where each answers and whether it is ready.
+
+Which binary and data paths `teambot services` uses for each lives here too, so the answering
+path can probe a server without importing the code that builds and starts them.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import ollama
+
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str  # go install target
+    binary: str
+    health_path: str
+
+    def version(self, settings: Settings) -> str:
+        return getattr(settings, f"{self.name}_version")
+
+    def url(self, settings: Settings) -> str:
+        return getattr(settings, f"{self.name}_url")
+
+    def binary_path(self, settings: Settings) -> Path:
+        variant = f"-{cpu_variant()[0]}" if self.name == "ollama" else ""
+        return settings.cache_dir / "bin" / f"{self.name}-{self.version(settings)}{variant}" / self.binary
+
+    def pid_file(self, settings: Settings) -> Path:
+        return settings.data_dir / "run" / f"{self.name}.pid"
+
+    def log_file(self, settings: Settings) -> Path:
+        return settings.data_dir / "logs" / f"{self.name}.log"
+
+
+WEAVIATE = Service("weaviate", "github.com/weaviate/weaviate/cmd/weaviate-server", "weaviate-server", "/v1/.well-known/ready")
+OLLAMA = Service("ollama", "github.com/ollama/ollama", "ollama", "/api/version")
+SERVICES = (WEAVIATE, OLLAMA)
+
+
+def cpu_variant() -> tuple[str, str]:
+    """(cache-key suffix, C flags) for building Ollama's ggml.
+
+    A plain cgo build compiles ggml's CPU kernels for the compiler's baseline (SSE2 on x86-64),
+    about ten times slower than with AVX2/FMA; x86-64-v3 enables them on any CPU that has them.
+    """
+    if platform.machine() in ("x86_64", "AMD64"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        if all(f" {flag}" in flags for flag in ("avx2", "fma", "f16c")):
+            return "x86-64-v3", "-O3 -march=x86-64-v3"
+    return "generic", "-O3"
+
+
+def is_ready(service: Service, settings: Settings, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(service.url(settings) + service.health_path, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def has_model(client: ollama.Client, name: str) -> bool:
+    """Whether the Ollama server behind `client` has the model `name` (with or without `:latest`)."""
+    wanted = {name, f"{name}:latest"}
+    return any(m.model in wanted for m in client.list().models)

@@ -1,0 +1,1 @@
+"""The durable store of answers and their 👍/👎 votes, and its schema migrations."""
