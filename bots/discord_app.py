@@ -333,13 +333,7 @@ def run_bot(settings: Settings) -> None:
 
     service = AnswerService(settings)
     client = TeambotDiscord(settings, service, FeedbackStore.from_settings(settings))
-    try:
-        start_health_listener(settings, service)
-    except OSError as exc:
-        raise DiscordSetupError(
-            f"cannot listen on {settings.health_host}:{settings.health_port} for /healthz and /metrics "
-            f"({exc.strerror or exc}): set TEAMBOT_HEALTH_PORT to a free port, or 0 to turn the listener off."
-        ) from None
+    start_health_listener(settings, service)
     try:
         # Logging is set up by the caller (core.logging_setup: format, level, secret redaction).
         client.run(settings.discord_token.get_secret_value(), log_handler=None)

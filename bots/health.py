@@ -63,6 +63,10 @@ class HealthRoutes:
         return [body]
 
 
+class HealthListenerError(RuntimeError):
+    """The health listener cannot bind its address; the message says what to change."""
+
+
 def _not_found(environ: dict, start_response: Callable) -> list[bytes]:
     start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
     return [b"not found\n"]
@@ -75,7 +79,13 @@ def start_health_listener(settings: Settings, service=None, *, port: int | None 
         if not settings.health_port:
             return None
         port = settings.health_port
-    server = wsgi_server(HealthRoutes(_not_found, settings, service), settings.health_host, port)
+    try:
+        server = wsgi_server(HealthRoutes(_not_found, settings, service), settings.health_host, port)
+    except OSError as exc:
+        raise HealthListenerError(
+            f"cannot listen on {settings.health_host}:{port} for /healthz and /metrics ({exc.strerror or exc}): "
+            "set TEAMBOT_HEALTH_PORT to a free port, or 0 to turn the listener off."
+        ) from None
     threading.Thread(target=server.serve_forever, name="teambot-health", daemon=True).start()
     log.info("health and metrics at http://%s:%d%s and %s", settings.health_host, server.server_port,
              HEALTH_PATH, METRICS_PATH)

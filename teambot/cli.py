@@ -273,12 +273,12 @@ def _stop_on_sigterm() -> None:
 
 def _health_listener(settings: Settings, service) -> None:
     """/healthz and /metrics of a bot, on TEAMBOT_HEALTH_HOST:TEAMBOT_HEALTH_PORT."""
-    from bots.health import start_health_listener
+    from bots.health import HealthListenerError, start_health_listener
 
     try:
         server = start_health_listener(settings, service)
-    except OSError as exc:
-        _fail(f"cannot listen on {settings.health_host}:{settings.health_port} for /healthz: {exc.strerror or exc}")
+    except HealthListenerError as exc:
+        _fail(str(exc))
     if server is not None:
         typer.echo(f"teambot: health at http://{settings.health_host}:{server.server_port}/healthz, metrics at /metrics")
 
@@ -289,13 +289,14 @@ def discord(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from bots.discord_app import DiscordSetupError, run_bot
+    from bots.health import HealthListenerError
     from core.errors import TeambotError
 
     settings = _settings(bot=True)
     _stop_on_sigterm()
     try:
         run_bot(settings)
-    except (DiscordSetupError, TeambotError) as exc:
+    except (DiscordSetupError, HealthListenerError, TeambotError) as exc:
         _fail(str(exc), code=2)
 
 

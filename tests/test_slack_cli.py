@@ -94,3 +94,20 @@ def test_sigterm_stops_a_bot_the_way_ctrl_c_does():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0 and done.stdout.strip() == "finishing the answers in progress", done.stderr
+
+
+def test_a_health_port_in_use_is_named_with_the_setting_that_moves_it(settings):
+    """Two bots on one host both default to port 9100: the second says which setting to change."""
+    import socket
+
+    import pytest
+
+    from bots.health import HealthListenerError, start_health_listener
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = settings.model_copy(update={"health_host": "127.0.0.1", "health_port": port})
+        with pytest.raises(HealthListenerError, match=rf"127\.0\.0\.1:{port} .*TEAMBOT_HEALTH_PORT"):
+            start_health_listener(busy)

@@ -4,9 +4,8 @@ or on TEAMBOT_FEEDBACK_DB_URL when run by the `alembic` command itself."""
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
-from feedback.store import Base
+from feedback.store import Base, engine_for
 
 config = context.config
 
@@ -18,7 +17,7 @@ def run() -> None:
         return
     from core.settings import load_settings
 
-    with create_engine(load_settings().feedback_url).connect() as connection:
+    with engine_for(load_settings().feedback_url).connect() as connection:
         _migrate(connection)
 
 
