@@ -1,13 +1,11 @@
 """Platform-neutral pieces of chat replies: splitting long answers within a platform's size
-limits without breaking a link or a code block, truncating with a note, and throttling the
-edits of a message that shows an answer while it streams.
+limits without breaking a link or a code block, whether the whole text is known (`split_text`)
+or it is still streaming into a message that is filling up (`fill`).
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 
 # Runs of text a split must not fall inside: markdown links, <…> links (Slack's <url|title>,
 # Discord's <url>), bare URLs and the code fence marker itself.
@@ -74,26 +72,17 @@ def split_text(text: str, limit: int) -> list[str]:
     return pieces
 
 
-def truncate(text: str, limit: int, note: str = "…") -> str:
-    """`text` if it fits in `limit` characters, else its head (cut at a boundary) plus `note`."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    return split_text(text, limit - len(note))[0] + note
-
-
-class Throttle:
-    """Lets an action through at most once per `interval` seconds; the first interval counts
-    from creation (the placeholder message was just posted)."""
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last = clock()
-
-    def ready(self) -> bool:
-        now = self._clock()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
+def fill(sent: str, text: str, room: int) -> tuple[str, str]:
+    """(head, rest): the head of `text` that still fits in a message that already holds `sent`
+    and has `room` characters left, cut at the best boundary; the rest starts the next message.
+    A code block open at the cut is closed at the end of the head and reopened in the rest."""
+    if len(text) <= room:
+        return text, ""
+    if room - len(_CLOSE_FENCE) < MIN_LIMIT:
+        head, rest = "", text
+    else:
+        end, start = _cut(text, room - len(_CLOSE_FENCE))
+        head, rest = text[:end].rstrip(), text[start:].lstrip("\n")
+    if (sent + head).count(FENCE) % 2 == 1:
+        head, rest = head + _CLOSE_FENCE, FENCE + "\n" + rest
+    return head, rest

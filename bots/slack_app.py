@@ -1,13 +1,15 @@
-"""teambot on Slack (Bolt): answers @mentions, direct messages, `/ask` and replies in the threads
-it answers in (no new mention needed), always in the question's thread; streams the answer into
-a placeholder, and records 👍/👎 from buttons and reactions (removing a 👍/👎 reaction takes
-back the vote it cast, unless the user has voted differently since).
+"""teambot on Slack (Bolt): answers @mentions, direct messages (also in Slack's agent view, with
+suggested prompts and a thread title), `/ask` and replies in the threads it answers in (no new
+mention needed), always in the question's thread; the answer streams natively (bots.slack_reply),
+and 👍/👎 come from its feedback buttons and from reactions (removing a 👍/👎 reaction takes back
+the vote it cast, unless the user has voted differently since).
 
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
 commands and views call `ack()` first). Questions go to the shared conversation core
 (`bots.conversation`), which answers them on its own bounded pool, so long generations never
-hold up the acknowledgements of later requests; this module parses Slack's events and renders
-Slack's messages. `SlackBot` builds the Bolt `App` (pass a `WebClient` to talk to another Slack
+hold up the acknowledgements of later requests; this module parses Slack's events. An event is
+taken once: its id is claimed in the shared store, so a redelivery (Slack retries an event it
+saw no timely ack for) is dropped by this process, by a restarted one and by other replicas. `SlackBot` builds the Bolt `App` (pass a `WebClient` to talk to another Slack
 API URL); `http_server` and `serve_socket_mode` run it.
 """
 
@@ -17,7 +19,7 @@ import logging
 import re
 import secrets
 import threading
-from collections import OrderedDict
+from datetime import timedelta
 from wsgiref.simple_server import WSGIServer
 
 from slack_bolt import App, BoltResponse
@@ -27,15 +29,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bots.conversation import Conversations, Question, Refusal
-from bots.formatting import Throttle
 from bots.request_guard import RequestGuard
-from bots.wsgi import wsgi_server
 from bots.slack_blocks import (
-    FEEDBACK_MODAL, PLACEHOLDER, VOTE_DOWN, VOTE_UP, answer_message, escape, feedback_from_view,
-    feedback_modal, streaming_text,
+    FEEDBACK, FEEDBACK_MODAL, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, feedback_from_view, feedback_modal, vote_of,
 )
+from bots.slack_reply import AppendBudget, SlackReply
+from bots.wsgi import wsgi_server
 from core import metrics
-from core.answer import Answer
 from core.settings import Settings, secret_value
 from feedback.store import FeedbackStore, UnknownAnswer
 
@@ -43,8 +43,8 @@ log = logging.getLogger("teambot.slack")
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
-STREAM_UPDATE_INTERVAL = 1.5  # seconds between chat.update calls while streaming (Tier 3 limits)
-RECENT_KEYS = 10_000
+EVENT_MEMORY = timedelta(hours=1)  # Slack redelivers within minutes (immediately, ~1 min, ~5 min)
+TITLE_CHARS = 80
 # Message subtypes that are a person writing; every other subtype (edits, joins, bot posts) is not.
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 REACTION_VOTES = {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}
@@ -61,25 +61,6 @@ class SlackConfigError(RuntimeError):
     pass
 
 
-class RecentKeys:
-    """A bounded, thread-safe set of recently seen keys: the oldest are forgotten first."""
-
-    def __init__(self, size: int = RECENT_KEYS) -> None:
-        self._size = size
-        self._keys: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, key: str) -> bool:
-        """True the first time `key` is seen (while it is remembered)."""
-        with self._lock:
-            if key in self._keys:
-                return False
-            self._keys[key] = None
-            if len(self._keys) > self._size:
-                self._keys.popitem(last=False)
-            return True
-
-
 _LINK = re.compile(r"<(https?://[^|>]+)(?:\|[^>]*)?>")
 _CHANNEL = re.compile(r"<#[A-Z0-9]+\|([^>]*)>")
 
@@ -94,66 +75,16 @@ def question_text(text: str, bot_user_id: str | None) -> str:
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
-class _StreamingMessage:
-    """Edits the placeholder with the answer so far, at most once per interval."""
-
-    def __init__(self, client: WebClient, channel: str, ts: str, interval: float) -> None:
-        self.client, self.channel, self.ts = client, channel, ts
-        self.text = ""
-        self._throttle = Throttle(interval)
-
-    def add(self, delta: str) -> None:
-        self.text += delta
-        if self.text.strip() and self._throttle.ready():
-            try:
-                self.client.chat_update(channel=self.channel, ts=self.ts, text=streaming_text(self.text))
-            except SlackApiError as exc:  # a skipped interim edit is harmless
-                log.warning("interim update of %s failed: %s", self.ts, exc.response.get("error"))
-
-
-class SlackReply:
-    """An answer in a Slack thread: a placeholder, edited as the answer streams, then the answer
-    with its sources and 👍/👎. For `/ask` (`asked_by`), the bot first posts the question itself
-    and answers in that message's thread."""
-
-    def __init__(self, client: WebClient, channel: str, thread: str | None, interval: float, *,
-                 asked_by: str | None = None) -> None:
-        self.client, self.channel, self.thread, self.interval = client, channel, thread, interval
-        self.asked_by = asked_by
-        self.message_id: str | None = None
-        self._stream: _StreamingMessage | None = None
-
-    def start(self, question: str) -> str | None:
-        new_thread = None
-        if self.asked_by:
-            text = f"<@{self.asked_by}> asked: {escape(question)}"
-            self.thread = new_thread = self.client.chat_postMessage(channel=self.channel, text=text)["ts"]
-        self.message_id = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=PLACEHOLDER)["ts"]
-        self._stream = _StreamingMessage(self.client, self.channel, self.message_id, self.interval)
-        return new_thread
-
-    def token(self, delta: str) -> None:
-        self._stream.add(delta)
-
-    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
-        text, blocks = answer_message(answer, votes=votes)
-        self.client.chat_update(channel=self.channel, ts=self.message_id, text=text, blocks=blocks)
-        return [self.message_id]
-
-    def fail(self, text: str) -> None:
-        self.client.chat_update(channel=self.channel, ts=self.message_id, text=text)
-
-
 class SlackBot:
     """The Bolt app and its listeners; one per process."""
 
     def __init__(
         self, settings: Settings, service, store: FeedbackStore, client: WebClient | None = None,
-        *, stream_interval: float = STREAM_UPDATE_INTERVAL, conversations: Conversations | None = None,
+        *, conversations: Conversations | None = None, budget: AppendBudget | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
         self.conversations = conversations or Conversations(settings, service, store)
-        self.stream_interval = stream_interval
+        self.budget = budget or AppendBudget()
         if client is None:
             token = secret_value(settings.slack_bot_token)
             if not token:
@@ -166,16 +97,16 @@ class SlackBot:
             client=client, name="teambot", logger=log,
             signing_secret=secret_value(settings.slack_signing_secret) or secrets.token_hex(32),
         )
-        self._recent_events = RecentKeys()
 
-        self.app.middleware(self._drop_redelivered_events)
+        self.app.middleware(self._take_each_event_once)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
+        self.app.event("assistant_thread_started")(self._on_agent_thread_started)
         self.app.event("reaction_added")(self._on_reaction)
         self.app.event("reaction_removed")(self._on_reaction_removed)
         self.app.command("/ask")(self._on_ask)
-        self.app.action(VOTE_UP)(self._on_vote)
-        self.app.action(VOTE_DOWN)(self._on_vote)
+        self.app.action(FEEDBACK)(self._on_feedback_button)
+        self.app.action(re.compile(f"^({LEGACY_VOTE_UP}|{LEGACY_VOTE_DOWN})$"))(self._on_legacy_vote)
         self.app.view(FEEDBACK_MODAL)(self._on_feedback_submitted)
         # Last: event types the bot does not use are acknowledged and dropped, so Slack does
         # not redeliver them (Bolt answers 404 to an unhandled event).
@@ -187,12 +118,25 @@ class SlackBot:
 
     # ------------------------------------------------------------------ receiving questions
 
-    def _drop_redelivered_events(self, body: dict, next) -> BoltResponse | None:
-        # Slack redelivers an event (X-Slack-Retry-Num) when it saw no timely ack; it keeps the
-        # event_id. Runs after Bolt's signature check, so forged requests cannot fill the set.
+    def _take_each_event_once(self, body: dict, request, next) -> BoltResponse | None:
+        # Slack redelivers an event (X-Slack-Retry-Num; Socket Mode's retry_attempt, which Bolt
+        # passes on as the same header) when it saw no timely ack, and keeps its event_id; with
+        # several replicas behind one URL, a redelivery may reach another process. Runs after
+        # Bolt's signature check, so forged requests cannot fill the table.
         event_id = body.get("event_id")
-        if event_id and not self._recent_events.add(event_id):
-            log.info("ignoring a repeated delivery of event %s", event_id)
+        if not event_id:
+            return next()
+        try:
+            taken = self.store.claim_event(PLATFORM, event_id, ttl=EVENT_MEMORY)
+        except Exception:  # noqa: BLE001 - without the store, answering twice beats not answering
+            log.exception("could not check event %s against the store; handling it", event_id)
+            taken = True
+        if retry := request.headers.get("x-slack-retry-num"):
+            reason = (request.headers.get("x-slack-retry-reason") or [""])[0]
+            log.info("event %s delivered again (retry %s, %s)%s", event_id, retry[0], reason,
+                     "" if taken else ": already taken")
+            metrics.observe_redelivery(PLATFORM, reason, taken)
+        if not taken:
             return BoltResponse(status=200, body="")
         return next()
 
@@ -205,9 +149,24 @@ class SlackBot:
             return
         self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
 
+    def _on_agent_thread_started(self, event: dict, client: WebClient) -> None:
+        """Someone opened teambot in Slack's agent view: offer the configured questions."""
+        thread = event.get("assistant_thread") or {}
+        prompts = self.settings.slack_suggested_prompts
+        if not prompts or not thread.get("channel_id"):
+            return
+        try:
+            client.assistant_threads_setSuggestedPrompts(
+                channel_id=thread["channel_id"], thread_ts=thread["thread_ts"], title="Ask about the team's documents",
+                prompts=[{"title": p if len(p) <= 75 else p[:74] + "…", "message": p} for p in prompts],
+            )
+        except SlackApiError as exc:
+            log.warning("could not offer suggested prompts: %s", exc.response.get("error"))
+
     def _on_message(self, event: dict, body: dict, context, client: WebClient) -> None:
-        # Direct messages (which never come as app_mention), and follow-ups in channel threads
-        # the bot answers in; elsewhere in channels it answers when mentioned.
+        # Direct messages (which never come as app_mention; agent view threads are DM threads),
+        # and follow-ups in channel threads the bot answers in; elsewhere in channels it answers
+        # when mentioned.
         if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
             return
         if event.get("channel_type") == "im" or self._is_follow_up(event):
@@ -229,9 +188,24 @@ class SlackBot:
             platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=event.get("user"),
             workspace=team, channel=channel, thread=thread, collection=self.settings.collection_for(channel, team),
         )
-        reply = SlackReply(client, channel, thread, self.stream_interval)
+        # An agent view thread gets the first question as its title.
+        titled = event.get("channel_type") == "im" and event.get("thread_ts") and not self.store.thread_history(
+            PLATFORM, channel, thread, 1)
+        reply = SlackReply(client, channel, thread, user=question.user, team=team, budget=self.budget)
         if refusal := self.conversations.submit(question, reply):
             self._post(client, channel, thread, refusal.text)
+        elif titled:
+            self._set_title(client, channel, thread, question.text)
+
+    @staticmethod
+    def _set_title(client: WebClient, channel: str, thread: str, question: str) -> None:
+        title = " ".join(question.split())
+        if len(title) > TITLE_CHARS:
+            title = title[: TITLE_CHARS - 1] + "…"
+        try:
+            client.assistant_threads_setTitle(channel_id=channel, thread_ts=thread, title=title)
+        except SlackApiError as exc:
+            log.warning("could not title the thread: %s", exc.response.get("error"))
 
     def _on_ask(self, ack, command: dict, client: WebClient, respond) -> None:
         channel, user, team = command["channel_id"], command["user_id"], command.get("team_id")
@@ -246,9 +220,9 @@ class SlackBot:
         ack()
         # A slash command has no message to reply to: the bot posts the question, then answers
         # in that message's thread like everywhere else.
-        reply = SlackReply(client, channel, None, self.stream_interval, asked_by=user)
+        reply = SlackReply(client, channel, None, user=user, team=team, budget=self.budget, asked_by=user)
         self.conversations.enqueue(admitted, reply)
-        if reply.message_id is None:
+        if reply.thread is None:  # the question could not be posted
             respond(text=CANNOT_POST, response_type="ephemeral")
 
     @staticmethod
@@ -261,17 +235,26 @@ class SlackBot:
 
     # ------------------------------------------------------------------ feedback
 
-    def _on_vote(self, ack, body: dict, action: dict, client: WebClient) -> None:
+    def _on_feedback_button(self, ack, body: dict, action: dict, client: WebClient) -> None:
         ack()
+        if vote := vote_of(action.get("value") or ""):
+            self._vote(body, *vote, client)
+        else:
+            log.warning("a feedback button with an unknown value: %r", action.get("value"))
+
+    def _on_legacy_vote(self, ack, body: dict, action: dict, client: WebClient) -> None:
+        ack()  # the 👍/👎 buttons of answers posted before feedback_buttons
+        self._vote(body, action["value"], 1 if action["action_id"] == LEGACY_VOTE_UP else -1, client)
+
+    def _vote(self, body: dict, answer_id: str, value: int, client: WebClient) -> None:
         user, channel = body["user"]["id"], body.get("channel", {}).get("id")
         message = body.get("message") or {}
         thread = message.get("thread_ts") or message.get("ts")
-        value = 1 if action["action_id"] == VOTE_UP else -1
         # The form first: its trigger_id expires 3 s after the click, however slow the database is.
         # The 👎 is stored below either way; the form only adds a reason or a better answer.
-        form_open = value < 0 and self._open_feedback_form(client, body["trigger_id"], action["value"], channel, thread)
+        form_open = value < 0 and self._open_feedback_form(client, body["trigger_id"], answer_id, channel, thread)
         try:
-            self.store.rate(action["value"], platform=PLATFORM, user_id=user, value=value)
+            self.store.rate(answer_id, platform=PLATFORM, user_id=user, value=value)
         except UnknownAnswer:
             self._ephemeral(client, channel, user, thread, ANSWER_GONE)
             return

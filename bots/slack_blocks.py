@@ -1,5 +1,6 @@
-"""What teambot's Slack messages look like: Slack mrkdwn from the model's Markdown, the Block Kit
-answer (text, numbered sources, 👍/👎 buttons) within Slack's size limits, and the 👎 modal.
+"""What teambot's Slack messages look like, within Slack's documented limits: the answer's
+Markdown as Slack renders it (`markdown` blocks and streamed `markdown_text`; no conversion to
+mrkdwn), the numbered sources and the native 👍/👎 `feedback_buttons` under it, and the 👎 modal.
 """
 
 from __future__ import annotations
@@ -8,55 +9,42 @@ import json
 import re
 from pathlib import PurePath
 
-from bots.formatting import split_text, truncate
+from bots.formatting import split_text
 from core.answer import Answer, Source
 
-# Slack's limits (https://docs.slack.dev/reference/block-kit/blocks/section-block and
-# chat.postMessage): longer content is rejected with invalid_blocks / msg_too_long.
+# Slack's limits: https://docs.slack.dev/reference/block-kit/blocks/markdown-block (12,000
+# characters of markdown in one payload, all markdown blocks together; the same for a streaming
+# call's markdown_text), section-block (3,000), and chat.postMessage (50 blocks, 40,000 of text).
+MARKDOWN_LIMIT = 12_000
 SECTION_TEXT_LIMIT = 3000
 MAX_BLOCKS = 50
 MESSAGE_TEXT_LIMIT = 40_000
+NOTIFICATION_CHARS = 150  # the plain `text` of a message with blocks: notifications and screen readers
 
-PLACEHOLDER = "Looking that up…"
-STREAMING_MARK = " …"
-TRUNCATED_NOTE = "\n\n_(The answer was cut here: it is too long for one Slack message.)_"
-
-VOTE_UP = "teambot_vote_up"
-VOTE_DOWN = "teambot_vote_down"
+FEEDBACK = "teambot_feedback"  # the feedback_buttons element; its values say which button and which answer
+LEGACY_VOTE_UP, LEGACY_VOTE_DOWN = "teambot_vote_up", "teambot_vote_down"  # answers posted before feedback_buttons
 FEEDBACK_MODAL = "teambot_feedback"
 REASON_BLOCK, CORRECTION_BLOCK, INPUT_ACTION = "reason", "correction", "text"
+_VOTE_VALUES = {"up": 1, "down": -1}
 
 
 def escape(text: str) -> str:
-    """Slack's three control characters; also what stops model output from pinging @channel."""
+    """Slack's three control characters in mrkdwn; also what stops text from pinging @channel."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_SPECIAL = re.compile(r"<([!@#^])")
+
+
+def defuse_mentions(markdown: str) -> str:
+    """The model's Markdown with Slack's mention syntax (<!channel>, <@U…>, <#C…>, <!subteam^…>)
+    broken by a zero-width space: it reads the same and pings no one."""
+    return _SPECIAL.sub("<\u200b\\1", markdown)
 
 
 def _link_target(escaped_url: str) -> str:
     """An escaped URL made safe inside <url|title>."""
     return escaped_url.replace("|", "%7C").replace(" ", "%20")
-
-
-_MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
-_MD_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
-_MD_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
-_MD_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
-
-
-def _prose_to_mrkdwn(text: str) -> str:
-    text = escape(text)
-    text = _MD_LINK.sub(lambda m: f"<{_link_target(m.group(2))}|{m.group(1)}>", text)
-    text = _MD_BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", text)
-    text = _MD_HEADING.sub(r"*\1*", text)
-    return _MD_BULLET.sub(r"\1• ", text)
-
-
-def to_mrkdwn(markdown: str) -> str:
-    """The model's Markdown as Slack mrkdwn; code blocks are only escaped."""
-    parts = markdown.split("```")
-    return "```".join(
-        _prose_to_mrkdwn(part) if i % 2 == 0 else escape(part) for i, part in enumerate(parts)
-    ).strip()
 
 
 def source_line(source: Source) -> str:
@@ -73,36 +61,55 @@ def _section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _button(label: str, action_id: str, answer_id: str) -> dict:
+def _feedback_button(label: str, vote: str, answer_id: str, accessible: str) -> dict:
+    return {"text": {"type": "plain_text", "text": label}, "value": f"{vote}:{answer_id}",
+            "accessibility_label": accessible}
+
+
+def feedback_block(answer_id: str) -> dict:
     return {
-        "type": "button", "action_id": action_id, "value": answer_id,
-        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "type": "context_actions", "block_id": f"teambot_feedback_{answer_id}",
+        "elements": [{
+            "type": "feedback_buttons", "action_id": FEEDBACK,
+            "positive_button": _feedback_button("👍", "up", answer_id, "Helpful answer"),
+            "negative_button": _feedback_button("👎", "down", answer_id, "Not helpful"),
+        }],
     }
 
 
-def answer_message(answer: Answer, *, votes: bool = True) -> tuple[str, list[dict]]:
-    """The final message: fallback text and blocks (answer sections, sources, vote buttons)."""
-    body = to_mrkdwn(answer.text) or "_(no answer)_"
-    sections = split_text(body, SECTION_TEXT_LIMIT)
-    tail: list[dict] = []
+def vote_of(value: str) -> tuple[str, int] | None:
+    """(answer id, +1/-1) from a feedback button's value; None for a value teambot did not make."""
+    vote, _, answer_id = (value or "").partition(":")
+    return (answer_id, _VOTE_VALUES[vote]) if vote in _VOTE_VALUES and answer_id else None
+
+
+def answer_tail(answer: Answer, *, votes: bool) -> list[dict]:
+    """The blocks under the answer's text: its sources, then 👍/👎 (when `votes`)."""
+    blocks: list[dict] = []
     if answer.sources:
         sources = "*Sources*\n" + "\n".join(source_line(s) for s in answer.sources)
-        tail += [{"type": "divider"}] + [_section(part) for part in split_text(sources, SECTION_TEXT_LIMIT)]
+        blocks += [{"type": "divider"}] + [_section(part) for part in split_text(sources, SECTION_TEXT_LIMIT)]
     if votes:
-        tail.append({
-            "type": "actions", "block_id": "teambot_vote",
-            "elements": [_button("👍 Helpful", VOTE_UP, answer.id), _button("👎 Not helpful", VOTE_DOWN, answer.id)],
-        })
-    room = MAX_BLOCKS - len(tail)
-    if len(sections) > room:
-        sections = sections[:room]
-        sections[-1] = truncate(sections[-1], SECTION_TEXT_LIMIT - len(TRUNCATED_NOTE), "") + TRUNCATED_NOTE
-    return truncate(body, MESSAGE_TEXT_LIMIT, TRUNCATED_NOTE), [_section(s) for s in sections] + tail
+        blocks.append(feedback_block(answer.id))
+    return blocks[: MAX_BLOCKS - 1]  # room for the markdown block when posted as a message
 
 
-def streaming_text(partial_answer: str) -> str:
-    """The placeholder's text while the answer streams in."""
-    return truncate(to_mrkdwn(partial_answer), MESSAGE_TEXT_LIMIT - len(STREAMING_MARK), "") + STREAMING_MARK
+def notification_text(markdown: str) -> str:
+    """A message's plain `text`: the start of the answer on one line."""
+    line = escape(" ".join(markdown.split()))
+    if len(line) > NOTIFICATION_CHARS:
+        line = re.sub(r"&[a-z]*$", "", line[: NOTIFICATION_CHARS - 1]) + "…"  # not in the middle of an &amp;
+    return line or "(answer)"
+
+
+def markdown_messages(markdown: str, tail: list[dict]) -> list[tuple[str, list[dict]]]:
+    """`markdown` as messages to post, each (text, blocks) within Slack's limits: the text in
+    `markdown` blocks of at most MARKDOWN_LIMIT characters, one a message, `tail` on the last."""
+    pieces = split_text(markdown, MARKDOWN_LIMIT) or ["_(no answer)_"]
+    messages = [(notification_text(piece), [{"type": "markdown", "text": piece}]) for piece in pieces]
+    text, blocks = messages[-1]
+    messages[-1] = (text, blocks + tail)
+    return messages
 
 
 def _text_input(block_id: str, label: str, placeholder: str) -> dict:

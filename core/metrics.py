@@ -34,6 +34,12 @@ RETRACTED = Counter(
     "value (up, down).", ["platform", "value"], registry=REGISTRY,
 )
 
+REDELIVERIES = Counter(
+    "teambot_event_redeliveries", "Events the platform delivered again (Slack's X-Slack-Retry-Num), by reason and "
+    "whether this process took it (first to claim it) or dropped it as already taken.",
+    ["platform", "reason", "taken"], registry=REGISTRY,
+)
+
 
 def observe_answer(platform: str, answer) -> None:
     QUESTIONS.labels(platform, answer.outcome.value).inc()
@@ -57,6 +63,10 @@ def observe_vote(platform: str, value: int) -> None:
 
 def observe_retraction(platform: str, value: int) -> None:
     RETRACTED.labels(platform, "up" if value > 0 else "down").inc()
+
+
+def observe_redelivery(platform: str, reason: str, taken: bool) -> None:
+    REDELIVERIES.labels(platform, reason or "unknown", "yes" if taken else "no").inc()
 
 
 def exposition() -> bytes:

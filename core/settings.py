@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
     slack_app_token: SecretStr | None = Field(None, description="Slack app token for Socket Mode (xapp-…).")
     slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode).")
+    slack_suggested_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "Which tool do expense claims go in?", "How do I request time off?", "Where is the on-call runbook?",
+        ],
+        max_length=4,
+        description="Prompts offered when someone opens teambot in Slack's agent view; JSON list or one per line.",
+    )
     discord_token: SecretStr | None = Field(None, description="Discord bot token.")
     discord_dev_guild: int | None = Field(None, description="Sync /ask to this guild only (development).")
     discord_reply_in_thread: bool = Field(
@@ -165,6 +172,26 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"must be a JSON object, got {value[:40]!r} ({exc.msg})") from None
         return value
+
+    @field_validator("slack_suggested_prompts", mode="before")
+    @classmethod
+    def _parse_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"must be a JSON list or one prompt per line ({exc.msg})") from None
+            return [line.strip() for line in value.splitlines() if line.strip()]
+        return value
+
+    @field_validator("slack_suggested_prompts")
+    @classmethod
+    def _prompt_lengths(cls, value: list[str]) -> list[str]:
+        # Slack's limit on a suggested prompt's message.
+        if too_long := [p for p in value if not p.strip() or len(p) > 1000]:
+            raise ValueError(f"each prompt needs 1 to 1,000 characters: {too_long[0][:40]!r}")
+        return [p.strip() for p in value]
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import (
@@ -100,6 +100,17 @@ class RatingRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     answer: Mapped[AnswerRecord] = relationship(back_populates="ratings")
+
+
+class DeliveredEventRecord(Base):
+    """Platform events already taken (Slack's event_id): a redelivery, to this process or to
+    another replica on the same database, is recognised and dropped. Rows expire (`claim_event`)."""
+
+    __tablename__ = "delivered_events"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class UnknownAnswer(LookupError):
@@ -202,6 +213,24 @@ class FeedbackStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(AnswerRecord, answer_id)
 
+    # ------------------------------------------------------------------ deliveries
+
+    def claim_event(self, platform: str, event_id: str, *, ttl: timedelta) -> bool:
+        """True for the first delivery of an event within `ttl`, across every process on this
+        database: the primary key decides between two replicas that receive it at once."""
+        now = _now()
+        insert = _dialect_insert(self.engine)
+        stmt = insert(DeliveredEventRecord).values(platform=platform, event_id=event_id, seen_at=now)
+        with Session(self.engine) as session, session.begin():
+            # An expired claim is taken over, so one event id is never refused forever.
+            claimed = session.execute(stmt.on_conflict_do_update(
+                index_elements=["platform", "event_id"], set_={"seen_at": now},
+                where=DeliveredEventRecord.__table__.c.seen_at < now - ttl,
+            )).rowcount
+            if claimed and secrets.randbelow(_PURGE_EVERY) == 0:
+                session.execute(delete(DeliveredEventRecord).where(DeliveredEventRecord.seen_at < now - ttl))
+        return claimed > 0
+
     # ------------------------------------------------------------------ ratings
 
     def rate(
@@ -297,6 +326,7 @@ class FeedbackStore:
 
 
 SALT_FILE = "user_hash_salt"
+_PURGE_EVERY = 200  # one claim in this many also deletes the expired ones
 
 
 def user_salt(settings) -> str:

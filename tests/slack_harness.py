@@ -14,9 +14,8 @@ from slack_sdk import WebClient
 
 from bots.health import start_health_listener
 from bots.slack_app import EVENTS_PATH, SlackBot, http_server
-from bots.slack_blocks import PLACEHOLDER, STREAMING_MARK
 from tests import slack_standin as slack
-from tests.slack_standin import BOT_TOKEN, SlackStandIn, signed
+from tests.slack_standin import BOT_TOKEN, Message, SlackStandIn, signed
 
 SIGNING_SECRET = "e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6"
 
@@ -25,6 +24,38 @@ def with_slack_secrets(settings, **changes):
     return settings.model_copy(update={
         "slack_signing_secret": SecretStr(SIGNING_SECRET), "slack_bot_token": SecretStr(BOT_TOKEN), **changes,
     })
+
+
+@dataclass
+class Reply:
+    """What the bot posted in a thread for one question, as Slack shows it once it is done."""
+
+    messages: list[Message]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m.text for m in self.messages)
+
+    @property
+    def last(self) -> Message:
+        return self.messages[-1]
+
+    @property
+    def blocks(self) -> list[dict]:
+        """The blocks under the answer (sources, feedback), or [] for a plain reply."""
+        return self.last.blocks if self.messages else []
+
+    @property
+    def answer_id(self) -> str | None:
+        return self.last.answer_id if self.messages else None
+
+    @property
+    def sections(self) -> list[str]:
+        return [b["text"]["text"] for b in self.blocks if b["type"] == "section"]
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.messages) and all(m.via == "chat.startStream" for m in self.messages)
 
 
 @dataclass
@@ -67,42 +98,31 @@ class SlackHttpBot:
 
     # ------------------------------------------------------------------ what the bot posted
 
-    def placeholder(self, channel: str, thread: str, after: int = 0, timeout: float = 300.0) -> str:
-        """The ts of the thread's placeholder number `after` (0: its first), waiting for it."""
-        def found(_calls):
-            posted = self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER)
-            return posted[after] if len(posted) > after else None
+    def _touches(self, channel: str, thread: str) -> int:
+        """Calls the bot has made about a thread (its status, messages in it)."""
+        return sum((c.args.get("channel") or c.args.get("channel_id")) == channel and c.args.get("thread_ts") == thread
+                   for c in self.standin.calls)
 
-        return self.standin.wait_for(found, timeout=timeout).response["ts"]
+    def reply_in(self, channel: str, thread: str, *, calls_before: int = 0, messages_before: int = 0,
+                 timeout: float = 300.0) -> Reply:
+        """The bot's reply in a thread, once it has started one and has no answer in progress."""
+        self.standin.wait_for(lambda _calls: self._touches(channel, thread) > calls_before, timeout)
+        assert self.bot.conversations.wait_idle(timeout), "an answer was still in progress"
+        return Reply(self.standin.thread(channel, thread)[messages_before:])
 
-    def final(self, channel: str, ts: str, timeout: float = 300.0) -> dict:
-        """The placeholder's last update: the answer with blocks, or a short error reply."""
-        return self.standin.wait_call(
-            "chat.update", channel=channel, ts=ts, timeout=timeout,
-            where=lambda c: "blocks" in c.args or STREAMING_MARK not in c.args["text"],
-        ).args
-
-    def answered(self, event: dict) -> tuple[str, dict]:
-        """Send `event`, return (placeholder ts, final update) of the answer in its thread."""
+    def answered(self, event: dict, timeout: float = 300.0) -> Reply:
+        """Send `event`; the reply it gets in its thread."""
         channel, thread = event["channel"], event.get("thread_ts") or event["ts"]
-        earlier = len(self.standin.find("chat.postMessage", channel=channel, thread_ts=thread, text=PLACEHOLDER))
+        calls, messages = self._touches(channel, thread), len(self.standin.thread(channel, thread))
         assert self.event(event).status_code == 200
-        ts = self.placeholder(channel, thread, after=earlier)
-        return ts, self.final(channel, ts)
+        return self.reply_in(channel, thread, calls_before=calls, messages_before=messages, timeout=timeout)
 
-    def reply_to(self, event: dict, timeout: float = 300.0) -> dict:
-        """The bot's last word in the event's thread: the answer (with blocks) that replaced its
-        placeholder, or a short reply posted instead of one."""
-        channel, thread = event["channel"], event.get("thread_ts") or event["ts"]
-        first = self.standin.wait_call("chat.postMessage", channel=channel, thread_ts=thread, timeout=timeout)
-        if first.args["text"] != PLACEHOLDER:
-            return first.args
-        return self.final(channel, first.response["ts"], timeout)
+    def reply_to(self, event: dict, timeout: float = 300.0) -> Reply:
+        """The reply to an event sent earlier."""
+        return self.reply_in(event["channel"], event.get("thread_ts") or event["ts"], timeout=timeout)
 
-    def ask(self, text: str, *, channel: str = "C0FAULTS", user: str = "U0ALICE") -> dict:
-        event = slack.mention(text, channel=channel, user=user)
-        assert self.event(event).status_code == 200
-        return self.reply_to(event)
+    def ask(self, text: str, *, channel: str = "C0FAULTS", user: str = "U0ALICE") -> Reply:
+        return self.answered(slack.mention(text, channel=channel, user=user))
 
     def settle(self) -> None:
         """Answer one more direct message: requests sent before it have been handled by then."""
@@ -111,7 +131,6 @@ class SlackHttpBot:
 
 @contextmanager
 def slack_http_bot(settings, service, store, standin: SlackStandIn, **options) -> Iterator[SlackHttpBot]:
-    options.setdefault("stream_interval", 0)
     bot = SlackBot(settings, service, store, WebClient(token=BOT_TOKEN, base_url=standin.api_url), **options)
     server = http_server(bot.app, "127.0.0.1", 0)
     health = start_health_listener(settings, service, port=0)
@@ -127,10 +146,6 @@ def slack_http_bot(settings, service, store, standin: SlackStandIn, **options) -
         health.server_close()
         bot.close()
         thread.join()
-
-
-def answer_sections(reply: dict) -> list[str]:
-    return [b["text"]["text"] for b in reply.get("blocks", []) if b["type"] == "section"]
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float:

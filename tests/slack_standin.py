@@ -1,8 +1,19 @@
-"""A local stand-in of the Slack Web API: records every call and answers the way Slack does.
+"""A local stand-in of the Slack Web API, as strict as Slack about what it accepts.
 
-Point `slack_sdk.WebClient(base_url=standin.api_url)` at it. It also plays the other side of
-the conversation: `signed` builds Events API, slash command and interactivity requests signed
-like Slack signs them, for the bot's HTTP endpoint, and `SocketModeStandIn` delivers events
+Point `slack_sdk.WebClient(base_url=standin.api_url)` at it. It records every call and keeps the
+messages the bot posted, and it refuses what Slack refuses, with Slack's errors:
+- Block Kit: known block types only, 50 blocks, section text 3,000, markdown 12,000 a block and
+  in all of a payload's markdown blocks together (`invalid_blocks`, `msg_blocks_too_long`),
+  message text 40,000 (`msg_too_long`), feedback_buttons only in `context_actions`;
+- streaming: `chat.startStream` in a channel needs the recipient user and team; appends and
+  stops only on a message that is streaming (`message_not_in_streaming_state`; a stream ends
+  STREAM_LIFETIME s after it started), 12,000 characters of markdown a call and a message;
+- unknown message ts: `message_not_found`; `views.open` with a trigger id older than 3 s:
+  `expired_trigger_id` (trigger ids come from `issue_trigger`, as Slack's come with a click);
+- rate limits per method and workspace, by Slack's tiers (chat.postMessage: about one a second
+  per channel), answered with HTTP 429, `ratelimited` and a Retry-After header.
+It also plays the other side of the conversation: `signed` builds Events API, slash command and
+interactivity requests signed like Slack signs them, and `SocketModeStandIn` delivers events
 over Socket Mode.
 """
 
@@ -11,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,20 +38,164 @@ BOT_ID = "B0TEAMBOT"
 BOT_TOKEN = "xoxb-standin-token"
 APP_TOKEN = "xapp-standin-token"
 
+MAX_BLOCKS = 50
+SECTION_TEXT = 3000
+MARKDOWN_TEXT = 12_000
+MESSAGE_TEXT = 40_000
+TRIGGER_LIFETIME = 3.0
+STREAM_LIFETIME = 300.0
+KNOWN_BLOCKS = {
+    "actions", "context", "context_actions", "divider", "file", "header", "image", "input", "markdown",
+    "rich_text", "section", "table", "video",
+}
+# https://docs.slack.dev/apis/web-api/rate-limits: calls a minute per workspace.
+TIER = {1: 1, 2: 20, 3: 50, 4: 100}
+METHOD_TIERS = {
+    "chat.startStream": 2, "chat.stopStream": 2, "chat.appendStream": 4, "chat.update": 3, "chat.delete": 3,
+    "chat.postEphemeral": 4, "views.open": 4, "assistant.threads.setStatus": 4,
+    "assistant.threads.setTitle": 4, "assistant.threads.setSuggestedPrompts": 4,
+}
+POST_MESSAGE_PER_CHANNEL = 60  # "one message per second per channel, short bursts allowed"
+
 
 @dataclass
 class Call:
     method: str
     args: dict
     response: dict = field(default_factory=dict)
+    status: int = 200
+    at: float = field(default_factory=time.perf_counter)  # when it was answered
+
+
+@dataclass
+class Message:
+    """A message the bot posted, as Slack would show it now."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str = ""  # the text, or the markdown streamed into it
+    blocks: list = field(default_factory=list)
+    streaming: bool = False
+    started: float = 0.0
+    deleted: bool = False
+    via: str = "chat.postMessage"
+
+    @property
+    def answer_id(self) -> str | None:
+        """The answer id on its 👍/👎 feedback buttons, if it has them."""
+        for block in self.blocks:
+            for element in block.get("elements", []) if block.get("type") == "context_actions" else []:
+                if element.get("type") == "feedback_buttons":
+                    return element["positive_button"]["value"].partition(":")[2]
+        return None
+
+
+class _Bucket:
+    def __init__(self, per_minute: int) -> None:
+        self.capacity, self.tokens, self.rate, self.updated = per_minute, float(per_minute), per_minute / 60, time.monotonic()
+
+    def take(self) -> float:
+        """0 if a call may go now, else the seconds until it may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+_triggers: dict[str, float] = {}
+_trigger_ids = itertools.count(1)
+
+
+def issue_trigger() -> str:
+    """A trigger id as Slack sends with a click or a command; valid for 3 seconds."""
+    trigger = f"{next(_trigger_ids)}.{int(time.time())}.standin"
+    _triggers[trigger] = time.monotonic()
+    return trigger
+
+
+def _text_length(obj) -> int:
+    return len(obj.get("text", "")) if isinstance(obj, dict) else 0
+
+
+def blocks_error(blocks) -> str | None:
+    """Slack's error for these blocks, or None if it would accept them."""
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    markdown, ids = 0, set()
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind not in KNOWN_BLOCKS:
+            return "invalid_blocks"
+        if (block_id := block.get("block_id")) is not None:
+            if block_id in ids or len(block_id) > 255:
+                return "invalid_blocks"
+            ids.add(block_id)
+        if kind == "section":
+            text = block.get("text")
+            if not (text or block.get("fields")) or (text and (text.get("type") not in ("mrkdwn", "plain_text")
+                                                               or not 0 < _text_length(text) <= SECTION_TEXT)):
+                return "invalid_blocks"
+        elif kind == "markdown":
+            if not isinstance(block.get("text"), str) or not 0 < len(block["text"]) <= MARKDOWN_TEXT:
+                return "invalid_blocks"
+            markdown += len(block["text"])
+        elif kind == "context_actions":
+            elements = block.get("elements") or []
+            if not 0 < len(elements) <= 5 or any(not _feedback_ok(e) for e in elements):
+                return "invalid_blocks"
+        elif kind == "actions":
+            elements = block.get("elements") or []
+            if not 0 < len(elements) <= 25 or any(e.get("type") == "feedback_buttons" for e in elements):
+                return "invalid_blocks"
+        elif kind == "context":
+            if not 0 < len(block.get("elements") or []) <= 10:
+                return "invalid_blocks"
+    return "msg_blocks_too_long" if markdown > MARKDOWN_TEXT else None
+
+
+def _feedback_ok(element: dict) -> bool:
+    if element.get("type") == "icon_button":
+        return True
+    if element.get("type") != "feedback_buttons":
+        return False
+    buttons = [element.get("positive_button"), element.get("negative_button")]
+    return all(
+        isinstance(b, dict) and b.get("text", {}).get("type") == "plain_text" and 0 < _text_length(b["text"]) <= 75
+        and isinstance(b.get("value"), str) and 0 < len(b["value"]) <= 2000
+        for b in buttons
+    )
+
+
+def _chunks_text(args: dict) -> tuple[str | None, str]:
+    """(error, markdown) of a streaming call's markdown_text and chunks."""
+    text = args.get("markdown_text") or ""
+    if len(text) > MARKDOWN_TEXT:
+        return "msg_too_long", ""
+    for chunk in args.get("chunks") or []:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind == "markdown_text":
+            if not isinstance(chunk.get("text"), str) or len(chunk["text"]) > MARKDOWN_TEXT:
+                return "msg_too_long", ""
+            text += chunk["text"]
+        elif kind not in ("task_update", "plan_update", "blocks"):
+            return "invalid_chunks", ""
+    return None, text
 
 
 class SlackStandIn:
     def __init__(self) -> None:
         self.calls: list[Call] = []
-        self.errors: dict[str, str] = {}  # method → error to answer with (e.g. not_in_channel)
+        self.errors: dict[str, str] = {}  # method → error to answer with every time (e.g. not_in_channel)
         self.hooks: dict[str, object] = {}  # method → fn(args), run before the call is answered
         self.socket_mode: SocketModeStandIn | None = None  # set to accept Socket Mode connections
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.status: dict[tuple[str, str], str] = {}  # (channel, thread) → the status shown now
+        self._fail_next: dict[str, list[tuple[str, float | None]]] = {}
+        self._buckets: dict[str, _Bucket] = {}
         self._changed = threading.Condition()
         self._ts = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -62,6 +218,14 @@ class SlackStandIn:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    # ------------------------------------------------------------------ steering
+
+    def fail_next(self, method: str, error: str, *, times: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next `times` calls of `method` with `error` (`ratelimited`: HTTP 429 with
+        Retry-After `retry_after` seconds), whatever their arguments."""
+        with self._changed:
+            self._fail_next.setdefault(method, []).extend([(error, retry_after)] * times)
 
     # ------------------------------------------------------------------ inspecting
 
@@ -88,47 +252,216 @@ class SlackStandIn:
                 self._changed.wait(left)
             return found
 
+    def find_all(self, channel: str) -> list[Call]:
+        """Every call about `channel`, whatever the method."""
+        with self._changed:
+            return [c for c in self.calls if (c.args.get("channel") or c.args.get("channel_id")) == channel]
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        """The bot's messages in a thread, oldest first, as shown now (deleted ones gone)."""
+        with self._changed:
+            return [m for m in self.messages.values()
+                    if m.channel == channel and m.thread_ts == thread_ts and not m.deleted]
+
     def reset(self) -> None:
         with self._changed:
             self.calls.clear()
             self.errors.clear()
             self.hooks.clear()
+            self._fail_next.clear()
+            self._buckets.clear()
 
     # ------------------------------------------------------------------ answering
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
-    def _answer(self, method: str, args: dict) -> dict:
+    def _limited(self, method: str, args: dict) -> float:
+        if method == "chat.postMessage":
+            key, per_minute = f"{method}:{args.get('channel')}", POST_MESSAGE_PER_CHANNEL
+        elif method in METHOD_TIERS:
+            key, per_minute = method, TIER[METHOD_TIERS[method]]
+        else:
+            return 0.0
+        bucket = self._buckets.setdefault(key, _Bucket(per_minute))
+        return bucket.take()
+
+    def _answer(self, method: str, args: dict) -> tuple[int, dict, float | None]:
+        """(HTTP status, body, Retry-After) of a call; called with the lock held."""
         if method.startswith("response_url"):
-            return {"ok": True}
+            return 200, {"ok": True}, None
         if method == "apps.connections.open":  # Socket Mode: the app-level token asks where to connect
             if args.get("token") != APP_TOKEN or self.socket_mode is None:
-                return {"ok": False, "error": "invalid_auth"}
-            return {"ok": True, "url": self.socket_mode.url}
+                return 200, {"ok": False, "error": "invalid_auth"}, None
+            return 200, {"ok": True, "url": self.socket_mode.url}, None
         if args.get("token") != BOT_TOKEN:
-            return {"ok": False, "error": "not_authed" if not args.get("token") else "invalid_auth"}
+            return 200, {"ok": False, "error": "not_authed" if not args.get("token") else "invalid_auth"}, None
+        if queued := self._fail_next.get(method):
+            error, retry_after = queued.pop(0)
+            if error == "ratelimited":
+                return 429, {"ok": False, "error": "ratelimited"}, retry_after or 1
+            return 200, {"ok": False, "error": error}, None
+        if wait := self._limited(method, args):
+            return 429, {"ok": False, "error": "ratelimited"}, wait
         if method in self.errors:
-            return {"ok": False, "error": self.errors[method]}
-        if method == "auth.test":
-            return {
-                "ok": True, "url": "https://teambot-test.slack.com/", "team": "Teambot Test", "user": "teambot",
-                "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False,
-            }
-        if method == "chat.postMessage":
-            ts = self._next_ts()
-            message = {k: v for k, v in args.items() if k in ("text", "blocks", "thread_ts")}
-            return {
-                "ok": True, "channel": args["channel"], "ts": ts,
-                "message": {**message, "type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": ts},
-            }
-        if method == "chat.update":
-            return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text", "")}
-        if method == "chat.postEphemeral":
-            return {"ok": True, "message_ts": self._next_ts()}
-        if method == "views.open":
-            return {"ok": True, "view": {**args.get("view", {}), "id": "V0FEEDBACK"}}
-        return {"ok": False, "error": "unknown_method"}
+            return 200, {"ok": False, "error": self.errors[method]}, None
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method"}, None
+        result = handler(args)
+        body = {"ok": False, "error": result} if isinstance(result, str) else {"ok": True, **result}
+        return 200, body, None
+
+    # Each method: an error (str) or the rest of an ok response.
+
+    def _auth_test(self, args: dict):
+        return {"url": "https://teambot-test.slack.com/", "team": "Teambot Test", "user": "teambot",
+                "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+    def _message_error(self, args: dict) -> str | None:
+        text, blocks = args.get("text"), args.get("blocks")
+        if not args.get("channel"):
+            return "channel_not_found"
+        if not text and not blocks:
+            return "no_text"
+        if text and len(text) > MESSAGE_TEXT:
+            return "msg_too_long"
+        return blocks_error(blocks) if blocks is not None else None
+
+    def _post(self, channel: str, thread_ts: str | None, via: str, **state) -> Message:
+        message = Message(channel, self._next_ts(), thread_ts, via=via, **state)
+        self.messages[(channel, message.ts)] = message
+        if thread_ts:  # Slack clears the thread's status when the app replies in it
+            self.status.pop((channel, thread_ts), None)
+        return message
+
+    def _chat_postMessage(self, args: dict):
+        if error := self._message_error(args):
+            return error
+        blocks = args.get("blocks") or []
+        markdown = "\n".join(b["text"] for b in blocks if b.get("type") == "markdown")
+        message = self._post(args["channel"], args.get("thread_ts"), "chat.postMessage",
+                             text=markdown or args.get("text") or "", blocks=blocks)
+        shown = {k: v for k, v in args.items() if k in ("text", "blocks", "thread_ts")}
+        return {"channel": args["channel"], "ts": message.ts,
+                "message": {**shown, "type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": message.ts}}
+
+    def _existing(self, args: dict) -> Message | str:
+        message = self.messages.get((args.get("channel"), args.get("ts")))
+        return message if message is not None and not message.deleted else "message_not_found"
+
+    def _chat_update(self, args: dict):
+        message = self._existing(args)
+        if isinstance(message, str):
+            return message
+        if error := self._message_error(args):
+            return error
+        message.text, message.blocks = args.get("text") or "", args.get("blocks") or []
+        return {"channel": args["channel"], "ts": args["ts"], "text": message.text}
+
+    def _chat_delete(self, args: dict):
+        message = self._existing(args)
+        if isinstance(message, str):
+            return message
+        message.deleted = True
+        return {"channel": args["channel"], "ts": args["ts"]}
+
+    def _chat_postEphemeral(self, args: dict):
+        if not args.get("user"):
+            return "user_not_found"
+        if error := self._message_error(args):
+            return error
+        return {"message_ts": self._next_ts()}
+
+    def _chat_startStream(self, args: dict):
+        channel = args.get("channel")
+        if not channel:
+            return "channel_not_found"
+        if channel[0] in "CG":  # a channel, not a DM: whom the stream is for
+            if not args.get("recipient_user_id"):
+                return "missing_recipient_user_id"
+            if not args.get("recipient_team_id"):
+                return "missing_recipient_team_id"
+        error, text = _chunks_text(args)
+        if error:
+            return error
+        message = self._post(channel, args.get("thread_ts"), "chat.startStream", text=text, streaming=True,
+                             started=time.monotonic())
+        return {"channel": channel, "ts": message.ts}
+
+    def _streaming(self, args: dict) -> Message | str:
+        message = self._existing(args)
+        if isinstance(message, str):
+            return message
+        if not message.streaming or time.monotonic() - message.started > STREAM_LIFETIME:
+            message.streaming = False
+            return "message_not_in_streaming_state"
+        return message
+
+    def _chat_appendStream(self, args: dict):
+        message = self._streaming(args)
+        if isinstance(message, str):
+            return message
+        error, text = _chunks_text(args)
+        if error or not text:
+            return error or "no_text"
+        if len(message.text) + len(text) > MARKDOWN_TEXT:
+            return "msg_too_long"
+        message.text += text
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_stopStream(self, args: dict):
+        message = self._streaming(args)
+        if isinstance(message, str):
+            return message
+        error, text = _chunks_text(args)
+        if not error and args.get("blocks") is not None:
+            error = blocks_error(args["blocks"])
+        if not error and len(message.text) + len(text) > MARKDOWN_TEXT:
+            error = "msg_too_long"
+        if error:
+            return error
+        message.text += text
+        message.blocks = args.get("blocks") or []
+        message.streaming = False
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _assistant_threads_setStatus(self, args: dict):
+        if not args.get("channel_id") or not args.get("thread_ts") or "status" not in args:
+            return "invalid_arguments"
+        if len(args.get("loading_messages") or []) > 10:
+            return "invalid_arguments"
+        if args["status"]:
+            self.status[(args["channel_id"], args["thread_ts"])] = args["status"]
+        else:
+            self.status.pop((args["channel_id"], args["thread_ts"]), None)
+        return {}
+
+    def _assistant_threads_setTitle(self, args: dict):
+        if not args.get("channel_id") or not args.get("thread_ts") or not args.get("title"):
+            return "invalid_arguments"
+        return {}
+
+    def _assistant_threads_setSuggestedPrompts(self, args: dict):
+        prompts = args.get("prompts")
+        if not args.get("channel_id") or not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
+            return "invalid_arguments"
+        if any(not p.get("title") or not p.get("message") for p in prompts):
+            return "invalid_arguments"
+        return {}
+
+    def _views_open(self, args: dict):
+        issued = _triggers.get(args.get("trigger_id") or "")
+        if issued is None:
+            return "invalid_trigger_id"
+        if time.monotonic() - issued > TRIGGER_LIFETIME:
+            return "expired_trigger_id"
+        view = args.get("view") or {}
+        if view.get("type") != "modal" or len(view.get("title", {}).get("text", "")) > 24:
+            return "invalid_arguments"
+        if error := blocks_error(view.get("blocks") or []):
+            return error
+        return {"view": {**view, "id": "V0FEEDBACK"}}
 
     def _handler(self):
         standin = self
@@ -144,8 +477,8 @@ class SlackStandIn:
                     args = json.loads(raw or "{}")
                 else:
                     args = dict(parse_qsl(raw))
-                    for key in ("blocks", "view"):  # form-encoded calls carry these as JSON text
-                        if isinstance(args.get(key), str):
+                    for key in ("blocks", "view", "prompts", "chunks", "loading_messages"):
+                        if isinstance(args.get(key), str):  # form-encoded calls carry these as JSON text
                             args[key] = json.loads(args[key])
                 args.update(parse_qsl(query))
                 auth = self.headers.get("Authorization", "")
@@ -159,14 +492,16 @@ class SlackStandIn:
                 args = self._args()
                 if hook := standin.hooks.get(method):
                     hook(args)
-                response = standin._answer(method, args)
-                body = json.dumps(response).encode()
                 with standin._changed:
-                    standin.calls.append(Call(method, args, response))
+                    status, response, retry_after = standin._answer(method, args)
+                    standin.calls.append(Call(method, args, response, status))
                     standin._changed.notify_all()
-                self.send_response(200)
+                body = json.dumps(response).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(max(1, math.ceil(retry_after))))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -316,12 +651,26 @@ def block_action(action_id: str, value: str, *, message_ts: str, channel: str = 
     return {
         "type": "block_actions", "team": {"id": TEAM, "domain": "teambot-test"},
         "user": {"id": user, "username": "alice", "team_id": TEAM}, "api_app_id": "A0TEAMBOT",
-        "token": "legacy-verification-token", "trigger_id": "1234.5678.trigger",
+        "token": "legacy-verification-token", "trigger_id": issue_trigger(),
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
         "channel": {"id": channel, "name": "general"}, "message": message, "response_url": response_url,
         "actions": [{"type": "button", "action_id": action_id, "block_id": "teambot_vote", "value": value,
                      "action_ts": str(time.time())}],
     }
+
+
+def feedback_click(message: Message, vote: str = "up", *, user: str = "U0ALICE") -> dict:
+    """A click on the 👍 (`up`) or 👎 (`down`) feedback button of a message the bot posted."""
+    block, element = next(
+        (b, e) for b in message.blocks if b["type"] == "context_actions" for e in b["elements"]
+        if e["type"] == "feedback_buttons"
+    )
+    button = element["positive_button" if vote == "up" else "negative_button"]
+    payload = block_action(element["action_id"], button["value"], message_ts=message.ts, channel=message.channel,
+                           user=user, thread_ts=message.thread_ts)
+    payload["actions"] = [{"type": "feedback_buttons", "action_id": element["action_id"], "block_id": block["block_id"],
+                           "value": button["value"], "text": button["text"], "action_ts": str(time.time())}]
+    return payload
 
 
 def view_submission(view: dict, values: dict, *, user: str = "U0ALICE") -> dict:
@@ -330,7 +679,7 @@ def view_submission(view: dict, values: dict, *, user: str = "U0ALICE") -> dict:
     return {
         "type": "view_submission", "team": {"id": TEAM, "domain": "teambot-test"},
         "user": {"id": user, "username": "alice", "team_id": TEAM}, "api_app_id": "A0TEAMBOT",
-        "token": "legacy-verification-token", "trigger_id": "1234.5679.trigger",
+        "token": "legacy-verification-token", "trigger_id": issue_trigger(),
         "view": {**view, "id": "V0FEEDBACK", "team_id": TEAM, "state": {"values": state}},
     }
 
@@ -341,5 +690,5 @@ def slash_command(text: str, *, command: str = "/ask", user: str = "U0ALICE", ch
         "token": "legacy-verification-token", "team_id": TEAM, "team_domain": "teambot-test",
         "channel_id": channel, "channel_name": "general", "user_id": user, "user_name": "alice",
         "command": command, "text": text, "api_app_id": "A0TEAMBOT", "response_url": response_url,
-        "trigger_id": "1234.5680.trigger",
+        "trigger_id": issue_trigger(),
     })

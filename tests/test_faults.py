@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bots.slack_blocks import VOTE_UP
 from core.errors import KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable
 from feedback.store import FeedbackStore
 from pipeline.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen, RetryPolicy, call
@@ -28,7 +27,7 @@ from teambot import services
 from teambot.cli import app
 from tests import slack_standin as slack
 from tests.private_servers import FakeOllama, private_servers, start
-from tests.slack_harness import answer_sections, metric_value, slack_http_bot, with_slack_secrets
+from tests.slack_harness import metric_value, slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +186,7 @@ def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(s
     services.stop(services.WEAVIATE, servers)
     try:
         reply = faults_bot.ask(QUESTION)
-        assert reply["text"] == KnowledgeBaseUnavailable.user_message and "blocks" not in reply
+        assert reply.text == KnowledgeBaseUnavailable.user_message and not reply.blocks
 
         health = faults_bot.get("/healthz")
         assert health.status_code == 503
@@ -200,14 +199,13 @@ def test_weaviate_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(s
 
     # Same process, no restart: the next question reconnects and is answered from the documents.
     reply = faults_bot.ask(QUESTION)
-    assert "blocks" in reply, reply["text"]
-    assert any("Expenses" in s for s in answer_sections(reply) if s.startswith("*Sources*"))
+    assert reply.answer_id, reply.text
+    assert any("Expenses" in s for s in reply.sections if s.startswith("*Sources*"))
     assert faults_bot.get("/healthz").status_code == 200
     assert _status_cli(servers).exit_code == 0
 
     # /metrics counted the failure, the answer's stages and a vote on it.
-    answer_id = next(b for b in reply["blocks"] if b["type"] == "actions")["elements"][0]["value"]
-    click = slack.block_action(VOTE_UP, answer_id, message_ts=reply["ts"], channel="C0FAULTS")
+    click = slack.feedback_click(reply.last, "up")
     assert faults_bot.post(slack.interaction_body(click), "application/x-www-form-urlencoded").status_code == 200
     faults_bot.standin.wait_call("chat.postEphemeral", channel="C0FAULTS")
     metrics = faults_bot.get("/metrics").text
@@ -220,14 +218,14 @@ def test_ollama_outage_gets_a_clear_reply_and_answers_resume_when_it_returns(ser
     services.stop(services.OLLAMA, servers)
     try:
         reply = faults_bot.ask(QUESTION)
-        assert reply["text"] == ModelUnavailable.user_message and "blocks" not in reply
+        assert reply.text == ModelUnavailable.user_message and not reply.blocks
         health = faults_bot.get("/healthz")
         assert health.status_code == 503 and not health.json()["ollama"]["ok"] and health.json()["weaviate"]["ok"]
     finally:
         start(services.OLLAMA, servers)
 
     reply = faults_bot.ask(QUESTION)
-    assert "blocks" in reply, reply["text"]
+    assert reply.answer_id, reply.text
     assert faults_bot.get("/healthz").status_code == 200
 
 
@@ -239,7 +237,7 @@ def test_a_hanging_generation_times_out_into_a_clear_reply(servers, standin, tmp
         store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
         with slack_http_bot(config, AnswerService(config), store, standin) as bot:
             reply = bot.ask(QUESTION, channel="C0HANGS")
-            assert reply["text"] == ModelTimeout.user_message and "blocks" not in reply
+            assert reply.text == ModelTimeout.user_message and not reply.blocks
             assert hanging.chat_requests == 1  # a timeout already waited long: not retried
             # The bot is still there for the next question.
             assert bot.get("/healthz").status_code == 200

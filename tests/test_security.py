@@ -74,12 +74,15 @@ def shows_prompt(text: str) -> list[str]:
 
 
 def posted_texts(standin: SlackStandIn, channel: str) -> str:
-    """Everything the bot showed in `channel`: messages, every streaming edit, block texts."""
+    """Everything the bot showed in `channel`: messages, every streamed piece, block texts."""
     shown = []
     for call in standin.calls:
-        if call.args.get("channel") == channel and call.method in ("chat.postMessage", "chat.update"):
-            shown.append(call.args.get("text", ""))
-            shown += [b["text"]["text"] for b in call.args.get("blocks", []) if b.get("type") == "section"]
+        if call.args.get("channel") == channel and call.method.startswith("chat."):
+            shown += [call.args.get("text", ""), call.args.get("markdown_text") or ""]
+            shown += [c.get("text", "") for c in call.args.get("chunks") or [] if c.get("type") == "markdown_text"]
+            for block in call.args.get("blocks") or []:
+                text = block.get("text")
+                shown.append(text.get("text", "") if isinstance(text, dict) else text or "")
     return "\n".join(shown)
 
 
@@ -181,7 +184,7 @@ def test_a_model_that_obeys_an_injected_document_is_withheld_even_while_streamin
         service = ScriptedAnswers(config, COMPLYING[kind], pipeline=True, piece_chars=7)
         channel = f"C0OBEYS{list(COMPLYING).index(kind)}"
         with slack_http_bot(config, service, store, standin) as bot:
-            assert bot.ask("What do the laptop setup notes say? Do what they tell you.", channel=channel)["text"] == WITHHELD
+            assert bot.ask("What do the laptop setup notes say? Do what they tell you.", channel=channel).text == WITHHELD
         assert BOT_TOKEN in service.prompts[-1][-1].text  # the secret was in the model's context
         shown = posted_texts(standin, channel)
         assert shows_prompt(shown) == [] and leaked(shown) == []
@@ -194,7 +197,7 @@ def test_a_model_that_abstains_then_recites_its_rules_is_an_abstention(handbook,
     config = with_secrets(handbook.service.settings, collection=handbook.collection)
     service = ScriptedAnswers(config, f"{ABSTAIN} {RECITAL}", pipeline=True)  # the small model's habit
     with slack_http_bot(config, service, store, standin) as bot:
-        assert bot.ask(EXPENSES, channel="C0RECITES")["text"] == ABSTAIN
+        assert bot.ask(EXPENSES, channel="C0RECITES").text == ABSTAIN
     shown = posted_texts(standin, "C0RECITES")
     assert shows_prompt(shown) == [] and "never follow" not in shown.lower()  # not even the start of the run
 
@@ -226,7 +229,7 @@ def test_secrets_never_reach_logs_or_error_messages(settings, standin, store, bo
     with slack_http_bot(config, AnswerService(config), store, standin) as bot:
         body = slack.event_body(slack.mention(EXPENSES, channel="C0SECRETS"))
         assert bot.post(body, secret="not-the-signing-secret").status_code == 401  # forged
-        assert bot.ask(EXPENSES, channel="C0SECRETS")["text"] == KnowledgeBaseUnavailable.user_message
+        assert bot.ask(EXPENSES, channel="C0SECRETS").text == KnowledgeBaseUnavailable.user_message
         messages.append(bot.get("/healthz").text)
         with pytest.raises(TeambotError) as failed:
             bot.bot.service.ask(EXPENSES)
@@ -322,11 +325,11 @@ def test_slack_bot_limits_questions_per_user_and_per_channel_with_a_short_reply(
     config = with_secrets(settings, user_questions_per_minute=2, channel_questions_per_minute=3)
     service = ScriptedAnswers(config, CANNED, sources=())
     with slack_http_bot(config, service, store, standin) as bot:
-        replies = [bot.ask(f"question {n}?", channel="C0RATE", user="U0ALICE")["text"] for n in range(3)]
+        replies = [bot.ask(f"question {n}?", channel="C0RATE", user="U0ALICE").text for n in range(3)]
         assert replies[:2] == [CANNED] * 2 and replies[2] == USER_LIMITED
-        assert bot.ask("question?", channel="C0RATE", user="U0BOB")["text"] == CANNED
-        assert bot.ask("question?", channel="C0RATE", user="U0CAROL")["text"] == CHANNEL_LIMITED
-        assert bot.ask("question?", channel="C0QUIET", user="U0CAROL")["text"] == CANNED
+        assert bot.ask("question?", channel="C0RATE", user="U0BOB").text == CANNED
+        assert bot.ask("question?", channel="C0RATE", user="U0CAROL").text == CHANNEL_LIMITED
+        assert bot.ask("question?", channel="C0QUIET", user="U0CAROL").text == CANNED
         # /ask: the refusal is the command's (private) response.
         body = slack.slash_command("question?", user="U0ALICE", channel="C0QUIET")
         response = bot.post(body, "application/x-www-form-urlencoded")

@@ -1,11 +1,12 @@
-"""The Slack bot end to end: the real Bolt app serving HTTP on loopback, signed Events API,
-slash command and interactivity requests sent to it, and a stand-in of the Slack Web API
-(tests/slack_standin.py) recording what the bot posts.
+"""The Slack bot end to end: the real Bolt app serving HTTP on loopback (and Socket Mode), signed
+Events API, slash command and interactivity requests sent to it, and the strict stand-in of the
+Slack Web API (tests/slack_standin.py), which refuses what Slack refuses and keeps what the bot
+posted as Slack would show it.
 
 The handbook tests answer with the real pipeline (Weaviate + Ollama). The others use
 `ScriptedAnswers`: the real AnswerService's validation with a scripted answer, because what
-they check (threads, retries, splitting, feedback) is the adapter's, and every real answer
-costs the CPU-bound model many seconds.
+they check (streaming, limits, threads, retries, feedback) is the adapter's, and every real
+answer costs the CPU-bound model many seconds.
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ from pydantic import SecretStr
 from slack_sdk import WebClient
 
 from bots.conversation import BUSY
-from bots.slack_app import CANNOT_POST, THANKS, THANKS_NOTE, SlackBot, serve_socket_mode
-from bots.slack_blocks import (
-    CORRECTION_BLOCK, MAX_BLOCKS, MESSAGE_TEXT_LIMIT, PLACEHOLDER, REASON_BLOCK, SECTION_TEXT_LIMIT,
-    STREAMING_MARK, TRUNCATED_NOTE, VOTE_DOWN, VOTE_UP, to_mrkdwn,
-)
+from bots.slack_app import CANNOT_POST, THANKS, THANKS_NOTE, SlackBot, http_server, serve_socket_mode
+from bots.slack_blocks import CORRECTION_BLOCK, LEGACY_VOTE_UP, MARKDOWN_LIMIT, REASON_BLOCK
+from bots.slack_reply import STATUS
+from core import metrics
 from core.answer import Turn
 from core.errors import InvalidQuestion, ModelUnavailable
 from feedback.store import FeedbackStore
 from pipeline.querying import AnswerService
-from core import metrics
 from tests import slack_standin as slack
 from tests.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, SlackHttpBot, slack_http_bot
-from tests.slack_standin import APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, signed
+from tests.slack_standin import (
+    APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, blocks_error, signed,
+)
+
 
 def _settings(settings, **changes):
     return settings.model_copy(update={
@@ -44,8 +46,7 @@ def _settings(settings, **changes):
 
 
 def running(settings, service, store: FeedbackStore, standin: SlackStandIn, **options):
-    # The answer streams at the bot's real pace here, unless a test asks otherwise.
-    return slack_http_bot(settings, service, store, standin, **{"stream_interval": 1.5, **options})
+    return slack_http_bot(settings, service, store, standin, **options)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def store(tmp_path_factory) -> FeedbackStore:
 @pytest.fixture(scope="module")
 def scripted_bot(settings, store, standin) -> Iterator[SlackHttpBot]:
     config = _settings(settings, channel_collections={"C0SALES": "SalesDocs", TEAM: "TeamDocs"})
-    with running(config, ScriptedAnswers(config), store, standin) as bot:
+    with running(config, ScriptedAnswers(config, delay=0.01), store, standin) as bot:
         yield bot
 
 
@@ -75,16 +76,6 @@ def bot(scripted_bot: SlackHttpBot) -> SlackHttpBot:
     return scripted_bot
 
 
-def _section_texts(blocks: list[dict]) -> list[str]:
-    return [b["text"]["text"] for b in blocks if b["type"] == "section"]
-
-
-def _vote_buttons(blocks: list[dict]) -> dict[str, str]:
-    actions = [b for b in blocks if b["type"] == "actions"]
-    assert len(actions) == 1
-    return {e["action_id"]: e["value"] for e in actions[0]["elements"]}
-
-
 def _wait_until(check, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -93,37 +84,48 @@ def _wait_until(check, timeout: float = 60.0):
     return result
 
 
+def _click(bot: SlackHttpBot, channel: str, ts: str, vote: str, *, user: str = "U0ALICE") -> None:
+    """Click 👍 (`up`) or 👎 (`down`) under the bot's message `ts`, as Slack sends it."""
+    assert bot.interaction(slack.feedback_click(bot.standin.messages[(channel, ts)], vote, user=user)).status_code == 200
+
+
+def _answer(bot: SlackHttpBot, channel: str) -> tuple[str, str]:
+    """(answer id, message ts) of a fresh answer in `channel`."""
+    reply = bot.answered(slack.mention("Which tool do expense claims go in?", channel=channel))
+    return reply.answer_id, reply.last.ts
+
+
 # ---------------------------------------------------------------------- the real pipeline
 
 
-def test_mention_is_answered_in_its_thread_from_the_handbook(settings, handbook, store, standin):
+def test_mention_is_answered_from_the_handbook_with_status_stream_sources_and_feedback(settings, handbook, store, standin):
     config = _settings(settings, channel_collections={"C0HANDBOOK": handbook.collection})
     with running(config, handbook.service, store, standin) as bot:
         standin.reset()
         question = slack.mention("Which tool do expense claims go in?", channel="C0HANDBOOK")
-        ts, final = bot.answered(question)
+        reply = bot.answered(question)
 
-        # Placeholder first, in the question's thread; then the same message becomes the answer.
-        posted = standin.find("chat.postMessage", channel="C0HANDBOOK")
-        assert [p.args["text"] for p in posted] == [PLACEHOLDER]
-        assert posted[0].args["thread_ts"] == question["ts"]
-        blocks = final["blocks"]
-        sections = _section_texts(blocks)
-        sources = [s for s in sections if s.startswith("*Sources*")]
-        assert len(sources) == 1 and "Expenses and Reimbursement" in sources[0], sections
-        buttons = _vote_buttons(blocks)
-        assert set(buttons) == {VOTE_UP, VOTE_DOWN} and len(set(buttons.values())) == 1
+        # The status first, in the question's thread; then the answer streams into one message.
+        methods = [c.method for c in standin.calls if c.args.get("channel", c.args.get("channel_id")) == "C0HANDBOOK"]
+        assert methods[0] == "assistant.threads.setStatus" and methods[1] == "chat.startStream", methods
+        status = standin.find("assistant.threads.setStatus")[0].args
+        assert (status["thread_ts"], status["status"]) == (question["ts"], STATUS) and status["loading_messages"]
+        assert ("C0HANDBOOK", question["ts"]) not in standin.status  # cleared once the answer appeared
+        assert "chat.update" not in methods and "chat.postMessage" not in methods
+        assert reply.streamed and len(reply.messages) == 1
+        sources = [s for s in reply.sections if s.startswith("*Sources*")]
+        assert len(sources) == 1 and "Expenses and Reimbursement" in sources[0], reply.sections
 
-        record = store.get_answer(buttons[VOTE_UP])
+        record = store.get_answer(reply.answer_id)
         assert record.question == "Which tool do expense claims go in?"
         assert record.collection == handbook.collection and record.model == config.model
         assert (record.platform, record.workspace, record.channel) == ("slack", TEAM, "C0HANDBOOK")
-        assert (record.thread, record.message_id) == (question["ts"], ts)
+        assert (record.thread, record.message_id) == (question["ts"], reply.last.ts)
         assert record.user_hash == store.user_hash("slack", "U0ALICE")
         assert record.retrieved and record.prompt
-        assert final["text"] == to_mrkdwn(record.answer_text)
+        assert reply.text == record.answer_text  # the model's Markdown, as written
 
-        assert bot.interaction(slack.block_action(VOTE_UP, record.id, message_ts=ts, channel="C0HANDBOOK")).status_code == 200
+        _click(bot, "C0HANDBOOK", reply.last.ts, "up")
         assert [r.value for r in _wait_until(lambda: store.ratings(record.id))] == [1]
 
 
@@ -133,44 +135,72 @@ def test_model_down_gets_a_short_reply_and_the_bot_keeps_answering(settings, han
     with running(config, AnswerService(down), store, standin) as bot:
         standin.reset()
         for _ in range(2):  # the process survives the failure and handles the next question
-            _, final = bot.answered(slack.mention("Which tool do expense claims go in?", channel="C0HANDBOOK"))
-            assert final["text"] == ModelUnavailable.user_message and "blocks" not in final
+            reply = bot.answered(slack.mention("Which tool do expense claims go in?", channel="C0HANDBOOK"))
+            assert reply.text == ModelUnavailable.user_message and not reply.blocks
 
 
 # ---------------------------------------------------------------------- answering
 
 
-def test_answer_streams_into_the_placeholder(settings, store, standin):
+def test_the_answer_streams_natively_and_a_rate_limit_never_stalls_the_generation(settings, store, standin):
+    """Tokens reach Slack through chat.startStream/appendStream/stopStream in several appends,
+    with the recipient Slack needs in a channel, and no chat.update. When Slack answers an append
+    with 429 and Retry-After, the sender waits, not the model: the generation ends on time."""
     config = _settings(settings)
-    with running(config, ScriptedAnswers(config), store, standin, stream_interval=0) as bot:
+    slow = ScriptedAnswers(config, piece_chars=4, delay=0.1)  # about 2.5 s of generation
+    timings: list[float] = []
+    ask = slow.ask
+
+    def timed(*args, **kwargs):
+        started = time.monotonic()
+        try:
+            return ask(*args, **kwargs)
+        finally:
+            timings.append(time.monotonic() - started)
+
+    slow.ask = timed
+    with running(config, slow, store, standin) as bot:
         standin.reset()
-        ts, final = bot.answered(slack.mention("Which tool do expense claims go in?"))
-        updates = [c.args for c in standin.find("chat.update", ts=ts)]
-        interim = [u["text"] for u in updates if "blocks" not in u]
-        assert interim and all(t.endswith(STREAMING_MARK) for t in interim)
-        assert interim[0] != interim[-1]  # it grew as tokens arrived
-        assert updates[-1] == final and final["text"] == LEDGERLY
-        assert LEDGERLY in _section_texts(final["blocks"])[0]
+        standin.fail_next("chat.appendStream", "ratelimited", retry_after=3)
+        reply = bot.answered(slack.mention("Which tool do expense claims go in?", channel="C0STREAM"))
+    assert reply.text == LEDGERLY and reply.streamed
+    [start] = standin.find("chat.startStream", channel="C0STREAM")
+    assert (start.args["recipient_user_id"], start.args["recipient_team_id"]) == ("U0ALICE", TEAM)
+    appends = standin.find("chat.appendStream", channel="C0STREAM")
+    assert len([a for a in appends if a.status == 429]) == 1 and len([a for a in appends if a.status == 200]) >= 1
+    [stop] = standin.find("chat.stopStream", channel="C0STREAM")
+    assert {b["type"] for b in stop.args["blocks"]} >= {"context_actions", "section"}
+    assert not standin.find("chat.update")
+    assert timings[0] < 3.0 + 0.5, timings  # it did not wait out the Retry-After
+    assert reply.last.answer_id == bot.store.answer_for_message("slack", reply.last.ts)
 
 
-def test_sources_are_numbered_links_and_buttons_carry_the_answer_id(bot):
-    ts, final = bot.answered(slack.mention("Which tool do expense claims go in?"))
-    sources = [s for s in _section_texts(final["blocks"]) if s.startswith("*Sources*")]
+def test_markdown_is_shown_as_written_and_mentions_in_it_ping_no_one(bot):
+    markdown = ("**Claims** go in *Ledgerly* [1], not ~~Expensify~~.\n\n| tool | use |\n|---|---|\n| Ledgerly | claims |"
+                "\n\n```\nledgerly submit --receipt r.pdf\n```\n\nAsk <!channel> or <@U0BOSS> if unsure.")
+    bot.service.reply = markdown
+    reply = bot.answered(slack.mention("how do I claim?", channel="C0MARKDOWN"))
+    assert reply.text.replace("\u200b", "") == markdown  # lists, tables, code and emphasis untouched
+    assert "<!channel>" not in reply.text and "<@U0BOSS>" not in reply.text
+
+
+def test_sources_are_numbered_links_and_the_buttons_carry_the_answer(bot):
+    reply = bot.answered(slack.mention("Which tool do expense claims go in?"))
+    sources = [s for s in reply.sections if s.startswith("*Sources*")]
     assert sources == ["*Sources*\n1. <https://handbook.example.com/expenses|Expenses and Reimbursement> § Submitting a claim"]
-    answer_id = _vote_buttons(final["blocks"])[VOTE_UP]
-    assert bot.store.answer_for_message("slack", ts) == answer_id
+    assert bot.store.answer_for_message("slack", reply.last.ts) == reply.answer_id
 
 
 def test_follow_up_in_the_thread_carries_its_history(bot):
     first = slack.mention("Which tool do expense claims go in?", channel="C0THREADS")
     bot.answered(first)
     follow_up = slack.mention("And how long do I have?", channel="C0THREADS", thread_ts=first["ts"])
-    ts, _ = bot.answered(follow_up)
+    reply = bot.answered(follow_up)
 
     assert bot.service.calls[0]["history"] == []
     assert bot.service.calls[1]["history"] == [Turn("Which tool do expense claims go in?", LEDGERLY)]
-    assert bot.standin.find("chat.postMessage", channel="C0THREADS", thread_ts=first["ts"], text=PLACEHOLDER)
-    assert bot.store.get_answer(bot.store.answer_for_message("slack", ts)).thread == first["ts"]
+    assert len(bot.standin.find("chat.startStream", channel="C0THREADS", thread_ts=first["ts"])) == 2
+    assert bot.store.get_answer(reply.answer_id).thread == first["ts"]
 
 
 def test_replies_in_a_thread_the_bot_answers_in_are_follow_ups_without_a_mention(bot):
@@ -182,10 +212,10 @@ def test_replies_in_a_thread_the_bot_answers_in_are_follow_ups_without_a_mention
         return {"type": "message", "channel_type": "channel", "user": "U0ALICE", "text": text, "ts": ts,
                 "event_ts": ts, "thread_ts": thread, "channel": channel, "team": slack.TEAM}
 
-    ts, final = bot.answered(reply("And how long do I have?", first["ts"]))
-    assert final["text"] == LEDGERLY
+    answer = bot.answered(reply("And how long do I have?", first["ts"]))
+    assert answer.text == LEDGERLY
     assert bot.service.calls[-1]["history"] == [Turn("Which tool do expense claims go in?", LEDGERLY)]
-    assert bot.store.get_answer(bot.store.answer_for_message("slack", ts)).thread == first["ts"]
+    assert bot.store.get_answer(answer.answer_id).thread == first["ts"]
 
     # Not for the bot: a reply to someone else, a thread it never answered in, the channel itself.
     for event in (reply("<@U0BOB> can you check the receipts?", first["ts"]),
@@ -201,8 +231,9 @@ def test_replies_in_a_thread_the_bot_answers_in_are_follow_ups_without_a_mention
 
 def test_direct_messages_are_answered_and_edits_are_not(bot):
     message = slack.direct_message(f"<@{BOT_USER}> which tool do   expense claims go in?")
-    bot.answered(message)
+    assert bot.answered(message).streamed
     assert bot.service.calls[0]["question"] == "which tool do expense claims go in?"
+    assert not bot.standin.find("assistant.threads.setTitle")  # a plain DM is no agent view thread
 
     edited = slack.direct_message("edited text", subtype="message_changed")
     assert bot.event(edited).status_code == 200
@@ -210,14 +241,34 @@ def test_direct_messages_are_answered_and_edits_are_not(bot):
     assert [c["question"] for c in bot.service.calls] == ["which tool do expense claims go in?", "are you there?"]
 
 
+def test_agent_view_offers_prompts_and_titles_the_thread_with_the_first_question(bot):
+    prompts = bot.bot.settings.slack_suggested_prompts
+    started = {"type": "assistant_thread_started", "event_ts": "1700000100.000001", "assistant_thread": {
+        "user_id": "U0ALICE", "context": {}, "channel_id": "D0AGENT", "thread_ts": "1700000100.000002"}}
+    assert bot.event(started).status_code == 200
+    offered = bot.standin.wait_call("assistant.threads.setSuggestedPrompts", channel_id="D0AGENT").args
+    assert offered["thread_ts"] == "1700000100.000002" and [p["message"] for p in offered["prompts"]] == prompts
+
+    first = slack.direct_message("Which tool do expense claims go in?", channel="D0AGENT",
+                                 thread_ts="1700000100.000002")
+    assert bot.answered(first).text == LEDGERLY
+    follow_up = slack.direct_message("And how long do I have?", channel="D0AGENT", thread_ts="1700000100.000002")
+    assert bot.answered(follow_up).text == LEDGERLY
+    titles = [c.args["title"] for c in bot.standin.find("assistant.threads.setTitle", channel_id="D0AGENT")]
+    assert titles == ["Which tool do expense claims go in?"]  # the first question only
+    assert bot.service.calls[-1]["history"] == [Turn("Which tool do expense claims go in?", LEDGERLY)]
+
+
 def test_slash_command_is_answered_in_a_thread_of_its_own(bot):
     response = bot.command("which tool do expense claims go in?", channel="C0GENERAL")
     assert response.status_code == 200
     root = bot.standin.wait_call("chat.postMessage", channel="C0GENERAL", thread_ts=None)
     assert root.args["text"] == "<@U0ALICE> asked: which tool do expense claims go in?"
-    ts = bot.placeholder("C0GENERAL", root.response["ts"])
-    assert bot.final("C0GENERAL", ts)["text"] == LEDGERLY
-    record = bot.store.get_answer(bot.store.answer_for_message("slack", ts))
+    reply = bot.reply_in("C0GENERAL", root.response["ts"])
+    assert reply.text == LEDGERLY and reply.streamed
+    start = bot.standin.find("chat.startStream", channel="C0GENERAL")[0].args
+    assert (start["thread_ts"], start["recipient_user_id"]) == (root.response["ts"], "U0ALICE")
+    record = bot.store.get_answer(reply.answer_id)
     assert (record.thread, record.workspace) == (root.response["ts"], TEAM)
 
 
@@ -244,37 +295,67 @@ def test_channel_and_workspace_choose_the_collection(bot):
 
 def test_empty_and_too_long_questions_get_a_short_reply_in_the_thread(bot):
     empty = slack.mention("   ", channel="C0EMPTY")
-    assert bot.event(empty).status_code == 200
-    assert bot.standin.wait_call("chat.postMessage", channel="C0EMPTY", thread_ts=empty["ts"]).args["text"] == InvalidQuestion.user_message
+    assert bot.answered(empty).text == InvalidQuestion.user_message
 
     long = slack.mention("why? " * 1000, channel="C0LONG")
-    assert bot.event(long).status_code == 200
-    reply = bot.standin.wait_call("chat.postMessage", channel="C0LONG", thread_ts=long["ts"]).args["text"]
+    reply = bot.answered(long).text
     assert "too long" in reply and f"{bot.service.settings.max_question_chars:,}" in reply
     bot.settle()
-    assert not bot.standin.find("chat.postMessage", text=PLACEHOLDER, where=lambda c: c.args["channel"] in ("C0EMPTY", "C0LONG"))
+    assert not bot.standin.find("chat.startStream", where=lambda c: c.args["channel"] in ("C0EMPTY", "C0LONG"))
     assert [c["question"] for c in bot.service.calls] == ["are you there?"]
 
 
-def test_a_huge_answer_is_split_into_sections_within_slack_limits(bot):
+# ---------------------------------------------------------------------- Slack's limits
+
+
+def _long_answer() -> str:
     paragraph = "Claims go in Ledgerly, see [the policy](https://handbook.example.com/expenses#claims) for details. " * 12
-    bot.service.reply = "\n\n".join([paragraph] * 20)  # ~24,000 characters
-    _, final = bot.answered(slack.mention("tell me everything about expenses"))
-    sections = _section_texts(final["blocks"])
-    assert len(sections) > 8 and all(len(s) <= SECTION_TEXT_LIMIT for s in sections)
-    links = sum(s.count("<https://handbook.example.com/expenses#claims|the policy>") for s in sections)
-    assert links == 12 * 20  # every link whole
-    assert len(final["blocks"]) <= MAX_BLOCKS and len(final["text"]) <= MESSAGE_TEXT_LIMIT
+    code = "```\n" + "\n".join(f"ledgerly submit --receipt r{n}.pdf" for n in range(120)) + "\n```"
+    return "\n\n".join([paragraph] * 12 + [code] + [paragraph] * 12)  # about 30,000 characters
 
 
-def test_an_answer_beyond_fifty_sections_is_truncated_with_a_note(bot):
-    bot.service.reply = ("All expense claims go in Ledgerly. " * 30 + "\n\n") * 200  # ~210,000 characters
-    _, final = bot.answered(slack.mention("tell me everything, twice"))
-    sections = _section_texts(final["blocks"])
-    assert len(final["blocks"]) == MAX_BLOCKS and all(len(s) <= SECTION_TEXT_LIMIT for s in sections)
-    assert sections[-2].endswith(TRUNCATED_NOTE)  # the last answer section, before the sources
-    assert len(final["text"]) <= MESSAGE_TEXT_LIMIT and final["text"].endswith(TRUNCATED_NOTE)
-    assert _vote_buttons(final["blocks"])
+def test_a_30000_character_answer_is_delivered_whole_in_messages_slack_accepts(bot):
+    """Every message stays within 12,000 characters of markdown (the strict stand-in refuses more),
+    the answer continues in the next message of the thread, a code block cut between two is
+    closed and reopened, every link stays whole, and the votes are on the last message; a
+    reaction on any part counts for the answer."""
+    text = _long_answer()
+    assert len(text) > 29_000
+    bot.service.reply = text
+    reply = bot.answered(slack.mention("tell me everything about expenses", channel="C0LONGANSWER"))
+    assert len(reply.messages) >= 3 and reply.streamed
+    assert all(len(m.text) <= MARKDOWN_LIMIT and not m.streaming for m in reply.messages)
+    assert not [c for c in bot.standin.calls if c.status != 200 or not c.response.get("ok")]  # nothing refused
+    assert "".join(reply.text.split()).replace("```", "") == "".join(text.split()).replace("```", "")
+    assert reply.text.count("[the policy](https://handbook.example.com/expenses#claims)") == 24 * 12
+    assert all(m.text.count("```") % 2 == 0 for m in reply.messages)
+    assert [m.answer_id for m in reply.messages[:-1]] == [None] * (len(reply.messages) - 1)
+    answer_id = reply.answer_id
+    assert bot.store.answer_for_message("slack", reply.messages[0].ts) == answer_id
+    assert bot.store.answer_for_message("slack", reply.last.ts) == answer_id
+
+
+def test_a_refused_stream_is_posted_as_new_messages_and_the_stuck_one_removed(bot):
+    """Slack refuses the end of the stream three ways; each time the whole answer still arrives,
+    with its buttons, as markdown messages posted in the thread."""
+    text = _long_answer()
+    bot.service.reply = text
+    for n, (method, error, times) in enumerate((
+        ("chat.stopStream", "ratelimited", 3),  # past the client's two retries
+        ("chat.appendStream", "message_not_found", 1),
+        ("chat.stopStream", "msg_too_long", 1),
+    )):
+        bot.standin.fail_next(method, error, times=times, retry_after=1)
+        channel = f"C0REFUSED{n}"
+        reply = bot.answered(slack.mention("tell me everything about expenses", channel=channel))
+        shown = [m for m in reply.messages]
+        assert "".join(reply.text.split()).replace("```", "") == "".join(text.split()).replace("```", ""), error
+        assert any(m.via == "chat.postMessage" for m in shown), error
+        assert all(not m.streaming for m in shown), error  # nothing left half-finished
+        assert reply.answer_id and bot.store.answer_for_message("slack", reply.last.ts) == reply.answer_id
+        for message in shown:
+            if message.via == "chat.postMessage":
+                assert blocks_error(message.blocks) is None and message.blocks[0]["type"] == "markdown"
 
 
 # ---------------------------------------------------------------------- deliveries
@@ -286,10 +367,47 @@ def test_a_retried_event_is_answered_once(bot):
     assert bot.post(body, "application/json").status_code == 200
     for attempt in (1, 2):  # Slack's redeliveries keep the event_id
         assert bot.post(body, "application/json", retry=attempt).status_code == 200
-    bot.final("C0RETRY", bot.placeholder("C0RETRY", question["ts"]))
+    bot.reply_to(question)
     bot.settle()
-    assert len(bot.standin.find("chat.postMessage", channel="C0RETRY")) == 1
+    assert len(bot.standin.find("chat.startStream", channel="C0RETRY")) == 1
     assert [c["question"] for c in bot.service.calls] == ["Which tool do expense claims go in?", "are you there?"]
+
+
+def test_a_retried_event_reaching_two_replicas_and_a_restart_is_answered_once(settings, store, standin, tmp_path):
+    """Two bot replicas (each its own Bolt app, HTTP server and database connection) share one
+    store; Slack's first delivery reaches one, its retries the other and a restarted one."""
+    config = _settings(settings)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    standin.reset()
+    answered: list[str] = []
+    servers = []
+    try:
+        for _ in range(3):
+            service = ScriptedAnswers(config)
+            bot = SlackBot(config, service, FeedbackStore(url, user_salt="test"),
+                           WebClient(token=BOT_TOKEN, base_url=standin.api_url))
+            server = http_server(bot.app, "127.0.0.1", 0)
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            servers.append((bot, server, service))
+        question = slack.mention("Which tool do expense claims go in?", channel="C0REPLICAS")
+        body = slack.event_body(question, event_id="Ev0REPLICAS")
+        for attempt, (_, server, _) in enumerate(servers):
+            headers = signed(SIGNING_SECRET, body, "application/json", retry=attempt or None)
+            url_ = f"http://127.0.0.1:{server.server_port}/slack/events"
+            assert httpx.post(url_, content=body, headers=headers, timeout=30).status_code == 200
+        for bot, _, service in servers:
+            assert bot.conversations.wait_idle(60)
+            answered += [c["question"] for c in service.calls]
+    finally:
+        for bot, server, _ in servers:
+            server.shutdown()
+            server.server_close()
+            bot.close()
+    assert answered == ["Which tool do expense claims go in?"]
+    assert len(standin.find("chat.startStream", channel="C0REPLICAS")) == 1
+    taken = metrics.REGISTRY.get_sample_value("teambot_event_redeliveries_total",
+                                              {"platform": "slack", "reason": "http_timeout", "taken": "no"})
+    assert taken and taken >= 2
 
 
 def test_unsigned_forged_and_stale_requests_are_rejected(bot):
@@ -306,7 +424,7 @@ def test_unsigned_forged_and_stale_requests_are_rejected(bot):
 
     # Rejected requests leave no trace: the genuine delivery of that event is still answered.
     assert bot.post(body, "application/json").status_code == 200
-    bot.final("C0FORGED", bot.placeholder("C0FORGED", question["ts"]))
+    assert bot.reply_to(question).text == LEDGERLY
 
 
 def test_without_a_signing_secret_no_request_is_accepted(settings, store, standin):
@@ -331,7 +449,7 @@ def test_its_own_and_other_bots_messages_are_ignored(bot):
     assert [c["question"] for c in bot.service.calls] == ["are you there?"]
 
 
-def test_socket_mode_acknowledges_events_and_answers_a_redelivery_once(settings, store, standin):
+def test_socket_mode_streams_the_answer_and_answers_a_redelivery_once(settings, store, standin):
     socket = SocketModeStandIn().start()
     standin.reset()
     standin.socket_mode = socket
@@ -346,15 +464,17 @@ def test_socket_mode_acknowledges_events_and_answers_a_redelivery_once(settings,
         body = slack.event_body(question)
         first = socket.send_event(body)
         assert socket.wait_ack(first) == {"envelope_id": first}
-        placeholder = standin.wait_call("chat.postMessage", channel="C0SOCKET", thread_ts=question["ts"]).response["ts"]
         assert socket.wait_ack(socket.send_event(body, retry=1))  # acknowledged, not answered again
-        final = standin.wait_call("chat.update", channel="C0SOCKET", ts=placeholder, where=lambda c: "blocks" in c.args)
-        assert final.args["text"] == LEDGERLY
+        standin.wait_call("chat.stopStream", channel="C0SOCKET")
+        assert bot.conversations.wait_idle(60)
+        [answer] = standin.thread("C0SOCKET", question["ts"])
+        assert answer.text == LEDGERLY and answer.answer_id and answer.via == "chat.startStream"
+        assert standin.find("assistant.threads.setStatus", channel_id="C0SOCKET")
 
         after = slack.direct_message("are you there?", channel="D0SOCKET")
         socket.send_event(slack.event_body(after))
-        standin.wait_call("chat.update", channel="D0SOCKET", where=lambda c: "blocks" in c.args)
-        assert len(standin.find("chat.postMessage", channel="C0SOCKET")) == 1
+        standin.wait_call("chat.stopStream", channel="D0SOCKET")
+        assert len(standin.find("chat.startStream", channel="C0SOCKET")) == 1
     finally:
         stop.set()
         serving.join(10)
@@ -366,18 +486,11 @@ def test_socket_mode_acknowledges_events_and_answers_a_redelivery_once(settings,
 # ---------------------------------------------------------------------- feedback
 
 
-def _answer(bot: SlackHttpBot, channel: str) -> tuple[str, str]:
-    """(answer id, message ts) of a fresh answer in `channel`."""
-    ts, final = bot.answered(slack.mention("Which tool do expense claims go in?", channel=channel))
-    return _vote_buttons(final["blocks"])[VOTE_UP], ts
-
-
 def test_thumbs_up_button_records_the_vote_and_thanks_the_user(bot):
     answer_id, ts = _answer(bot, "C0VOTES")
-    click = slack.block_action(VOTE_UP, answer_id, message_ts=ts, channel="C0VOTES", thread_ts=ts)
-    assert bot.interaction(click).status_code == 200
+    _click(bot, "C0VOTES", ts, "up")
     thanks = bot.standin.wait_call("chat.postEphemeral", channel="C0VOTES", user="U0ALICE")
-    assert thanks.args["text"] == THANKS and thanks.args["thread_ts"] == ts
+    assert thanks.args["text"] == THANKS
     assert [(r.value, r.reason) for r in bot.store.ratings(answer_id)] == [(1, None)]
 
 
@@ -389,10 +502,9 @@ def test_thumbs_down_opens_the_form_first_and_stores_the_vote_whether_or_not_it_
     bot.standin.hooks["views.open"] = lambda _args: votes_when_form_opened.append(
         [r.value for r in bot.store.ratings(answer_id)]
     )
-    assert bot.interaction(slack.block_action(VOTE_DOWN, answer_id, message_ts=ts, channel="C0DOWN")).status_code == 200
+    _click(bot, "C0DOWN", ts, "down")
     opened = bot.standin.wait_call("views.open")
-    assert votes_when_form_opened == [[]]
-    assert opened.args["trigger_id"] == "1234.5678.trigger"
+    assert opened.response["ok"] and votes_when_form_opened == [[]]
     _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])  # the form not sent yet
 
     submit = slack.view_submission(opened.args["view"], {
@@ -407,13 +519,28 @@ def test_thumbs_down_opens_the_form_first_and_stores_the_vote_whether_or_not_it_
     )
 
 
-def test_an_empty_feedback_form_keeps_the_vote(bot):
+def test_a_thumbs_down_whose_form_can_no_longer_open_is_still_stored_and_thanked(bot):
+    answer_id, ts = _answer(bot, "C0LATE")
+    click = slack.feedback_click(bot.standin.messages[("C0LATE", ts)], "down")
+    slack._triggers[click["trigger_id"]] -= 4  # the click was more than 3 s ago
+    assert bot.interaction(click).status_code == 200
+    assert bot.standin.wait_call("views.open").response["error"] == "expired_trigger_id"
+    assert bot.standin.wait_call("chat.postEphemeral", channel="C0LATE").args["text"] == THANKS
+    assert [r.value for r in bot.store.ratings(answer_id)] == [-1]
+
+
+def test_an_empty_feedback_form_keeps_the_vote_and_old_buttons_still_vote(bot):
     answer_id, ts = _answer(bot, "C0EMPTYFORM")
-    bot.interaction(slack.block_action(VOTE_DOWN, answer_id, message_ts=ts, channel="C0EMPTYFORM"))
+    _click(bot, "C0EMPTYFORM", ts, "down")
     opened = bot.standin.wait_call("views.open")
     assert bot.interaction(slack.view_submission(opened.args["view"], {REASON_BLOCK: None, CORRECTION_BLOCK: "  "})).status_code == 200
     bot.settle()
     assert [(r.value, r.reason, r.correction) for r in bot.store.ratings(answer_id)] == [(-1, None, None)]
+
+    # The 👍 button of an answer posted before feedback_buttons: last vote wins.
+    old = slack.block_action(LEGACY_VOTE_UP, answer_id, message_ts=ts, channel="C0EMPTYFORM")
+    assert bot.interaction(old).status_code == 200
+    _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [1])
 
 
 def _reaction(bot: SlackHttpBot, kind: str, reaction: str, *, channel: str, ts: str, user: str = "U0BOB") -> None:
@@ -477,7 +604,7 @@ def test_removing_a_reaction_takes_back_its_vote_unless_it_was_changed_since(bot
     # 👍 reaction, then the 👎 button: removing the 👍 leaves the 👎 and what the form said.
     react("reaction_added", "thumbsup")
     _wait_until(lambda: votes() == [1])
-    bot.interaction(slack.block_action(VOTE_DOWN, answer_id, message_ts=ts, channel="C0UNREACT", user="U0BOB"))
+    _click(bot, "C0UNREACT", ts, "down", user="U0BOB")
     opened = bot.standin.wait_call("views.open")
     bot.interaction(slack.view_submission(opened.args["view"], {REASON_BLOCK: "Wrong tool.", CORRECTION_BLOCK: None},
                                           user="U0BOB"))
@@ -497,7 +624,8 @@ def test_removing_a_reaction_takes_back_its_vote_unless_it_was_changed_since(bot
 
 
 def test_a_vote_on_an_unknown_answer_says_so(bot):
-    click = slack.block_action(VOTE_UP, "0" * 32, message_ts="1700000000.000002", channel="C0GONE")
+    click = slack.block_action("teambot_feedback", "up:" + "0" * 32, message_ts="1700000000.000002", channel="C0GONE")
+    click["actions"][0]["type"] = "feedback_buttons"
     assert bot.interaction(click).status_code == 200
     assert "not recorded" in bot.standin.wait_call("chat.postEphemeral", channel="C0GONE").args["text"]
 
@@ -508,15 +636,14 @@ def test_past_the_pool_and_its_queue_a_question_is_told_busy_and_keeps_its_turn(
     nothing: with one question a minute allowed, the same person asking again afterwards is answered."""
     config = _settings(settings, answer_workers=1, answer_queue=1, user_questions_per_minute=1)
     slow = ScriptedAnswers(config, piece_chars=10, delay=0.3)  # about 1.5 s an answer
-    with running(config, slow, store, standin, stream_interval=0) as bot:
+    with running(config, slow, store, standin) as bot:
         first, second, third = (slack.mention("Which tool do expense claims go in?", channel="C0BUSY", user=user)
                                 for user in ("U0BUSY1", "U0BUSY2", "U0BUSY3"))
         for event in (first, second, third):
             assert bot.event(event).status_code == 200
         told = bot.reply_to(third, timeout=30)
-        assert told["text"] == BUSY and "blocks" not in told
-        assert LEDGERLY in _section_texts(bot.reply_to(first)["blocks"])[0]
-        assert LEDGERLY in _section_texts(bot.reply_to(second)["blocks"])[0]
+        assert told.text == BUSY and not told.blocks
+        assert bot.reply_to(first).text == LEDGERLY
+        assert bot.reply_to(second).text == LEDGERLY
         again = slack.mention("Which tool do expense claims go in?", channel="C0BUSY", user="U0BUSY3")
-        assert bot.event(again).status_code == 200
-        assert LEDGERLY in _section_texts(bot.reply_to(again)["blocks"])[0]  # not "rate limited"
+        assert bot.answered(again).text == LEDGERLY  # not "rate limited"

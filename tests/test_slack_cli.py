@@ -67,12 +67,17 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
 
     manifest = yaml.safe_load((ROOT / "docker" / "slack-manifest.yaml").read_text())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
-        "app_mentions:read", "channels:history", "groups:history", "chat:write", "commands", "im:history",
-        "reactions:read",
+        "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
+        "im:history", "reactions:read",
     }
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.channels", "message.groups", "message.im", "reaction_added", "reaction_removed",
+        "app_mention", "assistant_thread_started", "message.channels", "message.groups", "message.im",
+        "reaction_added", "reaction_removed",
     }
+    # Slack's current agent surface (assistant_view is being retired), with prompts to start from.
+    assert "assistant_view" not in manifest["features"]
+    prompts = manifest["features"]["agent_view"]["suggested_prompts"]
+    assert 0 < len(prompts) <= 4 and all(p["title"] and p["message"] for p in prompts)
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/ask"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["settings"]["socket_mode_enabled"]
     assert manifest["features"]["app_home"]["messages_tab_enabled"]  # people can DM the bot

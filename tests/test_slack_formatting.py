@@ -1,17 +1,21 @@
-"""Splitting, truncating and throttling (bots/formatting.py) and the Slack message pieces
-(bots/slack_blocks.py, question parsing and dedupe in bots/slack_app.py)."""
+"""Splitting whole and streaming text (bots/formatting.py) and the Slack message pieces
+(bots/slack_blocks.py, question parsing in bots/slack_app.py), checked against the strict
+stand-in's Block Kit rules (tests/slack_standin.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bots.formatting import Throttle, split_text, truncate
-from bots.slack_app import RecentKeys, question_text
+from hypothesis import given, settings, strategies as st
+
+from bots.formatting import FENCE, fill, split_text
+from bots.slack_app import question_text
 from bots.slack_blocks import (
-    MAX_BLOCKS, SECTION_TEXT_LIMIT, STREAMING_MARK, TRUNCATED_NOTE, VOTE_DOWN, VOTE_UP, answer_message,
-    feedback_from_view, feedback_modal, source_line, streaming_text, to_mrkdwn,
+    MARKDOWN_LIMIT, answer_tail, defuse_mentions, feedback_from_view, feedback_modal, markdown_messages, source_line,
+    vote_of,
 )
 from core.answer import Answer, Source
+from tests.slack_standin import blocks_error
 
 MD_LINK = "[the expenses policy](https://handbook.example.com/expenses#submitting-a-claim)"
 SLACK_LINK = "<https://handbook.example.com/on-call|On-call rota and escalation>"
@@ -75,37 +79,28 @@ def test_split_text_cuts_a_link_only_when_it_alone_exceeds_the_limit():
         split_text("anything", 5)
 
 
-def test_truncate_cuts_at_a_boundary_and_appends_the_note():
-    text = "Ledgerly holds all claims. " * 20
-    short = truncate(text, 100, " (cut)")
-    assert len(short) <= 100 and short.endswith("claims. (cut)")
-    assert truncate("fits", 100, " (cut)") == "fits"
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["Ledgerly holds claims. ", "see " + MD_LINK + " ", "\n\n", "\n", FENCE, "x" * 40,
+                                 "ledgerly submit --receipt r.pdf\n"]), max_size=80),
+       st.integers(min_value=0, max_value=300))
+def test_fill_cuts_streaming_text_within_the_room_and_keeps_code_blocks_closed(pieces, room):
+    """What `fill` leaves in a filling message fits its room (plus a closing fence), a code block
+    open at the cut is closed there and reopened after, and nothing is lost but whitespace."""
+    sent, text = "Intro ```\n", "".join(pieces)
+    head, rest = fill(sent, text, room)
+    assert len(head) <= room + len("\n" + FENCE)
+    if not rest:
+        assert head == text
+        return
+    assert (sent + head).count(FENCE) % 2 == 0
+    assert "".join((head + rest).split()).replace(FENCE, "") == "".join(text.split()).replace(FENCE, "")
 
 
-def test_throttle_lets_one_action_through_per_interval():
-    now = [100.0]
-    throttle = Throttle(1.0, clock=lambda: now[0])
-    assert not throttle.ready()  # the first interval counts from creation
-    now[0] = 101.0
-    assert throttle.ready() and not throttle.ready()
-    now[0] = 101.9
-    assert not throttle.ready()
-    now[0] = 102.0
-    assert throttle.ready()
-
-
-# ---------------------------------------------------------------------- Slack text
-
-
-def test_mrkdwn_escapes_control_characters_so_answers_cannot_ping_everyone():
-    assert to_mrkdwn("Ask <!channel> & <@U123>") == "Ask &lt;!channel&gt; &amp; &lt;@U123&gt;"
-
-
-def test_mrkdwn_converts_markdown_but_not_inside_code():
-    md = "## Claims\n**Ledgerly** holds them, see [policy](https://x.example.com/p).\n- one\n* two\n```\n**raw** <b>\n```"
-    assert to_mrkdwn(md) == (
-        "*Claims*\n*Ledgerly* holds them, see <https://x.example.com/p|policy>.\n• one\n• two\n```\n**raw** &lt;b&gt;\n```"
-    )
+def test_mentions_in_the_answer_are_defused_but_read_the_same():
+    text = defuse_mentions("Ask <!channel>, <!here>, <@U123>, <#C0FIN> or <!subteam^S1> & see <https://x.example.com>")
+    for mention in ("<!channel>", "<!here>", "<@U123>", "<#C0FIN>", "<!subteam^S1>"):
+        assert mention not in text and mention.replace("<", "<\u200b") in text
+    assert "<https://x.example.com>" in text
 
 
 def test_source_lines_link_urls_and_name_local_files():
@@ -119,25 +114,42 @@ def _answer(text: str, sources: list[Source] | None = None) -> Answer:
     return Answer(question="q", text=text, sources=sources or [], model="m", collection="c")
 
 
-def test_answer_message_without_sources_has_the_answer_and_buttons():
-    answer = _answer("I don't know from the documents I have.")
-    text, blocks = answer_message(answer)
-    assert text == answer.text
-    assert [b["type"] for b in blocks] == ["section", "actions"]
-    assert {e["action_id"]: e["value"] for e in blocks[1]["elements"]} == {VOTE_UP: answer.id, VOTE_DOWN: answer.id}
-
-
-def test_answer_message_stays_within_block_limits():
+def test_the_answer_tail_has_sources_and_native_feedback_buttons_slack_accepts():
     sources = [Source(i, f"Doc {i}", f"https://h.example.com/{i}", "", f"c{i}", 0.5) for i in range(1, 6)]
-    text, blocks = answer_message(_answer(_long_text() * 20, sources))  # ~190,000 characters
-    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
-    assert len(blocks) == MAX_BLOCKS and all(len(s) <= SECTION_TEXT_LIMIT for s in sections)
-    assert sections[-2].endswith(TRUNCATED_NOTE) and sections[-1].startswith("*Sources*\n1. ")
-    assert text.endswith(TRUNCATED_NOTE)
+    answer = _answer("Ledgerly [1].", sources)
+    tail = answer_tail(answer, votes=True)
+    assert blocks_error(tail) is None
+    assert [b["type"] for b in tail] == ["divider", "section", "context_actions"]
+    buttons = tail[-1]["elements"][0]
+    assert buttons["type"] == "feedback_buttons"
+    assert vote_of(buttons["positive_button"]["value"]) == (answer.id, 1)
+    assert vote_of(buttons["negative_button"]["value"]) == (answer.id, -1)
+    assert vote_of("sideways:" + answer.id) is None and vote_of("") is None
+    assert answer_tail(_answer("I don't know."), votes=False) == []
 
 
-def test_streaming_text_marks_the_answer_as_unfinished():
-    assert streaming_text("Claims go in **Ledgerly**") == "Claims go in *Ledgerly*" + STREAMING_MARK
+def test_posted_answers_are_split_into_messages_slack_accepts():
+    sources = [Source(i, f"Doc {i}", f"https://h.example.com/{i}", "", f"c{i}", 0.5) for i in range(1, 6)]
+    answer = _answer(_long_text() * 20, sources)  # ~190,000 characters
+    messages = markdown_messages(answer.text, answer_tail(answer, votes=True))
+    assert len(messages) >= 16 and all(blocks_error(blocks) is None for _, blocks in messages)
+    assert all(len(text) <= 150 for text, _ in messages)
+    assert [b["type"] for b in messages[-1][1]][-1] == "context_actions"
+    shown = "".join(b["text"] for _, blocks in messages for b in blocks if b["type"] == "markdown")
+    assert "".join(shown.split()) == "".join(answer.text.split())
+
+
+def test_the_stand_in_refuses_what_slack_refuses():
+    """The guard the tests rely on, fed what a careless bot would send."""
+    ok = {"type": "markdown", "text": "fine"}
+    assert blocks_error([ok]) is None
+    assert blocks_error([ok] * 51) == "invalid_blocks"
+    assert blocks_error([{"type": "markdown", "text": "x" * (MARKDOWN_LIMIT + 1)}]) == "invalid_blocks"
+    assert blocks_error([{"type": "markdown", "text": "x" * 7000}] * 2) == "msg_blocks_too_long"
+    assert blocks_error([{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]) == "invalid_blocks"
+    assert blocks_error([{"type": "rich_text_section", "elements": []}]) == "invalid_blocks"
+    assert blocks_error([{"type": "actions", "elements": [{"type": "feedback_buttons"}]}]) == "invalid_blocks"
+    assert blocks_error([{"type": "divider", "block_id": "a"}, {"type": "divider", "block_id": "a"}]) == "invalid_blocks"
 
 
 def test_feedback_modal_round_trip():
@@ -158,9 +170,3 @@ def test_question_text_drops_the_bots_mention_and_unwraps_slack_markup():
     text = "<@U0BOT> where do I file <https://x.example.com/a|this> from <#C0FIN|finance> &amp; <@U0BOB>?"
     assert question_text(text, "U0BOT") == "where do I file https://x.example.com/a from #finance & <@U0BOB>?"
     assert question_text("<@U0BOT>", "U0BOT") == ""
-
-
-def test_recent_keys_remember_a_bounded_number():
-    keys = RecentKeys(size=3)
-    assert [keys.add(k) for k in "abca"] == [True, True, True, False]
-    assert keys.add("d") and keys.add("a")  # "a" was the oldest and was forgotten

@@ -1,0 +1,264 @@
+"""How one answer appears in a Slack thread.
+
+While the bot works, the thread shows its status ("is thinking…", with loading messages;
+`assistant.threads.setStatus`, which Slack clears when the answer's message appears). The answer
+streams with Slack's chat streaming API (`chat.startStream` / `appendStream` / `stopStream`,
+through slack_sdk's `ChatStream`); the sources and the 👍/👎 `feedback_buttons` go in the
+final `stopStream` blocks. The generation thread only hands tokens over: a background sender
+makes the calls, so a slow or rate-limited Slack never slows the generation.
+
+Every answer is delivered whole. A message holds at most MARKDOWN_LIMIT characters: the answer
+continues in the next message of the thread, and a stream nearing Slack's lifetime for streams
+is closed and continued the same way. When Slack refuses a stream (rate limited past the
+retries, message_not_found, msg_too_long, a stream that expired), the rest of the answer is
+posted as new messages with `markdown` blocks instead, and the stuck partial one is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.chat_stream import ChatStream
+
+from bots.formatting import FENCE, fill
+from bots.ratelimit import TokenBucket
+from bots.slack_blocks import MARKDOWN_LIMIT, answer_tail, defuse_mentions, escape, markdown_messages
+from core.answer import Answer
+
+log = logging.getLogger("teambot.slack")
+
+STATUS = "is thinking…"
+LOADING_MESSAGES = ["Searching the team's documents…", "Reading the best passages…", "Writing the answer…"]
+FLUSH_INTERVAL = 1.0  # seconds between appends to one stream
+FLUSH_CHARS = 1500  # …or sooner, once this much is waiting
+STREAM_MAX_AGE = 240.0  # seconds; Slack ends a stream about 5 minutes after it started
+APPENDS_PER_MINUTE = 90  # chat.appendStream is Tier 4 (100+ a minute per workspace): kept below
+_FENCE_ROOM = len("\n" + FENCE)
+
+
+class AppendBudget:
+    """chat.appendStream calls of every answer in this process, as one token bucket. An answer
+    whose turn has not come keeps collecting text, so many answers at once make fewer, longer
+    appends instead of running into Slack's rate limit."""
+
+    def __init__(self, per_minute: float = APPENDS_PER_MINUTE) -> None:
+        self._bucket = TokenBucket(per_minute, time.monotonic())
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            return self._bucket.take(time.monotonic())
+
+
+@dataclass
+class _Part:
+    """One message of the answer and the text meant for it (a reopened code fence included)."""
+
+    stream: ChatStream
+    text: str = ""
+    opened: float = 0.0  # when its stream started; 0 until then
+    done: bool = False  # stopped: Slack shows it as a finished message
+
+
+class _Sender:
+    """Streams text into Slack on a thread of its own: the first words at once, then at most one
+    append per FLUSH_INTERVAL (and budget token); what is left goes with `send(last=True)`."""
+
+    def __init__(self, client: WebClient, channel: str, thread: str, recipient: tuple[str | None, str | None],
+                 budget: AppendBudget) -> None:
+        self.client, self.channel, self.thread, self.budget = client, channel, thread, budget
+        self.user, self.team = recipient
+        self.parts: list[_Part] = []
+        self.received = ""  # the answer as generated
+        self.unsent = ""  # text given to `send` and not yet to a message (kept when Slack refuses it)
+        self.failed: SlackApiError | None = None
+        self._pending = ""
+        self._sent_at = 0.0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._worker = threading.Thread(target=self._run, name="teambot-slack-stream", daemon=True)
+        self._worker.start()
+
+    def add(self, text: str) -> None:
+        with self._changed:
+            if not self.received:
+                text = text.lstrip()  # an answer starts at its first word
+            self.received += text
+            self._pending = defuse_mentions(self._pending + text)  # also a mention split over two tokens
+            self._changed.notify()
+
+    def close(self) -> str:
+        """Stop the background sends; what they had not sent yet."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._worker.join()
+        rest, self._pending = self._pending, ""
+        return rest
+
+    def _next_batch(self) -> str | None:
+        """Wait for text worth sending now; None once closed."""
+        with self._changed:
+            while not self._closed:
+                # A trailing "<" waits: the next token may make it a mention that has to be defused.
+                ready = self._pending.rstrip("<")
+                first = not self.parts
+                due = first or len(ready) >= FLUSH_CHARS or time.monotonic() - self._sent_at >= FLUSH_INTERVAL
+                if ready.strip() and due and self.failed is None and (first or self.budget.take()):
+                    self._pending = self._pending[len(ready):]
+                    self._sent_at = time.monotonic()
+                    return ready
+                self._changed.wait(FLUSH_INTERVAL / 4)
+        return None
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self.send(batch)
+            except SlackApiError as exc:
+                self.failed = exc
+                log.warning("streaming an answer in %s failed: %s", self.channel, exc.response.get("error"))
+
+    def send(self, text: str, *, last: bool = False, blocks: list[dict] | None = None) -> None:
+        """Append `text` to the answer's messages: a full (or old) message is stopped and the text
+        goes on in the next. With `last`, the final message is stopped with `blocks` under it."""
+        self.unsent += text
+        while True:
+            part = self.parts[-1] if self.parts and not self.parts[-1].done else self._open()
+            aged = part.opened and time.monotonic() - part.opened > STREAM_MAX_AGE
+            room = MARKDOWN_LIMIT - _FENCE_ROOM - len(part.text)
+            head, rest = ("", self.unsent) if aged else fill(part.text, self.unsent, room)
+            if not rest:
+                break
+            self.unsent = rest
+            self._stop(part, head)
+        self.unsent = ""
+        if last:
+            self._stop(part, head, blocks)
+        elif head:
+            self._append(part, head)
+
+    def stuck_text(self) -> str:
+        """What Slack has not shown as finished: the unfinished messages' text and the unsent."""
+        return "\n".join(p.text for p in self.parts if not p.done) + self.unsent
+
+    # ------------------------------------------------------------------ Slack calls
+
+    def _open(self) -> _Part:
+        stream = self.client.chat_stream(
+            channel=self.channel, thread_ts=self.thread, recipient_user_id=self.user, recipient_team_id=self.team,
+            buffer_size=1,  # the batching is ours: each append goes out at once
+        )
+        self.parts.append(part := _Part(stream))
+        return part
+
+    def _append(self, part: _Part, text: str) -> None:
+        part.text += text  # before the call: if Slack refuses it, it is posted instead
+        part.opened = part.opened or time.monotonic()
+        part.stream.append(markdown_text=text)
+
+    def _stop(self, part: _Part, text: str, blocks: list[dict] | None = None) -> None:
+        part.text += text
+        part.opened = part.opened or time.monotonic()
+        part.stream.stop(markdown_text=text or None, blocks=blocks or None)
+        part.done = True
+
+
+class SlackReply:
+    """An answer in a Slack thread: status, streamed answer, sources and feedback. For `/ask`
+    (`asked_by`), the bot first posts the question itself and answers in that message's thread."""
+
+    def __init__(self, client: WebClient, channel: str, thread: str | None, *, user: str | None, team: str | None,
+                 budget: AppendBudget, asked_by: str | None = None) -> None:
+        self.client, self.channel, self.thread = client, channel, thread
+        self.user, self.team, self.budget, self.asked_by = user, team, budget, asked_by
+        self._sender: _Sender | None = None
+
+    @property
+    def message_id(self) -> str | None:
+        parts = self._sender.parts if self._sender else []
+        return parts[0].stream.ts if parts else None
+
+    def start(self, question: str) -> str | None:
+        new_thread = None
+        if self.asked_by:
+            text = f"<@{self.asked_by}> asked: {escape(question)}"
+            self.thread = new_thread = self.client.chat_postMessage(channel=self.channel, text=text)["ts"]
+        try:
+            self.client.assistant_threads_setStatus(
+                channel_id=self.channel, thread_ts=self.thread, status=STATUS, loading_messages=LOADING_MESSAGES,
+            )
+        except SlackApiError as exc:  # only the status is missing: the answer can still be posted
+            log.warning("could not show the status in %s: %s", self.channel, exc.response.get("error"))
+        self._sender = _Sender(self.client, self.channel, self.thread, (self.user, self.team), self.budget)
+        return new_thread
+
+    def token(self, delta: str) -> None:
+        self._sender.add(delta)
+
+    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
+        sender = self._sender
+        shown = sender.received.lstrip()
+        tail = answer_tail(answer, votes=votes)
+        if not answer.text.startswith(shown):  # withheld by the leak guard after it began: replaced
+            sender.close()
+            return self._replace(sender, answer.text, tail)
+        sender.add(answer.text[len(shown):])  # what was not streamed (an answer given whole)
+        rest = sender.close()
+        if sender.failed is None:
+            try:
+                sender.send(rest, last=True, blocks=tail)
+                return [p.stream.ts for p in sender.parts]
+            except SlackApiError as exc:
+                log.warning("finishing the answer in %s failed (%s); posting it instead",
+                            self.channel, exc.response.get("error"))
+        else:
+            sender.unsent += rest
+        return self._post_instead(sender, tail)
+
+    def _replace(self, sender: _Sender, text: str, tail: list[dict]) -> list[str]:
+        """Take back every message of the answer so far and show `text` instead."""
+        for part in sender.parts:
+            if part.stream.ts and not part.done:
+                try:  # ended first, so that a failed delete does not leave it streaming
+                    part.stream.stop()
+                except SlackApiError as exc:
+                    log.info("could not end a stream: %s", exc.response.get("error"))
+            part.done = False
+        sender.unsent = ""
+        for part in sender.parts:
+            part.text = ""
+        sender.unsent = text
+        return self._post_instead(sender, tail)
+
+    def _post_instead(self, sender: _Sender, tail: list[dict]) -> list[str]:
+        """What Slack did not finish showing, as new messages; the unfinished ones are removed."""
+        posted = [
+            self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text, blocks=blocks)["ts"]
+            for text, blocks in markdown_messages(sender.stuck_text().strip(), tail)
+        ]
+        for part in sender.parts:
+            if not part.done and part.stream.ts:
+                try:
+                    self.client.chat_delete(channel=self.channel, ts=part.stream.ts)
+                except SlackApiError as exc:
+                    log.info("could not remove an unfinished answer message: %s", exc.response.get("error"))
+        return [p.stream.ts for p in sender.parts if p.done] + posted
+
+    def fail(self, text: str) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            parts = self._sender.parts
+            open_part = parts[-1] if parts and not parts[-1].done and parts[-1].stream.ts else None
+            if open_part is not None and self._sender.failed is None:
+                try:  # the words already streamed stay, with the reason they stop there
+                    self._sender._stop(open_part, f"\n\n_{text}_")
+                    return
+                except SlackApiError:
+                    pass
+        self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text)
