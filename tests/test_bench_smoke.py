@@ -103,9 +103,9 @@ def test_bot_load_acknowledges_and_answers_every_mention(scratch_collections, tm
     assert "every ack within 3s" in printed
     ours, raw = record["ours"], record["raw"]
     assert ours["non_200"] == raw["non_200"] == 0
-    assert (ours["delivered"], ours["error_replies"], ours["missing"]) == (3, 0, 0)
+    assert (ours["delivered"], ours["missing"], ours["ratelimited_per_question"]) == (3, 0, 0)
     assert raw["delivered"] == 3
-    assert _positive(ours["ack_p50_s"], ours["answer_p50_s"], raw["ack_p50_s"])
+    assert _positive(ours["ack_p50_s"], ours["first_words_p50_s"], ours["calls_per_question"], raw["ack_p50_s"])
 
 
 def test_discord_vote_clicks_are_answered_within_3s_while_20_questions_are_answered(scratch_collections, tmp_path,
