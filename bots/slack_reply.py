@@ -229,10 +229,7 @@ class SlackReply:
                     part.stream.stop()
                 except SlackApiError as exc:
                     log.info("could not end a stream: %s", exc.response.get("error"))
-            part.done = False
-        sender.unsent = ""
-        for part in sender.parts:
-            part.text = ""
+            part.done, part.text = False, ""  # unfinished and empty: deleted, and `text` posted in its place
         sender.unsent = text
         return self._post_instead(sender, tail)
 
