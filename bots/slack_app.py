@@ -9,8 +9,9 @@ commands and views call `ack()` first). Questions go to the shared conversation 
 (`bots.conversation`), which answers them on its own bounded pool, so long generations never
 hold up the acknowledgements of later requests; this module parses Slack's events. An event is
 taken once: its id is claimed in the shared store, so a redelivery (Slack retries an event it
-saw no timely ack for) is dropped by this process, by a restarted one and by other replicas. `SlackBot` builds the Bolt `App` (pass a `WebClient` to talk to another Slack
-API URL); `http_server` and `serve_socket_mode` run it.
+saw no timely ack for) is dropped by this process, by a restarted one and by other replicas.
+`SlackBot` builds the Bolt `App` (pass a `WebClient` to talk to another Slack API URL);
+`http_server` and `serve_socket_mode` run it.
 """
 
 from __future__ import annotations

@@ -14,11 +14,10 @@ from core.answer import Answer, Source
 
 # Slack's limits: https://docs.slack.dev/reference/block-kit/blocks/markdown-block (12,000
 # characters of markdown in one payload, all markdown blocks together; the same for a streaming
-# call's markdown_text), section-block (3,000), and chat.postMessage (50 blocks, 40,000 of text).
+# call's markdown_text), section-block (3,000), and chat.postMessage (50 blocks).
 MARKDOWN_LIMIT = 12_000
 SECTION_TEXT_LIMIT = 3000
 MAX_BLOCKS = 50
-MESSAGE_TEXT_LIMIT = 40_000
 NOTIFICATION_CHARS = 150  # the plain `text` of a message with blocks: notifications and screen readers
 
 FEEDBACK = "teambot_feedback"  # the feedback_buttons element; its values say which button and which answer

@@ -143,6 +143,18 @@ class _Sender:
         elif head:
             self._append(part, head)
 
+    def end_with(self, note: str) -> bool:
+        """Stop the open stream with `note` at its end; False if none is open or Slack refuses."""
+        part = self.parts[-1] if self.parts else None
+        if part is None or part.done or not part.stream.ts or self.failed is not None:
+            return False
+        try:
+            self._stop(part, note)
+            return True
+        except SlackApiError as exc:
+            log.info("could not end the answer in %s with its error: %s", self.channel, exc.response.get("error"))
+            return False
+
     def stuck_text(self) -> str:
         """What Slack has not shown as finished: the unfinished messages' text and the unsent."""
         return "\n".join(p.text for p in self.parts if not p.done) + self.unsent
@@ -250,12 +262,6 @@ class SlackReply:
     def fail(self, text: str) -> None:
         if self._sender is not None:
             self._sender.close()
-            parts = self._sender.parts
-            open_part = parts[-1] if parts and not parts[-1].done and parts[-1].stream.ts else None
-            if open_part is not None and self._sender.failed is None:
-                try:  # the words already streamed stay, with the reason they stop there
-                    self._sender._stop(open_part, f"\n\n_{text}_")
-                    return
-                except SlackApiError:
-                    pass
+            if self._sender.end_with(f"\n\n_{text}_"):  # the words already streamed stay, with why they stop
+                return
         self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text)

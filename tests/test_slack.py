@@ -175,6 +175,23 @@ def test_the_answer_streams_natively_and_a_rate_limit_never_stalls_the_generatio
     assert reply.last.answer_id == bot.store.answer_for_message("slack", reply.last.ts)
 
 
+def test_an_answer_that_fails_midway_keeps_its_words_and_says_why(settings, store, standin):
+    config = _settings(settings)
+
+    class FailsMidway(ScriptedAnswers):
+        def ask(self, question, *, collection=None, history=(), on_token=None):
+            on_token("Expense claims go in")
+            time.sleep(0.3)  # the first words reach Slack
+            raise ModelUnavailable("the model died")
+
+    with running(config, FailsMidway(config), store, standin) as bot:
+        standin.reset()
+        reply = bot.answered(slack.mention("Which tool do expense claims go in?", channel="C0MIDWAY"))
+    assert reply.streamed and len(reply.messages) == 1 and not reply.blocks
+    assert reply.text == f"Expense claims go in\n\n_{ModelUnavailable.user_message}_"
+    assert not standin.find("chat.postMessage", channel="C0MIDWAY")
+
+
 def test_markdown_is_shown_as_written_and_mentions_in_it_ping_no_one(bot):
     markdown = ("**Claims** go in *Ledgerly* [1], not ~~Expensify~~.\n\n| tool | use |\n|---|---|\n| Ledgerly | claims |"
                 "\n\n```\nledgerly submit --receipt r.pdf\n```\n\nAsk <!channel> or <@U0BOSS> if unsure.")
