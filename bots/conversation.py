@@ -1,10 +1,12 @@
 """One question, start to finish, the same on every chat platform.
 
 The Slack and Discord adapters only parse their platform's events into a `Question` and render
-replies through a `Reply`. Everything between is here: validation, rate limits, admission to the
-bounded pool of generations (a question beyond it gets a clear "busy" reply rather than an
-unbounded wait), thread history, asking the pipeline, recording the answer so that votes find it,
-metrics, and the reply a user sees when something fails.
+replies through a `Reply`. Everything between is here: the channel's rules (bots.channel_rules:
+whether to answer at all, who may ask, which collections, citations required), validation, rate
+limits, admission to the bounded pool of generations (a question beyond it gets a clear "busy"
+reply rather than an unbounded wait), thread history, asking the pipeline, recording the answer
+so that votes find it, the one feedback reminder, metrics, and the reply a user sees when
+something fails.
 
 Generations run on this pool's threads, never on a platform's own threads or event loop, so a
 burst of questions on one platform cannot delay the acknowledgements of either.
@@ -12,21 +14,34 @@ burst of questions on one platform cannot delay the acknowledgements of either.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from bots.channel_rules import DEFAULT_RULE, ChannelRule, ChannelRules, looks_like_question
 from bots.ratelimit import RateLimiter
 from core import metrics
-from core.answer import Answer
+from core.answer import Answer, Outcome
 from core.errors import TeambotError
 from core.settings import Settings
 
 log = logging.getLogger("teambot.conversation")
 
 BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
+NOT_ALLOWED = (
+    "Sorry, in this channel I only answer questions from the people it is set up for. "
+    "A channel admin can add you."
+)
+NO_SOURCE = (
+    "I couldn't find a source for this in the team's documents, and this channel only gets answers that cite one."
+)
+NO_SOURCE_HELP = " Use *I need more help* below to ask a person."
+REMINDER = "Did that answer help? A 👍 or 👎 under it tells us, and it improves the next answers."
 
 
 @dataclass(frozen=True)
@@ -37,14 +52,21 @@ class Question:
     workspace: str | None  # Slack team, Discord guild
     channel: str
     thread: str  # the conversation: its earlier turns are carried into the answer
-    collection: str
+    collection: str  # where the platform's settings point; the channel rule's collections come first
+    rule: ChannelRule = DEFAULT_RULE
+    groups: frozenset[str] = field(default_factory=frozenset)  # the asker's groups among those the rule names
+
+    @property
+    def collections(self) -> str | tuple[str, ...]:
+        found = self.rule.collections or (self.collection,)
+        return found[0] if len(found) == 1 else found
 
 
 @dataclass(frozen=True)
 class Refusal:
     """A question not answered by design; `text` is what the asker is told."""
 
-    outcome: str  # invalid | rate_limited | busy
+    outcome: str  # not_allowed | invalid | rate_limited | busy
     text: str
 
 
@@ -61,12 +83,15 @@ class Reply(Protocol):
     def token(self, delta: str) -> None:
         """More of the answer, as it is generated."""
 
-    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
-        """Show the answer (with its sources; with 👍/👎 if `votes`); the ids of its messages, the
-        one carrying the votes last."""
+    def finish(self, answer: Answer, *, votes: bool, handoff: bool) -> list[str]:
+        """Show the answer (with its sources; with 👍/👎 if `votes`, and "I need more help" if
+        `handoff`); the ids of its messages, the one carrying the buttons last."""
 
     def fail(self, text: str) -> None:
         """Show a short error instead of the answer."""
+
+    def remind(self, text: str) -> None:
+        """Tell the asker `text` where only they see it (ephemeral, or a direct message)."""
 
 
 class Conversations:
@@ -74,10 +99,12 @@ class Conversations:
 
     def __init__(
         self, settings: Settings, service, store, *, limiter: RateLimiter | None = None,
-        workers: int | None = None, queue: int | None = None,
+        workers: int | None = None, queue: int | None = None, rules: ChannelRules | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
         self.limiter = limiter or RateLimiter.from_settings(settings)
+        self.rules = rules or ChannelRules.from_settings(settings)
+        self.reminders = Reminders(store)
         workers = workers or settings.answer_workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="teambot-answer")
         # Generations running plus questions waiting for a thread: past this, "busy".
@@ -86,8 +113,21 @@ class Conversations:
         self._changed = threading.Condition()
 
     def close(self) -> None:
-        """Finish the answers in progress and queued, then stop."""
+        """Finish the answers in progress and queued, then stop (reminders not yet due are dropped)."""
         self._pool.shutdown(wait=True)
+        self.reminders.close()
+
+    def rule_for(self, *keys: str | int | None) -> ChannelRule:
+        """The rule of the first of `keys` (channel, parent channel, workspace/guild) that has one."""
+        return self.rules.for_channel(*keys)
+
+    @staticmethod
+    def wanted(rule: ChannelRule, text: str, *, addressed: bool, from_bot: bool = False) -> bool:
+        """Is this message for the bot? `addressed`: a mention, a DM, a follow-up in its thread;
+        otherwise only a question in a channel whose rule answers plain questions."""
+        if from_bot and not rule.answer_bots:
+            return False
+        return addressed or (rule.respond_to == "questions" and looks_like_question(text))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no admitted question is waiting or being answered; False on timeout."""
@@ -118,6 +158,8 @@ class Conversations:
     def admit(self, question: Question) -> Question | Refusal:
         """The question, validated and holding a place in the pool; or why it is not answered.
         An admitted question must be passed to `enqueue`."""
+        if not question.rule.allows(question.user, question.groups):
+            return self._refuse(question, "not_allowed", NOT_ALLOWED)
         try:
             text = self.service.validate(question.text)
         except TeambotError as exc:
@@ -155,20 +197,25 @@ class Conversations:
 
     def answer(self, question: Question, reply: Reply) -> Answer | None:
         """Answer an admitted question into `reply`: stream, record, show with sources and votes."""
+        rule = question.rule
         try:
             history = self.store.thread_history(
                 question.platform, question.channel, question.thread, self.settings.history_turns
             )
+            # Where citations are required, nothing is shown before the answer is known to cite.
             answer = self.service.ask(
-                question.text, collection=question.collection, history=history, on_token=reply.token,
+                question.text, collection=question.collections, history=history,
+                on_token=None if rule.citations_required else reply.token,
             )
+            if rule.citations_required and answer.outcome is Outcome.ANSWERED and not answer.cited:
+                answer = _without_source(answer, rule)
         except Exception as exc:  # noqa: BLE001 - the asker gets a reply and the bot stays up
             self._failed(question, reply, exc)
             return None
         # Recorded before the buttons appear, so that even an instant vote finds its answer.
         recorded = self._record(question, answer, reply.message_id)
         try:
-            shown = reply.finish(answer, votes=recorded)
+            shown = reply.finish(answer, votes=recorded, handoff=recorded and rule.has_experts)
         except Exception as exc:  # noqa: BLE001
             self._failed(question, reply, exc)
             return answer
@@ -179,6 +226,8 @@ class Conversations:
                 self.store.set_message_id(answer.id, buttons, parts=parts)
             except Exception:  # noqa: BLE001 - the answer is shown; only later votes may miss it
                 log.exception("could not note the messages of answer %s", answer.id)
+        if recorded and question.user and rule.feedback_reminder_minutes:
+            self.reminders.schedule(rule.feedback_reminder_minutes * 60, answer.id, question.platform, reply.remind)
         log.info("answered %s on %s in %.1fs with %d source(s)", answer.id, question.platform,
                  answer.timings.get("total", 0.0), len(answer.sources))
         return answer
@@ -212,3 +261,63 @@ class Conversations:
             reply.fail(text)
         except Exception as error:  # noqa: BLE001
             log.error("could not post an error reply in %s: %s", question.channel, error)
+
+
+def _without_source(answer: Answer, rule: ChannelRule) -> Answer:
+    """What a citations-only channel is shown instead of an answer that cites nothing."""
+    text = NO_SOURCE + (NO_SOURCE_HELP if rule.has_experts else "")
+    log.info("answer %s cites no document: not shown in a citations-only channel", answer.id)
+    return replace(answer, text=text, sources=[], outcome=Outcome.UNCITED)
+
+
+class Reminders:
+    """One "did that help?" per answer that got no vote in time, sent from a thread of its own.
+
+    The store decides (`claim_reminder`): an answer voted on meanwhile, or reminded already by
+    another process, is skipped. Reminders not yet due when the bot stops are dropped: a missed
+    reminder is better than a second one."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._due: list[tuple[float, int, str, str, Callable[[str], None]]] = []
+        self._count = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, answer_id: str, platform: str, send: Callable[[str], None]) -> None:
+        with self._changed:
+            if self._closed:
+                return
+            self._count += 1
+            heapq.heappush(self._due, (time.monotonic() + delay, self._count, answer_id, platform, send))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="teambot-reminders", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _next(self):
+        with self._changed:
+            while not self._closed:
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                if wait is not None and wait <= 0:
+                    return heapq.heappop(self._due)
+                self._changed.wait(wait)
+        return None
+
+    def _run(self) -> None:
+        while (due := self._next()) is not None:
+            _, _, answer_id, platform, send = due
+            try:
+                if self.store.claim_reminder(answer_id):
+                    send(REMINDER)
+                    metrics.observe_reminder(platform)
+            except Exception:  # noqa: BLE001 - a reminder is a nicety: never more than a log line
+                log.exception("could not remind the asker of answer %s", answer_id)

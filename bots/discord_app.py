@@ -2,8 +2,14 @@
 
 discord.py dispatches gateway events to `TeambotDiscord`'s `on_message`,
 `on_raw_reaction_add` / `on_raw_reaction_remove` (a 👍/👎 reaction casts a vote, removing it
-takes that vote back), the `/ask` command and the persistent vote buttons; each hands off to
-a small function here or in `bots.discord_feedback`.
+takes that vote back), the `/ask` command and the persistent buttons (votes, "Share with the
+channel", "I need more help", "Mark resolved"); each hands off to a small function here or in
+`bots.discord_feedback` / `bots.discord_handoff`.
+
+Each channel's rule (bots.channel_rules, by channel, then parent channel for a thread, then
+guild) says which messages are for the bot (mentions only, or plain questions too; other bots'
+or not), who may ask (user ids, role ids), and whether answers are private: there `/ask`
+answers only the asker, and a mention is told to use `/ask`.
 
 Conversations: a thread is one conversation. Outside threads, a question starts a new
 conversation keyed by its message id (which is also the id of the thread Discord creates
@@ -28,9 +34,13 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
+from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations, Question
-from bots.discord_feedback import PLATFORM, VoteButton, record_reaction, retract_reaction, vote_view
-from bots.discord_reply import ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks
+from bots.discord_feedback import PLATFORM, ShareButton, VoteButton, record_reaction, retract_reaction, vote_view
+from bots.discord_handoff import HandoffButton, ResolveButton, role_ids
+from bots.discord_reply import (
+    ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks, quote_question,
+)
 from core.answer import Answer
 from core.settings import Settings, secret_value
 from feedback.store import FeedbackStore
@@ -40,6 +50,7 @@ log = logging.getLogger(__name__)
 THREAD_NAME_LIMIT = 100  # Discord's limit on thread names
 REPLY_TIMEOUT = 120.0  # seconds a pool thread waits for a reply to be posted on the event loop
 COMMANDS_STATE = "discord_commands.json"
+PRIVATE_HINT = "Answers in this channel are private: use `/ask` and only you will see mine."
 
 
 def bot_intents() -> discord.Intents:
@@ -72,7 +83,8 @@ class TeambotDiscord(discord.Client):
         self.tree.add_command(_ask_command())
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(VoteButton)  # 👍/👎 on answers posted before this process started
+        # The buttons on answers and hand-offs posted before this process started.
+        self.add_dynamic_items(VoteButton, ShareButton, HandoffButton, ResolveButton)
         await sync_commands(self, force=self.force_sync)
 
     async def close(self) -> None:
@@ -121,19 +133,42 @@ def _is_reply_to_bot(message: discord.Message, bot_id: int) -> bool:
     return isinstance(resolved, discord.Message) and resolved.author.id == bot_id
 
 
+def _speaks_to_others(message: discord.Message, bot_id: int) -> bool:
+    """Mentions someone else, or replies to someone else's message: not a question for the bot."""
+    if message.mention_everyone or message.role_mentions or any(u.id != bot_id for u in message.mentions):
+        return True
+    return message.reference is not None and not _is_reply_to_bot(message, bot_id)
+
+
+def _is_addressed(message: discord.Message, bot_id: int) -> bool:
+    """A mention, a DM, a reply to one of the bot's answers, a message in a thread the bot started
+    (unless it speaks to someone else)."""
+    if message.guild is None or _is_reply_to_bot(message, bot_id) or any(u.id == bot_id for u in message.mentions):
+        return True
+    channel = message.channel
+    return isinstance(channel, discord.Thread) and channel.owner_id == bot_id and not message.mentions
+
+
+def _parent_id(channel) -> int | None:
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+
 async def handle_message(client: TeambotDiscord, message: discord.Message) -> None:
     me = client.user
-    if me is None or message.author.id == me.id or message.author.bot:
-        return  # never answer itself or another bot (no loops)
+    if me is None or message.author.id == me.id:
+        return  # never answer itself (other bots only where the rule says so)
     if message.type not in (discord.MessageType.default, discord.MessageType.reply):
         return  # pins, joins, thread notices…
     channel = message.channel
-    mentioned = any(user.id == me.id for user in message.mentions)
-    addressed = mentioned or _is_reply_to_bot(message, me.id) or message.guild is None
-    # In a thread the bot started, every message is for it, unless it speaks to someone else.
-    if isinstance(channel, discord.Thread) and channel.owner_id == me.id and not message.mentions:
-        addressed = True
-    if not addressed:
+    guild_id = message.guild.id if message.guild else None
+    rule = client.conversations.rule_for(channel.id, _parent_id(channel), guild_id)
+    addressed = _is_addressed(message, me.id)
+    if not addressed and _speaks_to_others(message, me.id):
+        return
+    if not Conversations.wanted(rule, message.content, addressed=addressed, from_bot=message.author.bot):
+        return
+    if rule.private and message.guild is not None:  # nothing answered where the whole channel sees it
+        await _say(ChannelReply(channel, reference=message), PRIVATE_HINT)
         return
 
     question = strip_mention(message.content, me.id)
@@ -142,24 +177,27 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
     else:
         channel_id = channel.id
         thread_key = await _replied_answer_thread(client, message) or str(message.id)
-    guild_id = message.guild.id if message.guild else None
-    conversation = _question(client, question, message.author.id, guild_id, channel.id, channel_id, thread_key)
+    conversation = _question(
+        client, question, message.author, guild_id, channel.id, channel_id, thread_key, rule
+    )
     target: ReplyTarget = ChannelReply(channel, reference=message)
     if question and client.settings.discord_reply_in_thread and isinstance(channel, discord.TextChannel):
         thread = await _start_thread(message, question)
         if thread is not None:  # else answer inline: lacking the permission is no reason to stay silent
-            target = ChannelReply(thread)
+            target = ChannelReply(thread, asker=message.author)
     await ask(client, conversation, target)
 
 
 def _question(
-    client: TeambotDiscord, text: str, user_id: int, guild_id: int | None, channel_id: int, parent_id: int,
-    thread_key: str,
+    client: TeambotDiscord, text: str, user: discord.abc.User, guild_id: int | None, channel_id: int,
+    parent_id: int, thread_key: str, rule: ChannelRule,
 ) -> Question:
+    named = {*rule.allowed_groups, *rule.expert_groups}  # the only roles the rule cares about
     return Question(
-        platform=PLATFORM, text=text, user=str(user_id), workspace=str(guild_id) if guild_id else None,
+        platform=PLATFORM, text=text, user=str(user.id), workspace=str(guild_id) if guild_id else None,
         channel=str(parent_id), thread=thread_key,
         collection=client.settings.collection_for(channel_id, parent_id, guild_id),
+        rule=rule, groups=role_ids(user) & named,
     )
 
 
@@ -191,32 +229,32 @@ async def handle_ask(client: TeambotDiscord, interaction: discord.Interaction, q
         channel_id, thread_key = channel.parent_id, str(channel.id)
     else:
         thread_key = str(interaction.id)
+    rule = client.conversations.rule_for(interaction.channel_id, _parent_id(channel), interaction.guild_id)
     conversation = _question(
-        client, question, interaction.user.id, interaction.guild_id, interaction.channel_id or 0, channel_id,
-        thread_key,
+        client, question, interaction.user, interaction.guild_id, interaction.channel_id or 0, channel_id,
+        thread_key, rule,
     )
-    await ask(client, conversation, InteractionReply(interaction), quote_question=True)
+    # A private answer can be shared with the channel; in a DM there is nobody to share it with.
+    private = rule.private and interaction.guild_id is not None
+    await ask(client, conversation, InteractionReply(interaction, ephemeral=rule.private), quote=True, share=private)
 
 
 # ---------------------------------------------------------------- answering
 
 
-def _quote(question: str, limit: int = 200) -> str:
-    text = " ".join(question.split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"> {discord.utils.escape_markdown(text)}\n"
-
-
-async def ask(client: TeambotDiscord, question: Question, target: ReplyTarget, *, quote_question: bool = False) -> None:
-    """Hand a question to the conversation core, which answers it into `target`."""
+async def ask(
+    client: TeambotDiscord, question: Question, target: ReplyTarget, *, quote: bool = False, share: bool = False,
+) -> None:
+    """Hand a question to the conversation core, which answers it into `target` (with a "Share
+    with the channel" button if `share`)."""
     try:
         # At once, on the loop: an interaction not answered within 3 s is dead, however busy the pool.
         await target.begin()
     except discord.HTTPException as exc:
         log.error("could not acknowledge a question: %s", exc)
         return
-    prefix = _quote(question.text) if quote_question else ""
-    reply = DiscordReply(target, StreamingEditor(target), prefix, asyncio.get_running_loop())
+    prefix = quote_question(question.text) if quote else ""
+    reply = DiscordReply(target, StreamingEditor(target), prefix, asyncio.get_running_loop(), share=share)
     if refusal := client.conversations.submit(question, reply):
         await _fail(target, refusal.text)
 
@@ -225,8 +263,11 @@ class DiscordReply:
     """The conversation core's `Reply` for Discord: called on a pool thread, it runs each step on
     the bot's event loop and waits for it."""
 
-    def __init__(self, target: ReplyTarget, editor: StreamingEditor, prefix: str, loop: asyncio.AbstractEventLoop):
-        self.target, self.editor, self.prefix, self.loop = target, editor, prefix, loop
+    def __init__(
+        self, target: ReplyTarget, editor: StreamingEditor, prefix: str, loop: asyncio.AbstractEventLoop, *,
+        share: bool = False,
+    ):
+        self.target, self.editor, self.prefix, self.loop, self.share = target, editor, prefix, loop, share
 
     @property
     def message_id(self) -> str | None:
@@ -239,16 +280,20 @@ class DiscordReply:
     def token(self, delta: str) -> None:
         self.editor.on_token(delta)
 
-    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
-        return self._on_loop(self._finish(answer, votes))
+    def finish(self, answer: Answer, *, votes: bool, handoff: bool) -> list[str]:
+        return self._on_loop(self._finish(answer, votes, handoff))
 
     def fail(self, text: str) -> None:
         self._on_loop(self._fail(text))
 
-    async def _finish(self, answer: Answer, votes: bool) -> list[str]:
+    def remind(self, text: str) -> None:
+        self._on_loop(self.target.remind(text))
+
+    async def _finish(self, answer: Answer, votes: bool, handoff: bool) -> list[str]:
         await self.editor.close()
         chunks = answer_chunks(answer, prefix=self.prefix)
-        return [str(i) for i in await self.target.finish(chunks, vote_view(answer.id) if votes else None)]
+        view = vote_view(answer.id, handoff=handoff, share=self.share and not answer.abstained) if votes else None
+        return [str(i) for i in await self.target.finish(chunks, view)]
 
     async def _fail(self, text: str) -> None:
         await self.editor.close()
@@ -268,6 +313,13 @@ async def _fail(target: ReplyTarget, text: str) -> None:
         await target.fail(text)
     except discord.HTTPException as exc:
         log.error("could not post an error reply: %s", exc)
+
+
+async def _say(target: ChannelReply, text: str) -> None:
+    try:
+        await target.finish([text], None)
+    except discord.HTTPException as exc:
+        log.error("could not post a reply: %s", exc)
 
 
 # ---------------------------------------------------------------- running

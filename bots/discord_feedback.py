@@ -1,4 +1,6 @@
-"""👍/👎 on Discord: persistent vote buttons, the "what went wrong?" modal, and reactions.
+"""👍/👎 on Discord: persistent vote buttons, the "what went wrong?" modal, and reactions; and the
+other buttons under an answer: "I need more help" (bots.discord_handoff) and, under a private
+answer, "Share with the channel", which posts it for everyone, with its votes.
 
 The buttons' custom_ids carry the answer id, so a click is understood by any running bot
 process, also one started after the answer was posted (they are `DynamicItem`s registered in
@@ -15,12 +17,13 @@ import re
 
 import discord
 
+from bots.discord_handoff import HandoffButton, handoff_view, rule_of_answer
+from bots.discord_reply import PLATFORM, answer_chunks, quote_question
 from core import metrics
 from feedback.store import FeedbackStore, UnknownAnswer
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 VOTE_TEMPLATE = r"teambot:vote:(?P<value>up|down):(?P<answer>[0-9a-f]+)"
 VOTES = {"up": 1, "down": -1}
 
@@ -28,6 +31,11 @@ THANKS = "Thanks for the feedback!"
 THANKS_DETAIL = "Thanks, your feedback was saved. It helps improve the answers."
 UNKNOWN_ANSWER = "I no longer have that answer on record, so the vote could not be saved."
 STORE_DOWN = "Sorry, your vote could not be saved right now. Please try again shortly."
+MORE_HELP = " If you'd like a person to look at it, use *I need more help*."
+SHARE_TEMPLATE = r"teambot:share:(?P<answer>[0-9a-f]+)"
+SHARED = "Shared with the channel. ✅"
+NOT_YOUR_ANSWER = "Only the person who asked can share this answer."
+SHARE_FAILED = "Sorry, I couldn't share that answer right now. Please try again shortly."
 
 # Skin-tone modifiers and the emoji variation selector: 👍🏽 counts as 👍.
 _EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
@@ -61,12 +69,67 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=VOTE_TEMPLA
         await record_vote(interaction, self.answer_id, VOTES[self.value])
 
 
-def vote_view(answer_id: str) -> discord.ui.View:
-    """The 👍/👎 row under an answer; persistent (no timeout)."""
+def vote_view(answer_id: str, *, handoff: bool = False, share: bool = False) -> discord.ui.View:
+    """The row under an answer: 👍/👎, "I need more help" if `handoff`, "Share with the channel"
+    if `share`; persistent (no timeout)."""
     view = discord.ui.View(timeout=None)
     view.add_item(VoteButton("up", answer_id))
     view.add_item(VoteButton("down", answer_id))
+    if handoff:
+        view.add_item(HandoffButton(answer_id))
+    if share:
+        view.add_item(ShareButton(answer_id))
     return view
+
+
+class ShareButton(discord.ui.DynamicItem[discord.ui.Button], template=SHARE_TEMPLATE):
+    """Under a private (ephemeral) answer: post it in the channel for everyone."""
+
+    def __init__(self, answer_id: str) -> None:
+        self.answer_id = answer_id
+        super().__init__(discord.ui.Button(
+            emoji="📣", label="Share with the channel", style=discord.ButtonStyle.primary,
+            custom_id=f"teambot:share:{answer_id}",
+        ))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(match["answer"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await share_answer(interaction, self.answer_id)
+
+
+async def share_answer(interaction: discord.Interaction, answer_id: str) -> None:
+    """Post a private answer in the channel, with its votes, and say so where it was private."""
+    await interaction.response.defer()  # an update of the private answer, within Discord's 3 s
+    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
+    try:
+        problem = await _share(interaction, store, answer_id)
+    except Exception:
+        log.exception("could not share answer %s", answer_id)
+        problem = SHARE_FAILED
+    if problem:
+        await interaction.followup.send(problem, ephemeral=True)
+    else:
+        await interaction.edit_original_response(content=SHARED, view=None)
+
+
+async def _share(interaction: discord.Interaction, store: FeedbackStore, answer_id: str) -> str | None:
+    record = await asyncio.to_thread(store.get_answer, answer_id)
+    answer = await asyncio.to_thread(store.shown_answer, answer_id)
+    if record is None or answer is None:
+        return UNKNOWN_ANSWER
+    if record.user_hash != store.user_hash(PLATFORM, str(interaction.user.id)):
+        return NOT_YOUR_ANSWER
+    rule = rule_of_answer(interaction.client, record, interaction.channel_id)
+    chunks = answer_chunks(answer, prefix=f"<@{interaction.user.id}> shared:\n{quote_question(answer.question)}")
+    ids = []
+    for i, chunk in enumerate(chunks):  # the buttons under the last part, as under any answer
+        view = vote_view(answer_id, handoff=rule.has_experts) if i == len(chunks) - 1 else None
+        ids.append(str((await interaction.channel.send(chunk, view=view)).id))  # type: ignore[union-attr]
+    await asyncio.to_thread(store.set_message_id, answer_id, ids[-1], parts=ids[:-1])
+    return None
 
 
 class ReasonModal(discord.ui.Modal, title="What was wrong with this answer?"):
@@ -93,7 +156,15 @@ class ReasonModal(discord.ui.Modal, title="What was wrong with this answer?"):
         message = await _rate(
             self.store, self.answer_id, interaction.user.id, -1, reason=reason, correction=correction
         )
-        await interaction.followup.send(message or THANKS_DETAIL, ephemeral=True)
+        if message is None and await self._experts_here(interaction):
+            offer = handoff_view(self.answer_id)
+            await interaction.followup.send(THANKS_DETAIL + MORE_HELP, view=offer, ephemeral=True)
+        else:
+            await interaction.followup.send(message or THANKS_DETAIL, ephemeral=True)
+
+    async def _experts_here(self, interaction: discord.Interaction) -> bool:
+        record = await asyncio.to_thread(self.store.get_answer, self.answer_id)
+        return record is not None and rule_of_answer(interaction.client, record, interaction.channel_id).has_experts
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
         log.exception("feedback modal failed", exc_info=error)

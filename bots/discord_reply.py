@@ -1,8 +1,10 @@
 """Where a Discord answer is shown while it streams and once it is final.
 
 Two destinations share one interface: a reply in a channel or thread (for mentions and DMs)
-and the original response of an `/ask` interaction. `StreamingEditor` feeds either one the
-text as it grows, never editing more often than once per `EDIT_INTERVAL` seconds.
+and the original response of an `/ask` interaction (ephemeral in a private channel). Each can
+also remind the asker privately: an ephemeral follow-up of the interaction, else a direct
+message. `StreamingEditor` feeds either one the text as it grows, never editing more often than
+once per `EDIT_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from core.answer import Answer, Source
 
 log = logging.getLogger(__name__)
 
+PLATFORM = "discord"  # as answers and votes are recorded
 MESSAGE_LIMIT = 2000  # Discord's limit on message content, in characters
 EDIT_INTERVAL = 1.0  # seconds between edits of a streaming message (Discord rate-limits edits)
 STREAM_CURSOR = " ▌"
@@ -45,6 +48,13 @@ def source_line(source: Source) -> str:
         return f"**[{source.number}]** [{title}](<{url}>){section}"
     where = f" (`{name}`)" if name and name != source.title else ""  # never the server's full path
     return f"**[{source.number}]** {discord.utils.escape_markdown(title)}{section}{where}"
+
+
+def quote_question(question: str, limit: int = 200) -> str:
+    """The question as a one-line quote above an answer (others only see "used /ask")."""
+    text = " ".join(question.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"> {discord.utils.escape_markdown(text)}\n"
 
 
 def render_answer(answer: Answer) -> str:
@@ -88,13 +98,21 @@ class ReplyTarget(Protocol):
     async def fail(self, text: str) -> None:
         """Replace whatever was shown with a short error."""
 
+    async def remind(self, text: str) -> None:
+        """Tell the asker `text` where only they see it."""
+
 
 class ChannelReply:
-    """Replies in a channel, thread or DM; types until the first words arrive."""
+    """Replies in a channel, thread or DM; types until the first words arrive. Reminds `asker`
+    by direct message."""
 
-    def __init__(self, destination: discord.abc.Messageable, *, reference: discord.Message | None = None) -> None:
+    def __init__(
+        self, destination: discord.abc.Messageable, *, reference: discord.Message | None = None,
+        asker: discord.abc.User | None = None,
+    ) -> None:
         self.destination = destination
         self.reference = reference
+        self.asker = asker if asker is not None else (reference.author if reference is not None else None)
         self.messages: list[discord.Message] = []
         self._typing = contextlib.AsyncExitStack()
 
@@ -145,17 +163,23 @@ class ChannelReply:
             await self._send(text)
         await self._stop_typing()
 
+    async def remind(self, text: str) -> None:
+        if self.asker is not None and not self.asker.bot:  # a bot cannot be sent direct messages
+            await self.asker.send(text)
+
 
 class InteractionReply:
-    """The original response of an application command, deferred with "thinking…"."""
+    """The original response of an application command, deferred with "thinking…"; `ephemeral`:
+    only the asker sees it (and the follow-ups it continues in)."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
         self.interaction = interaction
+        self.ephemeral = ephemeral
         self.first_message_id: int | None = None
 
     async def begin(self) -> None:
         if not self.interaction.response.is_done():
-            await self.interaction.response.defer(thinking=True)
+            await self.interaction.response.defer(thinking=True, ephemeral=self.ephemeral)
 
     async def show(self, text: str) -> None:
         message = await self.interaction.edit_original_response(content=text)
@@ -168,11 +192,19 @@ class InteractionReply:
         ids = [message.id]
         for i, chunk in enumerate(chunks[1:], start=1):
             kwargs = {"view": view} if i == last and view is not None else {}
-            ids.append((await self.interaction.followup.send(chunk, wait=True, **kwargs)).id)
+            message = await self.interaction.followup.send(chunk, wait=True, ephemeral=self.ephemeral, **kwargs)
+            ids.append(message.id)
         return ids
 
     async def fail(self, text: str) -> None:
         await self.interaction.edit_original_response(content=text, view=None)
+
+    async def remind(self, text: str) -> None:
+        try:
+            await self.interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as exc:  # the token lasts 15 minutes; a direct message does not expire
+            log.info("reminding by direct message instead of a follow-up: %s", exc)
+            await self.interaction.user.send(text)
 
 
 # ---------------------------------------------------------------- streaming

@@ -4,6 +4,11 @@ mention needed), always in the question's thread; the answer streams natively (b
 and 👍/👎 come from its feedback buttons and from reactions (removing a 👍/👎 reaction takes back
 the vote it cast, unless the user has voted differently since).
 
+Each channel's rule (bots.channel_rules) decides the rest: plain questions answered without a
+mention, other bots answered, who may ask (users, user groups), citations required, private
+(ephemeral) answers with "Share with the channel", and the experts that "I need more help" tags
+in the thread, with "Mark resolved" for the asker and the experts.
+
 Every request is acknowledged at once (Bolt acks events before running the listener; actions,
 commands and views call `ack()` first). Questions go to the shared conversation core
 (`bots.conversation`), which answers them on its own bounded pool, so long generations never
@@ -20,6 +25,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from datetime import timedelta
 from wsgiref.simple_server import WSGIServer
 
@@ -29,12 +35,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations, Question, Refusal
 from bots.request_guard import RequestGuard
 from bots.slack_blocks import (
-    FEEDBACK, FEEDBACK_MODAL, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, feedback_from_view, feedback_modal, vote_of,
+    FEEDBACK, FEEDBACK_MODAL, HANDOFF, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, RESOLVE, SHARE, answer_tail, defuse_mentions,
+    escape, feedback_from_view, feedback_modal, handoff_block, handoff_message, markdown_messages, resolved_blocks,
+    vote_of,
 )
-from bots.slack_reply import AppendBudget, SlackReply
+from bots.slack_reply import AppendBudget, SlackPrivateReply, SlackReply
 from bots.wsgi import wsgi_server
 from core import metrics
 from core.settings import Settings, secret_value
@@ -56,6 +65,14 @@ ANSWER_GONE = "I can't find that answer any more, so the vote was not recorded."
 CANNOT_POST = (
     "I can't post in this conversation. Invite me with `/invite @teambot`, or ask me in a direct message."
 )
+NO_EXPERTS = "No one is set up to take questions in this channel yet; a channel admin can add experts."
+ALREADY_WAITING = "The experts were already asked to help with this answer; they will reply in the thread."
+HELP_REQUESTED = "I've asked the experts to help; they will reply in the thread."
+HANDOFF_FAILED = "Sorry, I couldn't reach the experts right now. Please try again shortly."
+NOT_YOURS = "Only the person who asked or the experts who were tagged can mark this resolved."
+ALREADY_RESOLVED = "This was already marked resolved."
+OFFER_HANDOFF = "Would you like a person to look at it?"
+GROUP_MEMORY = 300.0  # seconds a user group's members are kept before asking Slack again
 
 
 class SlackConfigError(RuntimeError):
@@ -107,11 +124,16 @@ class SlackBot:
         self.app.event("reaction_removed")(self._on_reaction_removed)
         self.app.command("/ask")(self._on_ask)
         self.app.action(FEEDBACK)(self._on_feedback_button)
+        self.app.action(HANDOFF)(self._on_handoff)
+        self.app.action(RESOLVE)(self._on_resolve)
+        self.app.action(SHARE)(self._on_share)
         self.app.action(re.compile(f"^({LEGACY_VOTE_UP}|{LEGACY_VOTE_DOWN})$"))(self._on_legacy_vote)
         self.app.view(FEEDBACK_MODAL)(self._on_feedback_submitted)
         # Last: event types the bot does not use are acknowledged and dropped, so Slack does
         # not redeliver them (Bolt answers 404 to an unhandled event).
         self.app.event(re.compile(".*"))(self._ignore_event)
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._groups_lock = threading.Lock()
 
     def close(self) -> None:
         """Wait for the answers in progress, then stop."""
@@ -145,10 +167,17 @@ class SlackBot:
     def _ignore_event(event: dict) -> None:
         log.debug("ignoring a %s event", event.get("type"))
 
+    @staticmethod
+    def _own(event: dict, context) -> bool:
+        return event.get("user") == context.bot_user_id or (bool(event.get("bot_id")) and event.get("bot_id") == context.bot_id)
+
     def _on_mention(self, event: dict, body: dict, context, client: WebClient) -> None:
-        if event.get("bot_id"):
-            return
-        self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
+        if self._own(event, context):
+            return  # never itself, whatever the rules
+        team = body.get("team_id") or event.get("team")
+        rule = self.conversations.rule_for(event.get("channel"), team)
+        if self.conversations.wanted(rule, event.get("text") or "", addressed=True, from_bot=bool(event.get("bot_id"))):
+            self._take_question(event, team, context.bot_user_id, client, rule)
 
     def _on_agent_thread_started(self, event: dict, client: WebClient) -> None:
         """Someone opened teambot in Slack's agent view: offer the configured questions."""
@@ -166,12 +195,21 @@ class SlackBot:
 
     def _on_message(self, event: dict, body: dict, context, client: WebClient) -> None:
         # Direct messages (which never come as app_mention; agent view threads are DM threads),
-        # and follow-ups in channel threads the bot answers in; elsewhere in channels it answers
-        # when mentioned.
-        if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
+        # follow-ups in channel threads the bot answers in, and, where the channel's rule says so,
+        # plain questions. A message that mentions anyone is left alone: a mention of the bot
+        # arrives as app_mention as well, and one of someone else is meant for them.
+        if self._own(event, context) or event.get("subtype") not in _HUMAN_SUBTYPES | {"bot_message"}:
             return
-        if event.get("channel_type") == "im" or self._is_follow_up(event):
-            self._take_question(event, body.get("team_id") or event.get("team"), context.bot_user_id, client)
+        text = event.get("text") or ""
+        direct = event.get("channel_type") == "im"
+        if not direct and "<@" in text:
+            return
+        team = body.get("team_id") or event.get("team")
+        rule = self.conversations.rule_for(event.get("channel"), team)
+        addressed = direct or self._is_follow_up(event)
+        from_bot = bool(event.get("bot_id")) or event.get("subtype") == "bot_message"
+        if self.conversations.wanted(rule, text, addressed=addressed, from_bot=from_bot):
+            self._take_question(event, team, context.bot_user_id, client, rule)
 
     def _is_follow_up(self, event: dict) -> bool:
         """A reply in a channel thread where the bot has answered, addressed to no one in
@@ -182,21 +220,51 @@ class SlackBot:
             return False
         return bool(self.store.thread_history(PLATFORM, event.get("channel"), thread, 1))
 
-    def _take_question(self, event: dict, team: str | None, bot_user_id: str | None, client: WebClient) -> None:
+    def _take_question(self, event: dict, team: str | None, bot_user_id: str | None, client: WebClient,
+                       rule: ChannelRule) -> None:
         channel = event["channel"]
         thread = event.get("thread_ts") or event["ts"]
+        user = event.get("user") or event.get("bot_id")
         question = Question(
-            platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=event.get("user"),
+            platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=user,
             workspace=team, channel=channel, thread=thread, collection=self.settings.collection_for(channel, team),
+            rule=rule, groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
         )
         # An agent view thread gets the first question as its title.
         titled = event.get("channel_type") == "im" and event.get("thread_ts") and not self.store.thread_history(
             PLATFORM, channel, thread, 1)
-        reply = SlackReply(client, channel, thread, user=question.user, team=team, budget=self.budget)
+        private = rule.private and event.get("channel_type") != "im" and bool(event.get("user"))
+        reply = (SlackPrivateReply(client, channel, thread, user=user) if private
+                 else SlackReply(client, channel, thread, user=user, team=team, budget=self.budget))
         if refusal := self.conversations.submit(question, reply):
-            self._post(client, channel, thread, refusal.text)
+            if private or refusal.outcome == "not_allowed":
+                self._ephemeral(client, channel, user, thread, refusal.text)
+            else:
+                self._post(client, channel, thread, refusal.text)
         elif titled:
             self._set_title(client, channel, thread, question.text)
+
+    def _groups_of(self, client: WebClient, user: str | None, groups: tuple[str, ...]) -> frozenset[str]:
+        """Those of `groups` (Slack user group ids) that `user` belongs to; members are kept for a
+        few minutes, so a busy channel does not ask Slack on every question."""
+        if not user:
+            return frozenset()
+        found = set()
+        for group in groups:
+            with self._groups_lock:
+                known = self._groups.get(group)
+            if known is None or time.monotonic() - known[0] > GROUP_MEMORY:
+                try:
+                    members = frozenset(client.usergroups_users_list(usergroup=group)["users"])
+                except SlackApiError as exc:  # not a member as far as can be told: the rule stays closed
+                    log.warning("could not list the members of user group %s: %s", group, exc.response.get("error"))
+                    continue
+                with self._groups_lock:
+                    self._groups[group] = (time.monotonic(), members)
+                known = (0.0, members)
+            if user in known[1]:
+                found.add(group)
+        return frozenset(found)
 
     @staticmethod
     def _set_title(client: WebClient, channel: str, thread: str, question: str) -> None:
@@ -210,15 +278,20 @@ class SlackBot:
 
     def _on_ask(self, ack, command: dict, client: WebClient, respond) -> None:
         channel, user, team = command["channel_id"], command["user_id"], command.get("team_id")
+        rule = self.conversations.rule_for(channel, team)
         admitted = self.conversations.admit(Question(
             platform=PLATFORM, text=question_text(command.get("text") or "", None), user=user, workspace=team,
-            channel=channel, thread="", collection=self.settings.collection_for(channel, team),
+            channel=channel, thread="", collection=self.settings.collection_for(channel, team), rule=rule,
+            groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
         ))
         if isinstance(admitted, Refusal):
             usage = " Usage: `/ask which tool do expense claims go in?`" if admitted.outcome == "invalid" else ""
             ack(admitted.text + usage)  # shown only to the asker
             return
         ack()
+        if rule.private and not channel.startswith("D"):
+            self.conversations.enqueue(admitted, SlackPrivateReply(client, channel, None, user=user))
+            return
         # A slash command has no message to reply to: the bot posts the question, then answers
         # in that message's thread like everywhere else.
         reply = SlackReply(client, channel, None, user=user, team=team, budget=self.budget, asked_by=user)
@@ -281,8 +354,95 @@ class SlackBot:
         except (UnknownAnswer, KeyError):
             log.warning("feedback for an unknown answer: %s", meta)
             return
-        if reason or correction:
-            self._ephemeral(client, meta.get("channel"), user, meta.get("thread"), THANKS_NOTE)
+        if not (reason or correction):
+            return
+        record = self.store.get_answer(meta["answer"])
+        rule = self.conversations.rule_for(record.channel, record.workspace)
+        blocks = None
+        if rule.has_experts:  # a 👎 with a reason is where a person can help most
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{THANKS_NOTE} {OFFER_HANDOFF}"}},
+                      handoff_block(meta["answer"])]
+        self._ephemeral(client, meta.get("channel"), user, meta.get("thread"), THANKS_NOTE, blocks)
+
+    # ------------------------------------------------------------------ hand-off to people, sharing
+
+    def _on_handoff(self, ack, body: dict, action: dict, client: WebClient) -> None:
+        """ "I need more help": tag the channel's experts in the answer's thread, once."""
+        ack()
+        user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
+        record = self.store.get_answer(action.get("value") or "")
+        if record is None:
+            self._ephemeral(client, channel, user, None, ANSWER_GONE)
+            return
+        thread = record.thread or None
+        rule = self.conversations.rule_for(record.channel, record.workspace)
+        if not rule.has_experts:
+            self._ephemeral(client, record.channel, user, thread, NO_EXPERTS)
+            return
+        handoff, opened = self.store.request_handoff(record.id, platform=PLATFORM, user_id=user)
+        if not opened:
+            self._ephemeral(client, record.channel, user, thread, ALREADY_WAITING)
+            return
+        text, blocks = handoff_message(self.store.shown_answer(record.id), asker=user, users=rule.expert_users,
+                                       groups=rule.expert_groups, handoff_id=handoff.id)
+        try:
+            posted = client.chat_postMessage(channel=record.channel, thread_ts=thread, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            log.error("could not ask the experts in %s: %s", record.channel, exc.response.get("error"))
+            self.store.cancel_handoff(handoff.id)  # so that the next click tries again
+            self._ephemeral(client, record.channel, user, thread, HANDOFF_FAILED)
+            return
+        self.store.set_handoff_message(handoff.id, posted["ts"])
+        metrics.observe_handoff(PLATFORM, "requested")
+        self._ephemeral(client, record.channel, user, thread, HELP_REQUESTED)
+
+    def _on_resolve(self, ack, body: dict, action: dict, client: WebClient) -> None:
+        """ "Mark resolved", for the asker and the experts."""
+        ack()
+        user, channel = body["user"]["id"], (body.get("channel") or {}).get("id")
+        message = body.get("message") or {}
+        thread = message.get("thread_ts")
+        handoff = self.store.get_handoff(int(action["value"])) if (action.get("value") or "").isdigit() else None
+        record = self.store.get_answer(handoff.answer_id) if handoff else None
+        if record is None:
+            self._ephemeral(client, channel, user, thread, ANSWER_GONE)
+            return
+        rule = self.conversations.rule_for(record.channel, record.workspace)
+        mine = self.store.user_hash(PLATFORM, user) in (record.user_hash, handoff.requested_by)
+        if not mine and not rule.is_expert(user, self._groups_of(client, user, rule.expert_groups)):
+            self._ephemeral(client, channel, user, thread, NOT_YOURS)
+            return
+        if not self.store.resolve_handoff(handoff.id, platform=PLATFORM, user_id=user):
+            self._ephemeral(client, channel, user, thread, ALREADY_RESOLVED)
+            return
+        metrics.observe_handoff(PLATFORM, "resolved")
+        try:
+            client.chat_update(channel=channel, ts=message.get("ts") or handoff.message_id,
+                               text=f"Resolved by <@{user}>.", blocks=resolved_blocks(message.get("blocks") or [], user))
+        except SlackApiError as exc:
+            log.warning("could not mark the hand-off message resolved: %s", exc.response.get("error"))
+
+    def _on_share(self, ack, body: dict, action: dict, client: WebClient, respond) -> None:
+        """ "Share with the channel" under a private answer: post it for everyone, with its buttons."""
+        ack()
+        user = body["user"]["id"]
+        record = self.store.get_answer(action.get("value") or "")
+        if record is None or record.user_hash != self.store.user_hash(PLATFORM, user):
+            respond(text=ANSWER_GONE, response_type="ephemeral", replace_original=False)
+            return
+        answer = self.store.shown_answer(record.id)
+        rule = self.conversations.rule_for(record.channel, record.workspace)
+        shared = f"<@{user}> shared an answer to: {escape(' '.join(answer.question.split())[:500])}"
+        messages = markdown_messages(defuse_mentions(answer.text.strip()),
+                                     answer_tail(answer, votes=True, handoff=rule.has_experts))
+        ts = []
+        for i, (text, blocks) in enumerate(messages):
+            if i == 0:
+                blocks = [{"type": "context", "elements": [{"type": "mrkdwn", "text": shared}]}, *blocks]
+            ts.append(client.chat_postMessage(channel=record.channel, thread_ts=record.thread or None, text=text,
+                                              blocks=blocks)["ts"])
+        self.store.set_message_id(record.id, ts[-1], parts=ts[:-1])
+        respond(delete_original=True)  # the private copy; the shared one carries the votes now
 
     def _reaction_vote(self, event: dict) -> tuple[str, str, int] | None:
         """(answer id, user, +1/-1) for a 👍/👎 reaction on one of the bot's answers, else None.
@@ -308,13 +468,14 @@ class SlackBot:
                 metrics.observe_retraction(PLATFORM, value)
 
     @staticmethod
-    def _ephemeral(client: WebClient, channel: str | None, user: str, thread: str | None, text: str) -> None:
-        if not channel:
+    def _ephemeral(client: WebClient, channel: str | None, user: str | None, thread: str | None, text: str,
+                   blocks: list[dict] | None = None) -> None:
+        if not channel or not user:
             return
         try:
-            client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread, text=text)
+            client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread, text=text, blocks=blocks)
         except SlackApiError as exc:
-            log.warning("could not confirm feedback to %s: %s", user, exc.response.get("error"))
+            log.warning("could not tell %s: %s", user, exc.response.get("error"))
 
 
 # ---------------------------------------------------------------------- running

@@ -1,6 +1,7 @@
 """What teambot's Slack messages look like, within Slack's documented limits: the answer's
 Markdown as Slack renders it (`markdown` blocks and streamed `markdown_text`; no conversion to
-mrkdwn), the numbered sources and the native 👍/👎 `feedback_buttons` under it, and the 👎 modal.
+mrkdwn), the numbered sources and the native 👍/👎 `feedback_buttons` under it, "I need more
+help" and "Share with the channel", the hand-off message that tags the experts, and the 👎 modal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ LEGACY_VOTE_UP, LEGACY_VOTE_DOWN = "teambot_vote_up", "teambot_vote_down"  # ans
 FEEDBACK_MODAL = "teambot_feedback"
 REASON_BLOCK, CORRECTION_BLOCK, INPUT_ACTION = "reason", "correction", "text"
 _VOTE_VALUES = {"up": 1, "down": -1}
+HANDOFF, RESOLVE, SHARE = "teambot_handoff", "teambot_resolve", "teambot_share"  # button action ids
+WAITING = "⏳ Waiting for someone to help."
 
 
 def escape(text: str) -> str:
@@ -82,15 +85,67 @@ def vote_of(value: str) -> tuple[str, int] | None:
     return (answer_id, _VOTE_VALUES[vote]) if vote in _VOTE_VALUES and answer_id else None
 
 
-def answer_tail(answer: Answer, *, votes: bool) -> list[dict]:
-    """The blocks under the answer's text: its sources, then 👍/👎 (when `votes`)."""
+def _button(action_id: str, label: str, value: str, *, style: str | None = None) -> dict:
+    button = {"type": "button", "action_id": action_id, "text": {"type": "plain_text", "text": label}, "value": value}
+    return {**button, "style": style} if style else button
+
+
+def handoff_block(answer_id: str) -> dict:
+    """ "I need more help": tags the channel's experts in the thread."""
+    return {"type": "actions", "block_id": f"teambot_handoff_{answer_id}",
+            "elements": [_button(HANDOFF, "🙋 I need more help", answer_id)]}
+
+
+def share_block(answer_id: str) -> dict:
+    return {"type": "actions", "block_id": f"teambot_share_{answer_id}",
+            "elements": [_button(SHARE, "Share with the channel", answer_id, style="primary")]}
+
+
+def answer_tail(answer: Answer, *, votes: bool, handoff: bool = False, share: bool = False) -> list[dict]:
+    """The blocks under the answer's text: its sources, then 👍/👎 (when `votes`), "I need more
+    help" (when `handoff`) and "Share with the channel" (when `share`, for a private answer)."""
     blocks: list[dict] = []
     if answer.sources:
-        sources = "*Sources*\n" + "\n".join(source_line(s) for s in answer.sources)
-        blocks += [{"type": "divider"}] + [_section(part) for part in split_text(sources, SECTION_TEXT_LIMIT)]
+        blocks += [{"type": "divider"}] + [_section(part) for part in split_text(sources_text(answer), SECTION_TEXT_LIMIT)]
+    blocks = blocks[: MAX_BLOCKS - 4]  # room for the buttons and the markdown block when posted as a message
     if votes:
         blocks.append(feedback_block(answer.id))
-    return blocks[: MAX_BLOCKS - 1]  # room for the markdown block when posted as a message
+    if handoff:
+        blocks.append(handoff_block(answer.id))
+    if share:
+        blocks.append(share_block(answer.id))
+    return blocks
+
+
+def sources_text(answer: Answer) -> str:
+    return "*Sources*\n" + "\n".join(source_line(s) for s in answer.sources) if answer.sources else ""
+
+
+def handoff_message(answer: Answer, *, asker: str, users: tuple[str, ...], groups: tuple[str, ...],
+                    handoff_id: int) -> tuple[str, list[dict]]:
+    """(text, blocks) of the message that asks the experts in: it tags them (the `text` is what
+    notifies them), quotes the question and lists the answer's sources."""
+    tags = " ".join([f"<@{u}>" for u in users] + [f"<!subteam^{g}>" for g in groups])
+    question = escape(" ".join(answer.question.split()))
+    if len(question) > 500:
+        question = question[:499] + "…"
+    text = f"{tags} <@{asker}> needs more help with this question."
+    body = f"{text}\n>{question}"
+    if answer.sources:
+        body += "\n" + sources_text(answer)
+    body = body[: SECTION_TEXT_LIMIT - len(WAITING) - 2]
+    return text, [
+        _section(body),
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": WAITING}]},
+        {"type": "actions", "block_id": f"teambot_resolve_{handoff_id}",
+         "elements": [_button(RESOLVE, "✅ Mark resolved", str(handoff_id))]},
+    ]
+
+
+def resolved_blocks(blocks: list[dict], resolver: str) -> list[dict]:
+    """The hand-off message's blocks once resolved: the waiting line says who resolved it, no button."""
+    done = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"✅ Resolved by <@{resolver}>."}]}
+    return [done if b.get("type") == "context" else b for b in blocks if b.get("type") != "actions"]
 
 
 def notification_text(markdown: str) -> str:

@@ -213,10 +213,10 @@ class SlackReply:
     def token(self, delta: str) -> None:
         self._sender.add(delta)
 
-    def finish(self, answer: Answer, *, votes: bool) -> list[str]:
+    def finish(self, answer: Answer, *, votes: bool, handoff: bool = False) -> list[str]:
         sender = self._sender
         shown = sender.received.lstrip()
-        tail = answer_tail(answer, votes=votes)
+        tail = answer_tail(answer, votes=votes, handoff=handoff)
         if not answer.text.startswith(shown):  # withheld by the leak guard after it began: replaced
             sender.close()
             return self._replace(sender, answer.text, tail)
@@ -265,3 +265,42 @@ class SlackReply:
             if self._sender.end_with(f"\n\n_{text}_"):  # the words already streamed stay, with why they stop
                 return
         self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text)
+
+    def remind(self, text: str) -> None:
+        whom = self.asked_by or self.user
+        if whom:
+            self.client.chat_postEphemeral(channel=self.channel, user=whom, thread_ts=self.thread, text=text)
+
+
+class SlackPrivateReply:
+    """An answer only its asker sees (a channel whose rule is `private`): an ephemeral message in
+    the question's thread, with "Share with the channel". Ephemeral messages cannot be streamed or
+    edited, so the answer is posted once it is complete; a short note says it is on its way."""
+
+    WORKING = "Looking that up… only you will see the answer."
+
+    def __init__(self, client: WebClient, channel: str, thread: str | None, *, user: str) -> None:
+        self.client, self.channel, self.thread, self.user = client, channel, thread, user
+        self.message_id = None  # an ephemeral message has no ts that reactions or replies could find
+
+    def _ephemeral(self, text: str, blocks: list[dict] | None = None) -> None:
+        self.client.chat_postEphemeral(channel=self.channel, user=self.user, thread_ts=self.thread, text=text,
+                                       blocks=blocks)
+
+    def start(self, question: str) -> None:
+        self._ephemeral(self.WORKING)
+
+    def token(self, delta: str) -> None:
+        pass  # shown whole, in finish
+
+    def finish(self, answer: Answer, *, votes: bool, handoff: bool = False) -> list[str]:
+        tail = answer_tail(answer, votes=votes, handoff=handoff, share=votes and not answer.abstained)
+        for text, blocks in markdown_messages(defuse_mentions(answer.text.strip()), tail):
+            self._ephemeral(text, blocks)
+        return []
+
+    def fail(self, text: str) -> None:
+        self._ephemeral(text)
+
+    def remind(self, text: str) -> None:
+        self._ephemeral(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -13,6 +14,10 @@ class Outcome(str, Enum):
     ANSWERED = "answered"
     ABSTAINED = "abstained"  # nothing relevant was found, or the model said it does not know
     WITHHELD = "withheld"  # the guard stopped a reply that repeated the instructions or a secret
+    UNCITED = "uncited"  # a channel that requires citations got an answer that cites none: not shown
+
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Answer:
     prompt: list[dict[str, str]] = field(default_factory=list)  # chat messages sent to the model
     timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, retrieve, generate, total
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def cited(self) -> bool:
+        """The text cites at least one of its sources by number ("[2]")."""
+        numbers = {int(n) for n in _CITATION.findall(self.text)}
+        return any(s.number in numbers for s in self.sources)
 
     @property
     def abstained(self) -> bool:

@@ -12,7 +12,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 QUESTIONS = Counter(
     "teambot_questions", "Questions received, by platform and outcome (answered, abstained, withheld, "
-    "invalid, rate_limited, busy, error).", ["platform", "outcome"], registry=REGISTRY,
+    "uncited, invalid, rate_limited, busy, not_allowed, error).", ["platform", "outcome"], registry=REGISTRY,
 )
 STAGE_SECONDS = Histogram(
     "teambot_stage_seconds", "Time spent per answering stage (retrieve, generate, total).", ["stage"],
@@ -39,6 +39,22 @@ REDELIVERIES = Counter(
     "whether this process took it (first to claim it) or dropped it as already taken.",
     ["platform", "reason", "taken"], registry=REGISTRY,
 )
+HANDOFFS = Counter(
+    "teambot_handoffs", "\"I need more help\" hand-offs to people, by platform and event (requested, resolved).",
+    ["platform", "event"], registry=REGISTRY,
+)
+REMINDERS = Counter(
+    "teambot_feedback_reminders", "Askers reminded once to vote on an answer that got no vote.", ["platform"],
+    registry=REGISTRY,
+)
+
+
+def observe_handoff(platform: str, event: str) -> None:
+    HANDOFFS.labels(platform, event).inc()
+
+
+def observe_reminder(platform: str) -> None:
+    REMINDERS.labels(platform).inc()
 
 
 def observe_answer(platform: str, answer) -> None:
@@ -48,7 +64,7 @@ def observe_answer(platform: str, answer) -> None:
 
 
 def observe_refusal(platform: str, outcome: str) -> None:
-    """A question not answered by design: `invalid`, `rate_limited` or `busy`."""
+    """A question not answered by design: `invalid`, `rate_limited`, `busy` or `not_allowed`."""
     QUESTIONS.labels(platform, outcome).inc()
 
 

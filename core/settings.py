@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Channel/guild id → collection, JSON (`{"C0123":"Sales"}`).',
     )
+    channel_rules: Path | None = Field(
+        None,
+        description="TOML file of per-channel rules (who may ask, when to answer, citations, private answers, "
+        "experts for hand-offs); re-read when it changes. See the README's \"Channel rules\".",
+    )
 
     # --- Ollama ---
     ollama_url: str = Field("http://127.0.0.1:11434", description="Ollama endpoint.")

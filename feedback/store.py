@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from core.answer import Answer, Turn
+from core.answer import Answer, Outcome, Source, Turn
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -71,6 +71,8 @@ class AnswerRecord(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="answered", server_default="answered")
     model: Mapped[str] = mapped_column(String(128))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    sources: Mapped[list | None] = mapped_column(JSON, default=list)  # the cited sources, as shown
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
 
@@ -113,8 +115,36 @@ class DeliveredEventRecord(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class HandoffRecord(Base):
+    """Someone asked for a person's help with an answer: one per answer, reopened if asked again."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), unique=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    thread: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(64))  # the message that tagged the experts
+    requested_by: Mapped[str] = mapped_column(String(64))  # user hash
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class UnknownAnswer(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class HandoffStats:
+    requested: int
+    resolved: int
+    median_minutes_to_resolve: float | None
+
+    @property
+    def waiting(self) -> int:
+        return self.requested - self.resolved
 
 
 @dataclass(frozen=True)
@@ -173,6 +203,7 @@ class FeedbackStore:
             ],
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
             abstained=answer.abstained, outcome=answer.outcome.value, model=answer.model, timings=answer.timings,
+            sources=[asdict(s) for s in answer.sources],
         )
         with Session(self.engine) as session, session.begin():
             session.merge(record)
@@ -213,6 +244,85 @@ class FeedbackStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(AnswerRecord, answer_id)
 
+    def shown_answer(self, answer_id: str) -> Answer | None:
+        """The answer as its asker was shown it (text, cited sources), to show it again."""
+        record = self.get_answer(answer_id)
+        if record is None:
+            return None
+        return Answer(
+            question=record.question, text=record.answer_text, model=record.model, collection=record.collection,
+            sources=[Source(**s) for s in record.sources or []], outcome=Outcome(record.outcome), id=record.id,
+        )
+
+    def claim_reminder(self, answer_id: str) -> bool:
+        """True once for an answer nobody has voted on: the caller reminds its asker. Never again
+        after that, in any process on this database."""
+        voted = select(RatingRecord.id).where(RatingRecord.answer_id == answer_id).exists()
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(AnswerRecord)
+                .where(AnswerRecord.id == answer_id, AnswerRecord.reminded_at.is_(None), ~voted)
+                .values(reminded_at=_now())
+            ).rowcount > 0
+
+    # ------------------------------------------------------------------ hand-offs
+
+    def request_handoff(self, answer_id: str, *, platform: str, user_id: str) -> tuple[HandoffRecord, bool]:
+        """Open a hand-off on an answer; (it, True) if this opened it, (it, False) if it was already
+        waiting. A resolved one is opened again."""
+        now, user = _now(), self.user_hash(platform, user_id)
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            record = session.get(AnswerRecord, answer_id)
+            if record is None:
+                raise UnknownAnswer(answer_id)
+            insert = _dialect_insert(self.engine)
+            table = HandoffRecord.__table__
+            stmt = insert(HandoffRecord).values(
+                answer_id=answer_id, platform=platform, channel=record.channel, thread=record.thread,
+                requested_by=user, requested_at=now,
+            )
+            # One row per answer whoever clicks at once; only a resolved one is taken over.
+            opened = session.execute(stmt.on_conflict_do_update(
+                index_elements=["answer_id"],
+                set_={"requested_by": user, "requested_at": now, "resolved_by": None, "resolved_at": None,
+                      "message_id": None},
+                where=table.c.resolved_at.is_not(None),
+            ).returning(table.c.id)).first() is not None
+            handoff = session.scalars(select(HandoffRecord).where(HandoffRecord.answer_id == answer_id)).one()
+            return handoff, opened
+
+    def cancel_handoff(self, handoff_id: int) -> None:
+        """Forget a hand-off whose message could not be posted, so that the next click tries again."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(HandoffRecord).where(HandoffRecord.id == handoff_id,
+                                                        HandoffRecord.message_id.is_(None)))
+
+    def set_handoff_message(self, handoff_id: int, message_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(HandoffRecord).where(HandoffRecord.id == handoff_id).values(message_id=message_id))
+
+    def get_handoff(self, handoff_id: int) -> HandoffRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(HandoffRecord, handoff_id)
+
+    def resolve_handoff(self, handoff_id: int, *, platform: str, user_id: str) -> bool:
+        """Mark a waiting hand-off resolved; False if it was resolved already (or is unknown)."""
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(HandoffRecord)
+                .where(HandoffRecord.id == handoff_id, HandoffRecord.resolved_at.is_(None))
+                .values(resolved_at=_now(), resolved_by=self.user_hash(platform, user_id))
+            ).rowcount > 0
+
+    def handoff_stats(self) -> HandoffStats:
+        with Session(self.engine) as session:
+            rows = session.execute(select(HandoffRecord.requested_at, HandoffRecord.resolved_at)).all()
+        waits = sorted(
+            (_aware(done) - _aware(asked)).total_seconds() / 60 for asked, done in rows if done is not None
+        )
+        median = waits[len(waits) // 2] if waits else None
+        return HandoffStats(requested=len(rows), resolved=len(waits), median_minutes_to_resolve=median)
+
     # ------------------------------------------------------------------ deliveries
 
     def claim_event(self, platform: str, event_id: str, *, ttl: timedelta) -> bool:
@@ -223,13 +333,14 @@ class FeedbackStore:
         stmt = insert(DeliveredEventRecord).values(platform=platform, event_id=event_id, seen_at=now)
         with Session(self.engine) as session, session.begin():
             # An expired claim is taken over, so one event id is never refused forever.
+            # RETURNING, not rowcount: an ORM-enabled INSERT's rowcount is -1 on PostgreSQL.
             claimed = session.execute(stmt.on_conflict_do_update(
                 index_elements=["platform", "event_id"], set_={"seen_at": now},
                 where=DeliveredEventRecord.__table__.c.seen_at < now - ttl,
-            )).rowcount
+            ).returning(DeliveredEventRecord.__table__.c.event_id)).first() is not None
             if claimed and secrets.randbelow(_PURGE_EVERY) == 0:
                 session.execute(delete(DeliveredEventRecord).where(DeliveredEventRecord.seen_at < now - ttl))
-        return claimed > 0
+        return claimed
 
     # ------------------------------------------------------------------ ratings
 
@@ -323,6 +434,10 @@ class FeedbackStore:
         up = {m: n for m, v, n in votes if v == 1}
         down = {m: n for m, v, n in votes if v == -1}
         return [ModelStats(m, answers[m], up.get(m, 0), down.get(m, 0)) for m in sorted(answers)]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
 
 
 SALT_FILE = "user_hash_salt"

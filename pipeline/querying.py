@@ -175,8 +175,30 @@ class AnswerService:
             )
         return question
 
-    def retrieve(self, question: str, collection: str | None = None) -> tuple[list[Document], list[float], dict[str, float]]:
-        collection = collection or self.settings.collection
+    def retrieve(
+        self, question: str, collection: str | Sequence[str] | None = None,
+    ) -> tuple[list[Document], list[float], dict[str, float]]:
+        """The best chunks for `question` and their cosine similarities; from several collections,
+        the best of all of them (top_k in all), a missing one skipped while another answers."""
+        if collection is None or isinstance(collection, str):
+            return self._retrieve_one(question, collection or self.settings.collection)
+        found: list[tuple[float, Document]] = []
+        started, missing = time.perf_counter(), []
+        for name in dict.fromkeys(collection):
+            try:
+                documents, similarities, _ = self._retrieve_one(question, name)
+            except NoDocuments as exc:
+                log.warning("searching %s: %s", name, exc)
+                missing.append(exc)
+                continue
+            found += zip(similarities, documents)
+        if missing and len(missing) == len(set(collection)):
+            raise missing[0]
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        best = found[: self.settings.top_k]
+        return [d for _, d in best], [s for s, _ in best], {"retrieve": time.perf_counter() - started}
+
+    def _retrieve_one(self, question: str, collection: str) -> tuple[list[Document], list[float], dict[str, float]]:
         started = time.perf_counter()
         try:
             try:
@@ -188,6 +210,8 @@ class AnswerService:
                 out = self._search_resiliently(question, collection)
         except resilience.CircuitOpen as exc:
             raise KnowledgeBaseUnavailable(str(exc)) from exc
+        except NoDocuments:
+            raise  # the server answered: nothing was indexed here (its Weaviate error is only the context)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -251,11 +275,12 @@ class AnswerService:
         self,
         question: str,
         *,
-        collection: str | None = None,
+        collection: str | Sequence[str] | None = None,
         history: Sequence[Turn] = (),
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Answer `question` from `collection`, streaming what may be shown to `on_token`."""
+        """Answer `question` from `collection` (or the best of several), streaming what may be
+        shown to `on_token`."""
         started = time.perf_counter()
         question = self.validate(question)
         collection = collection or self.settings.collection
@@ -264,7 +289,8 @@ class AnswerService:
         search_text = f"{history[-1].question}\n{question}" if history else question
         documents, similarities, timings = self.retrieve(search_text, collection)
         answer = Answer(
-            question=question, text="", sources=[], model=active_model(self.settings), collection=collection,
+            question=question, text="", sources=[], model=active_model(self.settings),
+            collection=collection if isinstance(collection, str) else "+".join(dict.fromkeys(collection)),
             retrieved=[_source(i, d, s) for i, (d, s) in enumerate(zip(documents, similarities), 1)], timings=timings,
         )
         if documents:

@@ -231,6 +231,7 @@ def slack(
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
 
+    from bots.channel_rules import RulesError
     from bots.slack_app import EVENTS_PATH, SlackBot, http_server, serve_socket_mode
     from feedback.store import FeedbackStore
     from pipeline.querying import AnswerService
@@ -238,8 +239,8 @@ def slack(
     service = AnswerService(settings)
     try:
         bot = SlackBot(settings, service, FeedbackStore.from_settings(settings))
-    except (BoltError, SlackApiError, OSError) as exc:  # a rejected token, Slack unreachable
-        _fail(f"could not start the Slack bot: {exc}")
+    except (BoltError, SlackApiError, OSError, RulesError) as exc:  # a rejected token, Slack unreachable, bad rules
+        _fail(f"could not start the Slack bot: {exc}", code=2 if isinstance(exc, RulesError) else 1)
     _health_listener(settings, service)
     _stop_on_sigterm()
     try:
@@ -288,6 +289,7 @@ def discord(ctx: typer.Context) -> None:
     """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
     if ctx.invoked_subcommand is not None:
         return
+    from bots.channel_rules import RulesError
     from bots.discord_app import DiscordSetupError, run_bot
     from bots.health import HealthListenerError
     from core.errors import TeambotError
@@ -296,7 +298,7 @@ def discord(ctx: typer.Context) -> None:
     _stop_on_sigterm()
     try:
         run_bot(settings)
-    except (DiscordSetupError, HealthListenerError, TeambotError) as exc:
+    except (DiscordSetupError, HealthListenerError, TeambotError, RulesError) as exc:
         _fail(str(exc), code=2)
 
 
@@ -336,14 +338,16 @@ def db_upgrade() -> None:
 
 @feedback_app.command("stats")
 def feedback_stats(as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON.")) -> None:
-    """Counts of answers, 👍 and 👎 by model."""
+    """Counts of answers, 👍 and 👎 by model, and of hand-offs to people."""
     from dataclasses import asdict
 
     from feedback.store import FeedbackStore
 
-    stats = FeedbackStore.from_settings(_settings()).stats()
+    store = FeedbackStore.from_settings(_settings())
+    stats, handoffs = store.stats(), store.handoff_stats()
     if as_json:
-        typer.echo(json.dumps([asdict(s) for s in stats], indent=2))
+        typer.echo(json.dumps({"models": [asdict(s) for s in stats],
+                               "handoffs": {**asdict(handoffs), "waiting": handoffs.waiting}}, indent=2))
         return
     if not stats:
         typer.echo("No answers recorded yet.")
@@ -357,6 +361,27 @@ def feedback_stats(as_json: bool = typer.Option(False, "--json", help="Print the
             f"{'total':<{width}}  {sum(s.answers for s in stats):>7}  {sum(s.up for s in stats):>7}  "
             f"{sum(s.down for s in stats):>7}"
         )
+    if handoffs.requested:
+        median = handoffs.median_minutes_to_resolve
+        typer.echo(
+            f"\nhand-offs to people: {handoffs.requested} asked, {handoffs.resolved} resolved, {handoffs.waiting} waiting"
+            + (f" (median {median:.1f} min to resolve)" if median is not None else "")
+        )
+
+
+@app.command("rules")
+def rules_check(path: Path = typer.Argument(..., help="A channel rules file (TOML).")) -> None:
+    """Check a channel rules file and print the rule of each channel in it."""
+    from bots.channel_rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(path)
+    except RulesError as exc:
+        _fail(str(exc), code=2)
+    for key, rule in [("default", rules.default), *rules.channels.items()]:
+        changed = rule.model_dump(exclude_defaults=True)
+        described = ", ".join(f"{k}={v!r}" for k, v in changed.items()) or "as the defaults"
+        typer.echo(f"{key}: {described}")
 
 
 @feedback_app.command("export")

@@ -6,9 +6,13 @@ the messages it created so edits and follow-ups behave. It refuses what Discord 
 message content over 2,000 characters (50035), a reply to a deleted message unless the
 reference says `fail_if_not_exists: false` (50035), an interaction answered after 3 s (10062)
 or twice (40060), a follow-up before the interaction was answered or 15 minutes after it
-(10015 / 50027), a bot token it does not know (401); and `limit()` makes a route answer 429
-with `retry_after` and its bucket headers, so discord.py's own rate-limit handling runs. The
-gateway side builds event
+(10015 / 50027), a bot token it does not know (401), a message to a channel it does not know
+(10003), a DM opened with a user it does not know (10013) or sent to a bot (50007), a reply to or
+channel edit of an ephemeral message (which only exist for their interaction); and `limit()`
+makes a route answer 429 with `retry_after` and its bucket headers, so discord.py's own
+rate-limit handling runs. A message the bot posts pings (`mentions`, `mention_roles`) only whom
+its `allowed_mentions` let it, as Discord computes them. Guild channels, roles and members' roles
+are added with `add_channel`, `add_role` and `add_user`. The gateway side builds event
 payloads (MESSAGE_CREATE, INTERACTION_CREATE, MESSAGE_REACTION_ADD, GUILD_CREATE, …) that
 tests hand to discord.py's own `ConnectionState` parsers, so discord.py builds its models and
 dispatches to the bot exactly as it does for a live gateway.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -43,6 +48,7 @@ def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Resp
 CONTENT_LIMIT = 2000  # characters of message content
 INTERACTION_DEADLINE = 3.0  # seconds to answer an interaction
 FOLLOWUP_LIFETIME = 15 * 60  # seconds an interaction token takes follow-ups
+EPHEMERAL = 1 << 6  # message flag: only the interaction's user sees it
 
 
 class DiscordError(Exception):
@@ -65,8 +71,10 @@ def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict:
     }
 
 
-def member_payload(user: dict | None = None) -> dict:
-    data = {"roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0, "nick": None}
+def member_payload(user: dict | None = None, roles: list[int] = ()) -> dict:
+    data = {
+        "roles": [str(r) for r in roles], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0, "nick": None,
+    }
     if user is not None:
         data["user"] = user
     return data
@@ -103,6 +111,14 @@ class DiscordStandIn:
     def __post_init__(self) -> None:
         base = discord.utils.time_snowflake(datetime.now(timezone.utc))
         self._ids = itertools.count(base)
+        self.users: dict[int, dict] = {}  # every user Discord knows: those that wrote, clicked or were added
+        self.member_roles: dict[int, list[int]] = {}  # user → role ids in the guild
+        self.roles: dict[int, str] = {}  # the guild's roles beside @everyone
+        self.channels: dict[int, dict] = {self.channel_id: {"name": "general", "type": 0}}
+        self.dm_channels: dict[int, int] = {}  # DM channel → its recipient
+        for user in (self.bot_user, self.human, self.other_bot):
+            self._know(user)
+        self.dm_channels[self.dm_channel_id] = self.user_id
         self._runner: web.AppRunner | None = None
         self._limits: dict[str, list] = {}  # route prefix → [requests left to refuse, retry_after]
         self.clock_offset = 0.0  # seconds added to the real clock (to age interaction tokens)
@@ -133,6 +149,32 @@ class DiscordStandIn:
 
     def mention(self) -> str:
         return f"<@{self.bot_id}>"
+
+    def _know(self, user: dict) -> dict:
+        self.users.setdefault(int(user["id"]), user)
+        return user
+
+    def add_user(self, user_id: int, name: str, *, roles: list[int] = (), bot: bool = False) -> dict:
+        """A guild member (with roles); returns the user payload to write or click as."""
+        self.member_roles[user_id] = list(roles)
+        return self._know(user_payload(user_id, name, bot=bot))
+
+    def add_role(self, name: str, role_id: int | None = None) -> int:
+        role_id = role_id or self.snowflake()
+        self.roles[role_id] = name
+        return role_id
+
+    def add_channel(self, name: str, channel_id: int | None = None) -> int:
+        """A text channel of the guild (add them before logging in: they arrive with GUILD_CREATE)."""
+        channel_id = channel_id or self.snowflake()
+        self.channels[channel_id] = {"name": name, "type": 0}
+        return channel_id
+
+    def _member(self, user: dict) -> dict:
+        return member_payload(None, self.member_roles.get(int(user["id"]), []))
+
+    def dm_channel_of(self, user_id: int) -> int | None:
+        return next((c for c, u in self.dm_channels.items() if u == int(user_id)), None)
 
     # ------------------------------------------------------------------ server
 
@@ -217,11 +259,16 @@ class DiscordStandIn:
                     for c in body
                 ]
                 return self.commands
+            case "POST", ["users", "@me", "channels"]:
+                return self._open_dm(int(body.get("recipient_id") or 0))
             case "POST", ["channels", channel, "typing"]:
+                self._channel(int(channel))
                 return None
             case "POST", ["channels", channel, "messages"]:
-                return self._create_message(int(channel), body)
+                return self._create_message(self._channel(int(channel)), body)
             case "PATCH", ["channels", channel, "messages", message]:
+                if self.messages[int(message)]["flags"] & EPHEMERAL:
+                    raise KeyError(message)  # only its interaction's webhook can edit it
                 return self._edit_message(int(message), body)
             case "POST", ["channels", channel, "messages", message, "threads"]:
                 return self.thread_payload(int(message), int(channel), body.get("name", ""))
@@ -249,6 +296,38 @@ class DiscordStandIn:
         if len(body.get("content") or "") > CONTENT_LIMIT:
             raise _invalid_form("content", "BASE_TYPE_MAX_LENGTH", f"Must be {CONTENT_LIMIT} or fewer in length.")
 
+    def _channel(self, channel_id: int) -> int:
+        if channel_id not in self.channels and channel_id not in self.dm_channels:
+            raise DiscordError(404, 10003, "Unknown Channel")
+        recipient = self.dm_channels.get(channel_id)
+        if recipient is not None and self.users[recipient].get("bot"):
+            raise DiscordError(403, 50007, "Cannot send messages to this user")
+        return channel_id
+
+    def _open_dm(self, recipient: int) -> dict:
+        if recipient not in self.users:
+            raise DiscordError(404, 10013, "Unknown User")
+        channel_id = self.dm_channel_of(recipient)
+        if channel_id is None:
+            channel_id = self.snowflake()
+            self.dm_channels[channel_id] = recipient
+        return {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0,
+                "recipients": [self.users[recipient]]}
+
+    def _pinged(self, content: str, allowed: dict | None) -> dict:
+        """Whom a message the bot posts pings, as Discord decides from its allowed_mentions."""
+        allowed = {"parse": ["users", "roles", "everyone"]} if allowed is None else allowed
+        parse = allowed.get("parse", [])
+        users = [int(u) for u in re.findall(r"<@!?(\d+)>", content)]
+        roles = [int(r) for r in re.findall(r"<@&(\d+)>", content)]
+        users = [u for u in users if "users" in parse or str(u) in map(str, allowed.get("users", []))]
+        roles = [r for r in roles if "roles" in parse or str(r) in map(str, allowed.get("roles", []))]
+        return {
+            "mentions": [self.users[u] for u in dict.fromkeys(users) if u in self.users],
+            "mention_roles": [str(r) for r in dict.fromkeys(roles) if r in self.roles],
+            "mention_everyone": "everyone" in parse and "@everyone" in content,
+        }
+
     def delete_message(self, message_id: int | str) -> None:
         """Someone deleted a message (a question the bot is still answering, say)."""
         self.messages.pop(int(message_id), None)
@@ -264,10 +343,12 @@ class DiscordStandIn:
     def _create_message(self, channel_id: int, body: dict) -> dict:
         self._check_content(body)
         extra: dict[str, Any] = {"components": body.get("components") or [], "flags": body.get("flags") or 0}
+        extra |= self._pinged(body.get("content") or "", body.get("allowed_mentions"))
         if body.get("message_reference"):
             # Discord accepts snowflakes as numbers but always answers with strings.
             ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}
-            if int(ref["message_id"]) not in self.messages:
+            referenced = self.messages.get(int(ref["message_id"]))
+            if referenced is None or referenced["flags"] & EPHEMERAL:
                 if ref.get("fail_if_not_exists", True) is not False:
                     raise _invalid_form("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
                 ref = None  # posted, just not as a reply
@@ -311,9 +392,16 @@ class DiscordStandIn:
             info["original"] = int(message["id"])
             response["interaction"]["response_message_id"] = message["id"]
             response["resource"]["message"] = message
+        elif kind in (6, 7):  # a component's message, updated now (7) or later through @original (6)
+            if info["message"] is None:
+                raise DiscordError(400, 40004, "Interaction response type not valid for this interaction")
+            info["original"] = info["message"]
+            if kind == 7:
+                response["resource"]["message"] = self._edit_message(info["message"], data)
         return response
 
     def thread_payload(self, thread_id: int, parent_id: int, name: str) -> dict:
+        self.channels.setdefault(thread_id, {"name": name, "type": 11, "parent_id": parent_id})
         return {
             "id": str(thread_id), "guild_id": str(self.guild_id), "parent_id": str(parent_id),
             "owner_id": str(self.bot_id), "name": name, "type": 11, "last_message_id": None,
@@ -343,30 +431,39 @@ class DiscordStandIn:
             "id": str(self.guild_id), "name": "@everyone", "permissions": str(discord.Permissions.text().value),
             "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0,
         }
-        channel = {
-            "id": str(self.channel_id), "type": 0, "name": "general", "position": 0, "guild_id": str(self.guild_id),
-            "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": None,
-            "rate_limit_per_user": 0, "parent_id": None,
-        }
+        channels = [
+            {
+                "id": str(channel_id), "type": 0, "name": info["name"], "position": 0, "guild_id": str(self.guild_id),
+                "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": None,
+                "rate_limit_per_user": 0, "parent_id": None,
+            }
+            for channel_id, info in self.channels.items() if info["type"] == 0
+        ]
+        roles = [
+            {**everyone, "id": str(role_id), "name": name, "position": i, "permissions": "0"}
+            for i, (role_id, name) in enumerate(self.roles.items(), start=1)
+        ]
         return {
             "id": str(self.guild_id), "name": "Teambot Test", "owner_id": str(self.user_id), "member_count": 3,
             "unavailable": False, "large": False, "features": [], "emojis": [], "stickers": [],
-            "roles": [everyone], "channels": [channel], "threads": [], "members": [], "voice_states": [],
+            "roles": [everyone, *roles], "channels": channels, "threads": [], "members": [], "voice_states": [],
             "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "joined_at": _now(), "preferred_locale": "en-US",
         }
 
     def message_create(
         self, content: str, *, author: dict | None = None, channel_id: int | None = None, dm: bool = False,
-        mentions_bot: bool = False, reply_to: dict | None = None,
+        mentions_bot: bool = False, reply_to: dict | None = None, mentions: list[dict] = (),
     ) -> dict:
-        author = author or self.human
+        """A message someone wrote; `mentions`: other users it mentions (write their `<@id>` in it)."""
+        author = self._know(author or self.human)
         channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
         extra: dict[str, Any] = {}
         if not dm:
-            extra |= {"guild_id": str(self.guild_id), "member": member_payload()}
-        if mentions_bot:
-            extra["mentions"] = [self.bot_user if dm else {**self.bot_user, "member": member_payload()}]
+            extra |= {"guild_id": str(self.guild_id), "member": self._member(author)}
+        mentioned = [*([self.bot_user] if mentions_bot else []), *mentions]
+        if mentioned:
+            extra["mentions"] = [u if dm else {**u, "member": self._member(u)} for u in mentioned]
         if reply_to is not None:
             extra |= {
                 "type": 19, "referenced_message": reply_to,
@@ -404,8 +501,11 @@ class DiscordStandIn:
         token = secrets.token_urlsafe(24)
         interaction_id = self.snowflake()
         channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
+        self._know(user)
+        component_message = extra.get("message")
         self.interactions[token] = {"channel_id": channel_id, "type": kind, "original": None, "created": self.now(),
-                                    "responded": False, "answered_after": None}
+                                    "responded": False, "answered_after": None,
+                                    "message": int(component_message["id"]) if component_message else None}
         payload = {
             "id": str(interaction_id), "application_id": str(self.app_id), "type": kind, "data": data,
             "token": token, "version": 1, "locale": "en-US", "app_permissions": str(discord.Permissions.text().value),
@@ -418,24 +518,28 @@ class DiscordStandIn:
             }
         else:
             payload |= {
-                "guild_id": str(self.guild_id), "guild_locale": "en-US", "member": {**member_payload(user), "permissions": "0"},
+                "guild_id": str(self.guild_id), "guild_locale": "en-US",
+                "member": {**self._member(user), "user": user, "permissions": "0"},
                 "context": 0, "authorizing_integration_owners": {"0": str(self.guild_id)},
                 "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
                 "channel": {
-                    "id": str(channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
-                    "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
+                    "id": str(channel_id), "type": 0, "name": self.channels.get(channel_id, {}).get("name", "general"),
+                    "guild_id": str(self.guild_id), "position": 0, "permission_overwrites": [], "nsfw": False,
+                    "parent_id": None,
                 },
             }
         return payload
 
-    def slash_command(self, name: str, **options: str) -> dict:
+    def slash_command(
+        self, name: str, *, user: dict | None = None, channel_id: int | None = None, **options: str
+    ) -> dict:
         command = next(c for c in self.commands if c["name"] == name)
         data = {
             "id": command["id"], "name": name, "type": 1,
             "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()],
             **({"guild_id": command["guild_id"]} if "guild_id" in command else {}),
         }
-        return self._interaction(2, data, user=None, channel_id=None, dm=False)
+        return self._interaction(2, data, user=user, channel_id=channel_id, dm=False)
 
     def button_click(self, message: dict, custom_id: str, *, user: dict | None = None) -> dict:
         dm = "guild_id" not in message and int(message["channel_id"]) == self.dm_channel_id

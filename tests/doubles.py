@@ -88,4 +88,9 @@ class ScriptedAnswers(AnswerService):
                 on_token(piece)
             time.sleep(self.delay)
         return Answer(question=question, text="".join(pieces), sources=list(self.sources), model="scripted",
-                      collection=collection or self.settings.collection, retrieved=list(self.sources))
+                      collection=_collection_name(collection or self.settings.collection),
+                      retrieved=list(self.sources))
+
+
+def _collection_name(collection: str | Sequence[str]) -> str:
+    return collection if isinstance(collection, str) else "+".join(collection)

@@ -10,6 +10,9 @@ messages the bot posted, and it refuses what Slack refuses, with Slack's errors:
   STREAM_LIFETIME s after it started), 12,000 characters of markdown a call and a message;
 - unknown message ts: `message_not_found`; `views.open` with a trigger id older than 3 s:
   `expired_trigger_id` (trigger ids come from `issue_trigger`, as Slack's come with a click);
+- ephemeral messages are kept apart (only their user sees them; no ts to edit or react to); a
+  click on one carries no `message`, and only its `response_url` can delete or replace it;
+- user groups (`usergroups.users.list`): unknown ids are `no_such_subteam`;
 - rate limits per method and workspace, by Slack's tiers (chat.postMessage: about one a second
   per channel), answered with HTTP 429, `ratelimited` and a Retry-After header.
 It also plays the other side of the conversation: `signed` builds Events API, slash command and
@@ -53,7 +56,7 @@ TIER = {1: 1, 2: 20, 3: 50, 4: 100}
 METHOD_TIERS = {
     "chat.startStream": 2, "chat.stopStream": 2, "chat.appendStream": 4, "chat.update": 3, "chat.delete": 3,
     "chat.postEphemeral": 4, "views.open": 4, "assistant.threads.setStatus": 4,
-    "assistant.threads.setTitle": 4, "assistant.threads.setSuggestedPrompts": 4,
+    "assistant.threads.setTitle": 4, "assistant.threads.setSuggestedPrompts": 4, "usergroups.users.list": 2,
 }
 POST_MESSAGE_PER_CHANNEL = 60  # "one message per second per channel, short bursts allowed"
 
@@ -80,6 +83,15 @@ class Message:
     started: float = 0.0
     deleted: bool = False
     via: str = "chat.postMessage"
+    user: str | None = None  # an ephemeral message: the one person who sees it
+
+    def button(self, action_id: str) -> dict | None:
+        """The button with this action id in the message's `actions` blocks."""
+        for block in self.blocks:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("action_id") == action_id:
+                    return element
+        return None
 
     @property
     def answer_id(self) -> str | None:
@@ -194,6 +206,8 @@ class SlackStandIn:
         self.socket_mode: SocketModeStandIn | None = None  # set to accept Socket Mode connections
         self.messages: dict[tuple[str, str], Message] = {}
         self.status: dict[tuple[str, str], str] = {}  # (channel, thread) → the status shown now
+        self.ephemeral: dict[tuple[str, str], Message] = {}  # (channel, message_ts) → an ephemeral message
+        self.usergroups: dict[str, list[str]] = {}  # user group id → its members
         self._fail_next: dict[str, list[tuple[str, float | None]]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._changed = threading.Condition()
@@ -263,9 +277,16 @@ class SlackStandIn:
             return [m for m in self.messages.values()
                     if m.channel == channel and m.thread_ts == thread_ts and not m.deleted]
 
+    def ephemerals(self, user: str, channel: str | None = None) -> list[Message]:
+        """What `user` was shown privately (in `channel`), oldest first, deleted ones gone."""
+        with self._changed:
+            return [m for m in self.ephemeral.values()
+                    if m.user == user and (channel is None or m.channel == channel) and not m.deleted]
+
     def reset(self) -> None:
         with self._changed:
             self.calls.clear()
+            self.ephemeral.clear()
             self.errors.clear()
             self.hooks.clear()
             self._fail_next.clear()
@@ -288,6 +309,8 @@ class SlackStandIn:
 
     def _answer(self, method: str, args: dict) -> tuple[int, dict, float | None]:
         """(HTTP status, body, Retry-After) of a call; called with the lock held."""
+        if method.startswith("response_url/respond/"):
+            return self._respond(method.removeprefix("response_url/respond/"), args)
         if method.startswith("response_url"):
             return 200, {"ok": True}, None
         if method == "apps.connections.open":  # Socket Mode: the app-level token asks where to connect
@@ -371,7 +394,33 @@ class SlackStandIn:
             return "user_not_found"
         if error := self._message_error(args):
             return error
-        return {"message_ts": self._next_ts()}
+        blocks = args.get("blocks") or []
+        markdown = "\n".join(b["text"] for b in blocks if b.get("type") == "markdown")
+        message = Message(args["channel"], self._next_ts(), args.get("thread_ts"), text=markdown or args.get("text") or "",
+                          blocks=blocks, via="chat.postEphemeral", user=args["user"])
+        self.ephemeral[(message.channel, message.ts)] = message
+        return {"message_ts": message.ts}
+
+    def _respond(self, target: str, args: dict) -> tuple[int, dict, float | None]:
+        """A POST to the response_url of a click on an ephemeral message."""
+        channel, _, ts = target.partition("/")
+        message = self.ephemeral.get((channel, ts))
+        if message is None or message.deleted:
+            return 404, {"ok": False, "error": "expired_url"}, None
+        if args.get("delete_original") in (True, "true"):
+            message.deleted = True
+        elif args.get("replace_original") in (True, "true"):
+            if error := self._message_error({**args, "channel": channel}):
+                return 400, {"ok": False, "error": error}, None
+            message.text, message.blocks = args.get("text") or "", args.get("blocks") or []
+        else:
+            self._chat_postEphemeral({**args, "channel": channel, "user": message.user, "thread_ts": message.thread_ts})
+        return 200, {"ok": True}, None
+
+    def _usergroups_users_list(self, args: dict):
+        if args.get("usergroup") not in self.usergroups:
+            return "no_such_subteam"
+        return {"users": list(self.usergroups[args["usergroup"]])}
 
     def _chat_startStream(self, args: dict):
         channel = args.get("channel")
@@ -631,6 +680,19 @@ def direct_message(text: str, *, user: str = "U0ALICE", channel: str = "D0ALICE"
             "channel": channel, "team": TEAM, **extra}
 
 
+def channel_message(text: str, *, user: str | None = "U0ALICE", channel: str = "C0GENERAL", bot_id: str | None = None,
+                    **extra) -> dict:
+    """A plain message in a channel (message.channels); with `bot_id`, one another app posted."""
+    ts = _message_ts()
+    event = {"type": "message", "channel_type": "channel", "text": text, "ts": ts, "event_ts": ts,
+             "channel": channel, "team": TEAM, **extra}
+    if user:
+        event["user"] = user
+    if bot_id:
+        event |= {"bot_id": bot_id, "subtype": "bot_message"} if not user else {"bot_id": bot_id}
+    return event
+
+
 _message_counter = itertools.count(1)
 
 
@@ -670,6 +732,22 @@ def feedback_click(message: Message, vote: str = "up", *, user: str = "U0ALICE")
                            user=user, thread_ts=message.thread_ts)
     payload["actions"] = [{"type": "feedback_buttons", "action_id": element["action_id"], "block_id": block["block_id"],
                            "value": button["value"], "text": button["text"], "action_ts": str(time.time())}]
+    return payload
+
+
+def button_click(standin: SlackStandIn, message: Message, action_id: str, *, user: str = "U0ALICE") -> dict:
+    """A click on a button of a message the bot posted, as Slack sends it: for an ephemeral
+    message no `message`, and a response_url that reaches only that message."""
+    button = message.button(action_id)
+    assert button is not None, f"no {action_id} button on {message.text[:80]!r}"
+    payload = block_action(action_id, button["value"], message_ts=message.ts, channel=message.channel, user=user,
+                           thread_ts=message.thread_ts)
+    if message.user is not None:
+        del payload["message"]
+        payload["container"]["is_ephemeral"] = True
+        payload["response_url"] = f"{standin.url}/respond/{message.channel}/{message.ts}"
+    else:
+        payload["message"]["blocks"] = message.blocks
     return payload
 
 

@@ -211,3 +211,48 @@ def test_a_database_left_by_the_previous_schema_is_upgraded_without_loss(store_u
     again = CliRunner().invoke(app, ["db", "upgrade"])
     assert again.exit_code == 0 and "already up to date" in again.output
     store.engine.dispose()
+
+
+def test_a_handoff_opens_once_resolves_once_and_a_reminder_is_sent_once_across_replicas(store, store_url):
+    from feedback.store import UnknownAnswer
+
+    answer_id = _answer(store)
+    replica = FeedbackStore(store_url, user_salt="test")  # another bot process on the same database
+    opened: list[bool] = []
+    clicks = [threading.Thread(target=lambda s=s, n=n: opened.append(
+        s.request_handoff(answer_id, platform="slack", user_id=f"U{n}")[1])) for n, s in enumerate([store, replica] * 4)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join()
+    assert sorted(opened) == [False] * 7 + [True]  # eight clicks at once: one hand-off
+    handoff = store.request_handoff(answer_id, platform="slack", user_id="U0ASKER")[0]
+    assert [store.resolve_handoff(handoff.id, platform="slack", user_id="U0MARIA"),
+            replica.resolve_handoff(handoff.id, platform="slack", user_id="U0IGOR")] == [True, False]
+    done = replica.get_handoff(handoff.id)
+    assert done.resolved_by == store.user_hash("slack", "U0MARIA") and done.resolved_at >= done.requested_at
+    stats = store.handoff_stats()
+    assert (stats.requested, stats.resolved, stats.waiting) == (1, 1, 0) and stats.median_minutes_to_resolve >= 0
+    assert replica.request_handoff(answer_id, platform="slack", user_id="U0ASKER")[1]  # asked again: open again
+    assert store.handoff_stats().waiting == 1
+    with pytest.raises(UnknownAnswer):
+        store.request_handoff("no-such-answer", platform="slack", user_id="U0ASKER")
+
+    assert [store.claim_reminder(answer_id), replica.claim_reminder(answer_id)] == [True, False]
+    voted = _answer(store)
+    store.rate(voted, platform="slack", user_id="U0ASKER", value=1)
+    assert not replica.claim_reminder(voted)  # a vote came first: no reminder
+    replica.engine.dispose()
+
+
+def test_an_event_is_taken_once_across_replicas_and_again_once_its_memory_expired(store, store_url):
+    import time
+    from datetime import timedelta
+
+    replica = FeedbackStore(store_url, user_salt="test")
+    hour = timedelta(hours=1)
+    assert [store.claim_event("slack", "Ev1", ttl=hour), replica.claim_event("slack", "Ev1", ttl=hour)] == [True, False]
+    assert replica.claim_event("slack", "Ev2", ttl=hour) and replica.claim_event("discord", "Ev1", ttl=hour)
+    time.sleep(0.05)
+    assert store.claim_event("slack", "Ev1", ttl=timedelta(milliseconds=10))  # forgotten: a new delivery
+    replica.engine.dispose()

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.answer import Turn
-from core.errors import InvalidQuestion, KnowledgeBaseUnavailable
+from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, NoDocuments
 from pipeline.prompts import ABSTAIN
 from teambot.cli import app
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
@@ -126,6 +126,19 @@ def test_collections_keep_teams_apart(services, handbook, tmp_path):
         assert [Path(d.meta["source"]).name for d in sales_docs] == ["sales.md"]
         handbook_docs, _, _ = handbook.service.retrieve(question, handbook.collection)
         assert "sales.md" not in [Path(d.meta["source"]).name for d in handbook_docs]
+
+        # A channel whose rule searches both (and one that does not exist): the best of all, in order.
+        both, similarities, _ = handbook.service.retrieve(question, [handbook.collection, sales, "NoSuchTeam"])
+        assert Path(both[0].meta["source"]).name == "sales.md"
+        assert similarities == sorted(similarities, reverse=True) and len(both) <= services.top_k
+        expenses = "Which tool do expense claims go in?"
+        both, _, _ = handbook.service.retrieve(expenses, [sales, handbook.collection])
+        assert Path(both[0].meta["source"]).name == "expenses.md"
+        answer = handbook.service.ask(question, collection=(sales, handbook.collection))
+        assert answer.collection == f"{sales}+{handbook.collection}" and "17" in answer.text
+        # Nothing indexed under a name: that is what the user is told, not that the servers are down.
+        with pytest.raises(NoDocuments):
+            handbook.service.retrieve(question, ["NoSuchTeam", "NorThisOne"])
     finally:
         drop_collection(services, sales)
 

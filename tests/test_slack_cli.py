@@ -53,11 +53,37 @@ def test_feedback_stats_prints_answers_and_votes_by_model(tmp_path):
     rows = [line.split() for line in result.output.splitlines()[1:]]
     assert rows == [["teambot-dev", "2", "2", "1"], ["teambot-ft-1", "1", "1", "0"], ["total", "3", "3", "1"]]
 
-    as_json = runner.invoke(app, ["feedback", "stats", "--json"], env=env)
-    assert json.loads(as_json.output) == [
-        {"model": "teambot-dev", "answers": 2, "up": 2, "down": 1},
+    # Hand-offs to people: asked, resolved, still waiting.
+    for n, answer_id in enumerate([changed, _record(store, "teambot-dev", [])]):
+        handoff, _ = store.request_handoff(answer_id, platform="slack", user_id=f"U{n}")
+    store.resolve_handoff(handoff.id, platform="slack", user_id="U0MARIA")
+    result = runner.invoke(app, ["feedback", "stats"], env=env)
+    assert "hand-offs to people: 2 asked, 1 resolved, 1 waiting (median 0.0 min to resolve)" in result.output
+
+    as_json = json.loads(runner.invoke(app, ["feedback", "stats", "--json"], env=env).output)
+    assert as_json["models"] == [
+        {"model": "teambot-dev", "answers": 3, "up": 2, "down": 1},
         {"model": "teambot-ft-1", "answers": 1, "up": 1, "down": 0},
     ]
+    assert as_json["handoffs"] == {"requested": 2, "resolved": 1, "waiting": 1,
+                                   "median_minutes_to_resolve": as_json["handoffs"]["median_minutes_to_resolve"]}
+
+
+def test_rules_checks_a_rules_file_and_a_bot_will_not_start_on_a_bad_one(tmp_path):
+    from tests.conftest import ROOT
+
+    result = runner.invoke(app, ["rules", str(ROOT / "examples" / "channel-rules.toml")])
+    assert result.exit_code == 0, result.output
+    assert "C0FINANCE: allowed_groups=('S0FINANCE',), citations_required=True, private=True" in result.output
+
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[channels.C0HELP]\nrespond_to = "everything"\n')
+    result = runner.invoke(app, ["rules", str(bad)])
+    assert result.exit_code == 2 and 'channels."C0HELP"' in result.output and "respond_to" in result.output
+    env = {"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_CHANNEL_RULES": str(bad), "TEAMBOT_SLACK_BOT_TOKEN": "xoxb-1",
+           "TEAMBOT_SLACK_APP_TOKEN": "xapp-1", "TEAMBOT_HEALTH_PORT": "0"}
+    started = runner.invoke(app, ["slack"], env=env)
+    assert started.exit_code == 2 and "respond_to" in started.output
 
 
 def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
@@ -68,7 +94,7 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
     manifest = yaml.safe_load((ROOT / "docker" / "slack-manifest.yaml").read_text())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
         "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
-        "im:history", "reactions:read",
+        "im:history", "reactions:read", "usergroups:read",
     }
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention", "assistant_thread_started", "message.channels", "message.groups", "message.im",

@@ -1,0 +1,195 @@
+""""I need more help" on Discord: hand a question on to the channel's experts, and mark it resolved.
+
+The button under an answer opens a hand-off in the FeedbackStore (one per answer; a second click
+while it waits is told so) and posts, where the answer is, a message that tags the experts of the
+channel's rule (bots.channel_rules: `expert_users`, `expert_groups` as role ids), quotes the
+question and lists the answer's sources. Only the people and roles tagged are pinged: the client
+pings nobody by default. "Mark resolved" on that message may be used by the asker or an expert;
+it then says who resolved it, and the button goes. Both buttons are `DynamicItem`s whose
+custom_id carries the answer or hand-off id, so they work in any bot process, also after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import discord
+
+from bots.channel_rules import ChannelRule
+from bots.discord_reply import MESSAGE_LIMIT, PLATFORM, quote_question, source_line
+from core import metrics
+from feedback.store import FeedbackStore, UnknownAnswer
+
+log = logging.getLogger(__name__)
+
+HANDOFF_TEMPLATE = r"teambot:handoff:(?P<answer>[0-9a-f]+)"
+RESOLVE_TEMPLATE = r"teambot:resolve:(?P<handoff>[0-9]+)"
+
+HANDOFF_SENT = "I've asked the experts to help; they'll reply here."
+ALREADY_WAITING = "Help has been asked for already; the experts will reply here."
+NO_EXPERTS = "Sorry, nobody is set up to help in this channel yet."
+UNKNOWN = "I no longer have that answer on record."
+HANDOFF_FAILED = "Sorry, I couldn't reach the experts right now. Please try again shortly."
+WAITING = "⏳ Waiting for help."
+NOT_YOURS = "Only the person who asked or one of the experts can mark this resolved."
+ALREADY_RESOLVED = "This was marked resolved already."
+
+
+class HandoffButton(discord.ui.DynamicItem[discord.ui.Button], template=HANDOFF_TEMPLATE):
+    def __init__(self, answer_id: str) -> None:
+        self.answer_id = answer_id
+        super().__init__(discord.ui.Button(
+            emoji="🙋", label="I need more help", style=discord.ButtonStyle.secondary,
+            custom_id=f"teambot:handoff:{answer_id}",
+        ))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(match["answer"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await request_help(interaction, self.answer_id)
+
+
+class ResolveButton(discord.ui.DynamicItem[discord.ui.Button], template=RESOLVE_TEMPLATE):
+    def __init__(self, handoff_id: int) -> None:
+        self.handoff_id = handoff_id
+        super().__init__(discord.ui.Button(
+            emoji="✅", label="Mark resolved", style=discord.ButtonStyle.success,
+            custom_id=f"teambot:resolve:{handoff_id}",
+        ))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(int(match["handoff"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await resolve(interaction, self.handoff_id)
+
+
+def handoff_view(answer_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(HandoffButton(answer_id))
+    return view
+
+
+def resolve_view(handoff_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResolveButton(handoff_id))
+    return view
+
+
+# ---------------------------------------------------------------- rules and people
+
+
+def role_ids(user: discord.abc.User) -> frozenset[str]:
+    """The user's Discord role ids as strings (none outside a guild)."""
+    return frozenset(str(role.id) for role in getattr(user, "roles", ()))
+
+
+def rule_of_answer(client, record, channel_id: int | None) -> ChannelRule:
+    """The rule of the channel (or thread) an answer was given in."""
+    return client.conversations.rule_for(channel_id, record.channel, record.workspace)
+
+
+def expert_mentions(rule: ChannelRule) -> tuple[str, discord.AllowedMentions]:
+    """The experts tagged (`<@user> <@&role>`) and mentions that ping exactly those."""
+    users = [int(u) for u in rule.expert_users if u.isdigit()]  # Slack ids may share the file
+    roles = [int(r) for r in rule.expert_groups if r.isdigit()]
+    tags = " ".join([*(f"<@{u}>" for u in users), *(f"<@&{r}>" for r in roles)])
+    allowed = discord.AllowedMentions(
+        everyone=False, users=[discord.Object(u) for u in users] or False,
+        roles=[discord.Object(r) for r in roles] or False, replied_user=False,
+    )
+    return tags, allowed
+
+
+def handoff_text(tags: str, asker_id: int, answer) -> str:
+    """The hand-off message: who is asked, the question, the answer's sources, its status (last line)."""
+    head = f"🙋 {tags} <@{asker_id}> needs more help with:\n{quote_question(answer.question)}"
+    sources = "\n".join(["**Sources of my answer**", *(source_line(s) for s in answer.sources)])
+    if not answer.sources:
+        sources = "My answer cited no sources."
+    room = MESSAGE_LIMIT - len(head) - len(WAITING) - 2
+    if len(sources) > room:
+        sources = sources[: room - 1] + "…"
+    return f"{head}{sources}\n{WAITING}"
+
+
+def resolved_text(text: str, user_id: int) -> str:
+    """The hand-off message once resolved: its status line replaced."""
+    body = text[: text.rfind("\n")] if "\n" in text else text
+    return f"{body}\n✅ Resolved by <@{user_id}>."
+
+
+# ---------------------------------------------------------------- the buttons
+
+
+async def request_help(interaction: discord.Interaction, answer_id: str) -> None:
+    """"I need more help": open a hand-off and tag the experts where the answer is."""
+    await interaction.response.defer(ephemeral=True, thinking=True)  # Discord's 3 s, before the database
+    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
+    try:
+        note = await _hand_off(interaction, store, answer_id)
+    except Exception:
+        log.exception("could not hand off answer %s", answer_id)
+        note = HANDOFF_FAILED
+    await interaction.followup.send(note, ephemeral=True)
+
+
+async def _hand_off(interaction: discord.Interaction, store: FeedbackStore, answer_id: str) -> str:
+    answer = await asyncio.to_thread(store.shown_answer, answer_id)
+    record = await asyncio.to_thread(store.get_answer, answer_id)
+    if answer is None or record is None:
+        return UNKNOWN
+    rule = rule_of_answer(interaction.client, record, interaction.channel_id)
+    tags, allowed = expert_mentions(rule)
+    if not tags:  # none, or only Slack ones
+        return NO_EXPERTS
+    try:
+        handoff, opened = await asyncio.to_thread(
+            store.request_handoff, answer_id, platform=PLATFORM, user_id=str(interaction.user.id)
+        )
+    except UnknownAnswer:
+        return UNKNOWN
+    if not opened:
+        return ALREADY_WAITING
+    source = interaction.message
+    # Under the answer when it is a message everyone sees; an ephemeral one cannot be replied to.
+    reference = source.to_reference(fail_if_not_exists=False) if source and not source.flags.ephemeral else None
+    try:
+        posted = await interaction.channel.send(  # type: ignore[union-attr]
+            handoff_text(tags, interaction.user.id, answer), view=resolve_view(handoff.id),
+            allowed_mentions=allowed, reference=reference,
+        )
+    except discord.HTTPException:
+        await asyncio.to_thread(store.cancel_handoff, handoff.id)  # so that the next click tries again
+        raise
+    await asyncio.to_thread(store.set_handoff_message, handoff.id, str(posted.id))
+    metrics.observe_handoff(PLATFORM, "requested")
+    return HANDOFF_SENT
+
+
+async def resolve(interaction: discord.Interaction, handoff_id: int) -> None:
+    """"Mark resolved", by the asker or an expert: the hand-off message then says who resolved it."""
+    await interaction.response.defer()  # an update of the hand-off message, within Discord's 3 s
+    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
+    user = interaction.user
+    handoff = await asyncio.to_thread(store.get_handoff, handoff_id)
+    record = await asyncio.to_thread(store.get_answer, handoff.answer_id) if handoff else None
+    if handoff is None or record is None:
+        await interaction.followup.send(UNKNOWN, ephemeral=True)
+        return
+    rule = rule_of_answer(interaction.client, record, interaction.channel_id)
+    me = store.user_hash(PLATFORM, str(user.id))
+    if me not in (record.user_hash, handoff.requested_by) and not rule.is_expert(str(user.id), role_ids(user)):
+        await interaction.followup.send(NOT_YOURS, ephemeral=True)
+        return
+    if not await asyncio.to_thread(store.resolve_handoff, handoff_id, platform=PLATFORM, user_id=str(user.id)):
+        await interaction.followup.send(ALREADY_RESOLVED, ephemeral=True)
+        return
+    metrics.observe_handoff(PLATFORM, "resolved")
+    text = interaction.message.content if interaction.message else WAITING
+    await interaction.edit_original_response(content=resolved_text(text, user.id), view=None)
