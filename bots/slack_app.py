@@ -107,7 +107,7 @@ class SlackBot:
             token = secret_value(settings.slack_bot_token)
             if not token:
                 raise SlackConfigError("TEAMBOT_SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
-            client = WebClient(token=token)
+            client = WebClient(token=token, base_url=settings.slack_api_url)
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
         # Without a signing secret, a random one: no HTTP request can pass verification (Socket
         # Mode requests are not signed and do not need it); slack_sdk refuses a blank one.

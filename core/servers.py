@@ -7,8 +7,10 @@ path can probe a server without importing the code that builds and starts them.
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import ollama
@@ -72,3 +74,29 @@ def has_model(client: ollama.Client, name: str) -> bool:
     """Whether the Ollama server behind `client` has the model `name` (with or without `:latest`)."""
     wanted = {name, f"{name}:latest"}
     return any(m.model in wanted for m in client.list().models)
+
+
+# Several Ollama servers behind one URL (`teambot services up --ollama-replicas N`): replica i
+# (1…N) answers on the i-th port after TEAMBOT_OLLAMA_URL's, where a balancer listens, and has a
+# pid file data_dir/run/ollama-<i>.pid while teambot runs it.
+_REPLICA_PID = re.compile(r"ollama-(\d+)\.pid")
+
+
+def ollama_replica_urls(settings: Settings) -> list[str]:
+    """The Ollama servers behind the balancer at ollama_url: TEAMBOT_OLLAMA_REPLICAS of them, or as
+    many as `services up --ollama-replicas` started with this data dir; [] for a single server."""
+    count = settings.ollama_replicas
+    if count == 1:
+        pid_files = (settings.data_dir / "run").glob("ollama-*.pid")
+        count = max((int(m[1]) for p in pid_files if (m := _REPLICA_PID.fullmatch(p.name))), default=1)
+    if count == 1:
+        return []
+    url = urlsplit(settings.ollama_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 11434
+    return [f"{url.scheme}://{host}:{port + i}" for i in range(1, count + 1)]
+
+
+def ollama_model_urls(settings: Settings) -> list[str]:
+    """Where a model is created so that every server answering at ollama_url has it: each replica
+    (directly, not through the balancer, which would reach one), or the one server."""
+    return ollama_replica_urls(settings) or [settings.ollama_url]

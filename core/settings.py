@@ -69,6 +69,18 @@ class Settings(BaseSettings):
             "networks: Weaviate's gRPC port listens on every interface."
         ),
     )
+    weaviate_peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The other nodes of a Weaviate cluster, comma-separated REST URLs (`?grpc=PORT` where a node's "
+        "gRPC port is not TEAMBOT_WEAVIATE_GRPC_PORT); searches and writes move to a live one when theirs dies.",
+    )
+    weaviate_replication_factor: int = Field(
+        1, ge=1, le=15, description="Copies of each collection teambot creates (one per node; 3 survives a node down).",
+    )
+    weaviate_shards: int = Field(1, ge=1, le=64, description="Shards of each collection teambot creates.")
+    weaviate_consistency: Literal["ONE", "QUORUM", "ALL"] = Field(
+        "QUORUM", description="Replicas that must answer each search and write (with one copy, all levels are alike).",
+    )
     collection: str = Field("TeambotDocs", description="Default Weaviate collection.")
     channel_collections: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
@@ -83,6 +95,12 @@ class Settings(BaseSettings):
     # --- Ollama ---
     ollama_url: str = Field("http://127.0.0.1:11434", description="Ollama endpoint.")
     ollama_version: str = Field("v0.24.0", description="Ollama tag built by `services up`.")
+    ollama_replicas: int = Field(
+        1, ge=1, le=8, description="Ollama servers `services up` starts; more than one: behind haproxy at ollama_url.",
+    )
+    ollama_num_parallel: int = Field(
+        0, ge=0, le=64, description="Requests each Ollama server generates at once (OLLAMA_NUM_PARALLEL); 0: Ollama's default.",
+    )
     model: str = Field(
         DEV_MODEL,
         description=f"Chat model served by Ollama; `{PRODUCTION_MODEL}` in production.",
@@ -110,6 +128,9 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
     slack_app_token: SecretStr | None = Field(None, description="Slack app token for Socket Mode (xapp-…).")
     slack_signing_secret: SecretStr | None = Field(None, description="Slack signing secret (HTTP mode).")
+    slack_api_url: str = Field(
+        "https://slack.com/api/", description="Slack Web API base URL (an egress proxy, or a stand-in in tests).",
+    )
     slack_suggested_prompts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "Which tool do expense claims go in?", "How do I request time off?", "Where is the on-call runbook?",
@@ -178,6 +199,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be a JSON object, got {value[:40]!r} ({exc.msg})") from None
         return value
 
+    @field_validator("weaviate_peers", mode="before")
+    @classmethod
+    def _url_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("weaviate_peers")
+    @classmethod
+    def _peer_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"each peer is an http(s) URL, got {url!r}")
+            if parts.query and not (parts.query.startswith("grpc=") and parts.query[5:].isdigit()):
+                raise ValueError(f"a peer's only option is ?grpc=PORT, got {url!r}")
+        return [u.rstrip("/") for u in value]
+
     @field_validator("slack_suggested_prompts", mode="before")
     @classmethod
     def _parse_list(cls, value: object) -> object:
@@ -226,6 +265,16 @@ class Settings(BaseSettings):
     def weaviate_key(self) -> str:
         """TEAMBOT_WEAVIATE_API_KEY, or "" for anonymous access."""
         return secret_value(self.weaviate_api_key)
+
+    @property
+    def weaviate_nodes(self) -> list[tuple[str, int]]:
+        """(REST URL, gRPC port) of every Weaviate node teambot may use, the configured one first."""
+        nodes = [(self.weaviate_url, self.weaviate_grpc_port)]
+        for peer in self.weaviate_peers:
+            parts = urlsplit(peer)
+            grpc = int(parts.query[5:]) if parts.query else self.weaviate_grpc_port
+            nodes.append((parts._replace(query="").geturl(), grpc))
+        return nodes
 
     @property
     def weaviate_host_port(self) -> tuple[str, int]:

@@ -58,16 +58,17 @@ def inspect(client, name: str) -> Layout:
     return Layout(name, target, aliased, problems)
 
 
-def new_target(client, name: str) -> str:
-    """A new, empty physical collection for `name`, with the current schema."""
+def new_target(client, name: str, settings=None) -> str:
+    """A new, empty physical collection for `name`, with the current schema (replicated and
+    sharded as `settings` say)."""
     target = f"{name}_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(2)}"
-    client.collections.create_from_dict(collection_settings(target))
+    client.collections.create_from_dict(collection_settings(target, settings))
     return target
 
 
-def create(client, name: str) -> Layout:
+def create(client, name: str, settings=None) -> Layout:
     """A new collection `name`: an alias of a new physical collection."""
-    target = new_target(client, name)
+    target = new_target(client, name, settings)
     client.alias.create(alias_name=name, target_collection=target)
     return Layout(name, target, True)
 

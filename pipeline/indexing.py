@@ -32,7 +32,10 @@ from haystack_integrations.components.embedders.sentence_transformers import Sen
 from pipeline import collection_aliases
 from core.errors import KnowledgeBaseUnavailable
 from pipeline.html_converter import HTMLSectionConverter, strip_anchor
-from pipeline.stores import META_FIELDS, admin_client, document_store, embedder_path, exact_filter, forget_store
+from pipeline.resilience import is_unavailable
+from pipeline.stores import (
+    META_FIELDS, admin_client, document_store, embedder_path, exact_filter, forget_store, forget_stores,
+)
 from core.settings import Settings
 
 log = logging.getLogger("teambot.ingest")
@@ -40,6 +43,7 @@ SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html"
 MAX_FILE_BYTES = 50 * 1024 * 1024
 EMBED_BATCH = 64  # chunks per embedding call: the unit progress is reported in
 FLUSH_CHUNKS = 256  # chunks gathered (from one file or several) before they are embedded and written
+NODE_FAILOVERS = 2  # times an ingest goes on from another node of a Weaviate cluster
 
 
 @dataclass
@@ -345,6 +349,28 @@ class Indexer:
         files, roots = self._collect(paths, report)
         if url_base is not None and len(roots) + sum(f.root == f.path for f in files) != 1:
             raise ValueError("--url-base names the address of one folder or file: ingest each with its own")
+        # In a cluster a node may die mid-run: the run goes on from another node. Files written
+        # whole before are unchanged by then (content hashes), so only the rest is done again.
+        attempts = 1 + NODE_FAILOVERS * bool(self.settings.weaviate_peers)
+        for attempt in range(1, attempts + 1):
+            try:
+                self._ingest_once(files, roots, url_base, rebuild, on_progress, report)
+                break
+            except Exception as exc:
+                if attempt == attempts or not (isinstance(exc, KnowledgeBaseUnavailable) or is_unavailable(exc)):
+                    raise
+                log.warning("ingest into %s interrupted (%s); going on with a live Weaviate node", self.collection, exc)
+                forget_stores(self.settings)
+                time.sleep(1.0)
+        done = set(report.indexed)
+        report.unchanged = [u for u in report.unchanged if u not in done]
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _ingest_once(
+        self, files: list[SourceFile], roots: list[Path], url_base: str | None, rebuild: bool,
+        on_progress: Callable[[Progress], None] | None, report: IngestReport,
+    ) -> None:
         try:
             client = admin_client(self.settings)
         except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
@@ -352,7 +378,7 @@ class Indexer:
         try:
             layout = collection_aliases.inspect(client, self.collection)
             if layout.target is None:
-                layout = collection_aliases.create(client, self.collection)
+                layout = collection_aliases.create(client, self.collection, self.settings)
             if rebuild or layout.needs_rebuild:
                 reason = "; ".join(layout.problems) if layout.needs_rebuild else "asked for"
                 self._rebuild(client, layout, files, roots, url_base, report, on_progress, reason)
@@ -364,8 +390,6 @@ class Indexer:
                 self._remove_gone(store, files, roots, state, report)
         finally:
             client.close()
-        report.seconds = time.monotonic() - started
-        return report
 
     def _index_files(
         self, store, files: list[SourceFile], state: dict[str, FileState], report: IngestReport,
@@ -466,7 +490,7 @@ class Indexer:
                 files.append(SourceFile(Path(source), root, entry.url_base))
             else:
                 elsewhere.append(source)
-        target = collection_aliases.new_target(client, self.collection)
+        target = collection_aliases.new_target(client, self.collection, self.settings)
         store = document_store(self.settings, target)
         try:
             self._index_files(store, files, {}, report, on_progress)

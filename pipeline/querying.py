@@ -33,7 +33,7 @@ from haystack_integrations.components.embedders.sentence_transformers import Sen
 from haystack_integrations.components.generators.ollama import OllamaChatGenerator
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
-from core import metrics, servers
+from core import metrics
 from core.active_model import active_model
 from core.answer import Answer, Outcome, Source, Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
@@ -42,15 +42,19 @@ from pipeline import resilience
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
-from pipeline.stores import document_store, embedder_path, forget_store
+from pipeline.stores import document_store, embedder_path, forget_store, node_health_path
 
 log = logging.getLogger("teambot.answer")
+NODE_CHECK_SECONDS = 0.5  # a search running longer has its node's readiness checked this often
 # Control characters (tabs and newlines aside) and lone surrogates, as binary or mis-decoded
 # input carries them, mean nothing in a question and break encoders further down.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 SPARE_SEARCH_THREADS = 2  # for searches abandoned after retrieval_timeout, until their query times out
 MISSING_COLLECTION_RECHECK = 0.3  # seconds
 CUT_OFF = "\n\n_(Cut off: the answer took longer than {seconds:.0f} seconds.)_"
+# Every generation is seeded: the same prompt gives the same answer, so one retried after its
+# server died mid-answer can skip what was already shown (Replay).
+GENERATION_SEED = 42
 SNIPPET_CHARS = 240
 _HEADING = re.compile(r"^#{1,6} .*$", re.M)
 
@@ -89,6 +93,7 @@ class Retrieval:
     embedder: SentenceTransformersTextEmbedder
     retriever: WeaviateHybridRetriever
     gate: RelevanceGate
+    node: str  # the Weaviate node its store talks to
 
     def run(self, question: str) -> dict:
         embedding = self.embedder.run(text=question)["embedding"]
@@ -98,6 +103,39 @@ class Retrieval:
 
 class PastDeadline(Exception):
     """Raised from the streaming callback: the generation ran past its wall-clock deadline."""
+
+
+class Diverged(Exception):
+    """A generation retried mid-answer did not begin with the text already streamed."""
+
+
+class Replay:
+    """Drops what a generation retried mid-answer repeats of the text already streamed.
+
+    When the model server dies mid-answer (an Ollama replica killed behind the balancer), the
+    user has seen the start of the answer. The retry sends the same prompt with the same seed
+    to a live server, which writes the same text again: what was seen is skipped, and the stream
+    goes on from where it broke. A retry that writes something else cannot continue what was
+    shown: Diverged.
+    """
+
+    def __init__(self, seen: str) -> None:
+        self.seen = seen
+        self._again = ""
+
+    @property
+    def caught_up(self) -> bool:
+        return len(self._again) >= len(self.seen)
+
+    def __call__(self, delta: str) -> str:
+        """The part of `delta` not streamed before."""
+        if self.caught_up:
+            return delta
+        self._again += delta
+        overlap = min(len(self._again), len(self.seen))
+        if self._again[:overlap] != self.seen[:overlap]:
+            raise Diverged(f"the retry differs from the {len(self.seen)} characters already streamed")
+        return self._again[len(self.seen):]
 
 
 class AnswerService:
@@ -136,13 +174,14 @@ class AnswerService:
     def retrieval(self, collection: str) -> Retrieval:
         with self._lock:
             if collection not in self._retrieval:
+                store = document_store(self.settings, collection)
                 self._retrieval[collection] = Retrieval(
                     embedder=self._embedder,
                     retriever=WeaviateHybridRetriever(
-                        document_store=document_store(self.settings, collection),
-                        top_k=self.settings.top_k, alpha=self.settings.alpha,
+                        document_store=store, top_k=self.settings.top_k, alpha=self.settings.alpha,
                     ),
                     gate=RelevanceGate(self.settings.min_similarity),
+                    node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
             return self._retrieval[collection]
 
@@ -155,6 +194,7 @@ class AnswerService:
                     keep_alive="30m",
                     generation_kwargs={
                         "num_predict": self.settings.max_answer_tokens, "temperature": self.settings.temperature,
+                        "seed": GENERATION_SEED,
                     },
                 )
             return self._generators[model]
@@ -227,19 +267,34 @@ class AnswerService:
 
     def _search(self, question: str, collection: str) -> dict:
         # weaviate-client retries a refused gRPC search for about a minute before giving up;
-        # a readiness probe first turns "Weaviate is down" into an immediate, retryable error.
-        if not self._weaviate_ready():
-            self._forget(collection)
-            raise ConnectionError(f"Weaviate at {self.settings.weaviate_url} is not ready")
+        # a readiness probe of the store's node first turns "Weaviate is down" into an immediate,
+        # retryable error. Forgotten, the store is made again on a live node of a cluster.
         retrieval = self.retrieval(collection)
+        if not self._weaviate_ready(retrieval.node):
+            self._forget(collection)
+            raise ConnectionError(f"Weaviate at {retrieval.node} is not ready")
 
         def search() -> dict:
             with metrics.SEARCHES_RUNNING.track_inprogress():
                 return retrieval.run(question)
 
         future = self._search_pool.submit(search)
+        deadline = time.monotonic() + self.settings.retrieval_timeout
         try:
-            return future.result(timeout=self.settings.retrieval_timeout)
+            # A search slower than usual is watched: if its node stops answering (killed mid-search),
+            # weaviate-client would retry it there with backoff until the timeout; instead it fails
+            # now, as retryable, and the retry goes to a live node.
+            while True:
+                try:
+                    return future.result(timeout=max(0.0, min(NODE_CHECK_SECONDS, deadline - time.monotonic())))
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    stopped = not self._weaviate_ready(retrieval.node)
+                if stopped:  # raised outside the handler: not a timeout, so it is retried
+                    future.cancel()
+                    self._forget(collection)
+                    raise ConnectionError(f"Weaviate at {retrieval.node} stopped answering")
         except TimeoutError:
             future.cancel()
             self._forget(collection)
@@ -256,11 +311,11 @@ class AnswerService:
                 self._forget(collection)
             raise
 
-    def _weaviate_ready(self) -> bool:
+    def _weaviate_ready(self, node: str) -> bool:
         # One pooled client: a fresh `httpx.get` per question built an SSL context and opened a
         # TCP connection each time, 20-30 ms of a ~55 ms search (bench/retrieval_latency.py).
         try:
-            return self._probe.get(servers.WEAVIATE.url(self.settings) + servers.WEAVIATE.health_path).status_code == 200
+            return self._probe.get(node + node_health_path(self.settings)).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -315,16 +370,26 @@ class AnswerService:
         started = time.perf_counter()
         deadline = started + self.settings.generation_timeout
 
+        replay: Replay | None = None
+
         def stream(chunk: StreamingChunk) -> None:
             if chunk.content:
                 # The model's first token; the guard may hold it back a word or two before on_token sees it.
                 timings.setdefault("first_token", time.perf_counter() - asked)
-                guarded(chunk.content)
+                if new := (replay(chunk.content) if replay else chunk.content):
+                    guarded(new)
             if time.perf_counter() > deadline:
                 raise PastDeadline(f"generation past its {self.settings.generation_timeout:.0f}s deadline")
 
         def generate() -> str:
+            nonlocal replay
+            if guarded.text:
+                log.info("the answer in %s broke off after %d characters; asking again, past what was shown",
+                         answer.collection, len(guarded.text))
+                replay = Replay(guarded.text)
             reply = self.chat_generator(answer.model).run(messages=prompt, streaming_callback=stream)
+            if replay and not replay.caught_up:
+                raise Diverged(f"the retry ended within the {len(replay.seen)} characters already streamed")
             return (reply["replies"][0].text or "").strip()
 
         cut_off = False
@@ -333,8 +398,8 @@ class AnswerService:
                 generate, policy=self._retry, breaker=self.breakers["ollama"],
                 # A model that streams past the deadline is answering: not a server failure.
                 is_failure=lambda exc: not _past_deadline(exc) and is_unavailable(exc),
-                # Once text has been streamed to the user, a retry would repeat it.
-                is_retryable=lambda exc: not guarded.text and is_retryable(exc),
+                # A retry after text was streamed goes on from there (Replay).
+                is_retryable=is_retryable,
             )
         except resilience.CircuitOpen as exc:
             raise ModelUnavailable(str(exc)) from exc
@@ -345,6 +410,8 @@ class AnswerService:
                 raise ModelTimeout(f"generation with {answer.model} timed out: {exc}") from exc
             elif is_unavailable(exc):
                 raise ModelUnavailable(f"generation with {answer.model} failed: {type(exc).__name__}: {exc}") from exc
+            elif isinstance(exc, Diverged):
+                raise ModelUnavailable(f"generation with {answer.model} broke off mid-answer: {exc}") from exc
             else:
                 raise
         timings["generate"] = time.perf_counter() - started

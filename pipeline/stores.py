@@ -7,6 +7,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from haystack.utils import Secret
 from haystack_integrations.document_stores.weaviate import AuthApiKey, WeaviateDocumentStore
@@ -48,6 +49,7 @@ BM25_PROPERTIES = ["content"]
 
 _COLLECTION_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,99}$")
 _stores: dict[tuple, WeaviateDocumentStore] = {}
+_return_properties: dict[str, list[str]] = {}  # collection → the properties a search returns
 _lock = threading.Lock()
 
 
@@ -68,6 +70,8 @@ class _Store(WeaviateDocumentStore):
     """
 
     _return_properties: list[str] | None = None
+    node_url: str = ""  # the Weaviate node this store talks to (a live one when it was made)
+    consistency: str | None = None  # ONE / QUORUM / ALL: replicas that must answer each search and write
 
     @property
     def client(self):
@@ -89,7 +93,12 @@ class _Store(WeaviateDocumentStore):
     @property
     def collection(self):
         if self._collection is None:
-            self._collection = self.client.collections.get(self._collection_settings["class"])
+            collection = self.client.collections.get(self._collection_settings["class"])
+            if self.consistency:
+                from weaviate.classes.config import ConsistencyLevel
+
+                collection = collection.with_consistency_level(ConsistencyLevel[self.consistency])
+            self._collection = collection
         return self._collection
 
     def _hybrid_retrieval(self, query, query_embedding, filters=None, top_k=None, alpha=0.7, max_vector_distance=None):
@@ -97,10 +106,16 @@ class _Store(WeaviateDocumentStore):
         return are read once per store)."""
         from haystack_integrations.document_stores.weaviate._filters import convert_filters
 
+        name = self._collection_settings["class"]
         if self._return_properties is None:
-            self._return_properties = [
-                p.name for p in self.collection.config.get().properties if p.name != "blob_data"
-            ]
+            # Read once per collection and process, not per connection: a store made again on
+            # another node after its node died must not wait for a schema read, which a cluster
+            # answers only once it has elected a new Raft leader (some 20 s after losing one).
+            if name not in _return_properties:
+                _return_properties[name] = [
+                    p.name for p in self.collection.config.get().properties if p.name != "blob_data"
+                ]
+            self._return_properties = _return_properties[name]
         result = self.collection.query.hybrid(
             query=query, vector=query_embedding, alpha=alpha, limit=top_k, max_vector_distance=max_vector_distance,
             filters=convert_filters(filters) if filters else None, include_vector=True,
@@ -109,12 +124,44 @@ class _Store(WeaviateDocumentStore):
         return [WeaviateDocumentStore._to_document(obj) for obj in result.objects]
 
 
-def collection_settings(name: str) -> dict:
-    """The definition of a collection teambot writes chunks into."""
-    return {
+def collection_settings(name: str, settings: Settings | None = None) -> dict:
+    """The definition of a collection teambot writes chunks into; replicated and sharded as
+    `settings` say (a copy on each of TEAMBOT_WEAVIATE_REPLICATION_FACTOR nodes)."""
+    definition = {
         "class": name, "invertedIndexConfig": {"indexNullState": True},
         "properties": [dict(p) for p in COLLECTION_PROPERTIES],
     }
+    if settings is not None and settings.weaviate_replication_factor > 1:
+        # A node that missed a delete (it was down) gets it from the others: newest change wins.
+        definition["replicationConfig"] = {
+            "factor": settings.weaviate_replication_factor, "deletionStrategy": "TimeBasedResolution",
+        }
+    if settings is not None:  # unsaid, a cluster gives each collection one shard per node
+        definition["shardingConfig"] = {"desiredCount": settings.weaviate_shards}
+    return definition
+
+
+def node_health_path(settings: Settings) -> str:
+    """What tells a usable Weaviate node: `ready` for a single one; in a cluster `live`, since a
+    node reports not ready while the cluster elects a Raft leader, yet searches and writes work."""
+    return "/v1/.well-known/live" if settings.weaviate_peers else "/v1/.well-known/ready"
+
+
+def live_node(settings: Settings, timeout: float = 1.0) -> tuple[str, int]:
+    """(REST URL, gRPC port) of the first configured Weaviate node that answers; the configured
+    one when none does (the caller's error then names it)."""
+    nodes = settings.weaviate_nodes
+    if len(nodes) > 1:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {settings.weaviate_key}"} if settings.weaviate_key else {}
+        for url, grpc in nodes:
+            try:
+                if httpx.get(url + node_health_path(settings), timeout=timeout, headers=headers).status_code == 200:
+                    return url, grpc
+            except httpx.HTTPError:
+                continue
+    return nodes[0]
 
 
 def exact_filter(field: str, value: str, operator: str = "==") -> dict:
@@ -141,20 +188,25 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
             from weaviate.config import AdditionalConfig, Timeout
 
             api_key = settings.weaviate_key
-            _stores[key] = _Store(
-                url=settings.weaviate_url,
-                grpc_port=settings.weaviate_grpc_port,
+            url, grpc_port = live_node(settings)
+            store = _Store(
+                url=url,
+                grpc_port=grpc_port,
                 auth_client_secret=AuthApiKey(api_key=Secret.from_token(api_key)) if api_key else None,
-                collection_settings=collection_settings(name),
+                collection_settings=collection_settings(name, settings),
                 # A search gives up by itself at the retrieval timeout, so the thread waiting on a
                 # hung server is freed then too (weaviate-client's default waits 30 s).
                 additional_config=AdditionalConfig(timeout=Timeout(query=math.ceil(settings.retrieval_timeout))),
             )
+            store.node_url = url
+            # With one copy every level is the same; a level above ONE would only add round trips.
+            store.consistency = settings.weaviate_consistency if settings.weaviate_replication_factor > 1 else None
+            _stores[key] = store
         return _stores[key]
 
 
 def _key(settings: Settings, name: str) -> tuple:
-    return settings.weaviate_url, settings.weaviate_grpc_port, settings.weaviate_key, name
+    return tuple(settings.weaviate_nodes), settings.weaviate_key, name
 
 
 def forget_store(settings: Settings, collection: str, *, close_after: float = 0.0) -> None:
@@ -171,6 +223,18 @@ def forget_store(settings: Settings, collection: str, *, close_after: float = 0.
         timer.start()
     else:
         _close(store)
+
+
+def forget_stores(settings: Settings) -> None:
+    """Drop every cached store on these settings' Weaviate nodes (their node died): the next use
+    connects to a live one. Searches still running on them get RETRIEVAL_TIMEOUT to finish."""
+    nodes = tuple(settings.weaviate_nodes)
+    with _lock:
+        gone = [_stores.pop(key) for key in [k for k in _stores if k[0] == nodes]]
+    for store in gone:
+        timer = threading.Timer(2 * settings.retrieval_timeout, _close, args=(store,))
+        timer.daemon = True
+        timer.start()
 
 
 def _close(store) -> None:
@@ -202,9 +266,10 @@ def admin_client(settings: Settings):
     """A plain weaviate-client connection for work on collections and aliases; close it after use."""
     import weaviate
 
-    host, port = settings.weaviate_host_port
+    url, grpc_port = live_node(settings)
+    parts = urlsplit(url)
     return weaviate.connect_to_local(
-        host=host, port=port, grpc_port=settings.weaviate_grpc_port, auth_credentials=weaviate_credentials(settings),
+        host=parts.hostname, port=parts.port or 80, grpc_port=grpc_port, auth_credentials=weaviate_credentials(settings),
     )
 
 

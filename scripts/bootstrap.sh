@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine: system packages (headers for building Ollama, PostgreSQL for the
-# feedback store's tests), and a virtualenv outside the clone with exactly the versions uv.lock
+# feedback store's tests, haproxy for Ollama replicas), and a virtualenv outside the clone with exactly the versions uv.lock
 # pins, teambot itself installed editable. Re-running it only syncs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ missing=()
 [ -f /usr/include/nlohmann/json_fwd.hpp ] || missing+=(nlohmann-json3-dev)
 [ -f /usr/include/stb/stb_image.h ] || missing+=(libstb-dev)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# haproxy balances several Ollama servers behind one URL (`teambot services up --ollama-replicas N`).
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

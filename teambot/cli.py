@@ -53,13 +53,35 @@ def _fail(message: str, code: int = 1) -> None:
 @services_app.command("up")
 def services_up(
     model: bool = typer.Option(True, help="Also import the dev chat model into Ollama."),
+    weaviate_nodes: int = typer.Option(
+        1, "--weaviate-nodes", min=1, max=9, help="Run a Weaviate cluster of this many nodes (3 survives one down).",
+    ),
+    ollama_replicas: int = typer.Option(
+        0, "--ollama-replicas", min=0, max=8,
+        help="Run this many Ollama servers behind haproxy at TEAMBOT_OLLAMA_URL (default TEAMBOT_OLLAMA_REPLICAS).",
+    ),
 ) -> None:
     """Build (first run only) and start Weaviate and Ollama on loopback; import the dev model."""
-    from teambot import devmodel, services
+    from teambot import devmodel, services, weaviate_cluster
 
     settings = _settings()
+    if ollama_replicas:
+        settings = settings.model_copy(update={"ollama_replicas": ollama_replicas})
     for service in services.SERVICES:
         started = time.monotonic()
+        if service is services.OLLAMA and _start_ollama_replicas(settings):
+            continue
+        if service is services.WEAVIATE and weaviate_nodes > 1:
+            try:
+                states = weaviate_cluster.start(settings, weaviate_nodes, log=lambda m: typer.echo(m, err=True))
+            except services.ServiceError as exc:
+                _fail(str(exc))
+            for node, state in zip(weaviate_cluster.nodes(settings, weaviate_nodes), states):
+                typer.echo(f"{node.name}: {state} at {node.url} (gRPC {node.grpc})")
+            typer.echo(f"weaviate cluster: {weaviate_nodes} nodes healthy ({time.monotonic() - started:.1f}s); "
+                       f"set TEAMBOT_WEAVIATE_PEERS={weaviate_cluster.peers_setting(settings, weaviate_nodes)} and "
+                       f"TEAMBOT_WEAVIATE_REPLICATION_FACTOR={weaviate_nodes}")
+            continue
         try:
             state = services.start(service, settings, log=lambda m: typer.echo(m, err=True))
         except services.ServiceError as exc:
@@ -72,12 +94,34 @@ def services_up(
             _fail(str(exc))
 
 
+def _start_ollama_replicas(settings: Settings) -> bool:
+    """Several Ollama servers behind haproxy at TEAMBOT_OLLAMA_URL; False for a single server."""
+    from teambot import ollama_replicas, services
+
+    if not ollama_replicas.replicas(settings):
+        return False
+    started = time.monotonic()
+    try:
+        states = ollama_replicas.start(settings, log=lambda m: typer.echo(m, err=True))
+    except services.ServiceError as exc:
+        _fail(str(exc))
+    for name, state in states.items():
+        typer.echo(f"{name}: {state}")
+    typer.echo(f"ollama: {len(states) - 1} replicas behind haproxy at {settings.ollama_url} "
+               f"({time.monotonic() - started:.1f}s)")
+    return True
+
+
 @services_app.command("down")
 def services_down() -> None:
     """Stop the servers this command started (never an external one)."""
-    from teambot import services
+    from teambot import ollama_replicas, services, weaviate_cluster
 
     settings = _settings()
+    for name, state in weaviate_cluster.stop(settings):
+        typer.echo(f"{name}: {state}")
+    for name, state in ollama_replicas.stop(settings).items():
+        typer.echo(f"{name}: {state}")
     for service in services.SERVICES:
         typer.echo(f"{service.name}: {services.stop(service, settings)}")
 
@@ -85,15 +129,23 @@ def services_down() -> None:
 @services_app.command("status")
 def services_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Report whether each server answers; exits 1 if one does not."""
-    from teambot import services
+    from teambot import ollama_replicas, services, weaviate_cluster
 
-    report = services.status(_settings())
+    settings = _settings()
+    report = services.status(settings)
+    if cluster := weaviate_cluster.status(settings):  # a cluster started here: each node, not "weaviate"
+        del report["weaviate"]
+        report = {**{name: {**info, "managed": True} for name, info in cluster.items()}, **report}
+    # Ollama replicas: the balancer at the one URL as "ollama", then each replica as haproxy sees it.
+    report |= {name: {**report.get(name, {}), **info} for name, info in ollama_replicas.status(settings).items()}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         for name, info in report.items():
             state = "ready" if info["ready"] else "DOWN"
-            typer.echo(f"{name:9} {state:6} {info['url']}  managed={info['managed']}")
+            extra = f"  cluster={info['cluster_status']}" if "cluster_status" in info else ""
+            extra += f"  haproxy={info['haproxy']}" if "haproxy" in info else ""
+            typer.echo(f"{name:9} {state:6} {info['url']}  managed={info['managed']}{extra}")
     if not all(info["ready"] for info in report.values()):
         raise typer.Exit(1)
 

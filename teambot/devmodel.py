@@ -1,12 +1,14 @@
 """The dev/test chat model imported into Ollama (`teambot services up`).
 
 The weights come from `core.packaged_models`; they are imported with a Modelfile (`ollama create
-teambot-dev -f …`) in ChatML, or through the API when the server is not one we built.
+teambot-dev -f …`) in ChatML, or through the API when the server is not one we built. With
+several Ollama replicas (`teambot.ollama_replicas`), into each of them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,9 +16,11 @@ import ollama
 
 from core.chat_formats import CHATML_PARAMETERS as PARAMETERS
 from core.chat_formats import DEFAULT_SYSTEM, OLLAMA_CHATML
-from core.packaged_models import DevModelError, assemble_gguf
+from core.packaged_models import GGUF_SHA256, DevModelError, assemble_gguf
 from core.servers import OLLAMA, has_model
 from core.settings import DEV_MODEL, Settings
+from teambot import ollama_replicas
+
 
 def modelfile_text(gguf: Path) -> str:
     """Modelfile: the GGUF, ChatML template, system prompt and stop tokens."""
@@ -26,16 +30,33 @@ def modelfile_text(gguf: Path) -> str:
 
 
 def ensure_dev_model(settings: Settings, log=print) -> str:
-    client = ollama.Client(host=settings.ollama_url)
+    """Import the dev model into the Ollama at ollama_url, or into each replica behind it (directly:
+    through the balancer only one would get it); 'present' or 'created'."""
+    found = ollama_replicas.replicas(settings)
+    if not found:
+        return _ensure(settings, settings.ollama_url, log)
+    states = [_ensure(settings, r.url, log, blobs=r.models_dir(settings) / "blobs") for r in found]
+    return "created" if "created" in states else "present"
+
+
+def _ensure(settings: Settings, url: str, log, blobs: Path | None = None) -> str:
+    client = ollama.Client(host=url)
     if has_model(client, DEV_MODEL):
         return "present"
     gguf = assemble_gguf(settings)
+    if blobs is not None:
+        # A replica of ours: the cached GGUF is linked into its blob store under the digest it is
+        # known by, instead of being hashed and uploaded again for every replica.
+        log(f"importing {gguf.name} into the Ollama at {url} as {DEV_MODEL}…")
+        _link_blob(gguf, blobs / f"sha256-{GGUF_SHA256}")
+        _create(client, gguf.name, f"sha256:{GGUF_SHA256}")
+        return "created"
     modelfile = gguf.parent / f"{DEV_MODEL}.Modelfile"
     modelfile.write_text(modelfile_text(gguf))
     log(f"importing {gguf.name} into Ollama as {DEV_MODEL}…")
     binary = OLLAMA.binary_path(settings)
     if binary.exists():
-        host = settings.ollama_url.split("://", 1)[1]
+        host = url.split("://", 1)[1]
         proc = subprocess.run(
             [str(binary), "create", DEV_MODEL, "-f", str(modelfile)],
             env={**os.environ, "OLLAMA_HOST": host}, capture_output=True, text=True,
@@ -44,9 +65,25 @@ def ensure_dev_model(settings: Settings, log=print) -> str:
             raise DevModelError(f"ollama create {DEV_MODEL} failed: {proc.stderr.strip()[-500:]}")
     else:
         # An Ollama we did not build: the same Modelfile, through the API.
-        digest = client.create_blob(gguf)
-        client.create(
-            model=DEV_MODEL, files={gguf.name: digest}, template=OLLAMA_CHATML, system=DEFAULT_SYSTEM,
-            parameters=PARAMETERS, stream=False,
-        )
+        _create(client, gguf.name, client.create_blob(gguf))
     return "created"
+
+
+def _create(client: ollama.Client, name: str, digest: str) -> None:
+    client.create(
+        model=DEV_MODEL, files={name: digest}, template=OLLAMA_CHATML, system=DEFAULT_SYSTEM,
+        parameters=PARAMETERS, stream=False,
+    )
+
+
+def _link_blob(gguf: Path, blob: Path) -> None:
+    if blob.exists():
+        return
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    partial = blob.with_name(blob.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(gguf, partial)
+    except OSError:  # another file system
+        shutil.copyfile(gguf, partial)
+    partial.replace(blob)

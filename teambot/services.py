@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -131,13 +132,15 @@ def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[s
                 "RAFT_PORT": str(rest + 3), "RAFT_INTERNAL_RPC_PORT": str(rest + 4),
             }
         return [str(binary), "--host", host, "--port", str(port or 8080), "--scheme", "http"], env
-    env = {
-        "OLLAMA_HOST": f"{host}:{port or 11434}",
-        "OLLAMA_MODELS": str(data / "models"),
-        "OLLAMA_KEEP_ALIVE": "30m",
-        "OLLAMA_NOPRUNE": "1",
-    }
-    return [str(binary), "serve"], env
+    return [str(binary), "serve"], ollama_env(settings, f"{host}:{port or 11434}", data / "models")
+
+
+def ollama_env(settings: Settings, address: str, models: Path) -> dict[str, str]:
+    """The environment of an `ollama serve` answering at `address` (host:port) from `models`."""
+    env = {"OLLAMA_HOST": address, "OLLAMA_MODELS": str(models), "OLLAMA_KEEP_ALIVE": "30m", "OLLAMA_NOPRUNE": "1"}
+    if settings.ollama_num_parallel:
+        env["OLLAMA_NUM_PARALLEL"] = str(settings.ollama_num_parallel)
+    return env
 
 
 def start(service: Service, settings: Settings, log=print, wait: float = 120.0) -> str:
@@ -147,47 +150,75 @@ def start(service: Service, settings: Settings, log=print, wait: float = 120.0) 
         return "running" if pid and _alive(pid) else "external"
     binary = build(service, settings, log=log)
     cmd, extra_env = _command(service, settings, binary)
-    log_path = service.log_file(settings)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
+    launch(
+        service.name, cmd, extra_env, pid_file=service.pid_file(settings), log_file=service.log_file(settings),
+        ready=lambda: is_ready(service, settings, timeout=1.0), wait=wait,
+    )
+    return "started"
+
+
+def launch(
+    name: str, cmd: list[str], env: dict[str, str], *, pid_file: Path, log_file: Path,
+    ready: Callable[[], bool], wait: float = 120.0,
+) -> None:
+    """Run `cmd` in a session of its own (it and its children stop together), its output appended
+    to `log_file` and its pid in `pid_file`; return once `ready()` holds."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
         proc = subprocess.Popen(
-            cmd, env={**os.environ, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
+            cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    pid_file = service.pid_file(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(proc.pid))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
-            raise ServiceError(f"{service.name} exited with code {proc.returncode}; log {log_path}:\n{tail}")
-        if is_ready(service, settings, timeout=1.0):
-            return "started"
+            tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-10:])
+            raise ServiceError(f"{name} exited with code {proc.returncode}; log {log_file}:\n{tail}")
+        if ready():
+            return
         time.sleep(0.25)
-    raise ServiceError(f"{service.name} did not become ready within {wait:.0f}s; see {log_path}")
+    raise ServiceError(f"{name} did not become ready within {wait:.0f}s; see {log_file}")
 
 
 def stop(service: Service, settings: Settings, timeout: float = 30.0) -> str:
-    pid = _read_pid(service, settings)
+    state = terminate(service.pid_file(settings), timeout)
+    return "external" if state == "not running" and is_ready(service, settings) else state
+
+
+def terminate(pid_file: Path, timeout: float = 30.0) -> str:
+    """Stop the process group of a `launch`ed process (SIGTERM, then SIGKILL after `timeout`):
+    'stopped' or 'not running'."""
+    pid = read_pid(pid_file)
     if not pid or not _alive(pid):
-        service.pid_file(settings).unlink(missing_ok=True)
-        return "external" if is_ready(service, settings) else "not running"
+        pid_file.unlink(missing_ok=True)
+        return "not running"
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
-    service.pid_file(settings).unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
     return "stopped"
 
 
-def _read_pid(service: Service, settings: Settings) -> int | None:
+def read_pid(pid_file: Path) -> int | None:
     try:
-        return int(service.pid_file(settings).read_text().strip())
+        return int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def is_running(pid_file: Path) -> bool:
+    """Whether the process a pid file names is alive (a process this data dir started)."""
+    pid = read_pid(pid_file)
+    return bool(pid and _alive(pid))
+
+
+def _read_pid(service: Service, settings: Settings) -> int | None:
+    return read_pid(service.pid_file(settings))
 
 
 def _alive(pid: int) -> bool:

@@ -5,8 +5,9 @@ published as `FROM <base model>` + `ADAPTER` (small, and the base's TEMPLATE, SY
 parameters carry over). Every other base is merged (merge_and_unload), saved as safetensors
 with its tokenizer, imported from that directory and quantized to q4_K_M, with the base's
 chat format set explicitly (q8_0 instead for models under 1B parameters, which lose
-their fine-tune at 4 bits). Activation is a state file the bots read per question
-(core/active_model.py), so no restart is needed.
+their fine-tune at 4 bits). With several Ollama replicas behind the balancer, the model is
+created on each of them (merged once). Activation is a state file the bots read per
+question (core/active_model.py), so no restart is needed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import ollama
 
-from core.servers import has_model
+from core.servers import has_model, ollama_model_urls
 from core.settings import Settings
 from training import runs
 from core.active_model import set_active_model
@@ -67,14 +68,19 @@ def check_quality(run_dir: Path, force: bool) -> None:
         )
 
 
-def _client(settings: Settings) -> ollama.Client:
-    client = ollama.Client(host=settings.ollama_url)
-    try:
-        client.list()
-    except (ConnectionError, ollama.ResponseError, OSError) as exc:
-        client.close()
-        raise PublishRefused(f"Ollama is not reachable at {settings.ollama_url} ({exc}): start it with `teambot services up`") from None
-    return client
+def _clients(settings: Settings) -> dict[str, ollama.Client]:
+    """A client for each Ollama server that must hold the model, by URL: every replica behind
+    the balancer when several run (core.servers.ollama_model_urls), else the one at ollama_url."""
+    clients = {}
+    for url in ollama_model_urls(settings):
+        client = clients[url] = ollama.Client(host=url)
+        try:
+            client.list()
+        except (ConnectionError, ollama.ResponseError, OSError) as exc:
+            for opened in clients.values():
+                opened.close()
+            raise PublishRefused(f"Ollama is not reachable at {url} ({exc}): start it with `teambot services up`") from None
+    return clients
 
 
 def _create(client: ollama.Client, log, **request) -> None:
@@ -151,19 +157,23 @@ def save_merged(settings: Settings, spec: BaseSpec, run_dir: Path, target: Path,
     return merged.num_parameters()
 
 
-def publish_merged(settings: Settings, client, spec: BaseSpec, run_dir: Path, name: str, quantize: str, log) -> str | None:
+def publish_merged(
+    settings: Settings, clients: dict[str, ollama.Client], spec: BaseSpec, run_dir: Path, name: str, quantize: str, log,
+) -> str | None:
+    """Merge once, then import into each Ollama server of `clients`; the quantization used."""
     target = run_dir / "merged"
     shutil.rmtree(target, ignore_errors=True)
     log("merging the adapter into the base weights…")
     parameters = save_merged(settings, spec, run_dir, target, log)
     quantization = choose_quantization(quantize, parameters)
     try:
-        log(f"uploading the merged model to Ollama (quantized to {quantization or 'none'})…")
-        files = _upload(client, target, sorted(p.name for p in target.iterdir() if p.is_file()))
-        request = {"model": name, "files": files, "quantize": quantization}
-        if spec.ollama_template:
-            request.update(template=spec.ollama_template, system=spec.ollama_system, parameters=spec.ollama_parameters)
-        _create(client, log, **request)
+        for url, client in clients.items():
+            log(f"uploading the merged model to Ollama at {url} (quantized to {quantization or 'none'})…")
+            files = _upload(client, target, sorted(p.name for p in target.iterdir() if p.is_file()))
+            request = {"model": name, "files": files, "quantize": quantization}
+            if spec.ollama_template:
+                request.update(template=spec.ollama_template, system=spec.ollama_system, parameters=spec.ollama_parameters)
+            _create(client, log, **request)
     finally:
         shutil.rmtree(target, ignore_errors=True)  # Ollama keeps its own copy
     return quantization
@@ -179,22 +189,26 @@ def publish(
     name = model_name(run_dir.name)
     started = time.monotonic()
     quantization = None  # an adapter applies to the base model as Ollama already holds it
-    client = _client(settings)
+    clients = _clients(settings)
     try:
-        if config.get("arch") in ADAPTER_ARCHITECTURES and spec.ollama_base and has_model(client, spec.ollama_base):
+        if (config.get("arch") in ADAPTER_ARCHITECTURES and spec.ollama_base
+                and all(has_model(client, spec.ollama_base) for client in clients.values())):
             route = "adapter"
-            publish_adapter(client, spec, run_dir, name, log)
+            for client in clients.values():
+                publish_adapter(client, spec, run_dir, name, log)
         else:
             route = "merged"
-            quantization = publish_merged(settings, client, spec, run_dir, name, quantize, log)
-        if not has_model(client, name):
-            raise PublishRefused(f"Ollama did not list {name} after creating it")
+            quantization = publish_merged(settings, clients, spec, run_dir, name, quantize, log)
+        if missing := [url for url, client in clients.items() if not has_model(client, name)]:
+            raise PublishRefused(f"Ollama at {', '.join(missing)} did not list {name} after creating it")
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
     previous = set_active_model(settings, name) if activate else None
     seconds = time.monotonic() - started
     runs.write_json(run_dir / "published.json", {
         "model": name, "route": route, "quantization": quantization, "ollama_url": settings.ollama_url,
+        "ollama_servers": list(clients),
         "activated": activate,
         "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
     })
