@@ -147,7 +147,8 @@ backend {self.name}-servers
 
     def server_states(self) -> dict[str, dict[str, object]]:
         """Each server as haproxy sees it: status (UP, DOWN, `UP 1/2` while a check fails…),
-        requests in flight and served in all; {} when haproxy does not answer."""
+        requests in flight and served in all, and those sent on to another server after this one
+        refused them (`redispatched`); {} when haproxy does not answer."""
         try:
             table = self._command("show stat")
         except OSError:
@@ -156,6 +157,7 @@ backend {self.name}-servers
         return {
             row["svname"]: {
                 "status": row["status"], "in_flight": int(row["scur"] or 0), "served": int(row["stot"] or 0),
+                "redispatched": int(row["wredis"] or 0),
             }
             for row in rows
             if row.get("pxname") == f"{self.name}-servers" and row["svname"] not in ("FRONTEND", "BACKEND")

@@ -89,8 +89,9 @@ def test_compose_services_use_the_pinned_images_with_health_checks_and_volumes(c
         if "build" in service:
             context = DOCKER / service["build"]["context"]
             assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
-    # Only the bot is reachable from outside.
-    assert [name for name, s in services.items() if s.get("ports")] == ["bot"]
+    # Only the bot is reachable from outside (in the `cluster` profile, the balancer in front of the bots).
+    assert [name for name, s in services.items() if s.get("ports")] == ["bot", "balancer"]
+    assert services["balancer"]["profiles"] == ["cluster"]
 
 
 def test_ollama_entrypoint_is_mounted_valid_shell_and_marks_the_model_ready(compose):
@@ -121,6 +122,84 @@ def test_the_bot_settings_in_compose_are_valid_and_the_health_check_asks_healthz
         assert published == [settings.http_port] and bot["command"] == ["slack", "--http"]
     else:
         assert published == [] and bot["command"] == ["discord"]
+
+
+CLUSTER = ["weaviate-1", "weaviate-2", "weaviate-3", "ollama-1", "ollama-2", "balancer", "postgres", "bot-1", "bot-2"]
+
+
+def _haproxy_servers(config: str) -> dict[str, list[str]]:
+    """backend name → its `server` lines (without the keyword)."""
+    backends: dict[str, list[str]] = {}
+    current = None
+    for line in config.splitlines():
+        words = line.split()
+        if line[:1].strip() and words:  # a section header
+            current = words[1] if words[0] == "backend" else None
+            if current:
+                backends[current] = []
+        elif current and words[:1] == ["server"]:
+            backends[current].append(" ".join(words[1:]))
+    return backends
+
+
+def test_the_cluster_profile_runs_three_weaviate_nodes_two_ollamas_and_two_bots_behind_haproxy(compose):
+    services = compose["services"]
+    assert [name for name, s in services.items() if "cluster" in s.get("profiles", [])] == CLUSTER
+    # The single-server stack is untouched: no profile (the Discord bot's own aside).
+    assert {name: s.get("profiles") for name, s in services.items() if name not in CLUSTER} == {
+        "weaviate": None, "ollama": None, "bot": None, "discord": ["discord"],
+    }
+
+    # Weaviate: as teambot/weaviate_cluster.py runs one, and one basic-auth pair for all nodes.
+    nodes = [services[f"weaviate-{i}"] for i in (1, 2, 3)]
+    envs = [node["environment"] for node in nodes]
+    raft = envs[0]["RAFT_PORT"]
+    for i, (node, env) in enumerate(zip(nodes, envs), start=1):
+        assert node["image"] == services["weaviate"]["image"] and node["healthcheck"]["test"]
+        assert env["CLUSTER_HOSTNAME"] == f"weaviate-{i}" and env["RAFT_BOOTSTRAP_EXPECT"] == "3"
+        assert env["RAFT_JOIN"] == f"weaviate-1:{raft},weaviate-2:{raft},weaviate-3:{raft}"
+        assert env.get("CLUSTER_JOIN") == (None if i == 1 else f"weaviate-1:{envs[0]['CLUSTER_GOSSIP_BIND_PORT']}")
+        assert (env["CLUSTER_BASIC_AUTH_USERNAME"], env["CLUSTER_BASIC_AUTH_PASSWORD"]) == (
+            "${WEAVIATE_CLUSTER_USER:-teambot}", "${WEAVIATE_CLUSTER_PASSWORD:-}")
+        assert f"weaviate-data-{i}:/var/lib/weaviate" in node["volumes"]
+
+    # haproxy: both Ollama servers, both bots (health-checked on their health listener).
+    balancer = services["balancer"]
+    source = {target: source for source, target in (_interpolate(v).split(":")[:2] for v in balancer["volumes"])}
+    config_file = DOCKER / source["/usr/local/etc/haproxy/haproxy.cfg"]  # where the official image reads it
+    config = config_file.read_text()
+    servers = _haproxy_servers(config)
+    assert [s.split()[:2] for s in servers["ollama-servers"]] == [["ollama-1", "ollama-1:11434"],
+                                                                  ["ollama-2", "ollama-2:11434"]]
+    for name in ("ollama-1", "ollama-2"):
+        assert services[name]["image"] == services["ollama"]["image"]
+        assert services[name]["entrypoint"] == services["ollama"]["entrypoint"]
+        assert balancer["depends_on"][name] == {"condition": "service_healthy"}
+
+    # The bots: valid settings, all three nodes with three copies, Ollama through the balancer,
+    # one PostgreSQL store, and started once all of that is healthy.
+    for name in ("bot-1", "bot-2"):
+        bot = services[name]
+        env = {k: _interpolate(str(v)) for k, v in bot["environment"].items()}
+        settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in env.items()})
+        assert [url for url, _ in settings.weaviate_nodes] == [f"http://weaviate-{i}:8080" for i in (1, 2, 3)]
+        assert settings.weaviate_replication_factor == 3
+        assert settings.ollama_url == "http://balancer:11434"
+        assert settings.feedback_url.startswith("postgresql+psycopg://teambot:")
+        assert "@postgres:5432/teambot" in settings.feedback_url
+        assert set(bot["depends_on"]) == {"weaviate-1", "weaviate-2", "weaviate-3", "balancer", "postgres"}
+        assert all(c == {"condition": "service_healthy"} for c in bot["depends_on"].values())
+        assert bot["command"] == ["slack", "--http"] and not bot.get("ports")  # reached through the balancer
+        assert f"{name} {name}:{settings.http_port} port {settings.health_port}" in servers["bot-servers"]
+        assert f"127.0.0.1:{settings.health_port}{HEALTH_PATH}" in " ".join(bot["healthcheck"]["test"])
+        assert bot["volumes"] == [f"teambot-data-{name[-1]}:/data"]  # each its own data dir
+    assert services["bot-1"]["environment"] == services["bot-2"]["environment"]
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy:  # the service names do not resolve here: haproxy starts them disabled, as in Docker before DNS
+        check = subprocess.run([haproxy, "-c", "-f", str(config_file)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_env_example_lists_every_setting_and_loads_as_it_is():
