@@ -65,6 +65,21 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def free_port_block(size: int, start: int = 20000) -> int:
+    """A loopback port such that it and the `size - 1` after it are free now (a cluster's ports)."""
+    import socket
+
+    for base in range(start, 60000, 500):
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free block of loopback ports")
+
+
 def scratch_name(kind: str) -> str:
     return f"Bench{kind}_{uuid.uuid4().hex[:8]}"
 

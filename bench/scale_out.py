@@ -20,29 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.harness import ROOT, drop_collections, load, percentile, scratch_name, table, write_result
+from bench.harness import (
+    ROOT, drop_collections, free_port_block, load, percentile, scratch_name, table, write_result,
+)
 from core.settings import load_settings
 
 HANDBOOK = ROOT / "examples" / "handbook"
 QA = json.loads((ROOT / "bench" / "qa_set.json").read_text())
-
-
-def _free_block(size: int, start: int = 30000) -> int:
-    for base in range(start, 60000, 500):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free block of ports")
 
 
 def burst(ask, questions: list[str], concurrency: int, rounds: int) -> dict:
@@ -79,7 +68,7 @@ def weaviate_part(settings, concurrency: int, rounds: int, scratch: Path) -> dic
     name = scratch_name("ScaleOut")
     Indexer(settings, name).ingest([HANDBOOK])
     single = AnswerService(settings)
-    base = _free_block(weaviate_cluster.INTERNAL_OFFSET + 12)
+    base = free_port_block(weaviate_cluster.INTERNAL_OFFSET + 12)
     cluster = settings.model_copy(update={
         "data_dir": scratch / "cluster", "weaviate_url": f"http://127.0.0.1:{base}", "weaviate_grpc_port": base + 50,
         "weaviate_replication_factor": 3, "weaviate_consistency": "QUORUM",
@@ -113,7 +102,7 @@ def ollama_part(settings, concurrency: int, rounds: int, tokens: int, scratch: P
 
     questions = [q for q, _ in QA["answerable"]]
     name = scratch_name("ScaleOut")
-    base = _free_block(4, start=40000)
+    base = free_port_block(4, start=40000)
     # A burst queues at the model: no answer is abandoned or cut off by the breaker while it waits.
     patient = {"max_answer_tokens": tokens, "generation_timeout": 900.0, "circuit_failures": 1000}
     replicated = settings.model_copy(update={

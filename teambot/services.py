@@ -90,39 +90,47 @@ def _llama_vendor_headers(settings: Settings) -> Path:
     return include
 
 
+def weaviate_env(settings: Settings, data: Path, grpc_port: int, *, host: str, hostname: str,
+                 cluster_password: str) -> dict[str, str]:
+    """The environment of one Weaviate node (alone, or one of a cluster) keeping `data`."""
+    api_key = settings.weaviate_key
+    env = {
+        "PERSISTENCE_DATA_PATH": str(data),
+        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false" if api_key else "true",
+        "DEFAULT_VECTORIZER_MODULE": "none",
+        "ENABLE_MODULES": "",
+        "GRPC_PORT": str(grpc_port),
+        "CLUSTER_HOSTNAME": hostname,
+        # Gossip and Raft on `host`, and the Go profiling listener (all interfaces otherwise) off.
+        # gRPC has no host setting in v1.38: it listens on every interface, so set an API key
+        # (below) or keep its port behind a firewall.
+        "CLUSTER_ADVERTISE_ADDR": host,
+        "CLUSTER_BIND_ADDR": host,
+        "GO_PROFILING_DISABLE": "true",
+        "CLUSTER_BASIC_AUTH_USERNAME": "teambot",
+        "CLUSTER_BASIC_AUTH_PASSWORD": cluster_password,
+        "DISABLE_TELEMETRY": "true",
+        "LOG_LEVEL": "warning",
+        "QUERY_DEFAULTS_LIMIT": "25",
+    }
+    if api_key:
+        env |= {
+            "AUTHENTICATION_APIKEY_ENABLED": "true", "AUTHENTICATION_APIKEY_ALLOWED_KEYS": api_key,
+            "AUTHENTICATION_APIKEY_USERS": "teambot",
+        }
+    return env
+
+
 def _command(service: Service, settings: Settings, binary: Path) -> tuple[list[str], dict[str, str]]:
     url = urlparse(service.url(settings))
     host, port = url.hostname or "127.0.0.1", url.port
     data = settings.data_dir / service.name
     data.mkdir(parents=True, exist_ok=True)
     if service is WEAVIATE:
-        api_key = settings.weaviate_key
-        env = {
-            "PERSISTENCE_DATA_PATH": str(data),
-            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false" if api_key else "true",
-            "DEFAULT_VECTORIZER_MODULE": "none",
-            "ENABLE_MODULES": "",
-            "GRPC_PORT": str(settings.weaviate_grpc_port),
-            "CLUSTER_HOSTNAME": "teambot",
-            # A single node: gossip and Raft stay on loopback, and the Go profiling listener
-            # (all interfaces otherwise) is off. gRPC has no host setting in v1.38: it listens
-            # on every interface, so set an API key (below) or keep its port behind a firewall.
-            "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
-            "CLUSTER_BIND_ADDR": "127.0.0.1",
-            "GO_PROFILING_DISABLE": "true",
-            # The node-to-node data API also ignores the bind address; a password only this
-            # process knows keeps others out of it.
-            "CLUSTER_BASIC_AUTH_USERNAME": "teambot",
-            "CLUSTER_BASIC_AUTH_PASSWORD": secrets.token_urlsafe(24),
-            "DISABLE_TELEMETRY": "true",
-            "LOG_LEVEL": "warning",
-            "QUERY_DEFAULTS_LIMIT": "25",
-        }
-        if api_key:
-            env |= {
-                "AUTHENTICATION_APIKEY_ENABLED": "true", "AUTHENTICATION_APIKEY_ALLOWED_KEYS": api_key,
-                "AUTHENTICATION_APIKEY_USERS": "teambot",
-            }
+        # A single node: gossip and Raft stay on loopback; the node-to-node data API also ignores
+        # the bind address, so a password only this process knows keeps others out of it.
+        env = weaviate_env(settings, data, settings.weaviate_grpc_port, host="127.0.0.1", hostname="teambot",
+                           cluster_password=secrets.token_urlsafe(24))
         if (port or 8080) != 8080:
             # A second Weaviate on this machine (tests, another team) must not fight over the
             # cluster and Raft ports; it takes the four after its REST port.

@@ -89,37 +89,18 @@ def cluster_secret(settings: Settings) -> str:
 
 def node_env(settings: Settings, node: Node, members: list[Node]) -> dict[str, str]:
     data, _, _ = _paths(settings, node)
-    api_key = settings.weaviate_key
-    env = {
-        "PERSISTENCE_DATA_PATH": str(data),
-        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false" if api_key else "true",
-        "DEFAULT_VECTORIZER_MODULE": "none",
-        "ENABLE_MODULES": "",
-        "GRPC_PORT": str(node.grpc),
-        "CLUSTER_HOSTNAME": node.name,
+    env = services.weaviate_env(settings, data, node.grpc, host=node.host, hostname=node.name,
+                                cluster_password=cluster_secret(settings)) | {
         "CLUSTER_IN_LOCALHOST": "true",
-        "CLUSTER_ADVERTISE_ADDR": node.host,
-        "CLUSTER_BIND_ADDR": node.host,
         "CLUSTER_GOSSIP_BIND_PORT": str(node.gossip),
         "CLUSTER_DATA_BIND_PORT": str(node.gossip + 1),
         "RAFT_PORT": str(node.raft),
         "RAFT_INTERNAL_RPC_PORT": str(node.raft + 1),
         "RAFT_JOIN": ",".join(f"{m.name}:{m.raft}" for m in members),
         "RAFT_BOOTSTRAP_EXPECT": str(len(members)),
-        "CLUSTER_BASIC_AUTH_USERNAME": "teambot",
-        "CLUSTER_BASIC_AUTH_PASSWORD": cluster_secret(settings),
-        "GO_PROFILING_DISABLE": "true",
-        "DISABLE_TELEMETRY": "true",
-        "LOG_LEVEL": "warning",
-        "QUERY_DEFAULTS_LIMIT": "25",
     }
     if node.index:
         env["CLUSTER_JOIN"] = f"{members[0].host}:{members[0].gossip}"
-    if api_key:
-        env |= {
-            "AUTHENTICATION_APIKEY_ENABLED": "true", "AUTHENTICATION_APIKEY_ALLOWED_KEYS": api_key,
-            "AUTHENTICATION_APIKEY_USERS": "teambot",
-        }
     return env
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 
 import pytest
 from typer.testing import CliRunner
 
+from bench.harness import free_port_block
 from core.errors import KnowledgeBaseUnavailable
 from pipeline.indexing import Indexer
 from pipeline.stores import admin_client, close_stores
@@ -34,19 +34,6 @@ QUESTIONS = [
     "How do I roll back a deploy?",
     "Who do I page when production is down?",
 ]
-
-
-def _free_block(size: int) -> int:
-    """A port such that it and the `size` after it are free now."""
-    for base in range(20000, 60000, 500):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port block")
 
 
 def _same_counts(config, collection: str) -> int:
@@ -65,7 +52,7 @@ def _wait(check, timeout: float, what: str):
 
 @pytest.fixture(scope="module")
 def cluster(settings, weaviate, tmp_path_factory):
-    base = _free_block(weaviate_cluster.INTERNAL_OFFSET + 12)
+    base = free_port_block(weaviate_cluster.INTERNAL_OFFSET + 12)
     data = tmp_path_factory.mktemp("cluster")
     config = settings.model_copy(update={
         "data_dir": data, "weaviate_url": f"http://127.0.0.1:{base}", "weaviate_grpc_port": base + 50,
