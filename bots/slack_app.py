@@ -212,11 +212,10 @@ class SlackBot:
             self._take_question(event, team, context.bot_user_id, client, rule)
 
     def _is_follow_up(self, event: dict) -> bool:
-        """A reply in a channel thread where the bot has answered, addressed to no one in
-        particular. A message that mentions anyone is not: a mention of the bot arrives as
-        app_mention as well, and one of someone else is meant for them."""
+        """A reply in a channel thread where the bot has answered (`_on_message` has already
+        left out messages that mention anyone)."""
         thread = event.get("thread_ts")
-        if not thread or thread == event.get("ts") or "<@" in (event.get("text") or ""):
+        if not thread or thread == event.get("ts"):
             return False
         return bool(self.store.thread_history(PLATFORM, event.get("channel"), thread, 1))
 
