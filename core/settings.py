@@ -179,10 +179,13 @@ class Settings(BaseSettings):
     # --- fine-tuning (`teambot feedback export`, `train`, `eval`, `publish`) ---
     train_base_model: str = Field(
         "",
-        description="Weights to fine-tune: `gemma3-270m`, `qwen2.5-coder-0.5b`, an HF id or path; "
+        description="Weights to fine-tune: `gemma3-270m`, `smollm2-135m`, `qwen2.5-coder-0.5b`, an HF id or path; "
         "empty = the weights behind `model`.",
     )
     train_min_examples: int = Field(20, ge=1, description="Export refuses to write fewer training examples.")
+    train_min_test_examples: int = Field(
+        20, ge=1, description="The promotion gate refuses a fine-tune scored on fewer test examples."
+    )
     train_max_tokens: int = Field(
         1024, ge=64, le=32768, description="Longest training example in tokens; longer ones are dropped."
     )

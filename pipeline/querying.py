@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 from haystack import Document, component
-from haystack.components.builders import ChatPromptBuilder
 from haystack.dataclasses import StreamingChunk
 from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 from haystack_integrations.components.generators.ollama import OllamaChatGenerator
@@ -40,7 +39,7 @@ from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout,
 from core.settings import Settings
 from pipeline import resilience
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
-from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, TEMPLATE
+from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
 from pipeline.stores import document_store, embedder_path, forget_store, node_health_path
 
@@ -148,7 +147,7 @@ class AnswerService:
         self._embedder.warm_up()
         self._retrieval: dict[str, Retrieval] = {}
         self._generators: dict[str, OllamaChatGenerator] = {}
-        self.prompt_builder = ChatPromptBuilder(template=TEMPLATE, required_variables=["question", "documents"])
+        self.prompt_builder = prompt_builder()
         self._lock = threading.Lock()
         # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
         self.breakers = {
@@ -419,11 +418,11 @@ class AnswerService:
 
     def _settle(self, answer: Answer, text: str, prompt: list, guarded: GuardedStream, cut_off: bool) -> None:
         """What the user is shown, and the outcome, sources and prompt recorded with it."""
-        answer.prompt = [{"role": m.role.value, "content": m.text or ""} for m in prompt]
+        answer.prompt = as_messages(prompt)
         answer.context = answer.prompt[-1]["content"]
         if guarded.tripped or self._guard.leaks(text):
             # A small model may abstain and then recite its instructions: that is an abstention.
-            if _abstains(text):
+            if is_abstention(text):
                 log.info("the model abstained in %s, then began to recite its instructions: cut off", answer.collection)
                 answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
             else:
@@ -443,7 +442,7 @@ class AnswerService:
             guarded.say(note)
             text += note
         answer.text = text
-        answer.outcome = Outcome.ABSTAINED if _abstains(text) else Outcome.ANSWERED
+        answer.outcome = Outcome.ABSTAINED if is_abstention(text) else Outcome.ANSWERED
         answer.sources = _cited(text, answer.retrieved)
 
 
@@ -470,13 +469,11 @@ def _passage_reply(retrieved: list[Source], citations: str) -> str:
     return f'The closest passage I found, in "{source.title}": "{source.snippet}" [{source.number}]'
 
 
-def _abstains(text: str) -> bool:
-    return not text.strip() or text.strip().lower().startswith(ABSTAIN.lower()[:12])
 
 
 def _cited(text: str, retrieved: list[Source]) -> list[Source]:
     """The sources the answer cites; if it cites none, the best match it was given."""
-    if _abstains(text):
+    if is_abstention(text):
         return []
     numbers = {int(n) for n in CITATION.findall(text)}
     cited = [s for s in retrieved if s.number in numbers]

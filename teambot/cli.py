@@ -441,7 +441,7 @@ def feedback_export(
     min_examples: Optional[int] = typer.Option(None, help="Refuse below this many (default TEAMBOT_TRAIN_MIN_EXAMPLES)."),
     max_tokens: Optional[int] = typer.Option(None, help="Drop longer examples (default TEAMBOT_TRAIN_MAX_TOKENS)."),
 ) -> None:
-    """Build the SFT dataset from rated answers (👍 as given, 👎 with a correction)."""
+    """Build the fine-tuning dataset (train, dev, test) from rated answers (👍 as given, 👎 with a correction)."""
     from training.export import ExportRefused, export
 
     settings = _settings()
@@ -455,7 +455,7 @@ def feedback_export(
 
 @app.command()
 def train(
-    base: Optional[str] = typer.Option(None, help="gemma3-270m, qwen2.5-coder-0.5b, an HF id or path."),
+    base: Optional[str] = typer.Option(None, help="gemma3-270m, smollm2-135m, qwen2.5-coder-0.5b, an HF id or path."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Name of the run (default: a timestamp)."),
     epochs: float = typer.Option(3.0, min=0.01),
     max_steps: int = typer.Option(-1, help="Stop after this many steps (overrides --epochs)."),
@@ -488,7 +488,7 @@ def train(
         _fail(str(exc))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     typer.echo(f"run {run_dir.name}: {metrics['steps']} steps, train loss {metrics['train_loss_before']:.3f} → "
-               f"{metrics['train_loss_after']:.3f}, eval loss {metrics['eval_loss_before']:.3f} → "
+               f"{metrics['train_loss_after']:.3f}, dev loss {metrics['eval_loss_before']:.3f} → "
                f"{metrics['eval_loss_after']:.3f}")
     typer.echo(f"adapter: {run_dir / 'adapter'}\nnext: teambot eval --run {run_dir.name}")
 
@@ -497,9 +497,9 @@ def train(
 def evaluate(
     run: str = typer.Option("latest", help="Run id under data_dir/runs, or latest."),
     max_new_tokens: int = typer.Option(96, min=1, help="Length cap of generated answers."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N held-out examples."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N test examples (never promotes)."),
 ) -> None:
-    """Compare a fine-tuned run with its base on the held-out examples; writes report.json."""
+    """Score a run against its base and the active model on the test split (the promotion gate); writes report.json."""
     from training.evaluate import evaluate_run, format_table
     from training.runs import RunNotFound, resolve_run
 
@@ -521,8 +521,10 @@ def publish(
     force: bool = typer.Option(False, "--force", help="Publish even if it was not evaluated or does not beat its base."),
     rollback: bool = typer.Option(False, "--rollback", help="Switch back to the previously active model."),
     quantize: str = typer.Option("auto", help="auto (q8_0 under 1B parameters, else q4_K_M), none, q4_K_M, q4_K_S, q8_0."),
+    route: str = typer.Option("auto", help="auto (ADAPTER on the base where Ollama can), adapter, or merged."),
 ) -> None:
-    """Publish a fine-tuned run to Ollama as teambot-ft-<run>; or roll the active model back."""
+    """Publish a promotable run to Ollama as teambot-ft-<run>, score it as served, and optionally
+    activate it; or roll the active model back."""
     from core import active_model
 
     settings = _settings()
@@ -539,12 +541,17 @@ def publish(
 
     try:
         run_dir = resolve_run(settings, run)
-        published = publish_run(settings, run_dir, activate=activate, force=force, quantize=quantize,
+        published = publish_run(settings, run_dir, activate=activate, force=force, quantize=quantize, route=route,
                                 log=lambda m: typer.echo(m, err=True))
     except (RunNotFound, PublishRefused, ValueError) as exc:
         _fail(str(exc))
     detail = published.route + (f", {published.quantization}" if published.quantization else "")
     typer.echo(f"published {published.model} ({detail}, {published.seconds:.0f}s) to {settings.ollama_url}")
+    if published.served:
+        served = published.served
+        from training.evaluate import format_served
+
+        typer.echo(format_served(served))
     if activate:
         typer.echo(f"active model: {published.model} (was {published.previous_active}); undo with `teambot publish --rollback`")
 

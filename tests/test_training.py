@@ -1,10 +1,12 @@
-"""The whole fine-tuning loop on the CPU: feedback → export → train → eval → publish → answer.
+"""The fine-tuning loop on the CPU for a base Ollama takes no adapter for: Gemma 3 270M, feedback
+→ export → train → publish merged → answer.
 
 Real libraries end to end: the packaged Gemma 3 270M (dequantized once into cache_dir and
 reused), TRL/peft LoRA training for a few steps, and the real Ollama server for publishing and
 answering, directly and through the bots' AnswerService over the ingested handbook. The verbs
-are driven through the `teambot` CLI, as an operator would. Steps and lengths are small so the
-module stays within about five minutes on two cores.
+are driven through the `teambot` CLI, as an operator would. The gate (eval and the served
+re-score) is tested on the Llama route, tests/test_training_llama.py. Steps and lengths are
+small so the module stays within about five minutes on two cores.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from feedback.store import FeedbackStore
 from teambot.cli import app
 from teambot.devmodel import has_model
 from core.settings import load_settings
-from tests.test_training_export import seed_feedback
+from tests.feedback_data import seed_feedback
 from core.active_model import active_model, rollback, set_active_model
-from training.bases import resolve_base
+from training.bases import GEMMA3_270M, resolve_base
 
 pytestmark = pytest.mark.training
 
 RUN = f"t{uuid.uuid4().hex[:8]}"  # unique: the Ollama model name is derived from it
-TRAIN_ARGS = ["--max-steps", "6", "--eval-steps", "3", "--batch-size", "4", "--lr", "5e-4", "--run-id"]
+TRAIN_ARGS = ["--max-steps", "4", "--eval-steps", "2", "--batch-size", "4", "--lr", "5e-4", "--run-id"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,9 @@ def env(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("training")
     variables = {
         "TEAMBOT_DATA_DIR": str(data_dir), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m",
-        "TEAMBOT_TRAIN_MAX_TOKENS": "384", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20",
+        # The bots answer with the base itself (as Ollama serves it) until a fine-tune is activated.
+        "TEAMBOT_MODEL": GEMMA3_270M.ollama_base,
+        "TEAMBOT_TRAIN_MAX_TOKENS": "384", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20", "TEAMBOT_TRAIN_MIN_TEST_EXAMPLES": "6",
     }
     settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in variables.items()})
     seed_feedback(FeedbackStore.from_settings(settings))
@@ -87,18 +91,10 @@ def trained(env, exported):
     return env[1].data_dir / "runs" / RUN, result.output
 
 
-@pytest.fixture(scope="module")
-def evaluated(env, trained):
-    result = teambot(env, "eval", "--run", RUN, "--max-new-tokens", "40")
-    assert result.exit_code == 0, result.output
-    return json.loads((trained[0] / "report.json").read_text()), result.output
-
-
 def test_export_counts_lengths_with_the_model_tokenizer(exported, env):
-    assert "kept: 30 (train 22, eval 8)" in exported
     assert "lengths counted with: tokenizer (limit 384 tokens)" in exported
     summary = json.loads((env[1].data_dir / "sft" / "summary.json").read_text())
-    assert summary["dropped"]["too_long"] == 1
+    assert summary["dropped"]["too_long"] >= 1 and summary["test"] >= 6
 
 
 def test_the_loss_covers_the_answer_and_not_the_prompt(env, exported):
@@ -107,7 +103,7 @@ def test_the_loss_covers_the_answer_and_not_the_prompt(env, exported):
     from training.train import TrainOptions, build_trainer, label_split
 
     _, settings = env
-    rows = read_split(settings.data_dir / "sft" / "train.jsonl")[:4]
+    rows = [r for r in read_split(settings.data_dir / "sft" / "train.jsonl") if len(r["messages"]) == 3][:4]
     loaded = load_base(settings, resolve_base(settings))
     options = TrainOptions(max_steps=1, max_length=384, eval_steps=1)
     trainer = build_trainer(loaded, rows, rows[:1], options, settings.data_dir / "mask-check")
@@ -125,28 +121,18 @@ def test_the_loss_covers_the_answer_and_not_the_prompt(env, exported):
 def test_training_lowers_the_loss_and_saves_a_run(trained):
     run_dir, output = trained
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 6
+    assert metrics["steps"] == 4
     assert metrics["train_loss_after"] < metrics["train_loss_before"]
-    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
-    assert [e["step"] for e in metrics["eval_loss"]] == [3, 6]
-    assert len(metrics["train_loss"]) == 6
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]  # the dev split
+    assert [e["step"] for e in metrics["eval_loss"]] == [2, 4]
+    assert len(metrics["train_loss"]) == 4
     config = json.loads((run_dir / "config.json").read_text())
     assert config["base"] == "gemma3-270m" and config["arch"] == "gemma3_text" and config["device"] == "cpu"
-    assert config["dataset"]["train"] == 22 and config["options"]["max_length"] == 384
+    assert config["dataset"]["train"] == len((run_dir / "train.jsonl").read_text().splitlines())
+    assert config["options"]["max_length"] == 384
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert not (run_dir / "checkpoints").exists()
     assert f"next: teambot eval --run {RUN}" in output
-
-
-def test_eval_compares_the_fine_tune_with_its_base(evaluated):
-    report, output = evaluated
-    assert report["examples"] == 8
-    for side in ("base_model", "finetuned"):
-        assert set(report[side]) == {"eval_loss", "perplexity", "token_f1", "rouge_l", "citation_compliance"}
-    assert report["finetuned"]["eval_loss"] < report["base_model"]["eval_loss"]
-    assert report["finetuned"]["perplexity"] < report["base_model"]["perplexity"]
-    assert len(report["answers"]) == 8 and all(a["finetuned"] for a in report["answers"])
-    assert "token F1" in output and "ROUGE-L" in output and "citation compliance" in output
 
 
 def test_train_without_an_export_says_what_to_do(tmp_path):
@@ -171,31 +157,11 @@ def test_publish_refuses_a_run_that_was_not_evaluated(env, trained):
     assert f"run `teambot eval --run {unevaluated.name}` first" in result.output
 
 
-def test_publish_refuses_a_fine_tune_that_does_not_beat_its_base(env, trained, ollama_client):
-    from safetensors.torch import load_file, save_file
-
-    # The run's adapter with its B matrices zeroed, as LoRA starts: it changes nothing.
-    run_dir, _ = trained
-    flat = run_dir.parent / f"{RUN}-flat"
-    shutil.copytree(run_dir, flat, ignore=shutil.ignore_patterns("report.json"))
-    weights = flat / "adapter" / "adapter_model.safetensors"
-    tensors = load_file(weights)
-    save_file({k: v.zero_() if "lora_B" in k else v for k, v in tensors.items()}, weights)
-
-    evaluated = teambot(env, "eval", "--run", flat.name, "--limit", "2", "--max-new-tokens", "8")
-    assert evaluated.exit_code == 0, evaluated.output
-    assert "fine-tuned does NOT beat the base" in evaluated.output
-    result = teambot(env, "publish", "--run", flat.name)
-    assert result.exit_code == 1
-    assert "does not beat its base model" in result.output and "--force" in result.output
-    assert not has_model(ollama_client, f"teambot-ft-{flat.name}")
-
-
-def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, evaluated, ollama_client, handbook):
+def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, ollama_client, handbook):
+    # The gate and the served re-score are tested on the Llama route (tests/test_training_llama.py);
+    # here an operator's --force publishes a Gemma 3 run unevaluated, through the merged route.
     variables, settings = env
-    report, _ = evaluated
-    assert report["beats_base"], report["reasons"]
-    result = teambot(env, "publish", "--run", RUN, "--activate")
+    result = teambot(env, "publish", "--run", RUN, "--activate", "--force")
     assert result.exit_code == 0, result.output
     name = f"teambot-ft-{RUN}"
     assert f"published {name} (merged, q8_0" in result.output
@@ -203,7 +169,7 @@ def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, eva
     assert active_model(settings) == name
 
     # Ask it what a user would: a handbook question with its documents, as the bot sends it.
-    example = json.loads((trained[0] / "eval.jsonl").read_text().splitlines()[0])
+    example = json.loads((trained[0] / "test.jsonl").read_text().splitlines()[0])
     reply = ollama_client.chat(model=name, messages=example["messages"][:-1], options={"num_predict": 48, "temperature": 0})
     assert reply.message.content.strip()
     shown = ollama_client.show(name)

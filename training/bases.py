@@ -7,12 +7,13 @@ SYSTEM and stop parameters its published fine-tunes get.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.chat_formats import CHATML_PARAMETERS, DEFAULT_SYSTEM, HF_CHATML, OLLAMA_CHATML
-from core.packaged_models import assemble_gguf
+from core.packaged_models import assemble_gguf, smollm2_gguf
 from core.settings import DEV_MODEL, PRODUCTION_MODEL, Settings
 
 
@@ -39,6 +40,26 @@ PLAIN_OLLAMA_TEMPLATE = (
 )
 GEMMA_PARAMETERS = {"stop": ["<eos>", "\n\nUser:"], "temperature": 0.1, "num_ctx": 4096}
 
+# Llama 2 chat: the system prompt inside the first [INST] block, each exchange wrapped in
+# <s>…</s>. Both renderings give the same text; Ollama adds the first <s> itself (add_bos), the
+# Hugging Face template writes it. Stop on the markers, so a fine-tune that forgets </s> still
+# ends its turn.
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] "
+    "{% if loop.first and system %}<<SYS>>\n{{ system }}\n<</SYS>>\n\n{% endif %}{{ m['content'] }} [/INST]"
+    "{% elif m['role'] == 'assistant' %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}"
+)
+LLAMA2_OLLAMA_TEMPLATE = (
+    "{{- $system := $.System }}{{- range .Messages }}{{- if eq .Role \"system\" }}{{ $system = .Content }}{{- end }}{{- end }}"
+    "{{- $first := true }}{{- range .Messages }}"
+    "{{- if eq .Role \"user\" }}{{ if not $first }}<s>{{ end }}[INST] "
+    "{{ if and $first $system }}<<SYS>>\n{{ $system }}\n<</SYS>>\n\n{{ end }}{{ $first = false }}{{ .Content }} [/INST]"
+    "{{- else if eq .Role \"assistant\" }} {{ .Content }} </s>{{- end }}{{- end }}"
+)
+LLAMA2_PARAMETERS = {"stop": ["[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "</s>"], "temperature": 0.1, "num_ctx": 4096}
+
 
 
 def _gemma_gguf(settings: Settings) -> Path:
@@ -63,6 +84,9 @@ class BaseSpec:
     ollama_template: str | None = None
     ollama_system: str | None = None
     ollama_parameters: dict = field(default_factory=dict)
+    # Ollama can build `ollama_base` itself from the packaged GGUF (else it must be pulled).
+    ollama_base_from_gguf: bool = False
+    parameters: int | None = None  # known size, for the memory check before loading (else config.json)
 
     @property
     def slug(self) -> str:
@@ -71,8 +95,14 @@ class BaseSpec:
 
 GEMMA3_270M = BaseSpec(
     name="gemma3-270m", gguf=_gemma_gguf, chat_template=PLAIN_CHAT_TEMPLATE,
-    stop=("<eos>",), add_bos=True, ollama_template=PLAIN_OLLAMA_TEMPLATE,
-    ollama_system=DEFAULT_SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
+    stop=("<eos>",), add_bos=True, ollama_base="teambot-base-gemma3-270m", ollama_base_from_gguf=True,
+    ollama_template=PLAIN_OLLAMA_TEMPLATE, ollama_system=DEFAULT_SYSTEM, ollama_parameters=GEMMA_PARAMETERS,
+)
+# A Llama-architecture chat model small enough for the CPU: the ADAPTER route's test base.
+SMOLLM2_135M = BaseSpec(
+    name="smollm2-135m", gguf=smollm2_gguf, chat_template=HF_CHATML, stop=("<|im_end|>", "<|endoftext|>"),
+    ollama_base="teambot-base-smollm2-135m", ollama_base_from_gguf=True, ollama_template=OLLAMA_CHATML,
+    ollama_system=DEFAULT_SYSTEM, ollama_parameters=dict(CHATML_PARAMETERS),
 )
 QWEN_DEV = BaseSpec(
     name="qwen2.5-coder-0.5b", gguf=assemble_gguf, chat_template=HF_CHATML,
@@ -80,13 +110,15 @@ QWEN_DEV = BaseSpec(
     ollama_system=DEFAULT_SYSTEM, ollama_parameters=dict(CHATML_PARAMETERS),
 )
 LLAMA2_CHAT = BaseSpec(
-    name="meta-llama/Llama-2-7b-chat-hf", hf_id="meta-llama/Llama-2-7b-chat-hf", stop=("</s>",),
-    add_bos=True, ollama_base=PRODUCTION_MODEL,
+    name="meta-llama/Llama-2-7b-chat-hf", hf_id="meta-llama/Llama-2-7b-chat-hf", chat_template=LLAMA2_CHAT_TEMPLATE,
+    stop=("</s>", "[INST]"), add_bos=True, ollama_base=PRODUCTION_MODEL, ollama_template=LLAMA2_OLLAMA_TEMPLATE,
+    ollama_system=DEFAULT_SYSTEM, ollama_parameters=LLAMA2_PARAMETERS, parameters=6_738_415_616,
 )
 
 ALIASES = {
     "gemma3-270m": GEMMA3_270M, "gemma-3-270m": GEMMA3_270M,
     "qwen2.5-coder-0.5b": QWEN_DEV, DEV_MODEL: QWEN_DEV,
+    "smollm2-135m": SMOLLM2_135M, "smollm2": SMOLLM2_135M,
     LLAMA2_CHAT.name: LLAMA2_CHAT, PRODUCTION_MODEL: LLAMA2_CHAT, "llama2": LLAMA2_CHAT,
 }
 
@@ -114,9 +146,54 @@ def cached_dir(settings: Settings, spec: BaseSpec) -> Path:
     return settings.cache_dir / "models" / f"{spec.slug}-f32"
 
 
+def local_snapshot(hf_id: str) -> Path | None:
+    """The directory holding `hf_id`: itself when it is a path, else its snapshot in the local
+    Hugging Face cache (nothing is downloaded)."""
+    path = Path(hf_id).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hf_id, local_files_only=True))
+    except Exception:  # not cached, or not a valid repo id
+        return None
+
+
+def weights_dir(settings: Settings, spec: BaseSpec) -> Path | None:
+    """Where the base's files (config, tokenizer files) are on this machine, if anywhere."""
+    if spec.gguf:
+        return cached_dir(settings, spec)
+    return local_snapshot(spec.hf_id) if spec.hf_id else None
+
+
 def tokenizer_file(settings: Settings, spec: BaseSpec) -> Path | None:
     """A `tokenizer.json` for counting tokens without loading torch, when one is at hand."""
-    candidates = [cached_dir(settings, spec) / "tokenizer.json"]
-    if spec.hf_id:
-        candidates.append(Path(spec.hf_id).expanduser() / "tokenizer.json")
-    return next((p for p in candidates if p.is_file()), None)
+    directory = weights_dir(settings, spec)
+    path = directory / "tokenizer.json" if directory else None
+    return path if path and path.is_file() else None
+
+
+def parameter_count(settings: Settings, spec: BaseSpec) -> int | None:
+    """The base's size, from what is known or its config.json, without loading it."""
+    if spec.parameters:
+        return spec.parameters
+    directory = weights_dir(settings, spec)
+    try:
+        config = json.loads((directory / "config.json").read_text()) if directory else None
+    except (OSError, ValueError):
+        return None
+    if not config:
+        return None
+    config = config.get("text_config", config)
+    try:
+        hidden, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+        heads = config["num_attention_heads"]
+        head_dim = config.get("head_dim") or hidden // heads
+        kv = config.get("num_key_value_heads", heads) * head_dim
+        mlp = 3 * hidden * config.get("intermediate_size", 4 * hidden)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return embeddings + layers * (attention + mlp)

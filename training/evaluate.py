@@ -1,13 +1,23 @@
-"""Base vs fine-tuned on the run's held-out examples (`teambot eval --run RUN`).
+"""The promotion gate: a fine-tune against its base and the model answering now (`teambot eval`).
 
-Both models are the same loaded weights, with the LoRA adapter switched off for the base, so
-the comparison costs one model load. Per model:
-- eval loss: mean cross-entropy over the reference answers' tokens given their prompts (the
-  training objective), and its perplexity exp(loss);
-- answers generated greedily for the eval questions, scored against the references with
-  token F1, ROUGE-L and citation compliance (see training/metrics.py).
-The fine-tune beats the base when its eval loss is lower and its answer score (mean of token
-F1 and ROUGE-L) is not lower by more than ANSWER_TOLERANCE; `teambot publish` needs that.
+Scored on the run's test split only (train taught it, dev chose its checkpoint), grouped at
+export so no test question's source document or paraphrase was trained on. Three models:
+- base: the same loaded weights with the LoRA adapter switched off;
+- active: the model the bots answer with now. The base again when it is the base's own Ollama
+  model; an earlier fine-tune of the same base loaded as a second adapter; anything else (another
+  family) asked through Ollama, answers only (no loss);
+- candidate: the run's adapter.
+Per model: the completion loss on the reference answers, then greedy answers scored with token
+F1, ROUGE-L, citation compliance and abstention rate (see training/metrics.py), overall and for
+upvoted vs corrected examples.
+
+The candidate is promotable when, against base and active alike, its loss is lower (base) or
+not higher (active), its answer score is not lower by more than ANSWER_TOLERANCE, it cites as
+often and abstains no more often (within one example or RATE_TOLERANCE); and the test split
+has at least `train_min_test_examples`, scored whole (a `--limit` report never promotes).
+`teambot publish` then scores the published model as Ollama serves it (quantized, another
+runtime) against the base and active models served the same way (`score_served`): it must
+answer better than the base and hold up to the active model, or it is not activated.
 """
 
 from __future__ import annotations
@@ -16,12 +26,16 @@ import math
 import time
 from pathlib import Path
 
+from core.active_model import active_model
 from core.settings import Settings
 from training import metrics, runs
-from training.bases import resolve_base
+from training.bases import ALIASES, BaseSpec, resolve_base
 from training.export import read_split
 
-ANSWER_TOLERANCE = 0.02  # greedy answers on a handful of questions move by about this much
+ANSWER_TOLERANCE = 0.02  # greedy answers on a few dozen questions move by about this much
+RATE_TOLERANCE = 0.05  # citation and abstention rates; at least one example's worth
+GENERATION_SEED = 42  # as the answering pipeline: the served model is scored as it answers
+ANSWER_METRICS = ("token_f1", "rouge_l", "citation_compliance", "abstention_rate")
 
 
 def _encode(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
@@ -79,53 +93,144 @@ def generate_answers(model, tokenizer, rows: list[dict], stop_ids: list[int], ma
     return answers
 
 
-def _score(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int) -> dict:
-    loss = completion_loss(model, tokenizer, rows)
-    answers = generate_answers(model, tokenizer, rows, stop_ids, max_new_tokens)
+def ollama_answers(client, model: str, rows: list[dict], max_new_tokens: int) -> list[str]:
+    """Answers from a model as Ollama serves it, greedy and seeded like the bots' pipeline."""
+    options = {"temperature": 0, "seed": GENERATION_SEED, "num_predict": max_new_tokens}
+    return [
+        client.chat(model=model, messages=row["messages"][:-1], options=options).message.content.strip()
+        for row in rows
+    ]
+
+
+def score_answers(answers: list[str], rows: list[dict]) -> dict:
+    """Answer metrics overall, and the answer score per kind of example (upvoted, corrected)."""
     references = [r["messages"][-1]["content"] for r in rows]
     f1 = [metrics.token_f1(a, r) for a, r in zip(answers, references)]
     rouge = [metrics.rouge_l(a, r) for a, r in zip(answers, references)]
+    by_kind: dict[str, list[float]] = {}
+    for row, f, r in zip(rows, f1, rouge):
+        by_kind.setdefault(row.get("kind", "upvoted"), []).append((f + r) / 2)
     return {
-        "eval_loss": loss, "perplexity": math.exp(min(loss, 50)),
         "token_f1": sum(f1) / len(f1), "rouge_l": sum(rouge) / len(rouge),
         "citation_compliance": metrics.citation_compliance(answers, references),
+        "abstention_rate": metrics.abstention_rate(answers),
+        "answer_score_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
         "answers": answers, "f1": f1,
     }
+
+
+def _score(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int) -> dict:
+    loss = completion_loss(model, tokenizer, rows)
+    scores = score_answers(generate_answers(model, tokenizer, rows, stop_ids, max_new_tokens), rows)
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), **scores}
 
 
 def answer_score(scores: dict) -> float:
     return (scores["token_f1"] + scores["rouge_l"]) / 2
 
 
-def verdict(base: dict, tuned: dict) -> tuple[bool, list[str]]:
-    reasons = []
-    lower_loss = tuned["eval_loss"] < base["eval_loss"]
-    reasons.append(
-        f"eval loss {tuned['eval_loss']:.3f} {'<' if lower_loss else '>='} base {base['eval_loss']:.3f}"
-    )
-    a, b = answer_score(tuned), answer_score(base)
-    answers_ok = a >= b - ANSWER_TOLERANCE
-    if a >= b:
-        reasons.append(f"answer score {a:.3f} >= base {b:.3f}")
-    elif answers_ok:
-        reasons.append(f"answer score {a:.3f} within {ANSWER_TOLERANCE} of base {b:.3f}")
+def compare(candidate: dict, reference: dict, label: str, examples: int, *, strict_loss: bool) -> tuple[bool, list[str]]:
+    """Whether `candidate` is at least as good as `reference` on every gated metric, and why."""
+    ok, reasons = True, []
+    rate_slack = max(RATE_TOLERANCE, 1 / max(examples, 1)) + 1e-9
+    if candidate.get("eval_loss") is not None and reference.get("eval_loss") is not None:
+        c, r = candidate["eval_loss"], reference["eval_loss"]
+        better = c < r if strict_loss else c <= r
+        ok &= better
+        reasons.append(f"test loss {c:.3f} {'<' if c < r else '=' if c == r else '>'} {label} {r:.3f}")
+    a, b = answer_score(candidate), answer_score(reference)
+    if a >= b - ANSWER_TOLERANCE:
+        reasons.append(f"answer score {a:.3f} {'>=' if a >= b else 'within ' + str(ANSWER_TOLERANCE) + ' of'} {label} {b:.3f}")
     else:
-        reasons.append(f"answer score {a:.3f} below base {b:.3f}")
-    return lower_loss and answers_ok, reasons
+        ok = False
+        reasons.append(f"answer score {a:.3f} below {label} {b:.3f}")
+    c, r = candidate.get("citation_compliance"), reference.get("citation_compliance")
+    if c is not None and r is not None and c < r - rate_slack:
+        ok = False
+        reasons.append(f"cites in {c:.0%} of answers, {label} in {r:.0%}")
+    c, r = candidate["abstention_rate"], reference["abstention_rate"]
+    if c > r + rate_slack:
+        ok = False
+        reasons.append(f"abstains on {c:.0%} of answerable questions, {label} on {r:.0%}")
+    return ok, reasons
+
+
+def gate(report: dict, min_examples: int) -> dict:
+    """The promotion verdict of an evaluation report (written into it as `gate`)."""
+    models, examples = report["models"], report["examples"]
+    beats_base, reasons = compare(models["candidate"], models["base"], "base", examples, strict_loss=True)
+    beats_active = beats_base
+    active = models.get("active")
+    if active is None:
+        beats_active = False
+        reasons.append(f"the active model {report.get('active_model')} could not be scored: {report.get('active_error')}")
+    elif active.get("scored_as") != "base":
+        beats_active, more = compare(models["candidate"], active, "active", examples, strict_loss=False)
+        reasons += more
+    enough = examples >= min_examples and not report.get("limited")
+    if report.get("limited"):
+        reasons.append(f"scored on the first {examples} test examples only (--limit): not a promotion decision")
+    elif examples < min_examples:
+        reasons.append(f"only {examples} test examples (the gate needs {min_examples}; TEAMBOT_TRAIN_MIN_TEST_EXAMPLES)")
+    return {
+        "beats_base": beats_base, "beats_active": beats_active, "enough_examples": enough,
+        "promotable": beats_base and beats_active and enough, "min_examples": min_examples, "reasons": reasons,
+    }
+
+
+def served_gate(report: dict, served: dict) -> tuple[bool, list[str]]:
+    """The published model as Ollama serves it, against the base and the active model as Ollama
+    serves them (same runtime, same quantization noise): it must beat the base and hold up to
+    the active model, as the evaluated candidate did."""
+    examples, ok, reasons = report["examples"], True, []
+    references = served["references"]
+    if not references:
+        return False, ["neither the base nor the active model could be asked through Ollama to compare with"]
+    for label, reference in references.items():
+        if reference.get("error"):
+            ok = False
+            reasons.append(f"the {label} model {reference['model']} could not be scored: {reference['error']}")
+            continue
+        fine, more = compare(served, reference, f"{label} as served", examples, strict_loss=False)
+        ok &= fine
+        reasons += more
+        if label == "base" and answer_score(served) <= answer_score(reference):
+            ok = False
+            reasons.append(f"answers no better than the base as served ({answer_score(served):.3f})")
+    return ok, reasons
+def _active(settings: Settings, spec: BaseSpec, run_dir: Path) -> tuple[str, str, Path | None]:
+    """(active model name, how to score it: base | adapter | ollama | self, the adapter if any)."""
+    from training.publish import model_name
+
+    name = active_model(settings)
+    if name == model_name(run_dir.name):
+        return name, "self", None
+    if name == spec.ollama_base or ALIASES.get(name) is spec:
+        return name, "base", None
+    for other in runs.runs_dir(settings).glob("*/config.json"):
+        if model_name(other.parent.name) == name and (other.parent / "adapter").is_dir():
+            if runs.read_json(other).get("base") == spec.name:
+                return name, "adapter", other.parent / "adapter"
+    return name, "ollama", None
 
 
 def evaluate_run(settings: Settings, run_dir: Path, *, max_new_tokens: int = 96, limit: int | None = None, log=print) -> dict:
-    """Score base and fine-tune on the run's eval split; writes and returns report.json."""
+    """Score base, active model and candidate on the run's test split; writes and returns report.json."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     from training.models import load_base, stop_token_ids
 
     config = runs.read_json(run_dir / "config.json")
-    rows = read_split(run_dir / "eval.jsonl")[:limit]
+    test_path = run_dir / "test.jsonl"
+    if not test_path.is_file():
+        raise ValueError(f"run {run_dir.name} has no test split (it was trained from an older export): train it again")
+    all_rows = read_split(test_path)
+    rows = all_rows[:limit]
     if not rows:
-        raise ValueError(f"run {run_dir.name} has no held-out examples to evaluate on")
+        raise ValueError(f"run {run_dir.name} has no test examples to evaluate on")
     spec = resolve_base(settings, config["base"])
+    active_name, active_kind, active_adapter = _active(settings, spec, run_dir)
     started = time.monotonic()
     loaded = load_base(settings, spec, log=log)
     model = PeftModel.from_pretrained(loaded.model, run_dir / "adapter")
@@ -136,28 +241,97 @@ def evaluate_run(settings: Settings, run_dir: Path, *, max_new_tokens: int = 96,
     load_s = time.monotonic() - started
     stop_ids = stop_token_ids(tokenizer, spec)
     started = time.monotonic()
-    log(f"scoring the base model on {len(rows)} held-out examples…")
+    log(f"scoring the base model on {len(rows)} test examples…")
     with model.disable_adapter():
         base = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
-    log("scoring the fine-tuned model…")
-    tuned = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
-    beats, reasons = verdict(base, tuned)
+    log("scoring the fine-tuned candidate…")
+    candidate = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
+    active, active_error = None, None
+    if active_kind in ("base", "self"):
+        active = dict(base if active_kind == "base" else candidate)
+    elif active_kind == "adapter":
+        log(f"scoring the active model {active_name} (its adapter on the same base)…")
+        model.load_adapter(active_adapter, adapter_name="active")
+        model.set_adapter("active")
+        active = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
+        model.set_adapter("default")
+    else:
+        log(f"scoring the active model {active_name} through Ollama…")
+        active, active_error = _score_through_ollama(settings, active_name, rows, max_new_tokens)
+    if active is not None:
+        active["scored_as"] = active_kind
     report = {
-        "run": run_dir.name, "base": spec.name, "examples": len(rows), "max_new_tokens": max_new_tokens,
-        "base_model": {k: v for k, v in base.items() if k not in ("answers", "f1")},
-        "finetuned": {k: v for k, v in tuned.items() if k not in ("answers", "f1")},
-        "beats_base": beats, "reasons": reasons,
+        "run": run_dir.name, "base": spec.name, "split": "test", "examples": len(rows),
+        "test_examples": len(all_rows), "limited": len(rows) < len(all_rows), "max_new_tokens": max_new_tokens,
+        "active_model": active_name, "active_error": active_error,
+        "models": {
+            name: {k: v for k, v in scores.items() if k not in ("answers", "f1")} if scores else None
+            for name, scores in (("base", base), ("active", active), ("candidate", candidate))
+        },
         "answers": [
             {
-                "question": row["question"], "reference": row["messages"][-1]["content"],
-                "base": b, "finetuned": t, "base_f1": round(bf, 4), "finetuned_f1": round(tf, 4),
+                "question": row["question"], "kind": row.get("kind"), "reference": row["messages"][-1]["content"],
+                "base": base["answers"][i], "active": active["answers"][i] if active else None,
+                "candidate": candidate["answers"][i],
+                "base_f1": round(base["f1"][i], 4), "candidate_f1": round(candidate["f1"][i], 4),
             }
-            for row, b, t, bf, tf in zip(rows, base["answers"], tuned["answers"], base["f1"], tuned["f1"])
+            for i, row in enumerate(rows)
         ],
         "timings": {"load_s": round(load_s, 2), "eval_s": round(time.monotonic() - started, 2)},
     }
+    report["gate"] = gate(report, settings.train_min_test_examples)
     runs.write_json(run_dir / "report.json", report)
     return report
+
+
+def _score_through_ollama(settings: Settings, name: str, rows: list[dict], max_new_tokens: int) -> tuple[dict | None, str | None]:
+    import ollama
+
+    client = ollama.Client(host=settings.ollama_url, timeout=settings.generation_timeout)
+    try:
+        return score_answers(ollama_answers(client, name, rows, max_new_tokens), rows), None
+    except (ConnectionError, OSError, ollama.ResponseError) as exc:
+        return None, f"{exc}"
+    finally:
+        client.close()
+
+
+def score_served(settings: Settings, run_dir: Path, model: str, spec: BaseSpec, log=print) -> dict:
+    """Score the published model, and the base and active models, as Ollama serves them on the
+    test split; recorded in report.json as `served`, with its verdict (`passed`, `reasons`)."""
+    import ollama
+
+    from core.servers import has_model
+
+    report = runs.read_json(run_dir / "report.json")
+    rows = read_split(run_dir / "test.jsonl")[: report["examples"]]
+    client = ollama.Client(host=settings.ollama_url, timeout=settings.generation_timeout)
+    try:
+        log(f"scoring {model} as Ollama serves it on {len(rows)} test examples…")
+        scores = score_answers(ollama_answers(client, model, rows, report["max_new_tokens"]), rows)
+        names = {}
+        if spec.ollama_base and has_model(client, spec.ollama_base):
+            names["base"] = spec.ollama_base
+        active = active_model(settings)
+        if active not in (model, names.get("base")):
+            names["active"] = active
+        references = {}
+        for label, name in names.items():
+            log(f"scoring the {label} model {name} as Ollama serves it…")
+            try:
+                answers = ollama_answers(client, name, rows, report["max_new_tokens"])
+                references[label] = {"model": name, **{k: v for k, v in score_answers(answers, rows).items() if k not in ("f1", "answers")}}
+            except (ConnectionError, OSError, ollama.ResponseError) as exc:
+                references[label] = {"model": name, "error": str(exc)}
+    finally:
+        client.close()
+    served = {k: v for k, v in scores.items() if k != "f1"}
+    served.update(model=model, references=references)
+    served["passed"], served["reasons"] = served_gate(report, served)
+    served["drop_from_evaluated"] = round(answer_score(report["models"]["candidate"]) - answer_score(served), 4)
+    report["served"] = served
+    runs.write_json(run_dir / "report.json", report)
+    return served
 
 
 def format_table(report: dict) -> str:
@@ -166,15 +340,46 @@ def format_table(report: dict) -> str:
             return "n/a"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
+    models = report["models"]
+    columns = [("base", models["base"]), ("active", models.get("active")), ("candidate", models["candidate"])]
+    if report.get("served"):
+        columns.append(("served", report["served"]))
     rows = [
-        ("eval loss", "eval_loss"), ("perplexity", "perplexity"), ("token F1", "token_f1"),
-        ("ROUGE-L", "rouge_l"), ("citation compliance", "citation_compliance"),
+        ("test loss", "eval_loss"), ("perplexity", "perplexity"), ("token F1", "token_f1"),
+        ("ROUGE-L", "rouge_l"), ("citation compliance", "citation_compliance"), ("abstention rate", "abstention_rate"),
     ]
-    lines = [f"run {report['run']} — {report['examples']} held-out examples, base {report['base']}", ""]
-    lines.append(f"{'metric':<22}{'base':>12}{'fine-tuned':>12}")
+    kinds = sorted({k for _, m in columns if m for k in m.get("answer_score_by_kind", {})})
+    active = models.get("active") or {}
+    lines = [
+        f"run {report['run']}: {report['examples']} test examples, base {report['base']}, "
+        f"active {report['active_model']} (scored as {active.get('scored_as', 'n/a')})", "",
+        f"{'metric':<26}" + "".join(f"{name:>12}" for name, _ in columns),
+    ]
     for label, key in rows:
-        lines.append(f"{label:<22}{cell(report['base_model'][key]):>12}{cell(report['finetuned'][key]):>12}")
+        lines.append(f"{label:<26}" + "".join(f"{cell((m or {}).get(key)):>12}" for _, m in columns))
+    for kind in kinds:
+        lines.append(f"{'answer score, ' + kind:<26}" + "".join(
+            f"{cell((m or {}).get('answer_score_by_kind', {}).get(kind)):>12}" for _, m in columns))
     lines.append("")
-    outcome = "beats the base" if report["beats_base"] else "does NOT beat the base"
-    lines.append(f"fine-tuned {outcome}: " + "; ".join(report["reasons"]))
+    verdict = report["gate"]
+    outcome = "PROMOTABLE" if verdict["promotable"] else "NOT promotable"
+    lines.append(f"candidate is {outcome}: " + "; ".join(verdict["reasons"]))
+    if report.get("served"):
+        lines += ["", format_served(report["served"])]
+    return "\n".join(lines)
+
+
+def format_served(served: dict) -> str:
+    """The served models side by side (answers only: Ollama gives no loss), and the verdict."""
+    columns = [(label, ref) for label, ref in served["references"].items() if not ref.get("error")]
+    columns.append(("candidate", served))
+    lines = [f"as Ollama serves them ({served['model']}):", f"{'metric':<26}" + "".join(f"{name:>12}" for name, _ in columns)]
+    for label, key in (("token F1", "token_f1"), ("ROUGE-L", "rouge_l"), ("citation compliance", "citation_compliance"),
+                       ("abstention rate", "abstention_rate")):
+        lines.append(f"{label:<26}" + "".join(
+            f"{'n/a' if m.get(key) is None else format(m[key], '.3f'):>12}" for _, m in columns))
+    verdict = "passes" if served["passed"] else "FAILS"
+    lines.append(f"served candidate {verdict} the gate: " + "; ".join(served["reasons"]))
+    lines.append(f"answer score as served {answer_score(served):.3f}, as evaluated in transformers "
+                 f"{answer_score(served) + served['drop_from_evaluated']:.3f}")
     return "\n".join(lines)

@@ -1,16 +1,28 @@
-"""Turn rated answers into a supervised fine-tuning dataset (`teambot feedback export`).
+"""Turn rated answers into a fine-tuning dataset (`teambot feedback export`).
 
 Which answers become examples:
 - majority 👍 (each user's last vote counts once): the answer as the model gave it;
 - majority 👎 with a user's correction: the latest correction replaces the answer;
-- majority 👎 without a correction, and ties: left out (counted in the summary).
-Each example is the chat the model actually saw (the stored prompt messages: system prompt,
-thread turns, quoted documents and question) plus the assistant turn to learn.
+- left out (counted in the summary): 👎 without a correction, ties, answers recorded without the
+  prompt the model saw, abstentions ("I don't know…" teaches the model to give up), and replies
+  the user never saw as written (withheld by the leak guard, or uncited where citations are
+  required).
+Each example is the chat the model actually saw (system prompt, thread turns, quoted documents
+and question) plus the assistant turn to learn.
 
-Then: personal data and secrets are scrubbed, near-identical questions keep only their latest
-example, over-long examples are dropped (never truncated: a cut answer teaches cut answers),
-and examples are split train/eval by a hash of the question, so an example stays on its side
-as the data grows. Output goes to `data_dir/sft/` as JSONL and a `datasets` DatasetDict.
+Then, in this order: what people typed is scrubbed of personal data and secrets (text quoted
+from the documents stays as written); examples longer than the context are dropped (never
+truncated: a cut answer teaches cut answers), so a long duplicate cannot displace a short one;
+the same question in the same thread context keeps only its latest example.
+
+Splits: train (to learn), dev (early stopping and checkpoint choice) and test (the promotion
+gate only). Examples are grouped so that nothing of a test question leaks into training: answers
+citing the same source document share a group, and so do questions the project's embedder finds
+near-identical (paraphrases). A group goes to one split whole: groups are ordered by a hash of
+their key and dealt out until test and dev each hold their share of the examples, the rest to
+train. The order is fixed, so as the data grows a group moves only where the boundaries shift,
+and the splits stay balanced however few groups there are. Output goes to `data_dir/sft/` as
+JSONL and a `datasets` DatasetDict.
 """
 
 from __future__ import annotations
@@ -25,19 +37,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
+from pipeline.prompts import is_abstention
 from training.bases import resolve_base, tokenizer_file
 from training.scrub import scrub
 
-EVAL_FRACTION = 0.2
+SPLITS = ("train", "dev", "test")
+# Share of the examples in each held-out split, at least (whole groups); the rest train.
+HELD_OUT = {"test": 0.15, "dev": 0.15}
+# Cosine similarity (all-MiniLM-L6-v2, normalized) above which two questions are one group:
+# paraphrases of a question score 0.8–0.98, different questions about one topic 0.4–0.75.
+QUESTION_SIMILARITY = 0.8
 CHARS_PER_TOKEN = 3.0  # conservative for English prose when no tokenizer is at hand
 TOKENS_PER_MESSAGE = 6  # role markers and separators the chat template adds
+NOT_SHOWN = {"withheld", "uncited"}
+DOCUMENT = re.compile(r"<document\b[^>]*>\n?(.*?)\n?</document>", re.S)
 
 DROP_REASONS = {
     "downvoted_no_correction": "👎 without a correction",
     "tie": "tied votes",
-    "duplicate": "near-duplicate question",
-    "too_long": "longer than the context",
+    "no_prompt": "recorded without its prompt",
+    "abstention": "an abstention",
+    "not_shown": "withheld or not shown as written",
     "empty": "empty question or answer",
+    "too_long": "longer than the context",
+    "duplicate": "same question in the same thread context",
 }
 
 
@@ -52,25 +75,29 @@ class ExportRefused(RuntimeError):
 @dataclass
 class ExportResult:
     train: list[dict] = field(default_factory=list)
-    eval: list[dict] = field(default_factory=list)
+    dev: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
     rated: int = 0
+    groups: int = 0
     token_counter: str = "chars"  # "tokenizer" when lengths were counted with the model's tokenizer
     max_tokens: int = 0
     out_dir: Path | None = None
 
     @property
     def kept(self) -> int:
-        return len(self.train) + len(self.eval)
+        return sum(len(getattr(self, s)) for s in SPLITS)
 
     def summary(self) -> dict:
         return {
-            "rated_answers": self.rated, "kept": self.kept, "train": len(self.train), "eval": len(self.eval),
-            "dropped": dict(self.dropped), "max_tokens": self.max_tokens, "token_counter": self.token_counter,
+            "rated_answers": self.rated, "kept": self.kept, **{s: len(getattr(self, s)) for s in SPLITS},
+            "groups": self.groups, "dropped": dict(self.dropped), "max_tokens": self.max_tokens,
+            "token_counter": self.token_counter,
         }
 
     def format(self) -> str:
-        lines = [f"rated answers: {self.rated}", f"kept: {self.kept} (train {len(self.train)}, eval {len(self.eval)})"]
+        sizes = ", ".join(f"{s} {len(getattr(self, s))}" for s in SPLITS)
+        lines = [f"rated answers: {self.rated}", f"kept: {self.kept} ({sizes}; {self.groups} groups)"]
         for reason, label in DROP_REASONS.items():
             if self.dropped.get(reason):
                 lines.append(f"dropped, {label}: {self.dropped[reason]}")
@@ -86,12 +113,8 @@ def normalize_question(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
-def split_of(question: str, eval_fraction: float = EVAL_FRACTION) -> str:
-    return "eval" if _bucket(question) < eval_fraction else "train"
-
-
-def _bucket(question: str) -> float:
-    digest = hashlib.sha256(normalize_question(question).encode()).hexdigest()
+def bucket(key: str) -> float:
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return int(digest[:12], 16) / 16**12
 
 
@@ -107,16 +130,17 @@ def verdict(ratings) -> tuple[int, str | None]:
     return -1, (corrections[-1] if corrections else None)
 
 
-def _prompt_messages(record) -> list[dict]:
-    """The chat the model saw; older records without one get documents + question."""
-    messages = [
-        {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
-        for m in (record.prompt or []) if isinstance(m, dict)
-    ]
-    if not messages:
-        user = f"Documents:\n{record.context}\n\nQuestion: {record.question}" if record.context else record.question
-        messages = [{"role": "user", "content": user}]
-    return messages
+def documents_text(messages: list[dict]) -> str:
+    """The quoted documents of a prompt: text that is the team's, not typed by the asker."""
+    return "\n".join(m for message in messages for m in DOCUMENT.findall(message["content"]))
+
+
+def source_paths(record) -> list[str]:
+    """The documents an answer is answered from: its cited sources, else its best passage."""
+    paths = [s.get("path") for s in (record.sources or []) if isinstance(s, dict) and s.get("path")]
+    if not paths:
+        paths = [s.get("path") for s in (record.retrieved or [])[:1] if isinstance(s, dict) and s.get("path")]
+    return sorted(set(paths))
 
 
 class _TokenCounter:
@@ -147,75 +171,151 @@ class _TokenCounter:
         return total
 
 
-def build_examples(settings: Settings, store, *, max_tokens: int | None = None) -> ExportResult:
-    """Select, scrub, dedupe, length-filter and split rated answers (nothing is written)."""
+def _example(record, ratings) -> tuple[dict | None, str | None]:
+    """(the example, None) or (None, why it is left out)."""
+    vote, correction = verdict(ratings)
+    if vote == 0:
+        return None, "tie"
+    if vote < 0 and not correction:
+        return None, "downvoted_no_correction"
+    target = (record.answer_text if vote > 0 else correction or "").strip()
+    if not (record.question or "").strip() or not target:
+        return None, "empty"
+    if vote > 0 and record.outcome in NOT_SHOWN:
+        return None, "not_shown"
+    if is_abstention(target) or (vote > 0 and record.outcome == "abstained"):
+        return None, "abstention"
+    prompt = [
+        {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
+        for m in (record.prompt or []) if isinstance(m, dict)
+    ]
+    if not any(m["role"] == "user" for m in prompt):
+        return None, "no_prompt"
+    keep = documents_text(prompt)
+    messages = [{"role": m["role"], "content": scrub(m["content"], keep)} for m in prompt]
+    messages.append({"role": "assistant", "content": scrub(target, keep)})
+    # Earlier turns of the thread: the same question after different turns is another example.
+    context = [normalize_question(m["content"]) for m in messages[:-2] if m["role"] != "system"]
+    return {
+        "messages": messages, "question": scrub(record.question.strip(), keep), "answer_id": record.id,
+        "kind": "upvoted" if vote > 0 else "corrected", "model": record.model, "sources": source_paths(record),
+        "thread_context": context,
+    }, None
+
+
+def build_examples(settings: Settings, store, *, max_tokens: int | None = None, embed=None) -> ExportResult:
+    """Select, scrub, length-filter, dedupe, group and split rated answers (nothing is written).
+
+    `embed` maps questions to normalized vectors (default: the project's embedder)."""
     result = ExportResult(max_tokens=max_tokens or settings.train_max_tokens)
     count_tokens = _TokenCounter(settings)
     result.token_counter = count_tokens.kind
-    latest: dict[str, dict] = {}  # normalized question -> example; rated_answers() is oldest first
+    latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
     for record, ratings in store.rated_answers():
         result.rated += 1
-        vote, correction = verdict(ratings)
-        if vote == 0:
-            result.dropped["tie"] += 1
+        example, reason = _example(record, ratings)
+        if reason:
+            result.dropped[reason] += 1
             continue
-        if vote < 0 and not correction:
-            result.dropped["downvoted_no_correction"] += 1
-            continue
-        target = record.answer_text if vote > 0 else correction
-        if not (record.question or "").strip() or not (target or "").strip():
-            result.dropped["empty"] += 1
-            continue
-        messages = [
-            {"role": m["role"], "content": scrub(m["content"])} for m in _prompt_messages(record)
-        ] + [{"role": "assistant", "content": scrub(target.strip())}]
-        question = scrub(record.question.strip())
-        key = normalize_question(question)
-        if key in latest:
-            result.dropped["duplicate"] += 1
-        latest[key] = {
-            "messages": messages, "question": question, "answer_id": record.id,
-            "kind": "upvoted" if vote > 0 else "corrected", "model": record.model,
-        }
-    for example in latest.values():
         if count_tokens(example["messages"]) > result.max_tokens:
             result.dropped["too_long"] += 1
             continue
-        getattr(result, split_of(example["question"])).append(example)
-    _keep_both_sides(result)
+        key = (*example["thread_context"], normalize_question(example["question"]))
+        if key in latest:
+            result.dropped["duplicate"] += 1
+        latest[key] = example
+    examples = list(latest.values())
+    groups = group_examples(examples, embed or project_embedder(settings))
+    result.groups = len(groups)
+    for key in sorted(groups, key=bucket):
+        for example in groups[key]:
+            example["group"] = key
+        held_out = [s for s in HELD_OUT if len(getattr(result, s)) < HELD_OUT[s] * len(examples)]
+        getattr(result, held_out[0] if held_out else "train").extend(groups[key])
     return result
 
 
-def _keep_both_sides(result: ExportResult) -> None:
-    """With few examples the hash can put all on one side; move the closest one across."""
-    if result.kept < 2:
-        return
-    if not result.eval:
-        moved = min(result.train, key=lambda e: _bucket(e["question"]))
-        result.train.remove(moved)
-        result.eval.append(moved)
-    elif not result.train:
-        moved = max(result.eval, key=lambda e: _bucket(e["question"]))
-        result.eval.remove(moved)
-        result.train.append(moved)
+def project_embedder(settings: Settings):
+    """The answering pipeline's embedder (the packaged MiniLM by default), for whole batches."""
+
+    def embed(texts: list[str]):
+        import numpy as np
+        from haystack import Document
+        from haystack_integrations.components.embedders.sentence_transformers import (
+            SentenceTransformersDocumentEmbedder,
+        )
+
+        from pipeline.stores import embedder_path
+
+        if not texts:
+            return np.zeros((0, 0))
+        embedder = SentenceTransformersDocumentEmbedder(
+            model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True,
+        )
+        embedder.warm_up()
+        documents = embedder.run(documents=[Document(content=t) for t in texts])["documents"]
+        return np.array([d.embedding for d in documents], dtype=np.float32)
+
+    return embed
+
+
+def group_examples(examples: list[dict], embed) -> dict[str, list[dict]]:
+    """Connected groups: a shared source document or near-identical questions join two examples.
+    Keyed by the group's first source path (else its first normalized question): stable as the
+    data grows, unless two groups merge."""
+    parent = list(range(len(examples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    by_path: dict[str, int] = {}
+    for i, example in enumerate(examples):
+        for path in example["sources"]:
+            if path in by_path:
+                union(i, by_path[path])
+            by_path.setdefault(path, i)
+    if len(examples) > 1:
+        vectors = embed([e["question"] for e in examples])
+        for start in range(0, len(examples), 1024):  # blocks: memory stays flat on large exports
+            similar = vectors[start:start + 1024] @ vectors.T >= QUESTION_SIMILARITY
+            for a, b in zip(*similar.nonzero()):
+                if start + a < b:
+                    union(start + a, int(b))
+    members: dict[int, list[dict]] = {}
+    for i, example in enumerate(examples):
+        members.setdefault(find(i), []).append(example)
+    groups = {}
+    for group in members.values():
+        paths = sorted(p for e in group for p in e["sources"])
+        key = paths[0] if paths else min(normalize_question(e["question"]) for e in group)
+        groups[key] = group
+    return groups
 
 
 def export_dir(settings: Settings) -> Path:
     return settings.data_dir / "sft"
 
 
-def export(settings: Settings, store=None, *, max_tokens: int | None = None, min_examples: int | None = None) -> ExportResult:
+def export(settings: Settings, store=None, *, max_tokens: int | None = None, min_examples: int | None = None,
+           embed=None) -> ExportResult:
     """Build the dataset and write it to `data_dir/sft/`; raises ExportRefused when too small."""
     if store is None:
         from feedback.store import FeedbackStore
 
         store = FeedbackStore.from_settings(settings)
-    result = build_examples(settings, store, max_tokens=max_tokens)
+    result = build_examples(settings, store, max_tokens=max_tokens, embed=embed)
     minimum = min_examples if min_examples is not None else settings.train_min_examples
-    if result.kept < minimum or not result.train or not result.eval:
+    if result.kept < minimum or not all(getattr(result, s) for s in SPLITS):
         raise ExportRefused(
-            f"only {result.kept} usable examples (need at least {minimum}, with some in both train and "
-            "eval): collect more 👍 answers or 👎 corrections, or lower TEAMBOT_TRAIN_MIN_EXAMPLES",
+            f"only {result.kept} usable examples in {result.groups} groups (need at least {minimum}, with some in "
+            "each of train, dev and test): collect more 👍 answers or 👎 corrections, or lower "
+            "TEAMBOT_TRAIN_MIN_EXAMPLES",
             result,
         )
     result.out_dir = write(result, export_dir(settings))
@@ -229,17 +329,20 @@ def write(result: ExportResult, out_dir: Path) -> Path:
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for split in ("train", "eval"):
-        with open(staging / f"{split}.jsonl", "w", encoding="utf-8") as out:
-            for example in getattr(result, split):
-                out.write(json.dumps(example, ensure_ascii=False) + "\n")
+    for split in SPLITS:
+        write_split(staging / f"{split}.jsonl", getattr(result, split))
     DatasetDict(
-        {split: Dataset.from_list(getattr(result, split)) for split in ("train", "eval")}
+        {split: Dataset.from_list(getattr(result, split)) for split in SPLITS}
     ).save_to_disk(str(staging / "dataset"))
     (staging / "summary.json").write_text(json.dumps(result.summary(), indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.replace(out_dir)
     return out_dir
+
+
+def write_split(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def read_split(path: Path) -> list[dict]:

@@ -8,12 +8,16 @@ normalisation: lowercase, citation markers and punctuation removed, split on whi
   reference's word order, without requiring the words to be adjacent.
 - citation compliance: over the examples whose reference cites sources ([1], [2]…), the share
   of generated answers that cite at least one source too.
+- abstention rate: the share of answers that say the documents do not answer (the test split
+  holds answerable questions only, so lower is better).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+
+from pipeline.prompts import is_abstention
 
 CITATION = re.compile(r"\[\d+\]")
 
@@ -65,3 +69,7 @@ def citation_compliance(predictions: list[str], references: list[str]) -> float 
     if not pairs:
         return None
     return sum(cites(p) for p, _ in pairs) / len(pairs)
+
+
+def abstention_rate(predictions: list[str]) -> float:
+    return sum(is_abstention(p) for p in predictions) / max(len(predictions), 1)

@@ -1,13 +1,18 @@
 """Publish a fine-tuned run to Ollama as `teambot-ft-<run>` (`teambot publish`).
 
 Ollama v0.24 imports safetensors LoRA adapters only for llama and gemma2 bases: those are
-published as `FROM <base model>` + `ADAPTER` (small, and the base's TEMPLATE, SYSTEM and
-parameters carry over). Every other base is merged (merge_and_unload), saved as safetensors
-with its tokenizer, imported from that directory and quantized to q4_K_M, with the base's
-chat format set explicitly (q8_0 instead for models under 1B parameters, which lose
-their fine-tune at 4 bits). With several Ollama replicas behind the balancer, the model is
-created on each of them (merged once). Activation is a state file the bots read per
-question (core/active_model.py), so no restart is needed.
+published as `FROM <base model>` + `ADAPTER` (small; the base model is the same weights the
+adapter was trained on: a packaged base's Ollama model is created from its own GGUF when
+missing). Every other base, or `--route merged`, is merged (merge_and_unload), saved as
+safetensors with its tokenizer, imported from that directory and quantized to q4_K_M (q8_0
+for models under 1B parameters, which lose their fine-tune at 4 bits). Either way the base's
+chat format (TEMPLATE, SYSTEM, stop parameters) is set explicitly. With several Ollama replicas
+behind the balancer, the model is created on each of them (merged once).
+
+Only a run whose evaluation says promotable is published (`--force` overrides). The published
+model is then scored as Ollama serves it (training/evaluate.score_served) and activated only if
+that passes the gate too. Activation is a state file the bots read per question
+(core/active_model.py), so no restart is needed.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import ollama
 from core.servers import has_model, ollama_model_urls
 from core.settings import Settings
 from training import runs
-from core.active_model import set_active_model
-from training.bases import BaseSpec, cached_dir, resolve_base
+from core.active_model import active_model, set_active_model
+from training.bases import BaseSpec, resolve_base, weights_dir
 
 ADAPTER_ARCHITECTURES = {"llama", "gemma2"}
 QUANTIZATIONS = ("q4_K_M", "q4_K_S", "q8_0")
@@ -38,6 +43,9 @@ class PublishRefused(RuntimeError):
     pass
 
 
+ROUTES = ("auto", "adapter", "merged")
+
+
 @dataclass
 class Published:
     model: str
@@ -45,6 +53,7 @@ class Published:
     quantization: str | None
     previous_active: str | None
     seconds: float
+    served: dict | None = None  # the served model's scores and verdict (None: not scored, --force)
 
 
 def model_name(run_id: str) -> str:
@@ -60,10 +69,10 @@ def check_quality(run_dir: Path, force: bool) -> None:
             f"run {run_dir.name} has not been evaluated: run `teambot eval --run {run_dir.name}` first "
             "(or publish anyway with --force)"
         )
-    report = runs.read_json(report_path)
-    if not report.get("beats_base") and not force:
+    verdict = runs.read_json(report_path).get("gate") or {}
+    if not verdict.get("promotable") and not force:
         raise PublishRefused(
-            f"run {run_dir.name} does not beat its base model ({'; '.join(report.get('reasons', []))}); "
+            f"run {run_dir.name} is not promotable ({'; '.join(verdict.get('reasons', ['evaluated before the gate existed']))}); "
             "publish anyway with --force"
         )
 
@@ -98,11 +107,47 @@ def _upload(client: ollama.Client, directory: Path, names: list[str]) -> dict[st
     return {name: client.create_blob(directory / name) for name in names}
 
 
-def publish_adapter(client, spec: BaseSpec, run_dir: Path, name: str, log) -> None:
-    adapter = run_dir / "adapter"
-    files = _upload(client, adapter, ["adapter_model.safetensors", "adapter_config.json"])
-    # FROM an existing model: Ollama copies its TEMPLATE, SYSTEM and parameters.
-    _create(client, log, model=name, from_=spec.ollama_base, adapters=files)
+def chat_format(spec: BaseSpec) -> dict:
+    """TEMPLATE, SYSTEM and parameters for a model of this base (empty: the base model's own)."""
+    if not spec.ollama_template:
+        return {}
+    return {"template": spec.ollama_template, "system": spec.ollama_system, "parameters": spec.ollama_parameters}
+
+
+def ensure_ollama_base(settings: Settings, client: ollama.Client, spec: BaseSpec, log) -> bool:
+    """The base model the adapter applies to, in this Ollama; created from the packaged GGUF
+    (the very weights trained on, dequantized) when it can be. False: not there and cannot be."""
+    if has_model(client, spec.ollama_base):
+        return True
+    if not spec.ollama_base_from_gguf:
+        return False
+    gguf = spec.gguf(settings)
+    log(f"creating the base model {spec.ollama_base} from {gguf.name}…")
+    _create(client, log, model=spec.ollama_base, files={gguf.name: client.create_blob(gguf)}, **chat_format(spec))
+    return True
+
+
+def write_adapter_gguf(settings: Settings, spec: BaseSpec, run_dir: Path, log) -> dict:
+    """The run's adapter as a GGUF file next to it (also usable with llama.cpp's --lora)."""
+    from training.gguf_adapter import AdapterNotConvertible, write_gguf_adapter
+
+    directory = weights_dir(settings, spec)
+    if directory is None or not (directory / "config.json").is_file():
+        raise PublishRefused(f"the config of {spec.name} is not on this machine: use --route merged")
+    base_config = json.loads((directory / "config.json").read_text())
+    target = run_dir / "adapter.gguf"
+    log(f"writing the adapter as {target.name}…")
+    try:
+        digest = write_gguf_adapter(run_dir / "adapter", base_config, target)
+    except AdapterNotConvertible as exc:
+        raise PublishRefused(f"{exc}: use --route merged") from None
+    return {"path": str(target), "sha256": digest, "bytes": target.stat().st_size}
+
+
+def publish_adapter(client, spec: BaseSpec, gguf: dict, name: str, log) -> None:
+    path = Path(gguf["path"])
+    digest = client.create_blob(path)
+    _create(client, log, model=name, from_=spec.ollama_base, adapters={path.name: digest}, **chat_format(spec))
 
 
 def ollama_compatible_config(config: dict) -> dict:
@@ -150,9 +195,10 @@ def save_merged(settings: Settings, spec: BaseSpec, run_dir: Path, target: Path,
     tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())
     tokenizer_config.setdefault("add_bos_token", spec.add_bos)
     (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    # Ollama builds a SentencePiece tokenizer only from tokenizer.model.
-    source = cached_dir(settings, spec) if spec.gguf else Path(str(spec.hf_id)).expanduser()
-    if (source / "tokenizer.model").is_file():
+    # Ollama builds a SentencePiece tokenizer only from tokenizer.model (for hub ids: from the
+    # local snapshot the weights were loaded from).
+    source = weights_dir(settings, spec)
+    if source and (source / "tokenizer.model").is_file():
         shutil.copy(source / "tokenizer.model", target / "tokenizer.model")
     return merged.num_parameters()
 
@@ -170,32 +216,43 @@ def publish_merged(
         for url, client in clients.items():
             log(f"uploading the merged model to Ollama at {url} (quantized to {quantization or 'none'})…")
             files = _upload(client, target, sorted(p.name for p in target.iterdir() if p.is_file()))
-            request = {"model": name, "files": files, "quantize": quantization}
-            if spec.ollama_template:
-                request.update(template=spec.ollama_template, system=spec.ollama_system, parameters=spec.ollama_parameters)
-            _create(client, log, **request)
+            _create(client, log, model=name, files=files, quantize=quantization, **chat_format(spec))
     finally:
         shutil.rmtree(target, ignore_errors=True)  # Ollama keeps its own copy
     return quantization
 
 
 def publish(
-    settings: Settings, run_dir: Path, *, activate: bool = False, force: bool = False, quantize: str = "auto", log=print,
+    settings: Settings, run_dir: Path, *, activate: bool = False, force: bool = False, quantize: str = "auto",
+    route: str = "auto", log=print,
 ) -> Published:
     check_quality(run_dir, force)
     choose_quantization(quantize, 0)  # reject a bad value before any work
+    if route not in ROUTES:
+        raise PublishRefused(f"unknown route {route!r}: use {', '.join(ROUTES)}")
     config = runs.read_json(run_dir / "config.json")
     spec = resolve_base(settings, config["base"])
     name = model_name(run_dir.name)
     started = time.monotonic()
     quantization = None  # an adapter applies to the base model as Ollama already holds it
+    gguf = None
     clients = _clients(settings)
     try:
-        if (config.get("arch") in ADAPTER_ARCHITECTURES and spec.ollama_base
-                and all(has_model(client, spec.ollama_base) for client in clients.values())):
+        adapter_ok = config.get("arch") in ADAPTER_ARCHITECTURES and bool(spec.ollama_base)
+        if route == "adapter" and not adapter_ok:
+            raise PublishRefused(
+                f"Ollama imports LoRA adapters for {' and '.join(sorted(ADAPTER_ARCHITECTURES))} bases only, "
+                f"and {spec.name} is {config.get('arch')}: use --route merged"
+            )
+        if route != "merged" and adapter_ok and all(
+            ensure_ollama_base(settings, client, spec, log) for client in clients.values()
+        ):
             route = "adapter"
+            gguf = write_adapter_gguf(settings, spec, run_dir, log)
             for client in clients.values():
-                publish_adapter(client, spec, run_dir, name, log)
+                publish_adapter(client, spec, gguf, name, log)
+        elif route == "adapter":
+            raise PublishRefused(f"the base model {spec.ollama_base} is not in Ollama: `ollama pull {spec.ollama_base}` first")
         else:
             route = "merged"
             quantization = publish_merged(settings, clients, spec, run_dir, name, quantize, log)
@@ -204,12 +261,27 @@ def publish(
     finally:
         for client in clients.values():
             client.close()
-    previous = set_active_model(settings, name) if activate else None
+    served = None
+    if (run_dir / "report.json").is_file():
+        from training.evaluate import score_served
+
+        if spec.ollama_base_from_gguf:  # the base as served, to compare with
+            with ollama.Client(host=settings.ollama_url) as client:
+                ensure_ollama_base(settings, client, spec, log)
+        served = score_served(settings, run_dir, name, spec, log=log)
+    refused = activate and served is not None and not served["passed"] and not force
+    previous = set_active_model(settings, name) if activate and not refused else None
     seconds = time.monotonic() - started
     runs.write_json(run_dir / "published.json", {
         "model": name, "route": route, "quantization": quantization, "ollama_url": settings.ollama_url,
-        "ollama_servers": list(clients),
-        "activated": activate,
+        "ollama_servers": list(clients), "activated": activate and not refused, "gguf": gguf,
+        "served": {k: v for k, v in served.items() if k != "answers"} if served else None,
         "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
     })
-    return Published(model=name, route=route, quantization=quantization, previous_active=previous, seconds=seconds)
+    if refused:
+        raise PublishRefused(
+            f"published {name} but did not activate it: as Ollama serves it, it fails the gate "
+            f"({'; '.join(served['reasons'])}). The active model is still {active_model(settings)}."
+        )
+    return Published(model=name, route=route, quantization=quantization, previous_active=previous,
+                     seconds=seconds, served=served)

@@ -1,10 +1,10 @@
 """Training runs on disk: `data_dir/runs/<run-id>/` holds everything one fine-tune produced.
 
     config.json     base model, hyper-parameters, dataset sizes, timings
-    train.jsonl     the examples trained on, eval.jsonl the held-out ones (copied from the export)
+    train.jsonl     the examples trained on; dev.jsonl (early stopping) and test.jsonl (the gate)
     adapter/        the LoRA adapter (peft) and the tokenizer with its chat template
     metrics.json    train/eval loss history, training-set loss before and after
-    report.json     `teambot eval`: base vs fine-tuned
+    report.json     `teambot eval`: base / active / candidate on the test split, the gate, the served scores
     published.json  `teambot publish`: the Ollama model made from it
 """
 

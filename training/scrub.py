@@ -1,8 +1,11 @@
 """Remove personal data and secrets from text before it becomes training data.
 
-A fine-tuned model can repeat what it was trained on, so emails, phone numbers and
-credentials are replaced with placeholders. Patterns lean towards false positives for
-secrets and towards false negatives for phone numbers (dates, amounts and ids must survive).
+A fine-tuned model can repeat what it was trained on, so what people typed loses its emails,
+phone numbers, card numbers (Luhn-checked), IBANs (checksum-checked), IP addresses, user
+mentions and credentials, each replaced with a placeholder. Text that also appears in the
+documents the answer was given is kept as written: a contact address the handbook gives is the
+right answer, not "[email]". Patterns lean towards false positives for secrets and towards false
+negatives for phone numbers (dates, amounts and ids must survive).
 """
 
 from __future__ import annotations
@@ -27,10 +30,22 @@ SECRETS = [
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{16,}=*"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
 ]
-ASSIGNMENT = re.compile(
-    r"(?i)\b((?:api[_ -]?key|access[_ -]?key|secret|token|password|passwd|pwd)s?\s*[:=]\s*)"
-    r"([\"']?)[^\s\"',;]{6,}\2"
+# `name = value` where the name says credential: api_key, SLACK_BOT_TOKEN, db.password,
+# aws_secret_access_key, signing-key (a bare "key" needs a prefix: "monkey: ..." is no secret).
+SECRET_NAME = (
+    r"(?:[A-Za-z0-9]+[_.-])*(?:api[_ -]?key|access[_ -]?key|secret|token|password|passwd|pwd|credentials?)"
+    r"|(?:[A-Za-z0-9]+[_.-])+key"
 )
+ASSIGNMENT = re.compile(rf"(?i)\b((?:{SECRET_NAME})s?\s*[:=]\s*)([\"']?)[^\s\"',;]{{6,}}\2")
+
+# Slack (<@U…>, <@W…>) and Discord (<@123…>, <@!123…>) user mentions.
+MENTION = re.compile(r"<@!?(?:[UW][A-Z0-9]{6,}|\d{15,21})(?:\|[^>]*)?>")
+CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4 = re.compile(rf"(?<![\w.]){OCTET}(?:\.{OCTET}){{3}}(?![\w.])")
+HEX = r"[0-9a-fA-F]{1,4}"
+IPV6 = re.compile(rf"(?<![\w:])(?:(?:{HEX}:){{7}}{HEX}|(?:{HEX}:){{1,6}}:(?:{HEX}(?::{HEX}){{0,5}})?|::(?:{HEX}(?::{HEX}){{0,6}}))(?![\w:])")
 
 # Phone numbers: optional +country code, then groups separated by space/dot/dash/parentheses.
 PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w-])")
@@ -49,12 +64,46 @@ def _phone(match: re.Match) -> str:
     return "[phone]"
 
 
-def scrub(text: str) -> str:
-    """`text` with emails, phone numbers and credentials replaced by placeholders."""
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _card(match: re.Match) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "[card]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group(0)
+
+
+def _iban(match: re.Match) -> str:
+    compact = match.group(0).replace(" ", "")
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return "[iban]" if 15 <= len(compact) <= 34 and int(number) % 97 == 1 else match.group(0)
+
+
+def scrub(text: str, keep: str = "") -> str:
+    """`text` with personal data and credentials replaced by placeholders, except where the
+    matched text also appears in `keep` (the documents the answer was given)."""
     if not text:
         return text
+
+    def unless_kept(replace):
+        def sub(match: re.Match) -> str:
+            if keep and match.group(0) in keep:
+                return match.group(0)
+            return replace(match) if callable(replace) else replace
+        return sub
+
     for pattern in SECRETS:
-        text = pattern.sub("[secret]", text)
-    text = ASSIGNMENT.sub(lambda m: m.group(1) + "[secret]", text)
-    text = EMAIL.sub("[email]", text)
-    return PHONE.sub(_phone, text)
+        text = pattern.sub(unless_kept("[secret]"), text)
+    text = ASSIGNMENT.sub(unless_kept(lambda m: m.group(1) + "[secret]"), text)
+    text = MENTION.sub(unless_kept("@someone"), text)
+    text = EMAIL.sub(unless_kept("[email]"), text)
+    text = IBAN.sub(unless_kept(_iban), text)
+    text = CARD.sub(unless_kept(_card), text)
+    text = IPV4.sub(unless_kept("[ip]"), text)
+    text = IPV6.sub(unless_kept("[ip]"), text)
+    return PHONE.sub(unless_kept(_phone), text)

@@ -12,7 +12,6 @@ steps ~15x slower). CUDA: bf16, gradient checkpointing, optional 4-bit (QLoRA).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from core.settings import Settings
 from training import runs
 from training.bases import resolve_base
 from training.evaluate import completion_loss
-from training.export import export_dir, read_split
+from training.export import SPLITS, export_dir, read_split, write_split
 
 
 class TrainError(RuntimeError):
@@ -56,12 +55,14 @@ def to_prompt_completion(example: dict) -> dict:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def load_export(settings: Settings) -> tuple[list[dict], list[dict], dict]:
+def load_export(settings: Settings) -> tuple[dict[str, list[dict]], dict]:
+    """The exported splits (train, dev, test) and the export's summary."""
     root = export_dir(settings)
-    if not (root / "train.jsonl").is_file() or not (root / "eval.jsonl").is_file():
-        raise TrainError(f"no exported dataset in {root}: run `teambot feedback export` first")
+    missing = [s for s in SPLITS if not (root / f"{s}.jsonl").is_file()]
+    if missing:
+        raise TrainError(f"no exported dataset in {root} (no {', '.join(missing)} split): run `teambot feedback export` first")
     summary = runs.read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
-    return read_split(root / "train.jsonl"), read_split(root / "eval.jsonl"), summary
+    return {s: read_split(root / f"{s}.jsonl") for s in SPLITS}, summary
 
 
 def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options: TrainOptions, output_dir: Path):
@@ -178,7 +179,8 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
     from training.models import load_base
 
     options = options or TrainOptions()
-    train_rows, eval_rows, export_summary = load_export(settings)
+    splits, export_summary = load_export(settings)
+    train_rows, eval_rows = splits["train"], splits["dev"]  # dev: early stopping; test: the gate only
     spec = resolve_base(settings, options.base)
     options.max_length = options.max_length or settings.train_max_tokens
     run_id = runs.check_run_id(options.run_id or runs.new_run_id())
@@ -196,13 +198,12 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
         "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base": spec.name, "base_source": str(loaded.source), "arch": loaded.model.config.model_type,
         "device": loaded.device, "options": asdict(options),
-        "dataset": {"train": len(train_rows), "eval": len(eval_rows), "export": export_summary},
+        "dataset": {**{s: len(rows) for s, rows in splits.items()}, "export": export_summary},
         "versions": {m.__name__: m.__version__ for m in (torch, transformers, peft, trl)},
     }
     runs.write_json(run_dir / "config.json", config)
-    for split, rows in (("train", train_rows), ("eval", eval_rows)):
-        with open(run_dir / f"{split}.jsonl", "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    for split, rows in splits.items():
+        write_split(run_dir / f"{split}.jsonl", rows)
 
     trainer = build_trainer(loaded, train_rows, eval_rows, options, run_dir / "checkpoints")
     check_label_mask(trainer, loaded.tokenizer, train_rows)
