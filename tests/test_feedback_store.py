@@ -19,6 +19,7 @@ from core.answer import Answer, Outcome
 from core.settings import load_settings
 from feedback.store import FeedbackStore, ModelStats, current_revision, head_revision
 from teambot.cli import app
+from tests.feedback_data import render_prompt
 from training.export import build_examples
 
 QUESTION = "Which tool do expense claims go in?"
@@ -33,7 +34,7 @@ def store(store_url) -> FeedbackStore:
 
 def _answer(store: FeedbackStore, question: str = QUESTION) -> str:
     answer = Answer(question=question, text="Ledgerly, within 30 days [1].", sources=[], model="teambot-dev",
-                    collection="Handbook")
+                    collection="Handbook", prompt=render_prompt(question, ["ledgerly"]))
     store.record_answer(answer, platform="slack", user_id="U0ASKER", channel="C0GENERAL")
     return answer.id
 
@@ -87,7 +88,7 @@ def test_a_retracted_vote_is_gone_from_stats_and_export_and_can_be_cast_again(st
     settings = load_settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", train_base_model="gemma3-270m")
     examples = build_examples(settings, store)
     assert examples.rated == 1 and not examples.dropped
-    assert [(e["answer_id"], e["kind"]) for e in examples.train + examples.eval] == [(kept, "upvoted")]
+    assert [(e["answer_id"], e["kind"]) for e in examples.train + examples.dev + examples.test] == [(kept, "upvoted")]
 
     # Reacting again casts the vote again.
     store.rate(taken_back, platform="slack", user_id="U0ALICE", value=1)

@@ -15,15 +15,12 @@ import json
 import shutil
 import uuid
 
-import ollama
 import pytest
 from typer.testing import CliRunner
 
-from feedback.store import FeedbackStore
 from teambot.cli import app
 from teambot.devmodel import has_model
-from core.settings import load_settings
-from tests.feedback_data import seed_feedback
+from tests.training_support import ollama_for_run, seeded_env, teambot
 from core.active_model import active_model, rollback, set_active_model
 from training.bases import GEMMA3_270M, resolve_base
 
@@ -35,38 +32,13 @@ TRAIN_ARGS = ["--max-steps", "4", "--eval-steps", "2", "--batch-size", "4", "--l
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("training")
-    variables = {
-        "TEAMBOT_DATA_DIR": str(data_dir), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m",
-        # The bots answer with the base itself (as Ollama serves it) until a fine-tune is activated.
-        "TEAMBOT_MODEL": GEMMA3_270M.ollama_base,
-        "TEAMBOT_TRAIN_MAX_TOKENS": "384", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20", "TEAMBOT_TRAIN_MIN_TEST_EXAMPLES": "6",
-    }
-    settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in variables.items()})
-    seed_feedback(FeedbackStore.from_settings(settings))
-    return variables, settings
+    return seeded_env(tmp_path_factory.mktemp("training"), "gemma3-270m", GEMMA3_270M.ollama_base,
+                      max_tokens=384, min_test_examples=6)
 
 
 @pytest.fixture(scope="module")
 def ollama_client(env):
-    _, settings = env
-    client = ollama.Client(host=settings.ollama_url)
-    try:
-        client.list()
-    except (ConnectionError, OSError) as exc:
-        pytest.fail(f"Ollama is not running at {settings.ollama_url} ({exc}): run `teambot services up`")
-    yield client
-    for model in client.list().models:
-        if model.model.startswith(f"teambot-ft-{RUN}"):
-            client.delete(model.model)
-    client.close()
-
-
-def teambot(env, *args: str):
-    result = CliRunner().invoke(app, list(args), env=env[0])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    yield from ollama_for_run(env[1], RUN)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,11 @@ import json
 import shutil
 import uuid
 
-import ollama
 import pytest
-from typer.testing import CliRunner
 
 from core.active_model import active_model, rollback, set_active_model
-from core.settings import load_settings
-from feedback.store import FeedbackStore
-from teambot.cli import app
 from teambot.devmodel import has_model
-from tests.feedback_data import seed_feedback
+from tests.training_support import ollama_for_run, seeded_env, teambot
 from training.bases import SMOLLM2_135M
 
 pytestmark = pytest.mark.training
@@ -36,38 +31,12 @@ MAX_NEW_TOKENS = "32"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("llama")
-    variables = {
-        "TEAMBOT_DATA_DIR": str(data_dir), "TEAMBOT_TRAIN_BASE_MODEL": "smollm2-135m",
-        # The bots answer with the base itself (as Ollama serves it) until a fine-tune is activated.
-        "TEAMBOT_MODEL": BASE_MODEL,
-        "TEAMBOT_TRAIN_MAX_TOKENS": "512", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20", "TEAMBOT_TRAIN_MIN_TEST_EXAMPLES": "8",
-    }
-    settings = load_settings(**{k.removeprefix("TEAMBOT_").lower(): v for k, v in variables.items()})
-    seed_feedback(FeedbackStore.from_settings(settings))
-    return variables, settings
+    return seeded_env(tmp_path_factory.mktemp("llama"), "smollm2-135m", BASE_MODEL, max_tokens=512, min_test_examples=8)
 
 
 @pytest.fixture(scope="module")
 def ollama_client(env):
-    _, settings = env
-    client = ollama.Client(host=settings.ollama_url)
-    try:
-        client.list()
-    except (ConnectionError, OSError) as exc:
-        pytest.fail(f"Ollama is not running at {settings.ollama_url} ({exc}): run `teambot services up`")
-    yield client
-    for model in client.list().models:
-        if model.model.startswith(f"teambot-ft-{RUN}"):
-            client.delete(model.model)
-    client.close()
-
-
-def teambot(env, *args: str):
-    result = CliRunner().invoke(app, list(args), env=env[0])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    yield from ollama_for_run(env[1], RUN)
 
 
 def copy_run(env, name: str, *, scale_adapter: float | None = None, keep_report: bool = False):

@@ -198,6 +198,8 @@ def served_gate(report: dict, served: dict) -> tuple[bool, list[str]]:
             ok = False
             reasons.append(f"answers no better than the base as served ({answer_score(served):.3f})")
     return ok, reasons
+
+
 def _active(settings: Settings, spec: BaseSpec, run_dir: Path) -> tuple[str, str, Path | None]:
     """(active model name, how to score it: base | adapter | ollama | self, the adapter if any)."""
     from training.publish import model_name

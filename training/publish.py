@@ -1,9 +1,10 @@
 """Publish a fine-tuned run to Ollama as `teambot-ft-<run>` (`teambot publish`).
 
-Ollama v0.24 imports safetensors LoRA adapters only for llama and gemma2 bases: those are
-published as `FROM <base model>` + `ADAPTER` (small; the base model is the same weights the
-adapter was trained on: a packaged base's Ollama model is created from its own GGUF when
-missing). Every other base, or `--route merged`, is merged (merge_and_unload), saved as
+Llama bases are published as `FROM <base model>` + `ADAPTER adapter.gguf`: small, and the
+base model holds the very weights the adapter was trained on (a packaged base's Ollama model is
+created from its own GGUF when missing). The GGUF adapter is written here (training/gguf_adapter.py:
+Ollama's own conversion of a llama safetensors adapter loses the q/k updates). Every other
+base, or `--route merged`, is merged (merge_and_unload), saved as
 safetensors with its tokenizer, imported from that directory and quantized to q4_K_M (q8_0
 for models under 1B parameters, which lose their fine-tune at 4 bits). Either way the base's
 chat format (TEMPLATE, SYSTEM, stop parameters) is set explicitly. With several Ollama replicas
@@ -32,7 +33,7 @@ from training import runs
 from core.active_model import active_model, set_active_model
 from training.bases import BaseSpec, resolve_base, weights_dir
 
-ADAPTER_ARCHITECTURES = {"llama", "gemma2"}
+ADAPTER_ARCHITECTURES = {"llama"}  # those training/gguf_adapter.py writes
 QUANTIZATIONS = ("q4_K_M", "q4_K_S", "q8_0")
 # Below this size 4 bits cost the fine-tune: a Gemma 3 270M run that answered like its
 # references in f16 and q8_0 abstained or copied documents as q4_K_M.
@@ -115,8 +116,8 @@ def chat_format(spec: BaseSpec) -> dict:
 
 
 def ensure_ollama_base(settings: Settings, client: ollama.Client, spec: BaseSpec, log) -> bool:
-    """The base model the adapter applies to, in this Ollama; created from the packaged GGUF
-    (the very weights trained on, dequantized) when it can be. False: not there and cannot be."""
+    """The base model in this Ollama; created from the packaged GGUF (which training dequantized:
+    the same weights) when it can be. False: not there and cannot be."""
     if has_model(client, spec.ollama_base):
         return True
     if not spec.ollama_base_from_gguf:
@@ -241,7 +242,7 @@ def publish(
         adapter_ok = config.get("arch") in ADAPTER_ARCHITECTURES and bool(spec.ollama_base)
         if route == "adapter" and not adapter_ok:
             raise PublishRefused(
-                f"Ollama imports LoRA adapters for {' and '.join(sorted(ADAPTER_ARCHITECTURES))} bases only, "
+                f"adapters are published for {', '.join(sorted(ADAPTER_ARCHITECTURES))} bases only, "
                 f"and {spec.name} is {config.get('arch')}: use --route merged"
             )
         if route != "merged" and adapter_ok and all(
