@@ -153,7 +153,6 @@ class Cluster:
 @pytest.fixture
 def cluster(handbook, postgres_url, tmp_path) -> Iterator[Cluster]:
     database = fresh_database(postgres_url)
-    first = free_ports(5)  # the balancer, two events ports, two health listeners
     settings = handbook.service.settings
     env = {
         **os.environ,
@@ -168,6 +167,8 @@ def cluster(handbook, postgres_url, tmp_path) -> Iterator[Cluster]:
         standin = SlackStandIn().start()
         stack.callback(standin.stop)
         env["TEAMBOT_SLACK_API_URL"] = standin.api_url
+        # Chosen once the stand-in listens: its own port must not land in this block.
+        first = free_ports(5)  # the balancer, two events ports, two health listeners
         bots = []
         for i in (1, 2):
             bot = start_bot(f"bot-{i}", first + i, first + 2 + i, tmp_path / f"bot-{i}", env)
