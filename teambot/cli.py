@@ -470,8 +470,11 @@ def train(
     patience: int = typer.Option(3, min=1, help="Evaluations without improvement before stopping."),
     seed: int = typer.Option(42),
     load_in_4bit: bool = typer.Option(False, "--4bit", help="QLoRA (CUDA + bitsandbytes)."),
+    lora_dropout: float = typer.Option(0.05, min=0.0, max=0.9),
+    method: str = typer.Option("sft", help="sft (👍 answers and corrections), dpo (preference pairs) or kto (👍/👎)."),
+    from_run: str = typer.Option("auto", help="dpo/kto: the SFT run to start from (auto: the latest of this base; none: the base)."),
 ) -> None:
-    """LoRA fine-tune the base model on the exported feedback dataset."""
+    """LoRA fine-tune the base model on the exported feedback dataset (also under `accelerate launch`)."""
     from training.bases import UnknownBase
     from training.train import TrainError, TrainOptions
     from training.train import train as run_training
@@ -481,15 +484,30 @@ def train(
         base=base, run_id=run_id, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
         learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha, target_modules=target_modules,
         max_length=max_length, eval_steps=eval_steps, patience=patience, seed=seed, load_in_4bit=load_in_4bit,
+        lora_dropout=lora_dropout, method=method.lower(), from_run=from_run,
     )
+    from training.distributed import state
+
+    main = state().is_main_process
     try:
         run_dir = run_training(settings, options, log=lambda m: typer.echo(m, err=True))
     except (TrainError, UnknownBase, ValueError) as exc:
         _fail(str(exc))
+    if not main:  # the main process reports
+        return
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    typer.echo(f"run {run_dir.name}: {metrics['steps']} steps, train loss {metrics['train_loss_before']:.3f} → "
-               f"{metrics['train_loss_after']:.3f}, dev loss {metrics['eval_loss_before']:.3f} → "
-               f"{metrics['eval_loss_after']:.3f}")
+    if options.method == "sft" and metrics["train_loss_before"] is None:  # FSDP: no single-process probe
+        typer.echo(f"run {run_dir.name}: {metrics['steps']} steps")
+    elif options.method == "sft":
+        typer.echo(f"run {run_dir.name}: {metrics['steps']} steps, train loss {metrics['train_loss_before']:.3f} → "
+                   f"{metrics['train_loss_after']:.3f}, dev loss {metrics['eval_loss_before']:.3f} → "
+                   f"{metrics['eval_loss_after']:.3f}")
+    else:
+        from training.train import describe_measures
+
+        parent = json.loads((run_dir / "config.json").read_text())["parent_run"]
+        typer.echo(f"run {run_dir.name} ({options.method.upper()} on {parent or 'the base'}): {metrics['steps']} steps; "
+                   f"before: {describe_measures(metrics['before'])}; after: {describe_measures(metrics['after'])}")
     typer.echo(f"adapter: {run_dir / 'adapter'}\nnext: teambot eval --run {run_dir.name}")
 
 

@@ -121,7 +121,30 @@ FEEDBACK = [
     ("What is our share price today?", ["meals"], "I don't know from the documents I have.", [("U2", 1)], {"outcome": Outcome.ABSTAINED}),
     ("What is the deploy token?", ["promote"], "I can't share that.", [("U5", 1)], {"outcome": Outcome.WITHHELD}),
     ("Where is the Lisbon office?", ["office"], "On the 4th floor of Rua da Prata 120 [1].", [("U1", 1)], {"prompt": False}),
+    # Earlier 👎 answers to questions answered well (👍) above: not SFT targets, but each is the
+    # "rejected" side of a preference pair whose "chosen" side is the 👍 answer.
+    *[(question, keys, bad, [(user, -1)]) for question, keys, bad, user in (
+        ("How much can I spend on meals when travelling?", ["meals"], "Around 100 EUR, I think. Ask your manager.", "U3"),
+        ("When does the on-call rotation hand over?", ["rotation"], "I don't know from the documents I have.", "U1"),
+        ("Which tool pages the on-call engineer?", ["paging"], "Probably Slack.", "U4"),
+        ("What counts as a SEV1?", ["sev1"], "Any bug in production is a SEV1.", "U2"),
+        ("Can I carry over unused vacation days?", ["carry"], "No, unused days always expire.", "U4"),
+        ("How long does production database access last?", ["prod_access"], "Access is permanent once it is granted.", "U1"),
+        ("Which days is lunch provided in Lisbon?", ["lunch"], "I don't know from the documents I have.", "U2"),
+        ("Which command promotes a deploy to production?", ["promote"], "Just push to main.", "U3"),
+        ("What does my onboarding buddy do?", ["buddy"], "Not much, really.", "U4"),
+        ("When is the postmortem due?", ["postmortem"], "Whenever you have time.", "U1"),
+        ("When does my screen lock automatically?", ["laptops"], "After an hour or so.", "U3"),
+        ("Are parking fines reimbursed?", ["not_reimbursed"], "Yes, submit them in Ledgerly.", "U2"),
+        ("How do I register a guest in Lisbon?", ["wifi"], "Guests do not need to register.", "U4"),
+        ("What is the home office budget?", ["home_office", "meals"], "There is no budget for that.", "U5"),
+    )],
+    # 👎 with corrections on new questions: SFT targets and preference pairs alike.
+    ("Do I need a doctor's note for one sick day?", ["sick"], "Yes, always.", [("U5", -1, "No. You need a doctor's note from the fourth consecutive sick day [1].")]),
+    ("Is parental leave paid?", ["parental"], "No, parental leave is unpaid.", [("U1", -1, "Yes. Statutory parental leave is topped up to full pay for the first 16 weeks, for every parent [1].")]),
 ]
+# The preference-only entries above (👎 without a correction, answered well elsewhere).
+DOWNVOTED_ONLY = 14
 
 
 def documents(keys: list[str]) -> list[Document]:

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feedback.store import FeedbackStore
-from tests.feedback_data import FEEDBACK, render_prompt, seed_feedback
+from tests.feedback_data import DOWNVOTED_ONLY, FEEDBACK, render_prompt, seed_feedback
 from teambot.cli import app
 from core.settings import load_settings
 from core import active_model as active
@@ -51,10 +51,10 @@ def _all(exported) -> list[dict]:
 def test_export_keeps_upvoted_and_corrected_answers_and_counts_the_rest(exported):
     assert exported.rated == len(FEEDBACK)
     assert dict(exported.dropped) == {
-        "downvoted_no_correction": 1, "tie": 1, "no_prompt": 1, "abstention": 1, "not_shown": 1,
+        "downvoted_no_correction": 1 + DOWNVOTED_ONLY, "tie": 1, "no_prompt": 1, "abstention": 1, "not_shown": 1,
         "too_long": 1, "duplicate": 1,
     }
-    assert exported.kept == len(FEEDBACK) - 7
+    assert exported.kept == len(FEEDBACK) - 7 - DOWNVOTED_ONLY
     examples = _by_question(_all(exported))
     assert "What is the guest Wi-Fi password?" not in examples  # 👎 without correction
     assert "How many YubiKeys do I get?" not in examples  # tie
@@ -143,6 +143,49 @@ def test_no_source_document_or_paraphrase_group_is_in_two_splits(seeded, exporte
     assert {k: dataset[k].num_rows for k in ("train", "dev", "test")} == sizes
     assert dataset["test"][0]["messages"] == exported.test[0]["messages"]
     assert json.loads((out / "summary.json").read_text())["kept"] == exported.kept
+
+
+def test_export_turns_votes_into_preference_pairs_and_kto_examples_in_the_same_splits(exported):
+    pref = exported.preference
+    pairs = {p["question"]: p for split in ("train", "dev", "test") for p in pref.dpo[split]}
+    kto = [row for split in ("train", "dev", "test") for row in pref.kto[split]]
+    # 👎 with a correction: chosen = the correction, rejected = what the model said.
+    wine = pairs["Can I expense a bottle of wine at a team dinner?"]
+    assert wine["chosen"] == [{"role": "assistant", "content": "No. Alcohol is not reimbursed [1]."}]
+    assert wine["rejected"][0]["content"] == "Yes, team dinners are reimbursed." and wine["chosen_from"] == "correction"
+    assert wine["prompt"] == render_prompt("Can I expense a bottle of wine at a team dinner?", ["not_reimbursed"])
+    assert pairs["What should I get done in my first week?"]["rejected"][0]["content"] == "Read the handbook."
+    # 👎 without a correction: chosen = the 👍 answer to the same question, an abstention included.
+    rotation = pairs["When does the on-call rotation hand over?"]
+    assert rotation["rejected"][0]["content"] == "I don't know from the documents I have."
+    assert rotation["chosen"][0]["content"].startswith("The rotation hands over every Monday at 10:00 CET")
+    assert rotation["chosen_from"].startswith("upvoted:")
+    assert len(pairs) == 7 + DOWNVOTED_ONLY  # the 7 corrected answers and the 👎-only ones
+    # No pair without a better answer to pair with, from a tie, or from what the user never saw.
+    for question in ("What is the guest Wi-Fi password?", "How many YubiKeys do I get?", "What is the deploy token?"):
+        assert question not in pairs
+    # KTO: every 👍 answer desirable, every 👎 answer undesirable, every correction desirable.
+    labelled = {(row["question"], row["completion"][0]["content"]): row["label"] for row in kto}
+    assert labelled[("What is the guest Wi-Fi password?", "The password is northwind123.")] is False
+    assert labelled[("Can I expense a bottle of wine at a team dinner?", "No. Alcohol is not reimbursed [1].")] is True
+    assert labelled[("Can I expense a bottle of wine at a team dinner?", "Yes, team dinners are reimbursed.")] is False
+    assert labelled[("When does the on-call rotation hand over?", "I don't know from the documents I have.")] is False
+    questions = {q for q, _ in labelled}
+    for question in ("How many YubiKeys do I get?", "What is the deploy token?", "What is our share price today?",
+                     "Where is the Lisbon office?"):
+        assert question not in questions  # tie, withheld, 👍 abstention, no prompt
+    assert pref.summary()["kto_undesirable"] == 7 + 1 + DOWNVOTED_ONLY  # corrected, the Wi-Fi one, 👎-only
+    # Same groups, same splits: a question's pairs and examples are where its SFT examples are.
+    sft_split = {e["question"]: split for split in ("train", "dev", "test") for e in getattr(exported, split)}
+    for split in ("train", "dev", "test"):
+        for row in pref.dpo[split] + pref.kto[split]:
+            assert sft_split.get(row["question"], split) == split, row["question"]
+    assert pref.dpo["test"] and pref.dpo["train"] and pref.kto["test"]
+    # Written next to the SFT splits, scrubbed like them.
+    out = exported.out_dir
+    written = "".join((out / method / f"{split}.jsonl").read_text() for method in ("dpo", "kto") for split in ("train", "dev", "test"))
+    assert "4111 1111 1111 1111" not in written and "xoxb-123456789012" not in written
+    assert json.loads((out / "summary.json").read_text())["preference"]["dpo"] == {s: len(pref.dpo[s]) for s in ("train", "dev", "test")}
 
 
 def test_export_refuses_below_the_minimum(seeded, exported):
@@ -239,3 +282,65 @@ def test_cli_verbs_explain_what_is_missing(tmp_path):
     assert no_runs.exit_code == 1 and "run `teambot train` first" in no_runs.output
     no_run = runner.invoke(app, ["publish"], env=env)
     assert no_run.exit_code == 1 and "--run RUN" in no_run.output
+    unknown = runner.invoke(app, ["train", "--method", "ppo"], env=env)
+    assert unknown.exit_code == 1 and "unknown method 'ppo': use sft, dpo, kto" in unknown.output
+    # An export written before preference data existed: SFT trains, DPO says what to do.
+    (tmp_path / "sft").mkdir()
+    for split in ("train", "dev", "test"):
+        (tmp_path / "sft" / f"{split}.jsonl").write_text("")
+    no_pairs = runner.invoke(app, ["train", "--method", "dpo"], env=env)
+    assert no_pairs.exit_code == 1 and "no exported DPO dataset" in no_pairs.output
+    assert "exported before preference data existed" in no_pairs.output and "teambot feedback export" in no_pairs.output
+
+
+def test_the_gate_judges_preference_runs_by_their_preference_margin():
+    """DPO/KTO trade some likelihood of the reference answers for the margin between chosen and
+    rejected answers: the gate compares margins for them, losses for SFT runs."""
+    from training.evaluate import gate
+
+    def model(loss, margin, score=0.3, cites=1.0, **extra):
+        return {"eval_loss": loss, "token_f1": score, "rouge_l": score, "citation_compliance": cites,
+                "abstention_rate": 0.0, "preference": {"pairs": 5, "accuracy": 0.8, "margin": margin}, **extra}
+
+    def report(method, candidate, active):
+        return {"method": method, "examples": 20, "active_model": "teambot-ft-sft",
+                "models": {"base": model(1.7, 2.0), "active": {**active, "scored_as": "adapter"}, "candidate": candidate}}
+
+    sft_active = model(0.8, 19.0)
+    # Loss up from the active SFT model, margin up: a preference run passes, an SFT run would not.
+    traded = model(1.0, 26.0)
+    assert gate(report("dpo", traded, sft_active), 20)["promotable"]
+    assert not gate(report("sft", traded, sft_active), 20)["promotable"]
+    # Margin below the active model's: refused, with the reason.
+    weaker = gate(report("kto", model(0.7, 15.0), sft_active), 20)
+    assert not weaker["promotable"] and not weaker["beats_active"]
+    assert any("preference margin 15.00 < active 19.00" in r for r in weaker["reasons"])
+    # No better than the base's margin: refused even though its loss is lower.
+    flat = gate(report("dpo", model(0.9, 2.0), model(1.7, 2.0)), 20)
+    assert not flat["beats_base"]
+    # Fewer citations than the active model: refused whatever the margin.
+    assert not gate(report("dpo", model(1.0, 30.0, cites=0.5), sft_active), 20)["promotable"]
+
+
+def test_one_process_never_drives_several_gpus_through_data_parallel(monkeypatch, tmp_path):
+    """transformers wraps the model in nn.DataParallel when one process sees several GPUs
+    (args.n_gpu > 1); `teambot train` keeps it on one and prints the launch command instead."""
+    from transformers import TrainingArguments
+
+    from training.distributed import single_process_gpus
+
+    def arguments(visible_gpus: int) -> TrainingArguments:
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=4)
+        args.device  # noqa: B018 (sets the devices up)
+        args._n_gpu = visible_gpus  # what a process seeing that many GPUs is set up with
+        return args
+
+    messages = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = arguments(4)
+    assert args.train_batch_size == 16  # DataParallel's batch, before the guard
+    single_process_gpus(args, messages.append)
+    assert args.n_gpu == 1 and args.train_batch_size == 4
+    assert "accelerate launch --num_processes 4" in messages[0]
+    single_process_gpus(arguments(1), messages.append)  # one GPU: nothing to say
+    assert len(messages) == 1

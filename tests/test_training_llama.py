@@ -54,13 +54,19 @@ def copy_run(env, name: str, *, scale_adapter: float | None = None, keep_report:
 
 
 @pytest.fixture(scope="module")
-def trained(env):
+def exported(env):
     from training.models import ensure_cached
 
     ensure_cached(env[1], SMOLLM2_135M)  # the dequantized copy, whose tokenizer counts lengths at export
     exported = teambot(env, "feedback", "export")
     assert exported.exit_code == 0, exported.output
     assert "lengths counted with: tokenizer" in exported.output
+    assert "DPO preference pairs: train" in exported.output and "KTO examples: train" in exported.output
+    return exported.output
+
+
+@pytest.fixture(scope="module")
+def trained(env, exported):
     result = teambot(env, "train", *TRAIN_ARGS, "--run-id", RUN)
     assert result.exit_code == 0, result.output
     return env[1].data_dir / "runs" / RUN
@@ -99,6 +105,55 @@ def test_the_llama_run_trains_on_the_train_split_and_passes_the_gate(env, traine
     for row in ("test loss", "token F1", "citation compliance", "abstention rate", "answer score, upvoted"):
         assert row in output
     assert "base" in output and "active" in output and "candidate" in output and "PROMOTABLE" in output
+
+
+def test_dpo_and_kto_learn_from_the_votes_on_top_of_the_sft_run_and_publish_through_the_gate(
+    env, trained, evaluated, ollama_client,
+):
+    """Preference runs continue the SFT run's adapter (TRL keeps a frozen copy as the reference)
+    on the exported pairs / labelled answers, are gated on the test split against the base (the
+    active model here) with the SFT run shown beside them, and publish as adapters like SFT runs."""
+    assert active_model(env[1]) == BASE_MODEL  # the SFT run is activated by later tests
+    sft = evaluated[0]["models"]["candidate"]
+    steps = ["--max-steps", "4", "--eval-steps", "5", "--batch-size", "2", "--lr", "5e-4"]  # no dev pass: the gate scores it
+    reports = {}
+    for method, extra in (("dpo", []), ("kto", ["--from-run", RUN])):
+        run = f"{RUN}-{method}"
+        result = teambot(env, "train", "--method", method, "--base", "smollm2-135m", *steps, *extra, "--run-id", run)
+        assert result.exit_code == 0, result.output
+        assert f"run {run} ({method.upper()} on {RUN})" in result.output  # dpo: the latest SFT run, found by itself
+        run_dir = trained.parent / run
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["method"] == method and config["parent_run"] == RUN and config["dataset"]["train"] > 0
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["steps"] == 4 and metrics["train"]
+        # On the training pairs, the chosen answers gained on the rejected ones.
+        assert metrics["after"]["train"]["margin"] > metrics["before"]["train"]["margin"]
+        evaluated_run = teambot(env, "eval", "--run", run, "--max-new-tokens", MAX_NEW_TOKENS)
+        assert evaluated_run.exit_code == 0, evaluated_run.output
+        assert "preference margin" in evaluated_run.output and " sft " in evaluated_run.output
+        reports[method] = report = json.loads((run_dir / "report.json").read_text())
+        assert report["method"] == method and report["parent_run"] == RUN
+        models = report["models"]
+        assert models["sft"]["eval_loss"] == pytest.approx(sft["eval_loss"], abs=1e-4)  # the SFT adapter itself
+        assert models["candidate"]["preference"]["pairs"] == models["base"]["preference"]["pairs"] > 0
+        assert models["candidate"]["preference"]["margin"] > models["base"]["preference"]["margin"]
+        assert report["gate"]["promotable"], report["gate"]["reasons"]
+        assert any(reason.startswith("preference margin") for reason in report["gate"]["reasons"])
+    # DPO pushes the chosen answers further from the rejected ones than SFT alone did.
+    assert reports["dpo"]["models"]["candidate"]["preference"]["margin"] > reports["dpo"]["models"]["sft"]["preference"]["margin"]
+
+    published = teambot(env, "publish", "--run", f"{RUN}-kto")
+    assert published.exit_code == 0, published.output
+    activated = teambot(env, "publish", "--run", f"{RUN}-dpo", "--activate")
+    assert activated.exit_code == 0, activated.output
+    assert f"active model: teambot-ft-{RUN}-dpo" in activated.output and "passes the gate" in activated.output
+    for method in ("dpo", "kto"):
+        record = json.loads((trained.parent / f"{RUN}-{method}" / "published.json").read_text())
+        assert record["route"] == "adapter" and record["activated"] == (method == "dpo")
+        assert has_model(ollama_client, f"teambot-ft-{RUN}-{method}")
+    assert teambot(env, "publish", "--rollback").exit_code == 0
+    assert active_model(env[1]) == BASE_MODEL
 
 
 def test_adapter_route_publishes_on_the_same_gguf_and_answers_through_the_pipeline(
@@ -272,3 +327,38 @@ def test_the_gguf_adapter_computes_what_the_adapter_computes_in_transformers(env
     assert len(with_adapter) >= 6
     assert distance(with_adapter, adapted) < max(1.5 * noise, 0.12), (distance(with_adapter, adapted), noise)
     assert distance(with_adapter, base) > 2 * distance(with_adapter, adapted)
+
+
+def test_two_processes_train_what_one_process_trains(env, exported, trained):
+    """`torchrun` (what `accelerate launch --multi_gpu` runs) with two CPU processes (gloo) and
+    half the batch each: the same losses step by step as one process with the whole batch; one run
+    directory, written by the main process, and one summary printed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["train", "--base", "smollm2-135m", "--max-steps", "3", "--eval-steps", "3", "--lr", "1e-3", "--lora-dropout", "0"]
+    runs_dir = trained.parent
+    before = {p.name for p in runs_dir.iterdir()}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "teambot.cli", *args, "--batch-size", "2"],
+        env={**os.environ, **env[0]}, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+    )
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    new_runs = {p.name for p in runs_dir.iterdir()} - before
+    assert len(new_runs) == 1, new_runs  # the run id is chosen once and shared, not once per process
+    ddp_run = runs_dir / new_runs.pop()
+    assert launched.stdout.count(f"run {ddp_run.name}:") == 1  # only the main process reports
+    config = json.loads((ddp_run / "config.json").read_text())
+    assert config["processes"] == 2
+    single = teambot(env, *args, "--batch-size", "4", "--run-id", f"{RUN}-one-process")
+    assert single.exit_code == 0, single.output
+    ddp = json.loads((ddp_run / "metrics.json").read_text())
+    one = json.loads((runs_dir / f"{RUN}-one-process" / "metrics.json").read_text())
+    assert [h["step"] for h in ddp["train_loss"]] == [h["step"] for h in one["train_loss"]] == [1, 2, 3]
+    for a, b in zip(ddp["train_loss"], one["train_loss"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    assert ddp["train_loss_after"] == pytest.approx(one["train_loss_after"], abs=2e-3)
+    assert ddp["eval_loss_after"] == pytest.approx(one["eval_loss_after"], abs=2e-3)
+    assert not (ddp_run / "checkpoints").exists() and (ddp_run / "adapter" / "adapter_model.safetensors").is_file()

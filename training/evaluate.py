@@ -6,15 +6,19 @@ export so no test question's source document or paraphrase was trained on. Three
 - active: the model the bots answer with now. The base again when it is the base's own Ollama
   model; an earlier fine-tune of the same base loaded as a second adapter; anything else (another
   family) asked through Ollama, answers only (no loss);
-- candidate: the run's adapter.
+- candidate: the run's adapter;
+and for a DPO/KTO run the SFT run it started from ("sft"), shown beside them.
 Per model: the completion loss on the reference answers, then greedy answers scored with token
 F1, ROUGE-L, citation compliance and abstention rate (see training/metrics.py), overall and for
-upvoted vs corrected examples.
+upvoted vs corrected examples; and on the test split's preference pairs, how often the chosen
+answer is likelier than the rejected one and by what margin (summed log-probability).
 
 The candidate is promotable when, against base and active alike, its loss is lower (base) or
 not higher (active), its answer score is not lower by more than ANSWER_TOLERANCE, it cites as
 often and abstains no more often (within one example or RATE_TOLERANCE); and the test split
-has at least `train_min_test_examples`, scored whole (a `--limit` report never promotes).
+has at least `train_min_test_examples`, scored whole (a `--limit` report never promotes). For
+DPO/KTO runs the preference margin takes the loss's place (higher than the base's, not lower
+than the active model's): preference training may trade likelihood of the reference answers.
 `teambot publish` then scores the published model as Ollama serves it (quantized, another
 runtime) against the base and active models served the same way (`score_served`): it must
 answer better than the base and hold up to the active model, or it is not activated.
@@ -76,6 +80,37 @@ def completion_loss(model, tokenizer, rows: list[dict]) -> float:
     return nll / max(counted, 1)
 
 
+def completion_logprob(model, tokenizer, prompt: list[dict], completion: list[dict]) -> float:
+    """Summed log-probability of the completion's tokens after the prompt (what DPO compares)."""
+    import torch
+
+    prompt_ids = _encode(tokenizer, prompt, True)
+    full_ids = _encode(tokenizer, prompt + completion, False)
+    start = _common_prefix(prompt_ids, full_ids)
+    ids = torch.tensor([full_ids], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, logits_to_keep=len(full_ids) - start + 1).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(1, ids[0, start:, None]).sum().item()
+
+
+def preference_scores(model, tokenizer, pairs: list[dict]) -> dict | None:
+    """On preference pairs: how often the chosen answer is likelier than the rejected one
+    (accuracy) and by how much on average (margin, in summed log-probability)."""
+    if not pairs:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        margins = [
+            completion_logprob(model, tokenizer, p["prompt"], p["chosen"])
+            - completion_logprob(model, tokenizer, p["prompt"], p["rejected"])
+            for p in pairs
+        ]
+    finally:
+        model.train(was_training)
+    return {"pairs": len(pairs), "accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}
+
+
 def generate_answers(model, tokenizer, rows: list[dict], stop_ids: list[int], max_new_tokens: int) -> list[str]:
     import torch
 
@@ -129,11 +164,23 @@ def answer_score(scores: dict) -> float:
     return (scores["token_f1"] + scores["rouge_l"]) / 2
 
 
-def compare(candidate: dict, reference: dict, label: str, examples: int, *, strict_loss: bool) -> tuple[bool, list[str]]:
-    """Whether `candidate` is at least as good as `reference` on every gated metric, and why."""
+def compare(candidate: dict, reference: dict, label: str, examples: int, *, strict_loss: bool,
+            by_preference: bool = False) -> tuple[bool, list[str]]:
+    """Whether `candidate` is at least as good as `reference` on every gated metric, and why.
+
+    `by_preference` (DPO/KTO runs): the preference margin on the test pairs replaces the loss on
+    reference answers, which preference training is free to trade (it moves probability from
+    rejected answers, not only towards chosen ones)."""
     ok, reasons = True, []
     rate_slack = max(RATE_TOLERANCE, 1 / max(examples, 1)) + 1e-9
-    if candidate.get("eval_loss") is not None and reference.get("eval_loss") is not None:
+    c_pref, r_pref = candidate.get("preference"), reference.get("preference")
+    if by_preference and c_pref and r_pref:
+        c, r = c_pref["margin"], r_pref["margin"]
+        better = c > r if strict_loss else c >= r
+        ok &= better
+        reasons.append(f"preference margin {c:.2f} {'>' if c > r else '=' if c == r else '<'} {label} {r:.2f} "
+                       f"(chosen likelier in {c_pref['accuracy']:.0%} vs {r_pref['accuracy']:.0%} of {c_pref['pairs']} pairs)")
+    elif candidate.get("eval_loss") is not None and reference.get("eval_loss") is not None:
         c, r = candidate["eval_loss"], reference["eval_loss"]
         better = c < r if strict_loss else c <= r
         ok &= better
@@ -158,14 +205,17 @@ def compare(candidate: dict, reference: dict, label: str, examples: int, *, stri
 def gate(report: dict, min_examples: int) -> dict:
     """The promotion verdict of an evaluation report (written into it as `gate`)."""
     models, examples = report["models"], report["examples"]
-    beats_base, reasons = compare(models["candidate"], models["base"], "base", examples, strict_loss=True)
+    by_preference = report.get("method", "sft") != "sft"
+    beats_base, reasons = compare(models["candidate"], models["base"], "base", examples, strict_loss=True,
+                                  by_preference=by_preference)
     beats_active = beats_base
     active = models.get("active")
     if active is None:
         beats_active = False
         reasons.append(f"the active model {report.get('active_model')} could not be scored: {report.get('active_error')}")
     elif active.get("scored_as") != "base":
-        beats_active, more = compare(models["candidate"], active, "active", examples, strict_loss=False)
+        beats_active, more = compare(models["candidate"], active, "active", examples, strict_loss=False,
+                                     by_preference=by_preference)
         reasons += more
     enough = examples >= min_examples and not report.get("limited")
     if report.get("limited"):
@@ -246,29 +296,39 @@ def evaluate_run(settings: Settings, run_dir: Path, *, max_new_tokens: int = 96,
     log(f"scoring the base model on {len(rows)} test examples…")
     with model.disable_adapter():
         base = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
+    pairs = read_split(run_dir / "pairs-test.jsonl") if (run_dir / "pairs-test.jsonl").is_file() else []
+    with model.disable_adapter():
+        base["preference"] = preference_scores(model, tokenizer, pairs)
     log("scoring the fine-tuned candidate…")
     candidate = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
+    candidate["preference"] = preference_scores(model, tokenizer, pairs)
+    parent_dir = runs.runs_dir(settings) / config["parent_run"] if config.get("parent_run") else None
+    parent = None
+    if parent_dir is not None and (parent_dir / "adapter").is_dir():
+        log(f"scoring the SFT run it started from, {parent_dir.name}…")
+        parent = _score_adapter(model, parent_dir / "adapter", "parent", tokenizer, rows, stop_ids, max_new_tokens, pairs)
     active, active_error = None, None
     if active_kind in ("base", "self"):
         active = dict(base if active_kind == "base" else candidate)
+    elif active_kind == "adapter" and parent is not None and active_adapter == parent_dir / "adapter":
+        active = dict(parent)
     elif active_kind == "adapter":
         log(f"scoring the active model {active_name} (its adapter on the same base)…")
-        model.load_adapter(active_adapter, adapter_name="active")
-        model.set_adapter("active")
-        active = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
-        model.set_adapter("default")
+        active = _score_adapter(model, active_adapter, "active", tokenizer, rows, stop_ids, max_new_tokens, pairs)
     else:
         log(f"scoring the active model {active_name} through Ollama…")
         active, active_error = _score_through_ollama(settings, active_name, rows, max_new_tokens)
     if active is not None:
         active["scored_as"] = active_kind
     report = {
-        "run": run_dir.name, "base": spec.name, "split": "test", "examples": len(rows),
+        "run": run_dir.name, "method": config.get("method", "sft"), "parent_run": config.get("parent_run"),
+        "base": spec.name, "split": "test", "examples": len(rows),
         "test_examples": len(all_rows), "limited": len(rows) < len(all_rows), "max_new_tokens": max_new_tokens,
         "active_model": active_name, "active_error": active_error,
         "models": {
             name: {k: v for k, v in scores.items() if k not in ("answers", "f1")} if scores else None
-            for name, scores in (("base", base), ("active", active), ("candidate", candidate))
+            for name, scores in (("base", base), ("sft", parent), ("active", active), ("candidate", candidate))
+            if name != "sft" or parent is not None
         },
         "answers": [
             {
@@ -284,6 +344,18 @@ def evaluate_run(settings: Settings, run_dir: Path, *, max_new_tokens: int = 96,
     report["gate"] = gate(report, settings.train_min_test_examples)
     runs.write_json(run_dir / "report.json", report)
     return report
+
+
+def _score_adapter(model, adapter: Path, name: str, tokenizer, rows, stop_ids, max_new_tokens, pairs) -> dict:
+    """Another adapter of the same base, loaded next to the candidate's and scored the same way."""
+    model.load_adapter(adapter, adapter_name=name)
+    model.set_adapter(name)
+    try:
+        scores = _score(model, tokenizer, rows, stop_ids, max_new_tokens)
+        scores["preference"] = preference_scores(model, tokenizer, pairs)
+    finally:
+        model.set_adapter("default")
+    return scores
 
 
 def _score_through_ollama(settings: Settings, name: str, rows: list[dict], max_new_tokens: int) -> tuple[dict | None, str | None]:
@@ -343,7 +415,8 @@ def format_table(report: dict) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
     models = report["models"]
-    columns = [("base", models["base"]), ("active", models.get("active")), ("candidate", models["candidate"])]
+    columns = [("base", models["base"]), *([("sft", models["sft"])] if models.get("sft") else []),
+               ("active", models.get("active")), ("candidate", models["candidate"])]
     if report.get("served"):
         columns.append(("served", report["served"]))
     rows = [
@@ -352,13 +425,20 @@ def format_table(report: dict) -> str:
     ]
     kinds = sorted({k for _, m in columns if m for k in m.get("answer_score_by_kind", {})})
     active = models.get("active") or {}
+    method = report.get("method", "sft")
     lines = [
-        f"run {report['run']}: {report['examples']} test examples, base {report['base']}, "
+        f"run {report['run']} ({method.upper()}"
+        + (f" on {report['parent_run']}" if report.get("parent_run") else "")
+        + f"): {report['examples']} test examples, base {report['base']}, "
         f"active {report['active_model']} (scored as {active.get('scored_as', 'n/a')})", "",
         f"{'metric':<26}" + "".join(f"{name:>12}" for name, _ in columns),
     ]
     for label, key in rows:
         lines.append(f"{label:<26}" + "".join(f"{cell((m or {}).get(key)):>12}" for _, m in columns))
+    if any((m or {}).get("preference") for _, m in columns):
+        for label, key in (("preference accuracy", "accuracy"), ("preference margin", "margin")):
+            lines.append(f"{label:<26}" + "".join(
+                f"{cell(((m or {}).get('preference') or {}).get(key)):>12}" for _, m in columns))
     for kind in kinds:
         lines.append(f"{'answer score, ' + kind:<26}" + "".join(
             f"{cell((m or {}).get('answer_score_by_kind', {}).get(kind)):>12}" for _, m in columns))

@@ -22,7 +22,8 @@ near-identical (paraphrases). A group goes to one split whole: groups are ordere
 their key and dealt out until test and dev each hold their share of the examples, the rest to
 train. The order is fixed, so as the data grows a group moves only where the boundaries shift,
 and the splits stay balanced however few groups there are. Output goes to `data_dir/sft/` as
-JSONL and a `datasets` DatasetDict.
+JSONL and a `datasets` DatasetDict; the preference data made from the same votes
+(training/preference.py) to `data_dir/sft/dpo/` and `data_dir/sft/kto/`, split by the same groups.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from core.settings import Settings
 from pipeline.prompts import is_abstention
+from training import preference
 from training.bases import resolve_base, tokenizer_file
 from training.scrub import scrub
 
@@ -82,6 +84,8 @@ class ExportResult:
     groups: int = 0
     token_counter: str = "chars"  # "tokenizer" when lengths were counted with the model's tokenizer
     max_tokens: int = 0
+    preference: preference.PreferenceData = field(default_factory=preference.PreferenceData)
+    preference_too_long: int = 0
     out_dir: Path | None = None
 
     @property
@@ -93,6 +97,7 @@ class ExportResult:
             "rated_answers": self.rated, "kept": self.kept, **{s: len(getattr(self, s)) for s in SPLITS},
             "groups": self.groups, "dropped": dict(self.dropped), "max_tokens": self.max_tokens,
             "token_counter": self.token_counter,
+            "preference": {**self.preference.summary(), "dropped_too_long": self.preference_too_long},
         }
 
     def format(self) -> str:
@@ -101,6 +106,12 @@ class ExportResult:
         for reason, label in DROP_REASONS.items():
             if self.dropped.get(reason):
                 lines.append(f"dropped, {label}: {self.dropped[reason]}")
+        pref = self.preference.summary()
+        for method, label in (("dpo", "DPO preference pairs"), ("kto", "KTO examples")):
+            if pref[method]:
+                lines.append(f"{label}: " + ", ".join(f"{s} {n}" for s, n in pref[method].items()))
+        if pref["kto"]:
+            lines.append(f"KTO desirable / undesirable: {pref['kto_desirable']} / {pref['kto_undesirable']}")
         lines.append(f"lengths counted with: {self.token_counter} (limit {self.max_tokens} tokens)")
         if self.out_dir:
             lines.append(f"written to: {self.out_dir}")
@@ -171,9 +182,23 @@ class _TokenCounter:
         return total
 
 
-def _example(record, ratings) -> tuple[dict | None, str | None]:
-    """(the example, None) or (None, why it is left out)."""
-    vote, correction = verdict(ratings)
+def _prompt(record) -> tuple[list[dict], str, list[str]]:
+    """(the scrubbed chat the model saw, its quoted documents, the thread's earlier turns)."""
+    prompt = [
+        {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
+        for m in (record.prompt or []) if isinstance(m, dict)
+    ]
+    if not any(m["role"] == "user" for m in prompt):
+        return [], "", []
+    keep = documents_text(prompt)
+    messages = [{"role": m["role"], "content": scrub(m["content"], keep)} for m in prompt]
+    # Earlier turns of the thread: the same question after different turns is another example.
+    context = [normalize_question(m["content"]) for m in messages[:-1] if m["role"] != "system"]
+    return messages, keep, context
+
+
+def _example(record, vote: int, correction: str | None, prompt: list[dict], keep: str, context: list[str]) -> tuple[dict | None, str | None]:
+    """(the SFT example, None) or (None, why it is left out)."""
     if vote == 0:
         return None, "tie"
     if vote < 0 and not correction:
@@ -185,35 +210,34 @@ def _example(record, ratings) -> tuple[dict | None, str | None]:
         return None, "not_shown"
     if is_abstention(target) or (vote > 0 and record.outcome == "abstained"):
         return None, "abstention"
-    prompt = [
-        {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
-        for m in (record.prompt or []) if isinstance(m, dict)
-    ]
-    if not any(m["role"] == "user" for m in prompt):
+    if not prompt:
         return None, "no_prompt"
-    keep = documents_text(prompt)
-    messages = [{"role": m["role"], "content": scrub(m["content"], keep)} for m in prompt]
-    messages.append({"role": "assistant", "content": scrub(target, keep)})
-    # Earlier turns of the thread: the same question after different turns is another example.
-    context = [normalize_question(m["content"]) for m in messages[:-2] if m["role"] != "system"]
     return {
-        "messages": messages, "question": scrub(record.question.strip(), keep), "answer_id": record.id,
+        "messages": [*prompt, {"role": "assistant", "content": scrub(target, keep)}],
+        "question": scrub(record.question.strip(), keep), "answer_id": record.id,
         "kind": "upvoted" if vote > 0 else "corrected", "model": record.model, "sources": source_paths(record),
         "thread_context": context,
     }, None
 
 
 def build_examples(settings: Settings, store, *, max_tokens: int | None = None, embed=None) -> ExportResult:
-    """Select, scrub, length-filter, dedupe, group and split rated answers (nothing is written).
+    """Select, scrub, length-filter, dedupe, group and split rated answers, and the preference
+    data from the same votes (nothing is written).
 
     `embed` maps questions to normalized vectors (default: the project's embedder)."""
     result = ExportResult(max_tokens=max_tokens or settings.train_max_tokens)
     count_tokens = _TokenCounter(settings)
     result.token_counter = count_tokens.kind
     latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
+    voted: list[dict] = []  # every answer that is a preference signal
     for record, ratings in store.rated_answers():
         result.rated += 1
-        example, reason = _example(record, ratings)
+        vote, correction = verdict(ratings)
+        prompt, keep, context = _prompt(record)
+        item = preference.voted_item(record, vote, correction, prompt, keep, context)
+        if item:
+            voted.append(item)
+        example, reason = _example(record, vote, correction, prompt, keep, context)
         if reason:
             result.dropped[reason] += 1
             continue
@@ -225,13 +249,24 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
             result.dropped["duplicate"] += 1
         latest[key] = example
     examples = list(latest.values())
-    groups = group_examples(examples, embed or project_embedder(settings))
+    # One grouping for SFT examples and preference rows: a 👎 answer lands in its question's split.
+    nodes = examples + voted
+    vectors = (embed or project_embedder(settings))([n["question"] for n in nodes]) if len(nodes) > 1 else None
+    groups = _groups(nodes, vectors)
     result.groups = len(groups)
+    split_of: dict[str, str] = {}
     for key in sorted(groups, key=bucket):
-        for example in groups[key]:
-            example["group"] = key
         held_out = [s for s in HELD_OUT if len(getattr(result, s)) < HELD_OUT[s] * len(examples)]
-        getattr(result, held_out[0] if held_out else "train").extend(groups[key])
+        split = held_out[0] if held_out else "train"
+        for node in groups[key]:
+            split_of[node["answer_id"]] = split
+            if "messages" in node:
+                node["group"] = key
+                getattr(result, split).append(node)
+    same_question = _question_clusters(voted, None if vectors is None else vectors[len(examples):])
+    result.preference, result.preference_too_long = preference.build(
+        voted, same_question, split_of, count_tokens, result.max_tokens, SPLITS,
+    )
     return result
 
 
@@ -263,39 +298,62 @@ def group_examples(examples: list[dict], embed) -> dict[str, list[dict]]:
     """Connected groups: a shared source document or near-identical questions join two examples.
     Keyed by the group's first source path (else its first normalized question): stable as the
     data grows, unless two groups merge."""
-    parent = list(range(len(examples)))
+    return _groups(examples, embed([e["question"] for e in examples]) if len(examples) > 1 else None)
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
+
+def _similar(vectors):
+    """Index pairs (a < b) of questions at least QUESTION_SIMILARITY alike."""
+    for start in range(0, len(vectors), 1024):  # blocks: memory stays flat on large exports
+        similar = vectors[start:start + 1024] @ vectors.T >= QUESTION_SIMILARITY
+        for a, b in zip(*similar.nonzero()):
+            if start + a < b:
+                yield start + int(a), int(b)
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
         return i
 
-    def union(i: int, j: int) -> None:
-        parent[find(i)] = find(j)
+    def union(self, i: int, j: int) -> None:
+        self.parent[self.find(i)] = self.find(j)
 
+
+def _groups(examples: list[dict], vectors) -> dict[str, list[dict]]:
+    sets = _UnionFind(len(examples))
     by_path: dict[str, int] = {}
     for i, example in enumerate(examples):
         for path in example["sources"]:
             if path in by_path:
-                union(i, by_path[path])
+                sets.union(i, by_path[path])
             by_path.setdefault(path, i)
-    if len(examples) > 1:
-        vectors = embed([e["question"] for e in examples])
-        for start in range(0, len(examples), 1024):  # blocks: memory stays flat on large exports
-            similar = vectors[start:start + 1024] @ vectors.T >= QUESTION_SIMILARITY
-            for a, b in zip(*similar.nonzero()):
-                if start + a < b:
-                    union(start + a, int(b))
+    if vectors is not None:
+        for a, b in _similar(vectors):
+            sets.union(a, b)
     members: dict[int, list[dict]] = {}
     for i, example in enumerate(examples):
-        members.setdefault(find(i), []).append(example)
+        members.setdefault(sets.find(i), []).append(example)
     groups = {}
     for group in members.values():
         paths = sorted(p for e in group for p in e["sources"])
         key = paths[0] if paths else min(normalize_question(e["question"]) for e in group)
         groups[key] = group
     return groups
+
+
+def _question_clusters(items: list[dict], vectors) -> dict[str, str]:
+    """answer id -> its question's cluster: near-identical questions after the same thread turns."""
+    sets = _UnionFind(len(items))
+    if vectors is not None:
+        for a, b in _similar(vectors):
+            if items[a]["thread_context"] == items[b]["thread_context"]:
+                sets.union(a, b)
+    return {item["answer_id"]: items[sets.find(i)]["answer_id"] for i, item in enumerate(items)}
 
 
 def export_dir(settings: Settings) -> Path:
@@ -334,6 +392,10 @@ def write(result: ExportResult, out_dir: Path) -> Path:
     DatasetDict(
         {split: Dataset.from_list(getattr(result, split)) for split in SPLITS}
     ).save_to_disk(str(staging / "dataset"))
+    for method in preference.METHODS:
+        (staging / method).mkdir()
+        for split, rows in getattr(result.preference, method).items():
+            write_split(staging / method / f"{split}.jsonl", rows)
     (staging / "summary.json").write_text(json.dumps(result.summary(), indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.replace(out_dir)

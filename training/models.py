@@ -72,7 +72,8 @@ def use_idle_cpu_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     cores = os.cpu_count() or 1
-    threads = max(1, min(cores, round(idle_cores())))
+    share = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes of one launch split the cores
+    threads = max(1, min(cores // share, round(idle_cores() / share)))
     torch.set_num_threads(threads)
     return threads
 
@@ -173,8 +174,9 @@ def load_base(settings: Settings, spec: BaseSpec, *, load_in_4bit: bool = False,
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
         )
-    if dev == "cuda":
-        kwargs["device_map"] = {"": 0}
+    if dev == "cuda" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"):
+        # One GPU per process under DDP (LOCAL_RANK); FSDP places the shards itself.
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source), spec)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -1,4 +1,6 @@
-"""LoRA supervised fine-tuning on the exported feedback dataset (`teambot train`).
+"""LoRA fine-tuning on the exported feedback dataset (`teambot train`): supervised (SFT) by
+default, or preference training (`--method dpo|kto`, training/preference_trainers.py) on top of an
+SFT run. Runs in one process or several (training/distributed.py).
 
 Examples are given to TRL's SFTTrainer as conversational prompt/completion pairs: the prompt
 is the chat the model saw, the completion the assistant turn to learn. TRL then computes the
@@ -19,10 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.settings import Settings
-from training import runs
+from training import distributed, runs
 from training.bases import resolve_base
-from training.evaluate import completion_loss
+from training.evaluate import completion_loss, preference_scores
 from training.export import SPLITS, export_dir, read_split, write_split
+from training.preference import METHODS as PREFERENCE_METHODS
+
+METHODS = ("sft", *PREFERENCE_METHODS)
 
 
 class TrainError(RuntimeError):
@@ -48,6 +53,8 @@ class TrainOptions:
     probe_examples: int = 16  # training examples whose loss is measured before and after
     seed: int = 42
     load_in_4bit: bool = False
+    method: str = "sft"  # sft, dpo or kto
+    from_run: str = "auto"  # dpo/kto: the SFT run to start from (auto: the latest of this base; none: the base)
 
 
 def to_prompt_completion(example: dict) -> dict:
@@ -55,14 +62,35 @@ def to_prompt_completion(example: dict) -> dict:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def load_export(settings: Settings) -> tuple[dict[str, list[dict]], dict]:
-    """The exported splits (train, dev, test) and the export's summary."""
+def load_export(settings: Settings, method: str = "sft") -> tuple[dict[str, list[dict]], dict]:
+    """The exported splits (train, dev, test) of `method`'s data, and the export's summary."""
     root = export_dir(settings)
-    missing = [s for s in SPLITS if not (root / f"{s}.jsonl").is_file()]
+    folder = root if method == "sft" else root / method
+    missing = [s for s in SPLITS if not (folder / f"{s}.jsonl").is_file()]
     if missing:
-        raise TrainError(f"no exported dataset in {root} (no {', '.join(missing)} split): run `teambot feedback export` first")
+        hint = "" if method == "sft" or not (root / "train.jsonl").is_file() else " (exported before preference data existed)"
+        raise TrainError(f"no exported {method.upper()} dataset in {folder}{hint}: run `teambot feedback export` first")
     summary = runs.read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
-    return {s: read_split(root / f"{s}.jsonl") for s in SPLITS}, summary
+    return {s: read_split(folder / f"{s}.jsonl") for s in SPLITS}, summary
+
+
+def parent_run(settings: Settings, spec_name: str, from_run: str) -> Path | None:
+    """The SFT run a preference run starts from: named, the latest SFT run of the same base
+    ("auto"), or none."""
+    if from_run == "none":
+        return None
+    if from_run != "auto":
+        run_dir = runs.resolve_run(settings, from_run)
+        config = runs.read_json(run_dir / "config.json")
+        if config["base"] != spec_name:
+            raise TrainError(f"run {from_run} fine-tuned {config['base']}, not {spec_name}")
+        return run_dir
+    candidates = []
+    for config_path in runs.runs_dir(settings).glob("*/config.json"):
+        config = runs.read_json(config_path)
+        if config.get("method", "sft") == "sft" and config["base"] == spec_name and (config_path.parent / "adapter").is_dir():
+            candidates.append(config_path.parent)
+    return max(candidates, key=lambda p: (p / "adapter").stat().st_mtime, default=None)
 
 
 def build_trainer(loaded, train_rows: list[dict], eval_rows: list[dict], options: TrainOptions, output_dir: Path):
@@ -118,6 +146,11 @@ def _trainer_class():
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # Under DDP the model is wrapped, and the gradient sync hooks on its forward; on CUDA
+            # TRL's fused head already skips prompt positions. TRL's loss (through transformers,
+            # which scales it across processes) serves both.
+            if self.accelerator.num_processes > 1 or model.device.type != "cpu":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
             text_config = causal_lm.config.get_text_config()
             if return_outputs or any(
@@ -169,7 +202,9 @@ def _history(log_history: list[dict]) -> dict:
 
 
 def train(settings: Settings, options: TrainOptions | None = None, log=print) -> Path:
-    """Fine-tune on `data_dir/sft/`; returns the run directory."""
+    """Fine-tune on `data_dir/sft/` (its preference data for dpo/kto); returns the run directory.
+
+    Under a launcher every process runs this; only the main one writes."""
     import peft
     import torch
     import transformers
@@ -179,57 +214,125 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
     from training.models import load_base
 
     options = options or TrainOptions()
-    splits, export_summary = load_export(settings)
-    train_rows, eval_rows = splits["train"], splits["dev"]  # dev: early stopping; test: the gate only
+    if options.method not in METHODS:
+        raise TrainError(f"unknown method {options.method!r}: use {', '.join(METHODS)}")
+    process = distributed.state()
+    main = process.is_main_process
+    log = log if main else (lambda message: None)
+    splits, export_summary = load_export(settings)  # the gate's test split, whatever the method
+    preference = load_export(settings, options.method)[0] if options.method != "sft" else None
+    trained_on = preference or splits
+    train_rows, eval_rows = trained_on["train"], trained_on["dev"]  # dev: early stopping; test: the gate only
+    if not train_rows:
+        raise TrainError(f"the export has no {options.method.upper()} training examples: collect more votes")
     spec = resolve_base(settings, options.base)
+    parent = parent_run(settings, spec.name, options.from_run) if preference else None
     options.max_length = options.max_length or settings.train_max_tokens
-    run_id = runs.check_run_id(options.run_id or runs.new_run_id())
+    run_id = distributed.share(runs.check_run_id(options.run_id or runs.new_run_id()), process)
     run_dir = runs.runs_dir(settings) / run_id
-    if run_dir.exists():
+    if main and run_dir.exists():
         raise TrainError(f"run {run_id!r} already exists in {run_dir}")
-    run_dir.mkdir(parents=True)
     set_seed(options.seed)
 
     started = time.monotonic()
     loaded = load_base(settings, spec, load_in_4bit=options.load_in_4bit, log=log)
     load_s = time.monotonic() - started
-    log(f"loaded {spec.name} from {loaded.source} on {loaded.device} in {load_s:.1f}s")
+    log(f"loaded {spec.name} from {loaded.source} on {loaded.device} in {load_s:.1f}s"
+        + (f", {process.num_processes} processes" if process.num_processes > 1 else ""))
     config = {
         "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": options.method, "parent_run": parent.name if parent else None,
         "base": spec.name, "base_source": str(loaded.source), "arch": loaded.model.config.model_type,
-        "device": loaded.device, "options": asdict(options),
-        "dataset": {**{s: len(rows) for s, rows in splits.items()}, "export": export_summary},
+        "device": loaded.device, "processes": process.num_processes, "options": asdict(options),
+        "dataset": {**{s: len(rows) for s, rows in trained_on.items()}, "export": export_summary},
         "versions": {m.__name__: m.__version__ for m in (torch, transformers, peft, trl)},
     }
-    runs.write_json(run_dir / "config.json", config)
-    for split, rows in splits.items():
-        write_split(run_dir / f"{split}.jsonl", rows)
+    pairs = _preference_pairs(settings)
+    if main:
+        run_dir.mkdir(parents=True)
+        runs.write_json(run_dir / "config.json", config)
+        for split, rows in splits.items():  # SFT rows: the answer metrics of the gate read test.jsonl
+            write_split(run_dir / f"{split}.jsonl", rows)
+        if preference:
+            for split, rows in preference.items():
+                write_split(run_dir / f"{options.method}-{split}.jsonl", rows)
+        write_split(run_dir / "pairs-test.jsonl", pairs["test"])  # preference accuracy in the gate
 
-    trainer = build_trainer(loaded, train_rows, eval_rows, options, run_dir / "checkpoints")
-    check_label_mask(trainer, loaded.tokenizer, train_rows)
+    if preference:
+        from training import preference_trainers
+
+        trainer = preference_trainers.build(options.method, loaded, train_rows, eval_rows, options,
+                                            run_dir / "checkpoints", parent / "adapter" if parent else None)
+    else:
+        trainer = build_trainer(loaded, train_rows, eval_rows, options, run_dir / "checkpoints")
+        check_label_mask(trainer, loaded.tokenizer, train_rows)
+    distributed.single_process_gpus(trainer.args, log)
     tokenizer = loaded.tokenizer
-    probe = train_rows[: options.probe_examples]
-    before = {"train": completion_loss(trainer.model, tokenizer, probe), "eval": completion_loss(trainer.model, tokenizer, eval_rows)}
-    log(f"loss before training: train {before['train']:.3f}, eval {before['eval']:.3f}")
+    probe = _probe(options, train_rows, pairs)
+    # Sharded weights (FSDP) answer a forward only with every process taking part: no probe then.
+    measure = main and not trainer.is_fsdp_enabled
+    before = _measure(trainer.model, tokenizer, probe, eval_rows, pairs, preference) if measure else {}
+    log("before training: " + describe_measures(before))
     started = time.monotonic()
     result = trainer.train()
     train_s = time.monotonic() - started
-    after = {"train": completion_loss(trainer.model, tokenizer, probe), "eval": completion_loss(trainer.model, tokenizer, eval_rows)}
-    trainer.model.save_pretrained(run_dir / "adapter")
-    loaded.tokenizer.save_pretrained(run_dir / "adapter")
-    steps = result.global_step
-    metrics = {
-        "steps": steps, "epochs": trainer.state.epoch, "best_step": _best_step(trainer.state),
-        "stopped_early": steps < trainer.state.max_steps,
-        "train_loss_before": before["train"], "train_loss_after": after["train"], "probe_examples": len(probe),
-        "eval_loss_before": before["eval"], "eval_loss_after": after["eval"],
-        **_history(trainer.state.log_history),
-    }
-    runs.write_json(run_dir / "metrics.json", metrics)
-    config["timings"] = {"load_s": round(load_s, 2), "train_s": round(train_s, 2), "step_s": round(train_s / max(steps, 1), 2)}
-    runs.write_json(run_dir / "config.json", config)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best adapter is saved above
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:  # every process hands in its shard; the main one writes
+        trainer.save_model(str(run_dir / "adapter"))
+    if main:
+        after = _measure(trainer.model, tokenizer, probe, eval_rows, pairs, preference) if measure else {}
+        log("after training: " + describe_measures(after))
+        if not trainer.is_fsdp_enabled:
+            trainer.model.save_pretrained(run_dir / "adapter", selected_adapters=["default"])
+        loaded.tokenizer.save_pretrained(run_dir / "adapter")
+        steps = result.global_step
+        if preference:
+            from training import preference_trainers
+
+            metrics = {"steps": steps, "epochs": trainer.state.epoch, "before": before, "after": after,
+                       **preference_trainers.history(trainer.state.log_history)}
+        else:
+            metrics = {
+                "steps": steps, "epochs": trainer.state.epoch, "best_step": _best_step(trainer.state),
+                "stopped_early": steps < trainer.state.max_steps,
+                "train_loss_before": before.get("train"), "train_loss_after": after.get("train"), "probe_examples": len(probe),
+                "eval_loss_before": before.get("eval"), "eval_loss_after": after.get("eval"),
+                **_history(trainer.state.log_history),
+            }
+        runs.write_json(run_dir / "metrics.json", metrics)
+        config["timings"] = {"load_s": round(load_s, 2), "train_s": round(train_s, 2), "step_s": round(train_s / max(steps, 1), 2)}
+        runs.write_json(run_dir / "config.json", config)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best adapter is saved above
+    trainer.accelerator.wait_for_everyone()
     return run_dir
+
+
+def _preference_pairs(settings: Settings) -> dict[str, list[dict]]:
+    """The exported DPO pairs per split (none from an export older than preference data)."""
+    folder = export_dir(settings) / "dpo"
+    return {s: read_split(folder / f"{s}.jsonl") if (folder / f"{s}.jsonl").is_file() else [] for s in SPLITS}
+
+
+def _probe(options: TrainOptions, train_rows: list[dict], pairs: dict) -> list[dict]:
+    return (train_rows if options.method == "sft" else pairs["train"])[: options.probe_examples]
+
+
+def _measure(model, tokenizer, probe: list[dict], eval_rows: list[dict], pairs: dict, preference) -> dict:
+    """SFT: completion loss on training and dev examples; DPO/KTO: preference accuracy and
+    margin on training and dev pairs."""
+    if not preference:
+        return {"train": completion_loss(model, tokenizer, probe), "eval": completion_loss(model, tokenizer, eval_rows)}
+    return {"train": preference_scores(model, tokenizer, probe), "dev": preference_scores(model, tokenizer, pairs["dev"])}
+
+
+def describe_measures(measured: dict) -> str:
+    parts = []
+    for split, value in measured.items():
+        if isinstance(value, float):
+            parts.append(f"{split} loss {value:.3f}")
+        elif value:
+            parts.append(f"{split} pairs: chosen likelier in {value['accuracy']:.0%}, margin {value['margin']:.2f}")
+    return ", ".join(parts) or "no pairs to measure"
 
 
 def _best_step(state) -> int | None:
