@@ -102,6 +102,14 @@ class Conversations:
         workers: int | None = None, queue: int | None = None, rules: ChannelRules | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
+        # Feedback helps at once: votes and reviewers rank documents, approved corrections answer
+        # matching questions (read from this store by the answering service).
+        self._feedback = {
+            "document_votes": store.document_votes, "reviewed_answers": _approved_corrections(store),
+            "document_overrides": _document_overrides(store),
+        } if hasattr(service, "document_votes") else {}
+        for name, source in self._feedback.items():
+            setattr(service, name, source)
         self.limiter = limiter or RateLimiter.from_settings(settings)
         self.rules = rules or ChannelRules.from_settings(settings)
         self.reminders = Reminders(store)
@@ -116,6 +124,9 @@ class Conversations:
         """Finish the answers in progress and queued, then stop (reminders not yet due are dropped)."""
         self._pool.shutdown(wait=True)
         self.reminders.close()
+        for name, source in self._feedback.items():  # a service outliving this store stops reading it
+            if getattr(self.service, name, None) is source:
+                setattr(self.service, name, None)
 
     def rule_for(self, *keys: str | int | None) -> ChannelRule:
         """The rule of the first of `keys` (channel, parent channel, workspace/guild) that has one."""
@@ -321,3 +332,22 @@ class Reminders:
                     metrics.observe_reminder(platform)
             except Exception:  # noqa: BLE001 - a reminder is a nicety: never more than a log line
                 log.exception("could not remind the asker of answer %s", answer_id)
+
+
+def _approved_corrections(store):
+    from feedback.reviews import ReviewStore
+    from pipeline.reviewed import Reviewed
+
+    reviews = ReviewStore(store)
+
+    def read(collection: str) -> list[Reviewed]:
+        return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []))
+                for answer, review in reviews.approved_corrections(collection)]
+
+    return read
+
+
+def _document_overrides(store):
+    from feedback.reviews import ReviewStore
+
+    return ReviewStore(store).document_overrides

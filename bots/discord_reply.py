@@ -60,6 +60,8 @@ def quote_question(question: str, limit: int = 200) -> str:
 def render_answer(answer: Answer) -> str:
     """The answer as Discord markdown: the text, then its numbered sources."""
     lines = [answer.text.strip() or "(no answer)"]
+    if answer.reviewed_from:
+        lines += ["", "✅ **Reviewed answer**: a person checked this answer to a question like yours."]
     if answer.sources:
         lines += ["", "**Sources**", *(source_line(s) for s in answer.sources)]
     return "\n".join(lines)

@@ -101,10 +101,15 @@ def share_block(answer_id: str) -> dict:
             "elements": [_button(SHARE, "Share with the channel", answer_id, style="primary")]}
 
 
+REVIEWED_MARK = "✅ *Reviewed answer*: a person checked this answer to a question like yours."
+
+
 def answer_tail(answer: Answer, *, votes: bool, handoff: bool = False, share: bool = False) -> list[dict]:
     """The blocks under the answer's text: its sources, then 👍/👎 (when `votes`), "I need more
     help" (when `handoff`) and "Share with the channel" (when `share`, for a private answer)."""
     blocks: list[dict] = []
+    if answer.reviewed_from:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": REVIEWED_MARK}]})
     if answer.sources:
         blocks += [{"type": "divider"}] + [_section(part) for part in split_text(sources_text(answer), SECTION_TEXT_LIMIT)]
     blocks = blocks[: MAX_BLOCKS - 4]  # room for the buttons and the markdown block when posted as a message

@@ -16,6 +16,7 @@ from pathlib import Path
 
 STATE_FILE = "active_model.json"
 HISTORY_LIMIT = 20
+EVENTS_LIMIT = 200
 
 
 def state_path(settings) -> Path:
@@ -61,19 +62,31 @@ def set_active_model(settings, name: str) -> str:
     previous = history(settings)
     if current != name:
         previous = (previous + [current])[-HISTORY_LIMIT:]
-    _write(settings, {"model": name, "previous": previous, "updated_at": _now()})
+    _write(settings, {"model": name, "previous": previous, "updated_at": _now(),
+                      "events": _logged(settings, "activated", name)})
     return current
+
+
+def events(settings) -> list[dict]:
+    """Activations and rollbacks, oldest first: {"at", "event", "model"} (the review page's timeline)."""
+    logged = _read(settings).get("events", [])
+    return [e for e in logged if isinstance(e, dict)] if isinstance(logged, list) else []
+
+
+def _logged(settings, event: str, model: str) -> list[dict]:
+    return (events(settings) + [{"at": _now(), "event": event, "model": model}])[-EVENTS_LIMIT:]
 
 
 def rollback(settings) -> str:
     """Go back to the previously active model (finally `settings.model`); returns the new one."""
     previous = history(settings)
     model = previous.pop() if previous else settings.model
-    if model == settings.model and not previous:
-        # Back to the configured model: drop the file so TEAMBOT_MODEL rules again.
-        state_path(settings).unlink(missing_ok=True)
-    else:
-        _write(settings, {"model": model, "previous": previous, "updated_at": _now()})
+    logged = _logged(settings, "rolled back", model)
+    # Back to the configured model with nothing before it: no "model", so TEAMBOT_MODEL rules again.
+    state = {"previous": previous, "updated_at": _now(), "events": logged}
+    if not (model == settings.model and not previous):
+        state["model"] = model
+    _write(settings, state)
     return model
 
 

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     min_similarity: float = Field(
         0.30, ge=-1, le=1, description="Below this cosine similarity the bot abstains."
     )
+    document_boost_max: float = Field(
+        2.0, ge=1.0, le=10.0,
+        description="Votes on answers move the cited documents' ranking within 1/this×–this× (1 = off).",
+    )
+    document_votes_refresh: float = Field(30.0, ge=0, description="Seconds between reads of the document votes.")
     history_turns: int = Field(3, ge=0, le=20, description="Thread turns carried into follow-ups.")
     max_question_chars: int = Field(4000, ge=100, description="Longer questions are refused.")
 
@@ -188,6 +193,19 @@ class Settings(BaseSettings):
     )
     train_max_tokens: int = Field(
         1024, ge=64, le=32768, description="Longest training example in tokens; longer ones are dropped."
+    )
+
+    # --- the review page (`teambot review`) ---
+    review_host: str = Field(
+        "127.0.0.1", description="Address of the review page; beyond loopback, serve it behind TLS (Secure cookies)."
+    )
+    review_port: int = Field(8090, ge=0, le=65535, description="Port of the review page.")
+    review_secret_key: SecretStr | None = Field(
+        None, description="Signs the review page's session cookies; empty = a random key kept in `data_dir`."
+    )
+    reviewed_answer_similarity: float = Field(
+        0.86, ge=0, le=1.01,
+        description="A new question at least this similar (cosine) to a reviewed one gets its approved answer; >1 = off.",
     )
 
     @field_validator("channel_collections", mode="before")

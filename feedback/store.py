@@ -24,8 +24,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, case, create_engine, delete, event,
-    func, select, text, update,
+    JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, case, column, create_engine, delete,
+    event, func, select, table, text, update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -51,7 +51,13 @@ class Base(DeclarativeBase):
 class AnswerRecord(Base):
     __tablename__ = "answers"
     # Thread memory, and the Slack bot's "is this reply in one of my threads?" on every thread reply.
-    __table_args__ = (Index("ix_answers_conversation", "platform", "channel", "thread"),)
+    __table_args__ = (
+        Index("ix_answers_conversation", "platform", "channel", "thread"),
+        # The review page's inbox filters and sorts by these.
+        Index("ix_answers_created_at", "created_at"),
+        Index("ix_answers_collection_created", "collection", "created_at"),
+        Index("ix_answers_model_created", "model", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -198,7 +204,8 @@ class FeedbackStore:
             message_id=message_id, user_hash=self.user_hash(platform, user_id) if user_id else None,
             question=answer.question, collection=answer.collection,
             retrieved=[
-                {"chunk_id": s.chunk_id, "title": s.title, "path": s.path, "text": s.snippet, "score": s.score}
+                {"chunk_id": s.chunk_id, "title": s.title, "path": s.path, "text": s.snippet, "score": s.score,
+                 "number": s.number, "url": s.url}
                 for s in answer.retrieved
             ],
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
@@ -415,13 +422,32 @@ class FeedbackStore:
             return list(session.scalars(select(RatingRecord).where(RatingRecord.answer_id == answer_id)))
 
     def rated_answers(self) -> Iterator[tuple[AnswerRecord, list[RatingRecord]]]:
-        """Every answer with at least one rating, oldest first (for SFT export)."""
+        """Every answer with at least one rating or a review, oldest first (for the training export)."""
+        reviews = table("reviews", column("answer_id"))  # feedback/reviews.py
         with Session(self.engine, expire_on_commit=False) as session:
-            rated = select(RatingRecord.answer_id).distinct()
+            rated = select(RatingRecord.answer_id).union(select(reviews.c.answer_id))
             for record in session.scalars(
                 select(AnswerRecord).where(AnswerRecord.id.in_(rated)).order_by(AnswerRecord.created_at)
             ):
                 yield record, list(record.ratings)
+
+    def document_votes(self, collection: str) -> dict[str, tuple[int, int]]:
+        """Document path → (👍, 👎) votes on the answers from `collection` that cited it (each
+        user's vote once per answer; answers from several collections count for each)."""
+        tally: dict[str, list[int]] = {}
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(AnswerRecord.collection, AnswerRecord.sources, RatingRecord.value)
+                .join(RatingRecord, RatingRecord.answer_id == AnswerRecord.id)
+                .where(AnswerRecord.collection.contains(collection, autoescape=True))
+            )
+            for answered_from, sources, value in rows:
+                if collection not in answered_from.split("+"):
+                    continue
+                for path in {s.get("path") for s in sources or [] if isinstance(s, dict) and s.get("path")}:
+                    counts = tally.setdefault(path, [0, 0])
+                    counts[0 if value > 0 else 1] += 1
+        return {path: (up, down) for path, (up, down) in tally.items()}
 
     def stats(self) -> list[ModelStats]:
         with Session(self.engine) as session:

@@ -38,6 +38,8 @@ from core.answer import Answer, Outcome, Source, Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
 from core.settings import Settings
 from pipeline import resilience
+from pipeline.boosts import FeedbackBoost, Overrides, Votes
+from pipeline.reviewed import Reviewed, ReviewedAnswers, ReviewedSource
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
@@ -55,6 +57,7 @@ CUT_OFF = "\n\n_(Cut off: the answer took longer than {seconds:.0f} seconds.)_"
 # server died mid-answer can skip what was already shown (Replay).
 GENERATION_SEED = 42
 SNIPPET_CHARS = 240
+REVIEWED_MODEL = "reviewed"  # the model name recorded for answers served from a reviewer's correction
 _HEADING = re.compile(r"^#{1,6} .*$", re.M)
 
 
@@ -87,16 +90,19 @@ class RelevanceGate:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """Query embedding → hybrid search → relevance gate, for one collection."""
+    """Query embedding → hybrid search → boosts from votes → relevance gate, for one collection."""
 
     embedder: SentenceTransformersTextEmbedder
     retriever: WeaviateHybridRetriever
+    boost: FeedbackBoost
     gate: RelevanceGate
     node: str  # the Weaviate node its store talks to
 
     def run(self, question: str) -> dict:
         embedding = self.embedder.run(text=question)["embedding"]
-        documents = self.retriever.run(query=question, query_embedding=embedding)["documents"]
+        # More candidates only when some document has a boost: otherwise the search is as it was.
+        documents = self.retriever.run(query=question, query_embedding=embedding, top_k=self.boost.candidates())["documents"]
+        documents = self.boost.run(documents=documents)["documents"]
         return self.gate.run(documents=documents, query_embedding=embedding)
 
 
@@ -162,6 +168,73 @@ class AnswerService:
             settings.answer_workers + SPARE_SEARCH_THREADS, thread_name_prefix="teambot-search"
         )
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
+        # Set by the bots, from the feedback store: votes and reviewers' demotions rank documents,
+        # approved corrections answer matching questions. Setting one drops what was read before.
+        self._document_votes: Votes | None = None
+        self._document_overrides: Overrides | None = None
+        self._reviewed_answers: ReviewedSource | None = None
+        self._reviewed: dict[str, ReviewedAnswers] = {}
+
+    @property
+    def document_votes(self) -> Votes | None:
+        return self._document_votes
+
+    @document_votes.setter
+    def document_votes(self, source: Votes | None) -> None:
+        self._document_votes = source
+        self._forget_feedback()
+
+    @property
+    def document_overrides(self) -> Overrides | None:
+        return self._document_overrides
+
+    @document_overrides.setter
+    def document_overrides(self, source: Overrides | None) -> None:
+        self._document_overrides = source
+        self._forget_feedback()
+
+    @property
+    def reviewed_answers(self) -> ReviewedSource | None:
+        return self._reviewed_answers
+
+    @reviewed_answers.setter
+    def reviewed_answers(self, source: ReviewedSource | None) -> None:
+        self._reviewed_answers = source
+        self._forget_feedback()
+
+    def _forget_feedback(self) -> None:
+        with self._lock:
+            for retrieval in self._retrieval.values():
+                retrieval.boost.forget()
+            self._reviewed.clear()
+
+    def _votes(self, collection: str) -> dict[str, tuple[int, int]]:
+        return self.document_votes(collection) if self.document_votes else {}
+
+    def _overrides(self, collection: str) -> dict[str, str]:
+        return self.document_overrides(collection) if self.document_overrides else {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Normalized embeddings of `texts`, with the retrieval's embedder."""
+        vectors = np.array([self._embedder.run(text=t)["embedding"] for t in texts], dtype=np.float32).reshape(len(texts), -1)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def reviewed_match(self, question: str, collection: str | Sequence[str]) -> tuple[Reviewed, float] | None:
+        """The approved reviewed answer for `question` in these collections, if one matches closely."""
+        if self.reviewed_answers is None or self.settings.reviewed_answer_similarity > 1:
+            return None
+        names = [collection] if isinstance(collection, str) else list(dict.fromkeys(collection))
+        with self._lock:
+            sets = [self._reviewed.setdefault(name, ReviewedAnswers(
+                name, self.embed, self.reviewed_answers, self.settings.reviewed_answer_similarity,
+                self.settings.document_votes_refresh,
+            )) for name in names]
+        sets = [s for s in sets if s]
+        if not sets:
+            return None
+        vector = self.embed([question])[0]
+        matches = [m for m in (s.match(vector) for s in sets) if m]
+        return max(matches, key=lambda m: m[1]) if matches else None
 
     def close(self) -> None:
         """Release the readiness-probe connection and the search threads."""
@@ -174,11 +247,12 @@ class AnswerService:
         with self._lock:
             if collection not in self._retrieval:
                 store = document_store(self.settings, collection)
+                top_k = self.settings.top_k
                 self._retrieval[collection] = Retrieval(
                     embedder=self._embedder,
-                    retriever=WeaviateHybridRetriever(
-                        document_store=store, top_k=self.settings.top_k, alpha=self.settings.alpha,
-                    ),
+                    retriever=WeaviateHybridRetriever(document_store=store, top_k=top_k, alpha=self.settings.alpha),
+                    boost=FeedbackBoost(collection, top_k, self.settings.document_boost_max, votes=self._votes,
+                                        refresh_s=self.settings.document_votes_refresh, overrides=self._overrides),
                     gate=RelevanceGate(self.settings.min_similarity),
                     node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
@@ -341,6 +415,8 @@ class AnswerService:
         history = list(history)[-self.settings.history_turns :] if self.settings.history_turns else []
         # Follow-ups ("and how long does that take?") retrieve with the previous question as context.
         search_text = f"{history[-1].question}\n{question}" if history else question
+        if not history and (reviewed := self.reviewed_match(question, collection)):
+            return self._reviewed_answer(question, collection, *reviewed, on_token, started)
         documents, similarities, timings = self.retrieve(search_text, collection)
         answer = Answer(
             question=question, text="", sources=[], model=active_model(self.settings),
@@ -357,6 +433,23 @@ class AnswerService:
                 on_token(ABSTAIN)
         timings["total"] = time.perf_counter() - started
         return answer
+
+    def _reviewed_answer(self, question: str, collection: str | Sequence[str], reviewed: Reviewed, similarity: float,
+                         on_token: Callable[[str], None] | None, started: float) -> Answer:
+        fields = set(Source.__dataclass_fields__)
+        sources = [Source(**{k: v for k, v in s.items() if k in fields}) for s in reviewed.sources
+                   if isinstance(s, dict) and {"number", "title", "path"} <= s.keys()]
+        for source in sources:
+            source.snippet, source.chunk_id, source.score = source.snippet or "", source.chunk_id or "", source.score or 0.0
+        if on_token:
+            on_token(reviewed.correction)
+        log.info("answered from reviewed answer %s (similarity %.3f)", reviewed.answer_id, similarity)
+        return Answer(
+            question=question, text=reviewed.correction, sources=sources, model=REVIEWED_MODEL,
+            collection=collection if isinstance(collection, str) else "+".join(dict.fromkeys(collection)),
+            retrieved=list(sources), reviewed_from=reviewed.answer_id,
+            timings={"reviewed_similarity": round(similarity, 4), "total": time.perf_counter() - started},
+        )
 
     def _generate(
         self, answer: Answer, history: list[Turn], documents: list[Document], guarded: GuardedStream, asked: float,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine: system packages (headers for building Ollama, PostgreSQL for the
-# feedback store's tests, haproxy for Ollama replicas), and a virtualenv outside the clone with exactly the versions uv.lock
+# feedback store's tests, haproxy for Ollama replicas, chromium for the review page's browser tests), and a virtualenv outside the clone with exactly the versions uv.lock
 # pins, teambot itself installed editable. Re-running it only syncs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,9 @@ missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # haproxy balances several Ollama servers behind one URL (`teambot services up --ollama-replicas N`).
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || missing+=(haproxy)
+# The review page's browser tests drive Debian's chromium through its chromedriver (no download at run time).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -22,7 +22,9 @@ services_app = typer.Typer(help="Run the real Weaviate and Ollama servers locall
 feedback_app = typer.Typer(help="Inspect and export 👍/👎 feedback.", no_args_is_help=True)
 discord_app = typer.Typer()
 db_app = typer.Typer(help="The feedback database.", no_args_is_help=True)
+review_app = typer.Typer(help="The review page: inbox of bad answers, corrections, quality charts.")
 app.add_typer(db_app, name="db")
+app.add_typer(review_app, name="review")
 app.add_typer(services_app, name="services")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(discord_app, name="discord")
@@ -572,6 +574,56 @@ def publish(
         typer.echo(format_served(served))
     if activate:
         typer.echo(f"active model: {published.model} (was {published.previous_active}); undo with `teambot publish --rollback`")
+
+
+@review_app.callback(invoke_without_command=True)
+def review(
+    ctx: typer.Context,
+    host: Optional[str] = typer.Option(None, help="Address to listen on (default TEAMBOT_REVIEW_HOST, loopback)."),
+    port: Optional[int] = typer.Option(None, help="Port (default TEAMBOT_REVIEW_PORT)."),
+) -> None:
+    """Serve the review page (log in with a reviewer made by `teambot review add-user`)."""
+    if ctx.invoked_subcommand:
+        return
+    from bots.wsgi import wsgi_server
+    from review.app import create_app
+
+    settings = _settings()
+    if host:
+        settings = settings.model_copy(update={"review_host": host})
+    port = settings.review_port if port is None else port
+    try:
+        server = wsgi_server(create_app(settings), settings.review_host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {settings.review_host}:{port}: {exc.strerror or exc}")
+    shown = f"[{settings.review_host}]" if ":" in settings.review_host else settings.review_host
+    typer.echo(f"teambot: review page at http://{shown}:{server.server_port}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@review_app.command("add-user")
+def review_add_user(
+    name: str,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Create a reviewer (or set a new password, which also unlocks the account)."""
+    from feedback.reviews import ReviewError, ReviewStore
+    from feedback.store import FeedbackStore
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        created = ReviewStore(FeedbackStore.from_settings(_settings())).add_reviewer(name, password)
+    except ReviewError as exc:
+        _fail(str(exc))
+    typer.echo(f"reviewer {name} {'created' if created else 'updated: new password, unlocked'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["teambot", "bots", "training", "pipeline", "feedback", "core"]
+PACKAGES = ["teambot", "bots", "training", "review", "pipeline", "feedback", "core"]
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 
 

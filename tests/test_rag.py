@@ -143,6 +143,65 @@ def test_collections_keep_teams_apart(services, handbook, tmp_path):
         drop_collection(services, sales)
 
 
+def test_votes_move_a_repeatedly_downvoted_document_below_a_useful_one(services, tmp_path, store_url, caplog):
+    """👎 on answers citing a document lower its chunks' ranking at once (bounded, 0.5×–2×), 👍
+    raise it: with one chunk given to the model, the question is answered from the other page."""
+    from bots.conversation import Conversations
+    from core.answer import Answer, Source
+    from feedback.store import FeedbackStore
+    from pipeline.indexing import Indexer
+    from pipeline.querying import AnswerService
+
+    shutil.copytree(HANDBOOK, tmp_path, dirs_exist_ok=True)  # the two VPN pages among others
+    (tmp_path / "vpn-legacy.md").write_text(
+        "# VPN\n\nTo connect to the VPN, open the Cisco AnyConnect client and sign in with your VPN password.\n")
+    (tmp_path / "vpn.md").write_text(
+        "# VPN\n\nTo connect to the VPN, install WireGuard and import your VPN profile from the IT portal.\n")
+    collection = unique_collection("Vpn")
+    settings = services.model_copy(update={"top_k": 1, "document_votes_refresh": 0.0})
+    service = AnswerService(settings)
+    store = FeedbackStore(store_url)
+    try:
+        Indexer(settings, collection).ingest([tmp_path])
+        question = "How do I connect to the VPN?"
+        first = service.retrieve(question, collection)[0][0].meta["source"]
+        assert Path(first).name in ("vpn.md", "vpn-legacy.md")
+        other = str(tmp_path / ({"vpn.md": "vpn-legacy.md", "vpn-legacy.md": "vpn.md"}[Path(first).name]))
+
+        def voted(path: str, votes: list[int]) -> None:
+            answer = Answer(question=question, text="…", model="teambot-dev", collection=collection,
+                            sources=[Source(number=1, title="VPN", path=path, snippet="…", chunk_id="c", score=0.8)])
+            store.record_answer(answer, platform="slack", user_id="asker", channel="C1", thread=answer.id)
+            for user, value in enumerate(votes):
+                store.rate(answer.id, platform="slack", user_id=f"U{user}", value=value)
+
+        voted(first, [-1] * 5)
+        voted(first, [-1] * 4 + [1])  # mostly 👎 again
+        voted(other, [1, 1])
+        assert store.document_votes(collection) == {first: (1, 9), other: (2, 0)}
+        assert store.document_votes("Other") == {}  # votes belong to the collection answered from
+        Conversations(settings, service, store)  # the bots' core hands the store's votes to retrieval
+        documents = service.retrieve(question, collection)[0]
+        assert [d.meta["source"] for d in documents] == [other]
+        assert documents[0].meta["boost"] > 1
+        # Votes that cannot be read (the database went down) leave the last ones read in use.
+        down = []
+
+        def votes(name: str):
+            if down:
+                raise ConnectionError("database is down")
+            return store.document_votes(name)
+
+        service.document_votes = votes
+        assert [d.meta["source"] for d in service.retrieve(question, collection)[0]] == [other]
+        down.append(True)
+        assert [d.meta["source"] for d in service.retrieve(question, collection)[0]] == [other]
+        assert "document votes for" in caplog.text and "database is down" in caplog.text
+    finally:
+        service.close()
+        drop_collection(services, collection)
+
+
 def test_reingest_updates_changed_removes_deleted_keeps_untouched(services, tmp_path):
     from pipeline.indexing import Indexer
 

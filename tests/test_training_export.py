@@ -7,7 +7,6 @@ A temp feedback store is seeded with rated handbook answers, the way the bots re
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -270,7 +269,10 @@ def test_cli_publish_rollback_reports_the_active_model(tmp_path):
     result = CliRunner().invoke(app, ["publish", "--rollback"], env={"TEAMBOT_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
     assert f"active model: {settings.model}" in result.output
-    assert not Path(tmp_path / "active_model.json").exists()
+    # No model named any more (TEAMBOT_MODEL rules again); the switch is on the review page's timeline.
+    assert "model" not in json.loads((tmp_path / "active_model.json").read_text())
+    assert [(e["event"], e["model"]) for e in active.events(settings)] == [
+        ("activated", "teambot-ft-x"), ("rolled back", settings.model)]
 
 
 def test_cli_verbs_explain_what_is_missing(tmp_path):

@@ -3,6 +3,8 @@
 Which answers become examples:
 - majority 👍 (each user's last vote counts once): the answer as the model gave it;
 - majority 👎 with a user's correction: the latest correction replaces the answer;
+- a reviewer's correction (the review page) outranks the users' votes and corrections, and an
+  answer a reviewer excluded from training is left out;
 - left out (counted in the summary): 👎 without a correction, ties, answers recorded without the
   prompt the model saw, abstentions ("I don't know…" teaches the model to give up), and replies
   the user never saw as written (withheld by the leak guard, or uncited where citations are
@@ -63,6 +65,7 @@ DROP_REASONS = {
     "empty": "empty question or answer",
     "too_long": "longer than the context",
     "duplicate": "same question in the same thread context",
+    "excluded": "excluded from training by a reviewer",
 }
 
 
@@ -197,7 +200,18 @@ def _prompt(record) -> tuple[list[dict], str, list[str]]:
     return messages, keep, context
 
 
-def _example(record, vote: int, correction: str | None, prompt: list[dict], keep: str, context: list[str]) -> tuple[dict | None, str | None]:
+def reviewed_verdict(record, review, vote: int, correction: str | None) -> tuple[int, str | None, str | None]:
+    """(vote, correction, kind) once a reviewer's correction outranks the users': the answer as
+    given if it is the answer as given, else 👎 with that correction."""
+    if review is None or not (review.correction or "").strip():
+        return vote, correction, None
+    if review.correction.strip() == (record.answer_text or "").strip():
+        return 1, None, None
+    return -1, review.correction, "reviewed"
+
+
+def _example(record, vote: int, correction: str | None, prompt: list[dict], keep: str, context: list[str],
+             kind: str | None = None) -> tuple[dict | None, str | None]:
     """(the SFT example, None) or (None, why it is left out)."""
     if vote == 0:
         return None, "tie"
@@ -215,7 +229,7 @@ def _example(record, vote: int, correction: str | None, prompt: list[dict], keep
     return {
         "messages": [*prompt, {"role": "assistant", "content": scrub(target, keep)}],
         "question": scrub(record.question.strip(), keep), "answer_id": record.id,
-        "kind": "upvoted" if vote > 0 else "corrected", "model": record.model, "sources": source_paths(record),
+        "kind": kind or ("upvoted" if vote > 0 else "corrected"), "model": record.model, "sources": source_paths(record),
         "thread_context": context,
     }, None
 
@@ -230,14 +244,19 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     result.token_counter = count_tokens.kind
     latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
     voted: list[dict] = []  # every answer that is a preference signal
+    reviews = _reviews(store)
     for record, ratings in store.rated_answers():
         result.rated += 1
-        vote, correction = verdict(ratings)
+        review = reviews.get(record.id)
+        if review is not None and review.exclude:
+            result.dropped["excluded"] += 1
+            continue
+        vote, correction, kind = reviewed_verdict(record, review, *verdict(ratings))
         prompt, keep, context = _prompt(record)
         item = preference.voted_item(record, vote, correction, prompt, keep, context)
         if item:
             voted.append(item)
-        example, reason = _example(record, vote, correction, prompt, keep, context)
+        example, reason = _example(record, vote, correction, prompt, keep, context, kind)
         if reason:
             result.dropped[reason] += 1
             continue
@@ -268,6 +287,15 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
         voted, same_question, split_of, count_tokens, result.max_tokens, SPLITS,
     )
     return result
+
+
+def _reviews(store) -> dict:
+    """Reviews by answer id, from the review page's tables of the same database."""
+    if not hasattr(store, "engine"):
+        return {}
+    from feedback.reviews import ReviewStore
+
+    return ReviewStore(store).reviews()
 
 
 def project_embedder(settings: Settings):

@@ -1,0 +1,403 @@
+"""What the review page reads and writes (`teambot review`), in the feedback database.
+
+Reviewers log in with a password kept as an scrypt hash (hashlib's, RFC 7914); five failed logins
+in a row lock the account for LOCKOUT. A review of an answer holds the reviewer's correction (the
+training target from then on, over any user's), the cause of a bad answer, "exclude from
+training", and whether the correction is approved to be served for matching questions. Every change
+to a review or to a document override is kept as an event: who, when, old and new value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from feedback.store import AnswerRecord, Base, FeedbackStore, RatingRecord
+
+CAUSES = {
+    "retrieval_missed": "retrieval missed the right passage",
+    "wrong_passage": "wrong passage used",
+    "wrong_despite_passage": "answer wrong despite the right passage",
+    "tone_format": "tone or format",
+    "outdated_document": "outdated document",
+    "not_answerable": "not answerable from the documents",
+}
+DOCUMENT_ACTIONS = ("demote", "hide")
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # OWASP's minimum for scrypt; ~50 ms a check
+
+
+class ReviewerRecord(Base):
+    __tablename__ = "reviewers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewRecord(Base):
+    __tablename__ = "reviews"
+
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    correction: Mapped[str | None] = mapped_column(Text)
+    cause: Mapped[str | None] = mapped_column(String(32))
+    exclude: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    approved: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0", index=True)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewEventRecord(Base):
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(1200), index=True)  # "answer:<id>" or "document:<collection>:<path>"
+    reviewer: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    field: Mapped[str] = mapped_column(String(32))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+
+
+class DocumentOverrideRecord(Base):
+    __tablename__ = "document_overrides"
+
+    collection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewError(ValueError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT, dklen=32)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    computed = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+@dataclass
+class InboxFilter:
+    vote: str = "down"  # down, up, none (no votes), any
+    collection: str = ""
+    model: str = ""
+    since: date | None = None
+    until: date | None = None
+    has_reason: bool = False
+    reviewed: str = "any"  # any, yes, no
+    page: int = 1
+    per_page: int = 25
+
+
+@dataclass
+class InboxRow:
+    id: str
+    created_at: datetime
+    question: str
+    answer: str
+    collection: str
+    model: str
+    up: int
+    down: int
+    reasons: int
+    reviewed: bool
+    cause: str | None
+
+
+@dataclass
+class Login:
+    ok: bool
+    locked_until: datetime | None = None
+    failures: int = 0
+
+
+@dataclass
+class Quality:
+    days: list[str] = field(default_factory=list)
+    models: dict[str, dict[str, list]] = field(default_factory=dict)  # model -> {answers, up, down, up_rate, abstention_rate}
+    causes: dict[str, list[int]] = field(default_factory=dict)  # cause -> per day
+    documents: list[tuple[str, str, int, int]] = field(default_factory=list)  # (collection, path, 👎, 👍)
+
+
+class ReviewStore:
+    """The review page's queries and writes, on the feedback store's engine."""
+
+    def __init__(self, store: FeedbackStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # ------------------------------------------------------------------ reviewers
+
+    def add_reviewer(self, name: str, password: str) -> bool:
+        """Create the reviewer, or set a new password (and unlock); True when created."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ReviewError("a reviewer name is 1 to 64 characters")
+        if len(password) < 12:
+            raise ReviewError("use a password of at least 12 characters")
+        with Session(self.engine) as session, session.begin():
+            reviewer = session.get(ReviewerRecord, name)
+            if reviewer is None:
+                session.add(ReviewerRecord(name=name, password_hash=hash_password(password), created_at=_now()))
+                return True
+            reviewer.password_hash, reviewer.failed_logins, reviewer.locked_until = hash_password(password), 0, None
+            return False
+
+    def login(self, name: str, password: str) -> Login:
+        """Check a password; the failure count and lockout are updated in the same transaction."""
+        with Session(self.engine) as session, session.begin():
+            reviewer = session.get(ReviewerRecord, name, with_for_update=True)
+            if reviewer is None:
+                check_password(password, hash_password("not a reviewer"))  # the same work as a real check
+                return Login(ok=False)
+            locked = _aware(reviewer.locked_until)
+            if locked and locked > _now():
+                return Login(ok=False, locked_until=locked, failures=reviewer.failed_logins)
+            if check_password(password, reviewer.password_hash):
+                reviewer.failed_logins, reviewer.locked_until = 0, None
+                return Login(ok=True)
+            reviewer.failed_logins += 1
+            if reviewer.failed_logins >= MAX_FAILED_LOGINS:
+                reviewer.locked_until = _now() + LOCKOUT
+            return Login(ok=False, locked_until=_aware(reviewer.locked_until), failures=reviewer.failed_logins)
+
+    def reviewer_exists(self, name: str) -> bool:
+        with Session(self.engine) as session:
+            return session.get(ReviewerRecord, name) is not None
+
+    # ------------------------------------------------------------------ inbox
+
+    def inbox(self, f: InboxFilter) -> tuple[list[InboxRow], int]:
+        """One page of answers and the number matching; 👎-heavy first, then newest."""
+        votes = (
+            select(
+                RatingRecord.answer_id.label("answer_id"),
+                func.sum(case((RatingRecord.value > 0, 1), else_=0)).label("up"),
+                func.sum(case((RatingRecord.value < 0, 1), else_=0)).label("down"),
+                func.sum(case((and_(RatingRecord.reason.is_not(None), RatingRecord.reason != ""), 1), else_=0)).label("reasons"),
+            ).group_by(RatingRecord.answer_id).subquery()
+        )
+        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        query = (
+            select(AnswerRecord, up, down, func.coalesce(votes.c.reasons, 0), ReviewRecord.answer_id, ReviewRecord.cause)
+            .outerjoin(votes, votes.c.answer_id == AnswerRecord.id)
+            .outerjoin(ReviewRecord, ReviewRecord.answer_id == AnswerRecord.id)
+        )
+        conditions = []
+        if f.vote == "down":
+            conditions.append(down > up)
+        elif f.vote == "up":
+            conditions.append(up > down)
+        elif f.vote == "none":
+            conditions.append(up + down == 0)
+        if f.collection:  # answered from it, alone or with others ("A+B")
+            c = AnswerRecord.collection
+            conditions.append(or_(c == f.collection, c.startswith(f.collection + "+", autoescape=True),
+                                  c.endswith("+" + f.collection, autoescape=True),
+                                  c.contains("+" + f.collection + "+", autoescape=True)))
+        if f.model:
+            conditions.append(AnswerRecord.model == f.model)
+        if f.since:
+            conditions.append(AnswerRecord.created_at >= datetime.combine(f.since, datetime.min.time(), timezone.utc))
+        if f.until:
+            conditions.append(AnswerRecord.created_at < datetime.combine(f.until + timedelta(days=1), datetime.min.time(), timezone.utc))
+        if f.has_reason:
+            conditions.append(votes.c.reasons > 0)
+        if f.reviewed == "yes":
+            conditions.append(ReviewRecord.answer_id.is_not(None))
+        elif f.reviewed == "no":
+            conditions.append(ReviewRecord.answer_id.is_(None))
+        query = query.where(*conditions)
+        with Session(self.engine) as session:
+            total = session.scalar(select(func.count()).select_from(query.with_only_columns(AnswerRecord.id).subquery()))
+            page = session.execute(
+                query.order_by((down - up).desc(), AnswerRecord.created_at.desc())
+                .limit(f.per_page).offset((max(f.page, 1) - 1) * f.per_page)
+            ).all()
+        rows = [
+            InboxRow(id=a.id, created_at=_aware(a.created_at), question=a.question, answer=a.answer_text,
+                     collection=a.collection, model=a.model, up=int(u), down=int(d), reasons=int(r),
+                     reviewed=reviewed is not None, cause=cause)
+            for a, u, d, r, reviewed, cause in page
+        ]
+        return rows, int(total or 0)
+
+    def facets(self) -> tuple[list[str], list[str]]:
+        """The collections and models answers exist for (the inbox's filter choices)."""
+        with Session(self.engine) as session:
+            collections = sorted({c for (c,) in session.execute(select(AnswerRecord.collection).distinct()) if c})
+            models = sorted({m for (m,) in session.execute(select(AnswerRecord.model).distinct()) if m})
+        return collections, models
+
+    # ------------------------------------------------------------------ one answer
+
+    def review(self, answer_id: str) -> ReviewRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(ReviewRecord, answer_id)
+
+    def events(self, subject: str) -> list[ReviewEventRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(
+                select(ReviewEventRecord).where(ReviewEventRecord.subject == subject).order_by(ReviewEventRecord.id.desc())
+            ))
+
+    def save_review(self, answer_id: str, reviewer: str, *, correction: str | None, cause: str | None,
+                    exclude: bool, approved: bool) -> list[str]:
+        """Write the review; returns the fields that changed (each one an event in the trail)."""
+        correction = (correction or "").strip() or None
+        cause = cause or None
+        if cause is not None and cause not in CAUSES:
+            raise ReviewError(f"unknown cause {cause!r}")
+        if approved and not correction:
+            raise ReviewError("only a written correction can be approved to be served")
+        if self.store.get_answer(answer_id) is None:
+            raise ReviewError(f"no answer {answer_id}")
+        new = {"correction": correction, "cause": cause, "exclude": exclude, "approved": approved}
+        with Session(self.engine) as session, session.begin():
+            review = session.get(ReviewRecord, answer_id, with_for_update=True)
+            if review is None:
+                review = ReviewRecord(answer_id=answer_id, correction=None, cause=None, exclude=False, approved=False,
+                                      reviewer=reviewer, updated_at=_now())
+                session.add(review)
+            changed = [k for k, v in new.items() if getattr(review, k) != v]
+            at = _now()
+            for key in changed:
+                session.add(ReviewEventRecord(subject=f"answer:{answer_id}", reviewer=reviewer, at=at, field=key,
+                                              old=_text(getattr(review, key)), new=_text(new[key])))
+                setattr(review, key, new[key])
+            if changed:
+                review.reviewer, review.updated_at = reviewer, at
+        return changed
+
+    def reviews(self) -> dict[str, ReviewRecord]:
+        """Every review by answer id (for the training export)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return {r.answer_id: r for r in session.scalars(select(ReviewRecord))}
+
+    def approved_corrections(self, collection: str) -> list[tuple[AnswerRecord, ReviewRecord]]:
+        """Reviewed answers approved to be served again, from `collection` (the bots' reviewed answers)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.execute(
+                select(AnswerRecord, ReviewRecord).join(ReviewRecord, ReviewRecord.answer_id == AnswerRecord.id)
+                .where(ReviewRecord.approved.is_(True), ReviewRecord.exclude.is_(False))
+                .where(AnswerRecord.collection.contains(collection, autoescape=True))
+            ).all()
+        return [(a, r) for a, r in rows if collection in a.collection.split("+")]
+
+    # ------------------------------------------------------------------ documents
+
+    def set_document_override(self, collection: str, path: str, action: str | None, reviewer: str) -> bool:
+        """Demote or hide a document in retrieval (None: back to normal); True when it changed."""
+        if action is not None and action not in DOCUMENT_ACTIONS:
+            raise ReviewError(f"unknown document action {action!r}")
+        with Session(self.engine) as session, session.begin():
+            current = session.get(DocumentOverrideRecord, (collection, path), with_for_update=True)
+            old = current.action if current else None
+            if old == action:
+                return False
+            if action is None:
+                session.delete(current)
+            elif current is None:
+                session.add(DocumentOverrideRecord(collection=collection, path=path, action=action, reviewer=reviewer, updated_at=_now()))
+            else:
+                current.action, current.reviewer, current.updated_at = action, reviewer, _now()
+            session.add(ReviewEventRecord(subject=f"document:{collection}:{path}", reviewer=reviewer, at=_now(),
+                                          field="document", old=old, new=action))
+        return True
+
+    def document_overrides(self, collection: str) -> dict[str, str]:
+        with Session(self.engine) as session:
+            return dict(session.execute(
+                select(DocumentOverrideRecord.path, DocumentOverrideRecord.action)
+                .where(DocumentOverrideRecord.collection == collection)
+            ).all())
+
+    # ------------------------------------------------------------------ quality over time
+
+    def quality(self, days: int = 30, today: date | None = None) -> Quality:
+        """Per day and model: answers, 👍/👎 and abstentions; causes per day; documents behind 👎."""
+        today = today or _now().date()
+        first = today - timedelta(days=days - 1)
+        start = datetime.combine(first, datetime.min.time(), timezone.utc)
+        labels = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+        index = {label: i for i, label in enumerate(labels)}
+        result = Quality(days=labels)
+        with Session(self.engine) as session:
+            answers = session.execute(
+                select(AnswerRecord.id, AnswerRecord.created_at, AnswerRecord.model, AnswerRecord.outcome,
+                       AnswerRecord.collection, AnswerRecord.sources)
+                .where(AnswerRecord.created_at >= start)
+            ).all()
+            votes = session.execute(
+                select(RatingRecord.answer_id, RatingRecord.value).join(AnswerRecord, AnswerRecord.id == RatingRecord.answer_id)
+                .where(AnswerRecord.created_at >= start)
+            ).all()
+            causes = session.execute(
+                select(ReviewRecord.cause, ReviewRecord.updated_at).where(ReviewRecord.cause.is_not(None), ReviewRecord.updated_at >= start)
+            ).all()
+        by_answer: dict[str, list[int]] = {}
+        for answer_id, value in votes:
+            by_answer.setdefault(answer_id, []).append(value)
+        documents: dict[tuple[str, str], list[int]] = {}
+        for answer_id, created, model, outcome, collection, sources in answers:
+            day = index.get(_aware(created).date().isoformat())
+            if day is None:
+                continue
+            series = result.models.setdefault(model, {k: [0] * days for k in ("answers", "up", "down", "abstained")})
+            series["answers"][day] += 1
+            series["abstained"][day] += outcome == "abstained"
+            for value in by_answer.get(answer_id, []):
+                series["up" if value > 0 else "down"][day] += 1
+                for source in sources or []:
+                    if isinstance(source, dict) and source.get("path"):
+                        counts = documents.setdefault((collection, source["path"]), [0, 0])
+                        counts[0 if value < 0 else 1] += 1
+        for series in result.models.values():
+            series["up_rate"] = [u / (u + d) if u + d else None for u, d in zip(series["up"], series["down"])]
+            series["abstention_rate"] = [a / n if n else None for a, n in zip(series["abstained"], series["answers"])]
+        for cause, updated in causes:
+            day = index.get(_aware(updated).date().isoformat())
+            if day is not None:
+                result.causes.setdefault(cause, [0] * days)[day] += 1
+        result.documents = sorted(
+            ((c, p, down, up) for (c, p), (down, up) in documents.items() if down),
+            key=lambda row: (-row[2], row[3], row[1]),
+        )[:10]
+        return result
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,96 @@
+"""Document ranking that learns from votes, at once (not only at the next fine-tune).
+
+Every 👍/👎 on an answer counts for the documents the answer cited. A document's boost is a
+bounded multiplier on its chunks' hybrid scores: `max_boost ** lean` with
+`lean = (up - down) / (up + down + PRIOR_VOTES)`, so between 1/max_boost and max_boost (0.5×–2× by
+default), 1× with no votes, and a handful of votes moves it only part of the way. The retriever
+fetches CANDIDATES × top_k chunks, at least MIN_CANDIDATES (when some document has a boost;
+otherwise the search is as without boosts); the boosted scores choose and order the top_k the model sees. A reviewer can
+demote a document (the lower bound, whatever its votes) or hide it (never given to the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from haystack import Document, component
+
+log = logging.getLogger("teambot.answer")
+PRIOR_VOTES = 4  # votes a document needs before its boost goes halfway to the bound
+CANDIDATES = 2  # chunks fetched per chunk kept, for boosts to choose from…
+# …and at least this many: hybrid scores are min-max normalized over what is fetched, so the last
+# of a few candidates scores 0 whatever it is, and no boost could lift it.
+MIN_CANDIDATES = 10
+
+# collection -> {document path: (👍 votes, 👎 votes)}
+Votes = Callable[[str], dict[str, tuple[int, int]]]
+# collection -> {document path: "demote" | "hide"}, a reviewer's say (the review page)
+Overrides = Callable[[str], dict[str, str]]
+HIDDEN = 0.0
+
+
+def boost(up: int, down: int, max_boost: float) -> float:
+    if max_boost <= 1.0 or up + down == 0:
+        return 1.0
+    return max_boost ** ((up - down) / (up + down + PRIOR_VOTES))
+
+
+@component
+class FeedbackBoost:
+    """Re-ranks retrieved chunks by their documents' boosts and keeps the best `top_k`.
+
+    The votes are read at most every `refresh_s` seconds; if they cannot be read (the feedback
+    database is down) the last boosts read stay in use (none at first): answering goes on."""
+
+    def __init__(self, collection: str, top_k: int, max_boost: float, votes: Votes | None = None,
+                 refresh_s: float = 30.0, overrides: Overrides | None = None) -> None:
+        self.collection, self.top_k, self.max_boost = collection, top_k, max_boost
+        self.votes, self.overrides, self.refresh_s = votes, overrides, refresh_s
+        self._cached: tuple[float, dict[str, float]] = (float("-inf"), {})
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Read the votes again on the next question."""
+        self._cached = (float("-inf"), {})
+
+    def boosts(self) -> dict[str, float]:
+        """Document path → boost (documents at 1× left out)."""
+        read_at, boosts = self._cached
+        if (self.votes is None and self.overrides is None) or time.monotonic() - read_at < self.refresh_s:
+            return boosts
+        with self._lock:
+            if self._cached[0] != read_at:  # another thread just read them
+                return self._cached[1]
+            try:
+                votes = self.votes(self.collection) if self.votes else {}
+                boosts = {path: b for path, (up, down) in votes.items() if (b := boost(up, down, self.max_boost)) != 1.0}
+                # A reviewer's demotion is the floor of the bound; a hidden document is never given.
+                for path, action in (self.overrides(self.collection) if self.overrides else {}).items():
+                    boosts[path] = HIDDEN if action == "hide" else min(boosts.get(path, 1.0), 1 / max(self.max_boost, 2.0))
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the search order as it is
+                log.warning("document votes for %s could not be read: %s", self.collection, exc)
+            self._cached = (time.monotonic(), boosts)
+            return boosts
+
+    def candidates(self) -> int:
+        """How many chunks to fetch: CANDIDATES × top_k when some document has a boost."""
+        return max(self.top_k * CANDIDATES, MIN_CANDIDATES) if self.boosts() else self.top_k
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document]) -> dict:
+        boosts = self.boosts()
+        if boosts:
+            boosted = []
+            for doc in documents:
+                factor = boosts.get(doc.meta.get("source", ""), 1.0)
+                if factor == HIDDEN:
+                    continue
+                if factor != 1.0:
+                    doc = replace(doc, score=(doc.score or 0.0) * factor, meta={**doc.meta, "boost": round(factor, 3)})
+                boosted.append(doc)
+            documents = sorted(boosted, key=lambda d: d.score or 0.0, reverse=True)
+        return {"documents": documents[: self.top_k]}

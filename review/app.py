@@ -1,0 +1,264 @@
+"""The review page (`teambot review`): Flask with server-side Jinja templates.
+
+Every page needs a session: reviewers log in with a name and password (feedback/reviews.py keeps
+the scrypt hash, the failure count and the lockout), a failed login is answered only after
+FAILED_LOGIN_DELAY, and the session cookie is signed, HttpOnly, SameSite=Lax, Secure unless the
+page is served on loopback only, and expires after SESSION_HOURS. Every form carries a CSRF token
+(Flask-WTF's CSRFProtect); a post without it is refused. Templates escape everything they show
+(Jinja autoescaping): questions, answers, passages and reasons are user text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from datetime import date, timedelta
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from flask import Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from core import active_model
+from core.settings import Settings
+from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, InboxFilter, ReviewError, ReviewStore
+from feedback.store import FeedbackStore
+from review import charts
+
+FAILED_LOGIN_DELAY = 1.0  # seconds before a failed login is answered
+SESSION_HOURS = 8
+SECRET_FILE = "review_secret"
+PUBLIC = {"login", "static", "healthz"}
+
+
+def secret_key(settings: Settings) -> str:
+    """TEAMBOT_REVIEW_SECRET_KEY, else one made once and kept in data_dir (readable by this user only)."""
+    if settings.review_secret_key is not None and settings.review_secret_key.get_secret_value():
+        return settings.review_secret_key.get_secret_value()
+    path = Path(settings.data_dir) / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".review.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+    try:
+        os.link(tmp, path)  # the first process to make one wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip()
+
+
+def loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost")
+
+
+def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
+    app = Flask(__name__)
+    store = store or FeedbackStore.from_settings(settings)
+    reviews = ReviewStore(store)
+    app.config.update(
+        SECRET_KEY=secret_key(settings),
+        SESSION_COOKIE_NAME="teambot_review",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Served beyond loopback the page must sit behind TLS: the cookie is sent over HTTPS only.
+        SESSION_COOKIE_SECURE=not loopback(settings.review_host),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
+        MAX_CONTENT_LENGTH=256 * 1024,
+    )
+    CSRFProtect(app)
+
+    @app.before_request
+    def require_login():
+        if request.endpoint in PUBLIC:
+            return None
+        name = session.get("reviewer")
+        if not name or not reviews.reviewer_exists(name):
+            if name:  # a reviewer who no longer exists
+                session.clear()
+            # (Not cleared otherwise: the login form's CSRF token lives in the session, and the
+            # browser's own requests, such as /favicon.ico, come here while the form is shown.)
+            return redirect(url_for("login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+        g.reviewer = name
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Scripts only from this page's own origin (the charting library is served from here): a
+        # script that slipped into a question could not run even if it escaped the templates.
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        )
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(error: CSRFError):
+        return render_template("error.html", message=f"The form was refused: {error.description} Reload the page and try again."), 400
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        error = None
+        if request.method == "POST":
+            name = request.form.get("name", "").strip()
+            result = reviews.login(name, request.form.get("password", ""))
+            if result.ok:
+                session.clear()  # a fresh session: nothing carried over from before the login
+                session.permanent = True
+                session["reviewer"] = name
+                target = request.args.get("next") or ""
+                parsed = urlparse(target)
+                safe = target.startswith("/") and not target.startswith("//") and not parsed.netloc
+                return redirect(target if safe else url_for("inbox"))
+            time.sleep(FAILED_LOGIN_DELAY)
+            if result.locked_until:
+                error = f"Too many failed logins: this account is locked until {result.locked_until:%H:%M} UTC."
+            else:
+                error = "Wrong name or password."
+        return render_template("login.html", error=error), (401 if error else 200)
+
+    @app.post("/logout")
+    def logout():
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.get("/")
+    def inbox():
+        f = _inbox_filter(request.args)
+        rows, total = reviews.inbox(f)
+        collections, models = reviews.facets()
+        pages = max(1, -(-total // f.per_page))
+        return render_template(
+            "inbox.html", rows=rows, total=total, f=f, pages=pages, collections=collections, models=models,
+            causes=CAUSES, args={k: v for k, v in request.args.items() if k != "page"},
+        )
+
+    @app.route("/answers/<answer_id>", methods=["GET", "POST"])
+    def answer(answer_id: str):
+        record = store.get_answer(answer_id)
+        if record is None:
+            abort(404)
+        if request.method == "POST":
+            try:
+                changed = reviews.save_review(
+                    answer_id, g.reviewer, correction=request.form.get("correction"),
+                    cause=request.form.get("cause") or None, exclude=request.form.get("exclude") == "on",
+                    approved=request.form.get("approved") == "on",
+                )
+            except ReviewError as exc:
+                flash(str(exc), "error")
+            else:
+                flash(f"Saved ({', '.join(changed)})." if changed else "Nothing changed.", "ok")
+            return redirect(url_for("answer", answer_id=answer_id))
+        shown = {s.get("path"): s for s in record.sources or [] if isinstance(s, dict)}
+        passages = [
+            {"number": p.get("number", i), "title": p.get("title", ""), "path": p.get("path", ""),
+             "url": p.get("url") or shown.get(p.get("path"), {}).get("url", ""), "snippet": p.get("text", ""),
+             "score": p.get("score"), "cited": p.get("path") in shown}
+            for i, p in enumerate((p for p in record.retrieved or [] if isinstance(p, dict)), 1)
+        ]
+        overrides = reviews.document_overrides(record.collection)
+        return render_template(
+            "answer.html", a=record, passages=passages, ratings=store.ratings(answer_id),
+            history=_thread_before(store, record), review=reviews.review(answer_id),
+            events=reviews.events(f"answer:{answer_id}"), causes=CAUSES, overrides=overrides,
+            actions=DOCUMENT_ACTIONS,
+        )
+
+    @app.post("/documents")
+    def document():
+        collection, path = request.form.get("collection", ""), request.form.get("path", "")
+        action = request.form.get("action") or None
+        try:
+            if not collection or not path:
+                raise ReviewError("which document?")
+            reviews.set_document_override(collection, path, action, g.reviewer)
+        except ReviewError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"{path}: {action or 'ranked by votes only'}.", "ok")
+        back = request.form.get("back", "")
+        return redirect(back if back.startswith("/answers/") else url_for("inbox"))
+
+    @app.get("/quality")
+    def quality():
+        days = min(max(request.args.get("days", 30, type=int), 7), 365)
+        data = reviews.quality(days)
+        events = _model_events(settings)
+        figures = charts.quality_figures(data, events)
+        return render_template("quality.html", figures=figures, documents=data.documents, days=days, causes=CAUSES)
+
+    @app.get("/charts.js")
+    def charting_library():
+        return Response(_plotly_js(), mimetype="application/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.template_filter("when")
+    def when(moment) -> str:
+        return f"{moment:%Y-%m-%d %H:%M}" if moment else ""
+
+    app.jinja_env.globals["cause_label"] = lambda key: CAUSES.get(key or "", key or "")
+    return app
+
+
+@cache
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _inbox_filter(args) -> InboxFilter:
+    def day(name: str) -> date | None:
+        try:
+            return date.fromisoformat(args.get(name, ""))
+        except ValueError:
+            return None
+
+    vote = args.get("vote", "down")
+    reviewed = args.get("reviewed", "any")
+    return InboxFilter(
+        vote=vote if vote in ("down", "up", "none", "any") else "down",
+        collection=args.get("collection", "")[:128], model=args.get("model", "")[:128],
+        since=day("since"), until=day("until"), has_reason=args.get("has_reason") == "on",
+        reviewed=reviewed if reviewed in ("any", "yes", "no") else "any",
+        page=max(1, args.get("page", 1, type=int) or 1), per_page=25,
+    )
+
+
+def _thread_before(store: FeedbackStore, record) -> list:
+    """The earlier turns of the answer's thread, as the model was given them."""
+    if not record.thread:
+        return []
+    turns = store.thread_history(record.platform, record.channel, record.thread, limit=20)
+    return [t for t in turns if t.question != record.question or t.answer != record.answer_text]
+
+
+def _model_events(settings: Settings) -> list[dict]:
+    """Publishes (runs/*/published.json) and activations/rollbacks, for the timeline."""
+    found = []
+    for path in sorted((Path(settings.data_dir) / "runs").glob("*/published.json")):
+        try:
+            published = json.loads(path.read_text())
+            found.append({"at": published["published_at"], "event": "published", "model": published["model"]})
+        except (OSError, ValueError, KeyError):
+            continue
+    return found + active_model.events(settings)

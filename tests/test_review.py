@@ -1,0 +1,311 @@
+"""The review page through Flask's test client, on SQLite and PostgreSQL: login, lockout and
+sessions, CSRF on every form, escaping, the inbox filters, reviews with their audit trail, document
+overrides, the quality data, and what reviews change in the training export and in retrieval.
+(tests/test_review_browser.py drives it in a real browser against answers the Slack bot recorded.)"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from core.answer import Answer, Outcome, Source
+from core.settings import load_settings
+from feedback.reviews import MAX_FAILED_LOGINS, ReviewError, ReviewStore, check_password, hash_password
+from feedback.store import FeedbackStore
+from review.app import FAILED_LOGIN_DELAY, create_app
+
+PASSWORD = "correct horse battery"
+XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned=1">'
+
+
+def _answer(store, question, text, *, votes=(), collection="Handbook", model="teambot-dev", path="handbook/a.md",
+            reason=None, outcome=Outcome.ANSWERED):
+    source = Source(number=1, title="A page", path=path, snippet=f"passage of {path}", chunk_id="c1", score=0.71)
+    answer = Answer(question=question, text=text, sources=[source], retrieved=[source], model=model,
+                    collection=collection, outcome=outcome, prompt=[{"role": "user", "content": question}])
+    store.record_answer(answer, platform="slack", user_id="asker", channel="C1", thread=answer.id)
+    for user, value in enumerate(votes):
+        store.rate(answer.id, platform="slack", user_id=f"U{user}", value=value, reason=reason if value < 0 else None)
+    return answer.id
+
+
+@pytest.fixture
+def page(store_url, tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    store = FeedbackStore(store_url, user_salt="test")
+    reviews = ReviewStore(store)
+    assert reviews.add_reviewer("maria", PASSWORD)
+    app = create_app(settings, store)
+    app.config["TESTING"] = False  # CSRF stays on
+    ids = {
+        "bad": _answer(store, "How many vacation days do I get?", "10 days.", votes=(-1, -1), reason="Wrong number"),
+        "good": _answer(store, "When is the Lisbon office open?", "07:30–20:00 [1].", votes=(1,), collection="Lisbon",
+                        model="teambot-ft-1"),
+        "none": _answer(store, "Who approves my vacation?", "Your manager [1]."),
+        "xss": _answer(store, XSS, f"Answer with {XSS}", votes=(-1,), reason=XSS, path="handbook/<b>x</b>.md"),
+    }
+    yield app.test_client(), store, reviews, ids
+    store.engine.dispose()
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _login(client, name="maria", password=PASSWORD):
+    form = client.get("/login").get_data(as_text=True)
+    return client.post("/login", data={"name": name, "password": password, "csrf_token": _csrf(form)})
+
+
+def test_nothing_is_reachable_without_a_session(page):
+    client, _, _, ids = page
+    for path in ("/", f"/answers/{ids['bad']}", "/quality", "/charts.js", "/?vote=any&page=2"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login"), path
+    for path in (f"/answers/{ids['bad']}", "/documents", "/logout"):
+        response = client.post(path, data={"correction": "x"})
+        assert response.status_code in (302, 400), path  # refused: no session (and no CSRF token)
+    assert ReviewStore(page[1]).review(ids["bad"]) is None
+    assert client.get("/healthz").status_code == 200
+
+
+def test_login_logout_and_a_session_cookie_a_script_cannot_read(page):
+    client, *_ = page
+    response = _login(client)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # served on loopback; beyond it the cookie is Secure (below)
+    inbox = client.get("/")
+    assert inbox.status_code == 200 and "maria" in inbox.get_data(as_text=True)
+    assert "script-src 'self'" in inbox.headers["Content-Security-Policy"]
+    logout = client.post("/logout", data={"csrf_token": _csrf(inbox.get_data(as_text=True))})
+    assert logout.status_code == 302 and client.get("/").status_code == 302
+
+
+def test_cookies_are_secure_beyond_loopback_and_login_never_redirects_off_site(store_url, tmp_path):
+    settings = load_settings(data_dir=tmp_path, review_host="0.0.0.0")
+    store = FeedbackStore(store_url, user_salt="test")
+    ReviewStore(store).add_reviewer("maria", PASSWORD)
+    client = create_app(settings, store).test_client()
+    form = client.get("/login?next=//evil.example/phish").get_data(as_text=True)
+    response = client.post("/login?next=//evil.example/phish", data={"name": "maria", "password": PASSWORD,
+                                                                      "csrf_token": _csrf(form)})
+    assert response.headers["Location"] == "/"
+    assert "Secure" in response.headers["Set-Cookie"]
+    store.engine.dispose()
+
+
+def test_wrong_passwords_are_delayed_and_lock_the_account(page):
+    client, store, reviews, _ = page
+    started = time.monotonic()
+    wrong = _login(client, password="not the password")
+    assert wrong.status_code == 401 and time.monotonic() - started >= FAILED_LOGIN_DELAY
+    assert "Wrong name or password" in wrong.get_data(as_text=True)
+    unknown = _login(client, name="nobody")
+    assert unknown.status_code == 401 and "Wrong name or password" in unknown.get_data(as_text=True)
+    for _ in range(MAX_FAILED_LOGINS - 1):
+        reviews.login("maria", "still wrong")
+    locked = _login(client)  # the right password, too late
+    assert locked.status_code == 401 and "locked until" in locked.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+    reviews.add_reviewer("maria", PASSWORD + "!")  # an admin sets a new password: unlocked
+    assert _login(client, password=PASSWORD + "!").status_code == 302
+
+
+def test_passwords_are_stored_as_scrypt_hashes():
+    stored = hash_password(PASSWORD)
+    assert stored.startswith("scrypt$") and PASSWORD not in stored
+    assert check_password(PASSWORD, stored) and not check_password(PASSWORD + "x", stored)
+    assert hash_password(PASSWORD) != stored  # salted
+
+
+def test_a_form_without_its_csrf_token_is_refused(page):
+    client, store, reviews, ids = page
+    _login(client)
+    refused = client.post(f"/answers/{ids['bad']}", data={"correction": "28 days [1].", "cause": "wrong_passage"})
+    assert refused.status_code == 400 and "refused" in refused.get_data(as_text=True)
+    forged = client.post(f"/answers/{ids['bad']}", data={"correction": "28 days [1].", "csrf_token": "forged"})
+    assert forged.status_code == 400
+    assert reviews.review(ids["bad"]) is None
+    assert client.post("/documents", data={"collection": "Handbook", "path": "handbook/a.md", "action": "hide"}).status_code == 400
+    assert reviews.document_overrides("Handbook") == {}
+
+
+def test_user_text_is_escaped_everywhere_it_is_shown(page):
+    client, _, _, ids = page
+    _login(client)
+    for path in ("/?vote=any", f"/answers/{ids['xss']}"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>window.pwned" not in html and '<img src=x onerror' not in html, path
+        assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in html, path
+    quality = client.get("/quality").get_data(as_text=True)
+    assert "<b>x</b>" not in quality and "&lt;b&gt;x&lt;/b&gt;" in quality  # the document table
+    assert "</script><script" not in quality.replace('</script>\n<script', "")  # no break-out of the chart data
+
+
+def test_the_inbox_filters_pages_and_puts_the_worst_first(page):
+    client, store, reviews, ids = page
+    _login(client)
+    for i in range(30):  # more 👎 answers than a page holds
+        _answer(store, f"Question {i:02d}?", "Wrong.", votes=(-1,))
+    html = client.get("/").get_data(as_text=True)  # default: 👎 more than 👍
+    assert "32 answers" in html and "How many vacation days do I get?" in html  # 2 × 👎 first
+    assert html.index("How many vacation days") < html.index("Question 29?")  # then the newest of one 👎 each
+    assert "When is the Lisbon office open?" not in html
+    second = client.get("/?vote=down&page=2").get_data(as_text=True)
+    assert "page 2 of 2" in second and second.count('class="question"') == 7
+    assert "When is the Lisbon office open?" in client.get("/?vote=up").get_data(as_text=True)
+    assert "Who approves my vacation?" in client.get("/?vote=none").get_data(as_text=True)
+    with_reason = client.get("/?vote=any&has_reason=on").get_data(as_text=True)
+    assert "2 answers" in with_reason and "Question 00?" not in with_reason
+    assert "1 answer<" in client.get("/?vote=any&collection=Lisbon").get_data(as_text=True)
+    assert "1 answer<" in client.get("/?vote=any&model=teambot-ft-1").get_data(as_text=True)
+    assert "0 answers" in client.get("/?vote=any&since=2099-01-01").get_data(as_text=True)
+    reviews.save_review(ids["bad"], "maria", correction="28 days [1].", cause=None, exclude=False, approved=False)
+    assert "31 answers" in client.get("/?reviewed=no").get_data(as_text=True)
+    assert "1 answer<" in client.get("/?reviewed=yes").get_data(as_text=True)
+
+
+def test_a_review_is_saved_with_its_trail_and_changes_the_training_export(page, tmp_path):
+    from training.export import build_examples
+
+    client, store, reviews, ids = page
+    _login(client)
+    html = client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    assert "Wrong number" in html and "passage of handbook/a.md" in html and "0.710" in html and "cited" in html
+    saved = client.post(f"/answers/{ids['bad']}", follow_redirects=True, data={
+        "csrf_token": _csrf(html), "correction": "Full-time employees get 28 days [1].", "cause": "wrong_despite_passage",
+        "approved": "on",
+    })
+    assert "Saved (correction, cause, approved)" in saved.get_data(as_text=True)
+    client.post(f"/answers/{ids['good']}", data={"csrf_token": _csrf(html), "exclude": "on"})
+    events = reviews.events(f"answer:{ids['bad']}")
+    assert {(e.field, e.old, e.new, e.reviewer) for e in events} == {
+        ("correction", None, "Full-time employees get 28 days [1].", "maria"),
+        ("cause", None, "wrong_despite_passage", "maria"), ("approved", "false", "true", "maria"),
+    }
+    page_after = client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    assert "Full-time employees get 28 days [1]." in page_after and "correction: — →" in page_after
+    # An approved correction must exist; an unknown cause is refused.
+    with pytest.raises(ReviewError):
+        reviews.save_review(ids["none"], "maria", correction="", cause=None, exclude=False, approved=True)
+    with pytest.raises(ReviewError):
+        reviews.save_review(ids["none"], "maria", correction="x", cause="bad luck", exclude=False, approved=False)
+
+    settings = load_settings(data_dir=tmp_path, train_base_model="gemma3-270m", train_max_tokens=512)
+    result = build_examples(settings, store, embed=_no_embedding)
+    examples = {e["question"]: e for split in ("train", "dev", "test") for e in getattr(result, split)}
+    reviewed = examples["How many vacation days do I get?"]
+    assert reviewed["messages"][-1]["content"] == "Full-time employees get 28 days [1]." and reviewed["kind"] == "reviewed"
+    assert "When is the Lisbon office open?" not in examples and result.dropped["excluded"] == 1
+    pairs = [p for rows in result.preference.dpo.values() for p in rows]
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs
+            if p["question"] == "How many vacation days do I get?"] == [("Full-time employees get 28 days [1].", "10 days.")]
+    # A reviewer's correction outranks a user's.
+    store.rate(ids["bad"], platform="slack", user_id="U0", value=-1, correction="It is 30 days.")
+    again = build_examples(settings, store, embed=_no_embedding)
+    assert {e["question"]: e for s in ("train", "dev", "test") for e in getattr(again, s)}[
+        "How many vacation days do I get?"]["messages"][-1]["content"] == "Full-time employees get 28 days [1]."
+
+
+def _no_embedding(texts):
+    import numpy as np
+
+    return np.eye(len(texts), dtype=np.float32)  # no two questions alike
+
+
+def test_reviewers_demote_or_hide_a_document_and_retrieval_applies_it(page):
+    from haystack import Document
+
+    from pipeline.boosts import FeedbackBoost
+
+    client, store, reviews, ids = page
+    _login(client)
+    html = client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    back = f"/answers/{ids['bad']}"
+    client.post("/documents", data={"csrf_token": _csrf(html), "collection": "Handbook", "path": "handbook/a.md",
+                                    "action": "hide", "back": back})
+    client.post("/documents", data={"csrf_token": _csrf(html), "collection": "Handbook", "path": "handbook/b.md",
+                                    "action": "demote", "back": back})
+    assert reviews.document_overrides("Handbook") == {"handbook/a.md": "hide", "handbook/b.md": "demote"}
+    assert [e.new for e in reviews.events("document:Handbook:handbook/a.md")] == ["hide"]
+    boost = FeedbackBoost("Handbook", 3, 2.0, votes=lambda c: {}, refresh_s=0, overrides=reviews.document_overrides)
+    ranked = boost.run(documents=[
+        Document(content="a", meta={"source": "handbook/a.md"}, score=0.9),
+        Document(content="b", meta={"source": "handbook/b.md"}, score=0.8),
+        Document(content="c", meta={"source": "handbook/c.md"}, score=0.5),
+    ])["documents"]
+    assert [d.meta["source"] for d in ranked] == ["handbook/c.md", "handbook/b.md"]  # a hidden, b at 0.5×
+    client.post("/documents", data={"csrf_token": _csrf(html), "collection": "Handbook", "path": "handbook/a.md",
+                                    "action": "", "back": back})
+    assert reviews.document_overrides("Handbook") == {"handbook/b.md": "demote"}
+
+
+def test_the_quality_page_charts_votes_abstentions_causes_and_documents(page):
+    import json
+
+    client, store, reviews, ids = page
+    _login(client)
+    _answer(store, "What is our share price?", "I don't know from the documents I have.", outcome=Outcome.ABSTAINED)
+    reviews.save_review(ids["bad"], "maria", correction="28 days [1].", cause="wrong_passage", exclude=False, approved=False)
+    data = reviews.quality(days=7)
+    dev, tuned = data.models["teambot-dev"], data.models["teambot-ft-1"]
+    assert sum(dev["answers"]) == 4 and sum(dev["down"]) == 3 and sum(tuned["up"]) == 1
+    assert dev["abstention_rate"][-1] == pytest.approx(1 / 4) and tuned["up_rate"][-1] == 1.0
+    assert data.causes["wrong_passage"][-1] == 1
+    assert data.documents[0][1:3] == ("handbook/a.md", 2)
+    html = client.get("/quality").get_data(as_text=True)
+    figures = {m.group(1): json.loads(m.group(2)) for m in re.finditer(
+        r'data-target="chart-(\w+)">(.*?)</script>', html, re.S)}
+    assert set(figures) == {"votes", "abstention", "causes", "documents"}
+    assert any(t["name"] == "teambot-dev: up-vote rate" for t in figures["votes"]["data"])
+    script = client.get("/charts.js")
+    assert script.status_code == 200 and b"plotly" in script.data[:2000].lower()
+
+
+def test_reviewers_are_added_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from teambot.cli import app
+
+    env = {"TEAMBOT_DATA_DIR": str(tmp_path)}
+    made = CliRunner().invoke(app, ["review", "add-user", "maria", "--password-stdin"], input=PASSWORD + "\n", env=env)
+    assert made.exit_code == 0 and "reviewer maria created" in made.output
+    short = CliRunner().invoke(app, ["review", "add-user", "ana", "--password-stdin"], input="short\n", env=env)
+    assert short.exit_code == 1 and "at least 12 characters" in short.output
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    assert ReviewStore(store).login("maria", PASSWORD).ok
+    store.engine.dispose()
+
+
+def test_the_reviewed_answer_threshold_serves_paraphrases_and_not_other_questions():
+    """The default TEAMBOT_REVIEWED_ANSWER_SIMILARITY on bench/reviewed_match.py's pairs."""
+    from bench.reviewed_match import NEAR_MISSES, PARAPHRASES, similarities
+    from training.export import project_embedder
+
+    settings = load_settings()
+    embed = project_embedder(settings)
+    threshold = settings.reviewed_answer_similarity
+    assert (similarities(embed, PARAPHRASES) >= threshold).all()
+    assert (similarities(embed, NEAR_MISSES) < threshold).all()
+
+
+def test_the_inbox_counts_what_a_bare_query_counts(store_url):
+    from sqlalchemy import text
+
+    from bench.review_inbox import fill
+    from feedback.reviews import InboxFilter
+
+    store = FeedbackStore(store_url, user_salt="test")
+    fill(store, 600)
+    rows, total = ReviewStore(store).inbox(InboxFilter())
+    with store.engine.connect() as connection:
+        bare = connection.execute(text(
+            "SELECT count(*) FROM (SELECT answer_id FROM ratings GROUP BY answer_id HAVING "
+            "sum(CASE WHEN value < 0 THEN 1 ELSE 0 END) > sum(CASE WHEN value > 0 THEN 1 ELSE 0 END)) AS d")).scalar()
+    assert total == bare > 25 and len(rows) == 25 and all(r.down > r.up for r in rows)
+    assert [r.down - r.up for r in rows] == sorted((r.down - r.up for r in rows), reverse=True)
+    store.engine.dispose()
