@@ -341,8 +341,11 @@ def _approved_corrections(store):
     reviews = ReviewStore(store)
 
     def read(collection: str) -> list[Reviewed]:
+        # Follow-ups are left out: "and for contractors?" means what its thread said, and only first
+        # questions are matched.
         return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []))
-                for answer, review in reviews.approved_corrections(collection)]
+                for answer, review in reviews.approved_corrections(collection)
+                if sum(1 for m in answer.prompt or [] if isinstance(m, dict) and m.get("role") == "user") <= 1]
 
     return read
 

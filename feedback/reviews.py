@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, or_, select
@@ -88,6 +89,11 @@ def _now() -> datetime:
 
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
+
+
+@cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
 
 
 def hash_password(password: str) -> str:
@@ -175,15 +181,19 @@ class ReviewStore:
             return False
 
     def login(self, name: str, password: str) -> Login:
-        """Check a password; the failure count and lockout are updated in the same transaction."""
+        """Check a password; the failure count and lockout are updated in the same transaction.
+        Unknown names and locked accounts cost one password check too: timing tells nothing."""
         with Session(self.engine) as session, session.begin():
             reviewer = session.get(ReviewerRecord, name, with_for_update=True)
             if reviewer is None:
-                check_password(password, hash_password("not a reviewer"))  # the same work as a real check
+                check_password(password, _dummy_hash())
                 return Login(ok=False)
             locked = _aware(reviewer.locked_until)
             if locked and locked > _now():
+                check_password(password, _dummy_hash())
                 return Login(ok=False, locked_until=locked, failures=reviewer.failed_logins)
+            if locked:  # the lock ran out: five more tries
+                reviewer.failed_logins, reviewer.locked_until = 0, None
             if check_password(password, reviewer.password_hash):
                 reviewer.failed_logins, reviewer.locked_until = 0, None
                 return Login(ok=True)
@@ -192,9 +202,14 @@ class ReviewStore:
                 reviewer.locked_until = _now() + LOCKOUT
             return Login(ok=False, locked_until=_aware(reviewer.locked_until), failures=reviewer.failed_logins)
 
-    def reviewer_exists(self, name: str) -> bool:
+    def session_key(self, name: str) -> str | None:
+        """What a session of `name` must carry to stay valid: None when the reviewer is gone or
+        locked; it changes with the password, so a new password ends every session."""
         with Session(self.engine) as session:
-            return session.get(ReviewerRecord, name) is not None
+            reviewer = session.get(ReviewerRecord, name)
+            if reviewer is None or (_aware(reviewer.locked_until) or _now()) > _now():
+                return None
+            return hashlib.sha256(reviewer.password_hash.encode()).hexdigest()[:32]
 
     # ------------------------------------------------------------------ inbox
 
@@ -281,6 +296,8 @@ class ReviewStore:
             raise ReviewError(f"unknown cause {cause!r}")
         if approved and not correction:
             raise ReviewError("only a written correction can be approved to be served")
+        if approved and exclude:
+            raise ReviewError("an answer excluded from training is not served either: approve or exclude it")
         if self.store.get_answer(answer_id) is None:
             raise ReviewError(f"no answer {answer_id}")
         new = {"correction": correction, "cause": cause, "exclude": exclude, "approved": approved}
@@ -289,7 +306,8 @@ class ReviewStore:
             if review is None:
                 review = ReviewRecord(answer_id=answer_id, correction=None, cause=None, exclude=False, approved=False,
                                       reviewer=reviewer, updated_at=_now())
-                session.add(review)
+                if any(new.values()):  # saving an untouched form does not mark the answer reviewed
+                    session.add(review)
             changed = [k for k, v in new.items() if getattr(review, k) != v]
             at = _now()
             for key in changed:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import secrets
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from core.answer import Answer, Outcome, Source, Turn
+from core.secret_files import read_or_create
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -477,26 +476,13 @@ def user_salt(settings) -> str:
 
     if configured := secret_value(settings.user_hash_salt):
         return configured
-    path = Path(settings.data_dir) / SALT_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    salt = secrets.token_hex(32)
-    fd, tmp = tempfile.mkstemp(prefix=".salt.", dir=path.parent)  # created 0600
-    with os.fdopen(fd, "w") as out:
-        out.write(salt)
-    try:
-        os.link(tmp, path)  # whole or not at all, and never over one another process made first
-    except FileExistsError:
-        return path.read_text().strip()
-    finally:
-        os.unlink(tmp)
-    logging.getLogger("teambot.feedback").warning(
-        "TEAMBOT_USER_HASH_SALT is not set: made a random salt for hashing user ids in %s (readable by this user "
-        "only). Keep it, or set the variable; with several hosts on one database, set the same value on each.", path,
-    )
+    salt, created = read_or_create(Path(settings.data_dir) / SALT_FILE)
+    if created:
+        logging.getLogger("teambot.feedback").warning(
+            "TEAMBOT_USER_HASH_SALT is not set: made a random salt for hashing user ids in %s (readable by this user "
+            "only). Keep it, or set the variable; with several hosts on one database, set the same value on each.",
+            Path(settings.data_dir) / SALT_FILE,
+        )
     return salt
 
 

@@ -11,15 +11,13 @@ demote a document (the lower bound, whatever its votes) or hide it (never given 
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from haystack import Document, component
 
-log = logging.getLogger("teambot.answer")
+from pipeline.refresh import Refreshed
+
 PRIOR_VOTES = 4  # votes a document needs before its boost goes halfway to the bound
 CANDIDATES = 2  # chunks fetched per chunk kept, for boosts to choose from…
 # …and at least this many: hybrid scores are min-max normalized over what is fetched, so the last
@@ -43,38 +41,32 @@ def boost(up: int, down: int, max_boost: float) -> float:
 class FeedbackBoost:
     """Re-ranks retrieved chunks by their documents' boosts and keeps the best `top_k`.
 
-    The votes are read at most every `refresh_s` seconds; if they cannot be read (the feedback
-    database is down) the last boosts read stay in use (none at first): answering goes on."""
+    The votes and overrides are read in the background every `refresh_s` seconds
+    (pipeline/refresh.py): a search never waits on the feedback database, and when it cannot be
+    read the last boosts read stay in use (none at first)."""
 
     def __init__(self, collection: str, top_k: int, max_boost: float, votes: Votes | None = None,
                  refresh_s: float = 30.0, overrides: Overrides | None = None) -> None:
         self.collection, self.top_k, self.max_boost = collection, top_k, max_boost
-        self.votes, self.overrides, self.refresh_s = votes, overrides, refresh_s
-        self._cached: tuple[float, dict[str, float]] = (float("-inf"), {})
-        self._lock = threading.Lock()
+        self.votes, self.overrides = votes, overrides
+        self._boosts: Refreshed[dict[str, float]] = Refreshed(self._read, refresh_s, {}, f"document votes for {collection}")
+
+    def _read(self) -> dict[str, float]:
+        votes = self.votes(self.collection) if self.votes else {}
+        overrides = self.overrides(self.collection) if self.overrides else {}  # both read, or neither used
+        boosts = {path: b for path, (up, down) in votes.items() if (b := boost(up, down, self.max_boost)) != 1.0}
+        # A reviewer's demotion is the floor of the bound; a hidden document is never given.
+        for path, action in overrides.items():
+            boosts[path] = HIDDEN if action == "hide" else min(boosts.get(path, 1.0), 1 / max(self.max_boost, 2.0))
+        return boosts
 
     def forget(self) -> None:
-        """Read the votes again on the next question."""
-        self._cached = (float("-inf"), {})
+        """Read the votes again (the source changed)."""
+        self._boosts.forget()
 
     def boosts(self) -> dict[str, float]:
         """Document path → boost (documents at 1× left out)."""
-        read_at, boosts = self._cached
-        if (self.votes is None and self.overrides is None) or time.monotonic() - read_at < self.refresh_s:
-            return boosts
-        with self._lock:
-            if self._cached[0] != read_at:  # another thread just read them
-                return self._cached[1]
-            try:
-                votes = self.votes(self.collection) if self.votes else {}
-                boosts = {path: b for path, (up, down) in votes.items() if (b := boost(up, down, self.max_boost)) != 1.0}
-                # A reviewer's demotion is the floor of the bound; a hidden document is never given.
-                for path, action in (self.overrides(self.collection) if self.overrides else {}).items():
-                    boosts[path] = HIDDEN if action == "hide" else min(boosts.get(path, 1.0), 1 / max(self.max_boost, 2.0))
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the search order as it is
-                log.warning("document votes for %s could not be read: %s", self.collection, exc)
-            self._cached = (time.monotonic(), boosts)
-            return boosts
+        return self._boosts.get() if (self.votes or self.overrides) else {}
 
     def candidates(self) -> int:
         """How many chunks to fetch: CANDIDATES × top_k when some document has a boost."""

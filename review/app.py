@@ -11,9 +11,6 @@ page is served on loopback only, and expires after SESSION_HOURS. Every form car
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import tempfile
 import time
 from datetime import date, timedelta
 from functools import cache
@@ -24,6 +21,7 @@ from flask import Flask, Response, abort, flash, g, redirect, render_template, r
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from core import active_model
+from core.secret_files import read_or_create
 from core.settings import Settings
 from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, InboxFilter, ReviewError, ReviewStore
 from feedback.store import FeedbackStore
@@ -33,28 +31,14 @@ FAILED_LOGIN_DELAY = 1.0  # seconds before a failed login is answered
 SESSION_HOURS = 8
 SECRET_FILE = "review_secret"
 PUBLIC = {"login", "static", "healthz"}
+FILTER_KEYS = ("vote", "collection", "model", "since", "until", "has_reason", "reviewed")
 
 
 def secret_key(settings: Settings) -> str:
     """TEAMBOT_REVIEW_SECRET_KEY, else one made once and kept in data_dir (readable by this user only)."""
     if settings.review_secret_key is not None and settings.review_secret_key.get_secret_value():
         return settings.review_secret_key.get_secret_value()
-    path = Path(settings.data_dir) / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".review.", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32))
-    try:
-        os.link(tmp, path)  # the first process to make one wins
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return path.read_text().strip()
+    return read_or_create(Path(settings.data_dir) / SECRET_FILE)[0]
 
 
 def loopback(host: str) -> bool:
@@ -83,8 +67,9 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         if request.endpoint in PUBLIC:
             return None
         name = session.get("reviewer")
-        if not name or not reviews.reviewer_exists(name):
-            if name:  # a reviewer who no longer exists
+        key = reviews.session_key(name) if name else None
+        if not name or key is None or session.get("key") != key or time.time() - session.get("since", 0) > SESSION_HOURS * 3600:
+            if name:  # deleted, locked, a new password, or too old: the session ends
                 session.clear()
             # (Not cleared otherwise: the login form's CSRF token lives in the session, and the
             # browser's own requests, such as /favicon.ico, come here while the form is shown.)
@@ -123,10 +108,11 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
             if result.ok:
                 session.clear()  # a fresh session: nothing carried over from before the login
                 session.permanent = True
-                session["reviewer"] = name
+                session.update(reviewer=name, key=reviews.session_key(name), since=int(time.time()))
                 target = request.args.get("next") or ""
-                parsed = urlparse(target)
-                safe = target.startswith("/") and not target.startswith("//") and not parsed.netloc
+                # Only a path on this site: not "//host", nor "/\\host" (browsers read "\\" as "/").
+                safe = (target.startswith("/") and not target.startswith("//") and "\\" not in target
+                        and not any(ord(c) < 32 for c in target) and not urlparse(target).netloc)
                 return redirect(target if safe else url_for("inbox"))
             time.sleep(FAILED_LOGIN_DELAY)
             if result.locked_until:
@@ -148,7 +134,7 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         pages = max(1, -(-total // f.per_page))
         return render_template(
             "inbox.html", rows=rows, total=total, f=f, pages=pages, collections=collections, models=models,
-            causes=CAUSES, args={k: v for k, v in request.args.items() if k != "page"},
+            causes=CAUSES, args={k: v for k, v in request.args.items() if k in FILTER_KEYS},
         )
 
     @app.route("/answers/<answer_id>", methods=["GET", "POST"])
@@ -175,7 +161,8 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
              "score": p.get("score"), "cited": p.get("path") in shown}
             for i, p in enumerate((p for p in record.retrieved or [] if isinstance(p, dict)), 1)
         ]
-        overrides = reviews.document_overrides(record.collection)
+        overrides = {path: action for name in record.collection.split("+")
+                     for path, action in reviews.document_overrides(name).items()}
         return render_template(
             "answer.html", a=record, passages=passages, ratings=store.ratings(answer_id),
             history=_thread_before(store, record), review=reviews.review(answer_id),
@@ -190,7 +177,8 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         try:
             if not collection or not path:
                 raise ReviewError("which document?")
-            reviews.set_document_override(collection, path, action, g.reviewer)
+            for name in collection.split("+"):  # an answer from several collections: in each of them
+                reviews.set_document_override(name, path, action, g.reviewer)
         except ReviewError as exc:
             flash(str(exc), "error")
         else:

@@ -50,6 +50,14 @@ def page(store_url, tmp_path):
     store.engine.dispose()
 
 
+def _eventually(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
+    return value
+
+
 def _csrf(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
@@ -90,10 +98,11 @@ def test_cookies_are_secure_beyond_loopback_and_login_never_redirects_off_site(s
     store = FeedbackStore(store_url, user_salt="test")
     ReviewStore(store).add_reviewer("maria", PASSWORD)
     client = create_app(settings, store).test_client()
-    form = client.get("/login?next=//evil.example/phish").get_data(as_text=True)
-    response = client.post("/login?next=//evil.example/phish", data={"name": "maria", "password": PASSWORD,
-                                                                      "csrf_token": _csrf(form)})
-    assert response.headers["Location"] == "/"
+    for target in ("//evil.example/phish", "/\\evil.example/phish", "https://evil.example/"):
+        form = client.get("/login").get_data(as_text=True)
+        response = client.post("/login", query_string={"next": target},
+                               data={"name": "maria", "password": PASSWORD, "csrf_token": _csrf(form)})
+        assert response.headers["Location"] == "/", target  # never off this site
     assert "Secure" in response.headers["Set-Cookie"]
     store.engine.dispose()
 
@@ -113,6 +122,19 @@ def test_wrong_passwords_are_delayed_and_lock_the_account(page):
     assert client.get("/").status_code == 302
     reviews.add_reviewer("maria", PASSWORD + "!")  # an admin sets a new password: unlocked
     assert _login(client, password=PASSWORD + "!").status_code == 302
+
+
+def test_a_new_password_or_a_lock_ends_the_sessions_already_open(page):
+    client, store, reviews, _ = page
+    _login(client)
+    assert client.get("/").status_code == 200
+    reviews.add_reviewer("maria", PASSWORD + " new")  # e.g. after a laptop was lost
+    assert client.get("/").status_code == 302
+    _login(client, password=PASSWORD + " new")
+    assert client.get("/").status_code == 200
+    for _ in range(MAX_FAILED_LOGINS):  # someone else guessing locks the account
+        reviews.login("maria", "guess")
+    assert client.get("/").status_code == 302
 
 
 def test_passwords_are_stored_as_scrypt_hashes():
@@ -233,6 +255,7 @@ def test_reviewers_demote_or_hide_a_document_and_retrieval_applies_it(page):
     assert reviews.document_overrides("Handbook") == {"handbook/a.md": "hide", "handbook/b.md": "demote"}
     assert [e.new for e in reviews.events("document:Handbook:handbook/a.md")] == ["hide"]
     boost = FeedbackBoost("Handbook", 3, 2.0, votes=lambda c: {}, refresh_s=0, overrides=reviews.document_overrides)
+    _eventually(boost.boosts)  # read in the background
     ranked = boost.run(documents=[
         Document(content="a", meta={"source": "handbook/a.md"}, score=0.9),
         Document(content="b", meta={"source": "handbook/b.md"}, score=0.8),
@@ -251,7 +274,7 @@ def test_the_quality_page_charts_votes_abstentions_causes_and_documents(page):
     _login(client)
     _answer(store, "What is our share price?", "I don't know from the documents I have.", outcome=Outcome.ABSTAINED)
     reviews.save_review(ids["bad"], "maria", correction="28 days [1].", cause="wrong_passage", exclude=False, approved=False)
-    data = reviews.quality(days=7)
+    data = reviews.quality(days=7, today=store.get_answer(ids["bad"]).created_at.date())  # not "now": midnight
     dev, tuned = data.models["teambot-dev"], data.models["teambot-ft-1"]
     assert sum(dev["answers"]) == 4 and sum(dev["down"]) == 3 and sum(tuned["up"]) == 1
     assert dev["abstention_rate"][-1] == pytest.approx(1 / 4) and tuned["up_rate"][-1] == 1.0

@@ -3,13 +3,16 @@ answers the real Slack bot recorded (Bolt app, Slack stand-in, the real Weaviate
 log in, filter the inbox to 👎, open the answer, see its passages, correct it and name the cause,
 log out; the correction is in `teambot feedback export`, and once approved it answers a paraphrase
 of the question in Slack at once, marked as reviewed. A stored script in a question does not run.
-The screenshots in the README are the ones this test takes (docs/screenshots/)."""
+The screenshots in the README are the ones this test takes (TEAMBOT_UPDATE_SCREENSHOTS=1 writes them to
+docs/screenshots/)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,8 @@ from tests.feedback_data import seed_feedback
 from tests.slack_harness import slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# The README's screenshots are refreshed with TEAMBOT_UPDATE_SCREENSHOTS=1; otherwise they go to a temp dir.
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PASSWORD = "a long reviewer passphrase"
 QUESTION = "How many days of paid vacation do full-time employees get?"
 PARAPHRASE = "How many paid vacation days do full-time employees get?"
@@ -130,14 +134,15 @@ def review_page(recorded):
     server.server_close()
 
 
-def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(recorded, review_page):
+def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(recorded, review_page, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as until
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     settings, store, bot, answer_id, xss_id = recorded
     base, env = review_page
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshots = DOCS_SCREENSHOTS if os.environ.get("TEAMBOT_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    screenshots.mkdir(parents=True, exist_ok=True)
     browser = _browser()
     wait = WebDriverWait(browser, 30)
     try:
@@ -156,7 +161,7 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         assert QUESTION in questions and XSS.strip() in questions  # shown as text, not run
         assert "How do I submit an expense claim?" not in questions  # a 👍 answer
         assert browser.execute_script("return window.pwned") is None
-        browser.save_screenshot(str(SCREENSHOTS / "review-inbox.png"))
+        browser.save_screenshot(str(screenshots / "review-inbox.png"))
 
         browser.find_element(By.LINK_TEXT, QUESTION).click()
         wait.until(until.presence_of_element_located((By.ID, "review")))
@@ -172,7 +177,7 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         browser.find_element(By.ID, "save").click()
         wait.until(until.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash.ok"), "Saved"))
         assert "maria · correction" in browser.find_element(By.ID, "events").text
-        browser.save_screenshot(str(SCREENSHOTS / "review-answer.png"))
+        browser.save_screenshot(str(screenshots / "review-answer.png"))
 
         browser.get(f"{base}/answers/{xss_id}")
         assert "<script>window.pwned" in browser.find_element(By.ID, "question").text
@@ -182,7 +187,7 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         browser.get(base + "/quality")
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".chart.drawn")) == 4)
         assert browser.find_elements(By.CSS_SELECTOR, "#chart-votes .main-svg")  # drawn by plotly.js
-        browser.save_screenshot(str(SCREENSHOTS / "review-quality.png"))
+        browser.save_screenshot(str(screenshots / "review-quality.png"))
 
         browser.find_element(By.ID, "logout").click()
         wait.until(until.url_contains("/login"))
@@ -199,7 +204,12 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
     reviewed = [r for r in rows if r["answer_id"] == answer_id]
     assert [(r["kind"], r["messages"][-1]["content"]) for r in reviewed] == [("reviewed", CORRECTION)]
 
-    # At once: a paraphrase asked in Slack gets the approved correction, marked as reviewed.
+    # At once: a paraphrase asked in Slack gets the approved correction, marked as reviewed (from
+    # the bots' next background read of the reviewed answers).
+    deadline = time.monotonic() + 15
+    while not bot.service.reviewed_match(PARAPHRASE, settings.channel_collections[CHANNEL]):
+        assert time.monotonic() < deadline, "the approved correction was never read"
+        time.sleep(0.1)
     reply = bot.ask(PARAPHRASE, channel=CHANNEL, user="U0CAROL")
     assert CORRECTION in reply.text
     assert any(REVIEWED_MARK in json.dumps(block, ensure_ascii=False) for block in reply.blocks)

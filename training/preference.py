@@ -4,7 +4,8 @@ SFT learns only from answers people liked (or corrected); a 👎 answer is just 
 the thing not to say. From every voted answer the user saw as written:
 - DPO pairs (prompt, chosen, rejected): the rejected answer is a 👎 answer, the chosen one its
   correction, else the latest 👍 answer to the same question (a near-identical question, by the
-  project's embedder, in the same thread context), given to the prompt the 👎 answer had;
+  project's embedder, in the same thread context) answered from the same documents (its [n]
+  citations must fit), given to the prompt the 👎 answer had;
 - KTO examples (prompt, completion, label): every 👍 answer is desirable, every 👎 answer
   undesirable, and every correction desirable.
 👍 abstentions are left out as in SFT ("I don't know" is not a target); a 👎 abstention is a fine
@@ -88,8 +89,9 @@ def build(items: list[dict], same_question: dict[str, str], split_of: dict[str, 
         base = {"question": item["question"], "answer_id": item["answer_id"], "split": split_of[item["answer_id"]]}
         if item["vote"] < 0:
             chosen, chosen_from = item["correction"], "correction"
-            if not chosen and same_question[item["answer_id"]] in latest_up:
-                upvoted = latest_up[same_question[item["answer_id"]]]
+            upvoted = latest_up.get(same_question[item["answer_id"]])
+            # Another answer's text fits this prompt only if it cites the same documents ([n] markers).
+            if not chosen and upvoted and upvoted["sources"] == item["sources"]:
                 chosen, chosen_from = upvoted["answer"], f"upvoted:{upvoted['answer_id']}"
             if chosen and chosen != item["answer"] and fits(item["prompt"], chosen, item["answer"]):
                 pairs[(*key, item["answer"])] = {

@@ -230,7 +230,8 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
     options.max_length = options.max_length or settings.train_max_tokens
     run_id = distributed.share(runs.check_run_id(options.run_id or runs.new_run_id()), process)
     run_dir = runs.runs_dir(settings) / run_id
-    if main and run_dir.exists():
+    # Decided by the main process and told to all: a process left waiting in a collective hangs.
+    if distributed.share(main and run_dir.exists(), process):
         raise TrainError(f"run {run_id!r} already exists in {run_dir}")
     set_seed(options.seed)
 
