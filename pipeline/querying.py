@@ -143,6 +143,19 @@ class Replay:
         return self._again[len(self.seen):]
 
 
+def _feedback_source(attribute: str) -> property:
+    """A source of feedback the bots hand the service; setting it drops what the old one gave."""
+
+    def get(service: "AnswerService"):
+        return getattr(service, attribute)
+
+    def set_(service: "AnswerService", source) -> None:
+        setattr(service, attribute, source)
+        service._forget_feedback()
+
+    return property(get, set_)
+
+
 class AnswerService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -175,32 +188,9 @@ class AnswerService:
         self._reviewed_answers: ReviewedSource | None = None
         self._reviewed: dict[str, ReviewedAnswers] = {}
 
-    @property
-    def document_votes(self) -> Votes | None:
-        return self._document_votes
-
-    @document_votes.setter
-    def document_votes(self, source: Votes | None) -> None:
-        self._document_votes = source
-        self._forget_feedback()
-
-    @property
-    def document_overrides(self) -> Overrides | None:
-        return self._document_overrides
-
-    @document_overrides.setter
-    def document_overrides(self, source: Overrides | None) -> None:
-        self._document_overrides = source
-        self._forget_feedback()
-
-    @property
-    def reviewed_answers(self) -> ReviewedSource | None:
-        return self._reviewed_answers
-
-    @reviewed_answers.setter
-    def reviewed_answers(self, source: ReviewedSource | None) -> None:
-        self._reviewed_answers = source
-        self._forget_feedback()
+    document_votes = _feedback_source("_document_votes")
+    document_overrides = _feedback_source("_document_overrides")
+    reviewed_answers = _feedback_source("_reviewed_answers")
 
     def _forget_feedback(self) -> None:
         with self._lock:

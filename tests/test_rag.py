@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, NoDocuments
 from pipeline.prompts import ABSTAIN
 from teambot.cli import app
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
+from tests.waiting import wait_until
 
 # Each question's answer is in exactly one file of the sample handbook.
 QUESTIONS = {
@@ -186,10 +186,7 @@ def test_votes_move_a_repeatedly_downvoted_document_below_a_useful_one(services,
         def answered_from() -> list[str]:
             return [d.meta["source"] for d in service.retrieve(question, collection)[0]]
 
-        deadline = time.monotonic() + 10  # the votes are read in the background, not by the search
-        while answered_from() != [other]:
-            assert time.monotonic() < deadline, answered_from()
-            time.sleep(0.1)
+        wait_until(lambda: answered_from() == [other], timeout=10)  # votes are read in the background
         assert service.retrieve(question, collection)[0][0].meta["boost"] > 1
         # Votes that cannot be read (the database went down) leave the last ones read in use.
         down = []
@@ -200,16 +197,9 @@ def test_votes_move_a_repeatedly_downvoted_document_below_a_useful_one(services,
             return store.document_votes(name)
 
         service.document_votes = votes
-        deadline = time.monotonic() + 10
-        while answered_from() != [other]:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: answered_from() == [other], timeout=10)
         down.append(True)
-        deadline = time.monotonic() + 10
-        while "database is down" not in caplog.text:  # tried again, and failed
-            assert answered_from() == [other]
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: answered_from() == [other] and "database is down" in caplog.text, timeout=10)
         assert answered_from() == [other] and "document votes for" in caplog.text
         conversations.close()
     finally:

@@ -15,6 +15,7 @@ from core.settings import load_settings
 from feedback.reviews import MAX_FAILED_LOGINS, ReviewError, ReviewStore, check_password, hash_password
 from feedback.store import FeedbackStore
 from review.app import FAILED_LOGIN_DELAY, create_app
+from tests.waiting import wait_until
 
 PASSWORD = "correct horse battery"
 XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned=1">'
@@ -48,14 +49,6 @@ def page(store_url, tmp_path):
     }
     yield app.test_client(), store, reviews, ids
     store.engine.dispose()
-
-
-def _eventually(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
-    return value
 
 
 def _csrf(html: str) -> str:
@@ -255,7 +248,7 @@ def test_reviewers_demote_or_hide_a_document_and_retrieval_applies_it(page):
     assert reviews.document_overrides("Handbook") == {"handbook/a.md": "hide", "handbook/b.md": "demote"}
     assert [e.new for e in reviews.events("document:Handbook:handbook/a.md")] == ["hide"]
     boost = FeedbackBoost("Handbook", 3, 2.0, votes=lambda c: {}, refresh_s=0, overrides=reviews.document_overrides)
-    _eventually(boost.boosts)  # read in the background
+    wait_until(boost.boosts, timeout=10)  # read in the background
     ranked = boost.run(documents=[
         Document(content="a", meta={"source": "handbook/a.md"}, score=0.9),
         Document(content="b", meta={"source": "handbook/b.md"}, score=0.8),

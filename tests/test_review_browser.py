@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tests import slack_standin as slack
 from tests.feedback_data import seed_feedback
 from tests.slack_harness import slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_until
 
 # The README's screenshots are refreshed with TEAMBOT_UPDATE_SCREENSHOTS=1; otherwise they go to a temp dir.
 DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -206,10 +206,7 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
 
     # At once: a paraphrase asked in Slack gets the approved correction, marked as reviewed (from
     # the bots' next background read of the reviewed answers).
-    deadline = time.monotonic() + 15
-    while not bot.service.reviewed_match(PARAPHRASE, settings.channel_collections[CHANNEL]):
-        assert time.monotonic() < deadline, "the approved correction was never read"
-        time.sleep(0.1)
+    wait_until(lambda: bot.service.reviewed_match(PARAPHRASE, settings.channel_collections[CHANNEL]), timeout=15)
     reply = bot.ask(PARAPHRASE, channel=CHANNEL, user="U0CAROL")
     assert CORRECTION in reply.text
     assert any(REVIEWED_MARK in json.dumps(block, ensure_ascii=False) for block in reply.blocks)

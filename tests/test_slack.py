@@ -34,6 +34,7 @@ from pipeline.querying import AnswerService
 from tests import slack_standin as slack
 from tests.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, SlackHttpBot, slack_http_bot
+from tests.waiting import wait_until
 from tests.slack_standin import (
     APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, blocks_error, signed,
 )
@@ -74,14 +75,6 @@ def bot(scripted_bot: SlackHttpBot) -> SlackHttpBot:
     scripted_bot.service.reply = LEDGERLY
     scripted_bot.service.calls.clear()
     return scripted_bot
-
-
-def _wait_until(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return result
 
 
 def _click(bot: SlackHttpBot, channel: str, ts: str, vote: str, *, user: str = "U0ALICE") -> None:
@@ -126,7 +119,7 @@ def test_mention_is_answered_from_the_handbook_with_status_stream_sources_and_fe
         assert reply.text == record.answer_text  # the model's Markdown, as written
 
         _click(bot, "C0HANDBOOK", reply.last.ts, "up")
-        assert [r.value for r in _wait_until(lambda: store.ratings(record.id))] == [1]
+        assert [r.value for r in wait_until(lambda: store.ratings(record.id))] == [1]
 
 
 def test_model_down_gets_a_short_reply_and_the_bot_keeps_answering(settings, handbook, store, standin):
@@ -522,7 +515,7 @@ def test_thumbs_down_opens_the_form_first_and_stores_the_vote_whether_or_not_it_
     _click(bot, "C0DOWN", ts, "down")
     opened = bot.standin.wait_call("views.open")
     assert opened.response["ok"] and votes_when_form_opened == [[]]
-    _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])  # the form not sent yet
+    wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])  # the form not sent yet
 
     submit = slack.view_submission(opened.args["view"], {
         REASON_BLOCK: "It missed the 30-day deadline.", CORRECTION_BLOCK: "Ledgerly, within 30 days of purchase.",
@@ -557,7 +550,7 @@ def test_an_empty_feedback_form_keeps_the_vote_and_old_buttons_still_vote(bot):
     # The 👍 button of an answer posted before feedback_buttons: last vote wins.
     old = slack.block_action(LEGACY_VOTE_UP, answer_id, message_ts=ts, channel="C0EMPTYFORM")
     assert bot.interaction(old).status_code == 200
-    _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [1])
+    wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [1])
 
 
 def _reaction(bot: SlackHttpBot, kind: str, reaction: str, *, channel: str, ts: str, user: str = "U0BOB") -> None:
@@ -574,13 +567,13 @@ def test_reactions_on_an_answer_are_votes_and_the_last_one_wins(bot):
         _reaction(bot, "reaction_added", reaction, channel="C0REACT", ts=message_ts, user=user)
 
     react("+1::skin-tone-3")
-    assert [r.value for r in _wait_until(lambda: bot.store.ratings(answer_id))] == [1]
+    assert [r.value for r in wait_until(lambda: bot.store.ratings(answer_id))] == [1]
     react("thumbsdown")
-    _wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])
+    wait_until(lambda: [r.value for r in bot.store.ratings(answer_id)] == [-1])
     react("tada")  # not a vote
     react("+1", message_ts="1700000000.000001")  # not an answer of the bot
     react("-1", user="U0CAROL")
-    _wait_until(lambda: len(bot.store.ratings(answer_id)) == 2)
+    wait_until(lambda: len(bot.store.ratings(answer_id)) == 2)
     bot.settle()
     assert sorted(r.value for r in bot.store.ratings(answer_id)) == [-1, -1]
 
@@ -611,16 +604,16 @@ def test_removing_a_reaction_takes_back_its_vote_unless_it_was_changed_since(bot
 
     # 👍 then un-👍 (with the skin tone Slack reports on both events): the vote is gone.
     react("reaction_added", "+1::skin-tone-2")
-    _wait_until(lambda: votes() == [1])
+    wait_until(lambda: votes() == [1])
     assert _scripted_stats(bot.store) == (up_before + 1, down_before)
     react("reaction_removed", "+1::skin-tone-2")
-    _wait_until(lambda: votes() == [])
+    wait_until(lambda: votes() == [])
     assert _scripted_stats(bot.store) == (up_before, down_before)
-    _wait_until(lambda: _retracted("up") == retracted_before + 1)  # counted just after the delete
+    wait_until(lambda: _retracted("up") == retracted_before + 1)  # counted just after the delete
 
     # 👍 reaction, then the 👎 button: removing the 👍 leaves the 👎 and what the form said.
     react("reaction_added", "thumbsup")
-    _wait_until(lambda: votes() == [1])
+    wait_until(lambda: votes() == [1])
     _click(bot, "C0UNREACT", ts, "down", user="U0BOB")
     opened = bot.standin.wait_call("views.open")
     bot.interaction(slack.view_submission(opened.args["view"], {REASON_BLOCK: "Wrong tool.", CORRECTION_BLOCK: None},
@@ -629,7 +622,7 @@ def test_removing_a_reaction_takes_back_its_vote_unless_it_was_changed_since(bot
     react("reaction_removed", "thumbsup")
     # Removals that are no vote of Carol's on this answer: another emoji, another message.
     react("reaction_added", "-1", user="U0CAROL")
-    _wait_until(lambda: votes() == [-1, -1])
+    wait_until(lambda: votes() == [-1, -1])
     react("reaction_removed", "tada", user="U0CAROL")
     react("reaction_removed", "-1", "1700000000.000001", user="U0CAROL")
     bot.settle()
