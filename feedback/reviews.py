@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from feedback.store import AnswerRecord, Base, FeedbackStore, RatingRecord
+from feedback.store import AnswerRecord, Base, FeedbackStore, RatingRecord, _aware, _now
 
 CAUSES = {
     "retrieval_missed": "retrieval missed the right passage",
@@ -81,14 +81,6 @@ class DocumentOverrideRecord(Base):
 
 class ReviewError(ValueError):
     pass
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
 
 
 @cache

@@ -461,8 +461,8 @@ class FeedbackStore:
         return [ModelStats(m, answers[m], up.get(m, 0), down.get(m, 0)) for m in sorted(answers)]
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment  # SQLite drops the zone
 
 
 SALT_FILE = "user_hash_salt"

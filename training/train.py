@@ -248,7 +248,7 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
         "dataset": {**{s: len(rows) for s, rows in trained_on.items()}, "export": export_summary},
         "versions": {m.__name__: m.__version__ for m in (torch, transformers, peft, trl)},
     }
-    pairs = _preference_pairs(settings)
+    pairs = preference if options.method == "dpo" else _preference_pairs(settings)  # already read for DPO
     if main:
         run_dir.mkdir(parents=True)
         runs.write_json(run_dir / "config.json", config)
