@@ -62,7 +62,8 @@ async def scenario(settings, service, store, questions: int, clicks: int) -> dic
             tokens.append(click["token"])
             bot._connection.parse_interaction_create(click)
             await asyncio.sleep(0.4)
-        await settle()
+        # Only a hang guard: 10 questions took up to 264 s on a loaded 2-core machine; twice that, at least.
+        await settle(timeout=max(300.0, 60.0 * questions))
         seconds = time.monotonic() - started
         replies = [m for m in standin.bot_messages() if m.get("message_reference", {}).get("message_id")]
         answered_at = {}

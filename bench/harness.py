@@ -65,19 +65,36 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def free_port_block(size: int, start: int = 20000) -> int:
-    """A loopback port such that it and the `size - 1` after it are free now (a cluster's ports)."""
+def free_port_block(size: int, *, taken: set[int] = frozenset()) -> int:
+    """The first of `size` consecutive ports that are free now (a server's or a cluster's ports).
+
+    Below the kernel's range for outgoing connections, so no client socket takes one between this
+    choice and the server's bind; free for TCP and UDP on loopback and on every interface (Weaviate
+    binds gRPC and its cluster ports on all, gossip on UDP too); from a random place, so that two
+    runs at once do not pick the same block."""
+    import random
     import socket
 
-    for base in range(start, 60000, 500):
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = 10000, ephemeral - size
+    for _ in range(400):
+        base = random.randrange(low, high)
+        ports = set(range(base, base + size))
+        if ports & taken:
+            continue
         try:
-            for port in range(base, base + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
+            for port in ports:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    for host in ("127.0.0.1", "0.0.0.0"):
+                        with socket.socket(socket.AF_INET, kind) as s:
+                            s.bind((host, port))
         except OSError:
             continue
-    raise RuntimeError("no free block of loopback ports")
+        return base
+    raise RuntimeError("no free block of ports")
 
 
 def scratch_name(kind: str) -> str:

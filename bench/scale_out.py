@@ -102,7 +102,7 @@ def ollama_part(settings, concurrency: int, rounds: int, tokens: int, scratch: P
 
     questions = [q for q, _ in QA["answerable"]]
     name = scratch_name("ScaleOut")
-    base = free_port_block(4, start=40000)
+    base = free_port_block(4)
     # A burst queues at the model: no answer is abandoned or cut off by the breaker while it waits.
     patient = {"max_answer_tokens": tokens, "generation_timeout": 900.0, "circuit_failures": 1000}
     replicated = settings.model_copy(update={

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import ollama
 
+from core import readiness
 from core.settings import Settings
 
 
@@ -42,8 +42,9 @@ class Service:
         return settings.data_dir / "logs" / f"{self.name}.log"
 
 
-WEAVIATE = Service("weaviate", "github.com/weaviate/weaviate/cmd/weaviate-server", "weaviate-server", "/v1/.well-known/ready")
-OLLAMA = Service("ollama", "github.com/ollama/ollama", "ollama", "/api/version")
+WEAVIATE = Service("weaviate", "github.com/weaviate/weaviate/cmd/weaviate-server", "weaviate-server",
+                   readiness.WEAVIATE_READY)
+OLLAMA = Service("ollama", "github.com/ollama/ollama", "ollama", readiness.OLLAMA_VERSION)
 SERVICES = (WEAVIATE, OLLAMA)
 
 
@@ -64,10 +65,11 @@ def cpu_variant() -> tuple[str, str]:
 
 
 def is_ready(service: Service, settings: Settings, timeout: float = 2.0) -> bool:
-    try:
-        return httpx.get(service.url(settings) + service.health_path, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+    """Whether every port a client of the configured server uses answers (`core.readiness`)."""
+    if service is WEAVIATE:
+        return readiness.weaviate_ready(settings.weaviate_url, settings.weaviate_grpc_port,
+                                        api_key=settings.weaviate_key, timeout=timeout)
+    return readiness.ollama_ready(service.url(settings), timeout=timeout)
 
 
 def has_model(client: ollama.Client, name: str) -> bool:

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from haystack.utils import Secret
 from haystack_integrations.document_stores.weaviate import AuthApiKey, WeaviateDocumentStore
 from haystack_integrations.document_stores.weaviate.document_store import DOCUMENT_COLLECTION_PROPERTIES
 
+from core import readiness
 from core.settings import Settings
 
 PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
@@ -144,24 +146,25 @@ def collection_settings(name: str, settings: Settings | None = None) -> dict:
 def node_health_path(settings: Settings) -> str:
     """What tells a usable Weaviate node: `ready` for a single one; in a cluster `live`, since a
     node reports not ready while the cluster elects a Raft leader, yet searches and writes work."""
-    return "/v1/.well-known/live" if settings.weaviate_peers else "/v1/.well-known/ready"
+    return readiness.WEAVIATE_LIVE if settings.weaviate_peers else readiness.WEAVIATE_READY
 
 
-def live_node(settings: Settings, timeout: float = 1.0) -> tuple[str, int]:
-    """(REST URL, gRPC port) of the first configured Weaviate node that answers; the configured
-    one when none does (the caller's error then names it)."""
+def live_node(settings: Settings, timeout: float = 1.0, wait: float = 0.0) -> tuple[str, int]:
+    """(REST URL, gRPC port) of the first configured Weaviate node whose REST and gRPC ports both
+    answer, asking again for up to `wait` seconds (a node just restarted opens gRPC after REST);
+    the configured one when none does (the caller's error then names it)."""
     nodes = settings.weaviate_nodes
-    if len(nodes) > 1:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {settings.weaviate_key}"} if settings.weaviate_key else {}
+    if len(nodes) == 1 and not wait:
+        return nodes[0]
+    deadline = time.monotonic() + wait
+    while True:
         for url, grpc in nodes:
-            try:
-                if httpx.get(url + node_health_path(settings), timeout=timeout, headers=headers).status_code == 200:
-                    return url, grpc
-            except httpx.HTTPError:
-                continue
-    return nodes[0]
+            if readiness.weaviate_ready(url, grpc, api_key=settings.weaviate_key, path=node_health_path(settings),
+                                        timeout=timeout):
+                return url, grpc
+        if time.monotonic() >= deadline:
+            return nodes[0]
+        time.sleep(readiness.POLL)
 
 
 def exact_filter(field: str, value: str, operator: str = "==") -> dict:
@@ -185,8 +188,6 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
     key = _key(settings, name)
     with _lock:
         if key not in _stores:
-            from weaviate.config import AdditionalConfig, Timeout
-
             api_key = settings.weaviate_key
             url, grpc_port = live_node(settings)
             store = _Store(
@@ -196,7 +197,7 @@ def document_store(settings: Settings, collection: str | None = None) -> Weaviat
                 collection_settings=collection_settings(name, settings),
                 # A search gives up by itself at the retrieval timeout, so the thread waiting on a
                 # hung server is freed then too (weaviate-client's default waits 30 s).
-                additional_config=AdditionalConfig(timeout=Timeout(query=math.ceil(settings.retrieval_timeout))),
+                additional_config=client_config(query_timeout=math.ceil(settings.retrieval_timeout)),
             )
             store.node_url = url
             # With one copy every level is the same; a level above ONE would only add round trips.
@@ -262,15 +263,35 @@ def weaviate_credentials(settings: Settings):
     return Auth.api_key(settings.weaviate_key)
 
 
-def admin_client(settings: Settings):
-    """A plain weaviate-client connection for work on collections and aliases; close it after use."""
-    import weaviate
+def client_config(query_timeout: int | None = None):
+    """weaviate-client's settings for every connection teambot makes: gRPC channels with their own
+    connections (core.readiness.GRPC_CHANNEL_OPTIONS), and the query timeout when given."""
+    from weaviate.config import AdditionalConfig, GrpcConfig, Timeout
 
-    url, grpc_port = live_node(settings)
-    parts = urlsplit(url)
-    return weaviate.connect_to_local(
-        host=parts.hostname, port=parts.port or 80, grpc_port=grpc_port, auth_credentials=weaviate_credentials(settings),
-    )
+    grpc = GrpcConfig(channel_options=readiness.GRPC_CHANNEL_OPTIONS)
+    return AdditionalConfig(grpc_config=grpc, **({"timeout": Timeout(query=query_timeout)} if query_timeout else {}))
+
+
+def admin_client(settings: Settings):
+    """A plain weaviate-client connection for work on collections and aliases; close it after use.
+    Tries for up to TEAMBOT_WEAVIATE_CONNECT_WAIT to reach a node that answers on REST and gRPC (one
+    just restarted opens gRPC late); a refused key or another error is raised at once."""
+    import weaviate
+    from weaviate.exceptions import WeaviateConnectionError, WeaviateGRPCUnavailableError
+
+    deadline = time.monotonic() + settings.weaviate_connect_wait
+    while True:
+        url, grpc_port = live_node(settings, wait=max(deadline - time.monotonic(), 0.0))
+        parts = urlsplit(url)
+        try:
+            return weaviate.connect_to_local(
+                host=parts.hostname, port=parts.port or 80, grpc_port=grpc_port,
+                auth_credentials=weaviate_credentials(settings), additional_config=client_config(),
+            )
+        except (WeaviateConnectionError, WeaviateGRPCUnavailableError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(readiness.POLL)
 
 
 def embedder_path(settings: Settings) -> str:

@@ -29,11 +29,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from teambot import services
 
 HAPROXY = "haproxy"
 # Long enough for the slowest streamed answer; the client's own timeout ends it sooner.
 STREAM_TIMEOUT = "10m"
+# A bot's /healthz asks Weaviate (REST, gRPC) and Ollama in turn, up to 2 s each on a loaded
+# machine; a dead server is still seen at once (connection refused).
+CHECK_TIMEOUT = "7s"
 # Request bodies (prompts with their documents) up to this size can be replayed on another server.
 BUFFER_BYTES = 65536
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are at most 107 bytes
@@ -94,7 +99,7 @@ defaults
     timeout server {STREAM_TIMEOUT}
     timeout http-request 30s
     timeout queue 30s
-    timeout check 2s
+    timeout check {CHECK_TIMEOUT}
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response
@@ -164,7 +169,15 @@ backend {self.name}-servers
         }
 
     def _answers(self) -> bool:
-        return bool(self.server_states()) and _port_taken(self.port)
+        """haproxy lists its servers on the stats socket and answers HTTP on its port (any status:
+        with no server up yet it says 503 itself)."""
+        if not self.server_states():
+            return False
+        try:
+            httpx.get(f"http://127.0.0.1:{self.port}{self.health_path}", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return True
 
     def _command(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

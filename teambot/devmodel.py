@@ -17,9 +17,12 @@ import ollama
 from core.chat_formats import CHATML_PARAMETERS as PARAMETERS
 from core.chat_formats import DEFAULT_SYSTEM, OLLAMA_CHATML
 from core.packaged_models import GGUF_SHA256, DevModelError, assemble_gguf
+from core.readiness import ServiceError, ollama_ready, wait_until_ready
 from core.servers import OLLAMA, has_model
 from core.settings import DEV_MODEL, Settings
 from teambot import ollama_replicas
+
+MODEL_LISTED_WAIT = 60.0  # seconds; a balancer sends a replica requests a second after it answers
 
 
 def modelfile_text(gguf: Path) -> str:
@@ -34,9 +37,18 @@ def ensure_dev_model(settings: Settings, log=print) -> str:
     through the balancer only one would get it); 'present' or 'created'."""
     found = ollama_replicas.replicas(settings)
     if not found:
-        return _ensure(settings, settings.ollama_url, log)
-    states = [_ensure(settings, r.url, log, blobs=r.models_dir(settings) / "blobs") for r in found]
-    return "created" if "created" in states else "present"
+        state = _ensure(settings, settings.ollama_url, log)
+    else:
+        states = [_ensure(settings, r.url, log, blobs=r.models_dir(settings) / "blobs") for r in found]
+        state = "created" if "created" in states else "present"
+    # Up means the model is listed where clients ask for it: each replica and the balancer's URL.
+    urls = [r.url for r in found] + [settings.ollama_url]
+    try:
+        wait_until_ready(lambda: all(ollama_ready(url, DEV_MODEL) for url in urls), what=f"{DEV_MODEL} in Ollama",
+                         timeout=MODEL_LISTED_WAIT)
+    except ServiceError as exc:
+        raise DevModelError(f"{exc} at {', '.join(urls)}") from None
+    return state
 
 
 def _ensure(settings: Settings, url: str, log, blobs: Path | None = None) -> str:

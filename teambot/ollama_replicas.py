@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
+from core import readiness
 from core.servers import OLLAMA, ollama_replica_urls
 from core.settings import Settings
 from teambot import services
@@ -48,10 +47,7 @@ class Replica:
         return settings.data_dir / "logs" / f"{self.name}.log"
 
     def is_ready(self, timeout: float = 2.0) -> bool:
-        try:
-            return httpx.get(self.url + OLLAMA.health_path, timeout=timeout).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return readiness.ollama_ready(self.url, timeout=timeout)
 
 
 def replicas(settings: Settings) -> list[Replica]:

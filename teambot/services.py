@@ -20,12 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.readiness import ServiceError, wait_until_ready
 from core.servers import OLLAMA, SERVICES, WEAVIATE, Service, cpu_variant, is_ready
 from core.settings import Settings
-
-
-class ServiceError(RuntimeError):
-    pass
 
 
 def build(service: Service, settings: Settings, log=print) -> Path:
@@ -179,15 +176,14 @@ def launch(
         )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-10:])
-            raise ServiceError(f"{name} exited with code {proc.returncode}; log {log_file}:\n{tail}")
-        if ready():
-            return
-        time.sleep(0.25)
-    raise ServiceError(f"{name} did not become ready within {wait:.0f}s; see {log_file}")
+
+    def exited() -> str | None:
+        if proc.poll() is None:
+            return None
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-10:])
+        return f"{name} exited with code {proc.returncode}; log {log_file}:\n{tail}"
+
+    wait_until_ready(ready, what=f"{name} (log {log_file})", timeout=wait, failed=exited)
 
 
 def stop(service: Service, settings: Settings, timeout: float = 30.0) -> str:

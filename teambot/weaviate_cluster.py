@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from core import readiness
 from core.servers import WEAVIATE
 from core.settings import Settings
 from teambot import services
@@ -105,22 +106,22 @@ def node_env(settings: Settings, node: Node, members: list[Node]) -> dict[str, s
 
 
 def _get(url: str, settings: Settings, timeout: float = 2.0) -> httpx.Response | None:
-    headers = {"Authorization": f"Bearer {settings.weaviate_key}"} if settings.weaviate_key else {}
     try:
-        return httpx.get(url, timeout=timeout, headers=headers)
+        return httpx.get(url, timeout=timeout, headers=readiness.bearer(settings.weaviate_key))
     except httpx.HTTPError:
         return None
 
 
-def _ok(url: str, settings: Settings) -> bool:
-    response = _get(url, settings, timeout=1.0)
-    return response is not None and response.status_code == 200
+def _up(node: Node, settings: Settings, path: str = readiness.WEAVIATE_LIVE) -> bool:
+    """Whether the node answers `path` on REST and its gRPC port is serving (clients need both)."""
+    return readiness.weaviate_ready(node.url, node.grpc, api_key=settings.weaviate_key, path=path)
 
 
 def start_node(settings: Settings, node: Node, members: list[Node], log=print, wait: float = 120.0) -> str:
     """Start one node unless it answers already (its data dir kept: a restart rejoins); 'started'
-    once it is live, or 'running'."""
-    if _ok(node.url + "/v1/.well-known/live", settings):
+    once its process answers on REST, or 'running'. `start` waits for the rest: a node's gRPC
+    port may open only once the cluster has a Raft leader, which takes the other nodes up."""
+    if _up(node, settings):
         return "running"
     binary = services.build(WEAVIATE, settings, log=log)
     data, pid_file, log_file = _paths(settings, node)
@@ -128,28 +129,30 @@ def start_node(settings: Settings, node: Node, members: list[Node], log=print, w
     services.launch(
         node.name, [str(binary), "--host", node.host, "--port", str(node.rest), "--scheme", "http"],
         node_env(settings, node, members), pid_file=pid_file, log_file=log_file,
-        ready=lambda: _ok(node.url + "/v1/.well-known/live", settings), wait=wait,
+        ready=lambda: readiness.http_ok(node.url + readiness.WEAVIATE_LIVE), wait=wait,
     )
     return "started"
 
 
 def start(settings: Settings, count: int, log=print, wait: float = 180.0) -> list[str]:
     """Start a `count`-node cluster (nodes already up are kept) and wait until every node is live,
-    ready (Raft has a leader, which takes all of them up) and seen HEALTHY by the cluster; each
-    node's state."""
+    ready (Raft has a leader, which takes all of them up) with its gRPC port serving, and seen
+    HEALTHY by the cluster; each node's state."""
     members = nodes(settings, count)
     states = [start_node(settings, n, members, log, wait) for n in members]
     deadline = time.monotonic() + wait
     for node in members:
-        while not _ok(node.url + "/v1/.well-known/ready", settings):
-            if time.monotonic() > deadline:
-                raise services.ServiceError(f"{node.name} at {node.url} not ready within {wait:.0f}s; "
-                                            f"see {_paths(settings, node)[2]}")
-            time.sleep(0.25)
-    while (health := cluster_health(settings, count)) and set(health.values()) != {"HEALTHY"}:
-        if time.monotonic() > deadline:
-            raise services.ServiceError(f"the cluster is not healthy: {health}")
-        time.sleep(0.5)
+        readiness.wait_until_ready(
+            lambda node=node: _up(node, settings, readiness.WEAVIATE_READY), timeout=max(deadline - time.monotonic(), 0),
+            what=f"{node.name} at {node.url} (gRPC {node.grpc}; log {_paths(settings, node)[2]})",
+        )
+    try:
+        readiness.wait_until_ready(
+            lambda: set(cluster_health(settings, count).values()) == {"HEALTHY"},
+            timeout=max(deadline - time.monotonic(), 0), what="the cluster", poll=0.5,
+        )
+    except services.ServiceError:
+        raise services.ServiceError(f"the cluster is not healthy: {cluster_health(settings, count)}") from None
     return states
 
 
@@ -201,7 +204,7 @@ def status(settings: Settings) -> dict[str, dict[str, object]]:
     members = running_nodes(settings)
     health = cluster_health(settings, len(members)) if members else {}
     return {
-        n.name: {"url": n.url, "grpc_port": n.grpc, "ready": _ok(n.url + "/v1/.well-known/ready", settings),
+        n.name: {"url": n.url, "grpc_port": n.grpc, "ready": _up(n, settings, readiness.WEAVIATE_READY),
                  "cluster_status": health.get(n.name, "DOWN")}
         for n in members
     }

@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from core.settings import Settings, load_settings
@@ -34,11 +33,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.services)
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
+# A server the suite starts with (`teambot services up`) may still be opening a port: wait this long.
+SERVER_WAIT = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +53,19 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _require(settings: Settings, *names: str) -> Settings:
-    urls = {"Weaviate": settings.weaviate_url + "/v1/.well-known/ready", "Ollama": settings.ollama_url + "/api/version"}
-    missing = [name for name in names if not _ready(urls[name])]
-    if missing:
+    """`settings` once every port of the named servers answers (Weaviate: REST and gRPC; Ollama: the
+    API with the configured model listed), as `teambot services up` waits for them."""
+    from core import readiness, servers
+
+    checks = {
+        "Weaviate": lambda: servers.is_ready(servers.WEAVIATE, settings),
+        "Ollama": lambda: readiness.ollama_ready(settings.ollama_url, settings.model),
+    }
+    try:
+        readiness.wait_until_ready(lambda: all(checks[name]() for name in names), what=" and ".join(names),
+                                   timeout=SERVER_WAIT)
+    except readiness.ServiceError:
+        missing = [name for name in names if not checks[name]()]
         pytest.fail(f"{' and '.join(missing)} not reachable: run `teambot services up` first", pytrace=False)
     return settings
 

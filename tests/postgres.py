@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from bench.harness import free_port_block
+from core.readiness import wait_until_ready
 
 
 def _bin_dir() -> Path:
@@ -28,12 +31,6 @@ def _bin_dir() -> Path:
         pytest.fail("PostgreSQL is not installed: apt-get install postgresql (scripts/bootstrap.sh does)",
                     pytrace=False)
     return found[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -52,7 +49,7 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(folder, "postgres")
         for path in (run, folder / "pw"):
             shutil.chown(path, "postgres")
-    port = _free_port()
+    port = free_port_block(1)
 
     def pg(*args: str) -> None:
         proc = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)
@@ -63,11 +60,26 @@ def postgres_server() -> Iterator[str]:
        f"--pwfile={folder / 'pw'}", "--no-sync", "-E", "UTF8")
     pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"), "start",
        "-o", f"-h 127.0.0.1 -p {port} -k {run} -c fsync=off")
+    url = f"postgresql+psycopg://teambot:{password}@127.0.0.1:{port}/postgres"
     try:
-        yield f"postgresql+psycopg://teambot:{password}@127.0.0.1:{port}/postgres"
+        # pg_ctl -w waits for the postmaster; the tests need the TCP port to take a login and a query.
+        wait_until_ready(lambda: _answers(url), what=f"PostgreSQL on 127.0.0.1:{port} (log {folder / 'server.log'})",
+                         timeout=60)
+        yield url
     finally:
         pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    engine = create_engine(url, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT 1")).scalar() == 1
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def fresh_database(server_url: str) -> str:

@@ -8,7 +8,6 @@ dirs, and stop them when done.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,40 +17,15 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import free_port_block
 from teambot import devmodel, services
 from core.settings import Settings, load_settings
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    with socket.socket() as s:  # Weaviate binds its gRPC and cluster data ports on all interfaces
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, *, taken: set[int] = frozenset()) -> int:
-    """The first of `count` consecutive free ports (Weaviate takes its REST port and the four after)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = s.getsockname()[1]
-        ports = range(first, first + count)
-        if ports[-1] < 65000 and not set(ports) & taken and all(_bindable(p) for p in ports):
-            return first
-    raise RuntimeError("no free loopback ports")
-
-
 def private_settings(data_dir: Path, **overrides) -> Settings:
-    rest = free_ports(5)
-    grpc = free_ports(1, taken=set(range(rest, rest + 5)))
-    ollama = free_ports(1, taken=set(range(rest, rest + 5)) | {grpc})
+    rest = free_port_block(5)
+    grpc = free_port_block(1, taken=set(range(rest, rest + 5)))
+    ollama = free_port_block(1, taken=set(range(rest, rest + 5)) | {grpc})
     return load_settings(**{
         "weaviate_url": f"http://127.0.0.1:{rest}", "weaviate_grpc_port": grpc,
         "ollama_url": f"http://127.0.0.1:{ollama}", "data_dir": data_dir,

@@ -19,6 +19,7 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._open: list[socket.socket] = []
         self._stop = threading.Event()
+        self.holding = threading.Event()  # set once a chunk is held back (a request on the wire, stalled)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def __enter__(self) -> "TcpProxy":
@@ -39,7 +40,11 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:  # upstream gone: refuse this client as the server would, keep accepting
+                client.close()
+                continue
             self._open += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
@@ -52,6 +57,8 @@ class TcpProxy:
                 return
             if not data:
                 return
+            if self.mode != "pass":
+                self.holding.set()
             while self.mode == "stall" and not self._stop.is_set():
                 time.sleep(0.05)
             if self.mode == "lag":

@@ -482,7 +482,7 @@ def test_a_failed_search_does_not_close_the_connection_under_another_running_sea
             proxy.mode, proxy.lag = "lag", 1.0
             with ThreadPoolExecutor(1) as pool:
                 slow = pool.submit(service.retrieve, QUESTION, handbook.collection)
-                time.sleep(0.3)  # the slow search is on the wire now
+                assert proxy.holding.wait(30)  # the slow search is on the wire now
                 service._forget(handbook.collection)  # what a failing search beside it does
                 docs, _, _ = slow.result(timeout=30)
             assert docs and "Ledgerly" in " ".join(d.content for d in docs)

@@ -25,6 +25,7 @@ import ollama
 import pytest
 from typer.testing import CliRunner
 
+from bench.harness import free_port_block
 from core.answer import Outcome
 from core.errors import ModelUnavailable
 from core.servers import ollama_model_urls, ollama_replica_urls
@@ -32,7 +33,6 @@ from pipeline.querying import AnswerService, Diverged, Replay
 from teambot import devmodel, ollama_replicas
 from teambot.balancer import Balancer
 from teambot.cli import app
-from tests.private_servers import free_ports
 
 QUESTIONS = [
     "How many days of paid vacation do full-time employees get?",
@@ -197,7 +197,7 @@ def _status(config, monkeypatch) -> tuple[int, dict, str]:
 
 
 def test_a_killed_replica_loses_no_answer_and_rejoins(handbook, tmp_path, monkeypatch):
-    port = free_ports(3)  # the balancer's and the two replicas' after it
+    port = free_port_block(3)  # the balancer's and the two replicas' after it
     config = handbook.service.settings.model_copy(update={
         "ollama_url": f"http://127.0.0.1:{port}", "data_dir": tmp_path / "data", "ollama_replicas": 2,
         "ollama_num_parallel": 1, "max_answer_tokens": 32, "top_k": 2, "retry_backoff": 0.1,
@@ -245,7 +245,8 @@ def test_a_killed_replica_loses_no_answer_and_rejoins(handbook, tmp_path, monkey
               "two answers streaming")
         ollama_replicas.kill(config, first, signal.SIGKILL)
         for thread in threads:
-            thread.join(timeout=150)
+            thread.join(timeout=300)
+        assert not any(thread.is_alive() for thread in threads), "answers still running after 300 s"
         burst = time.monotonic() - started
         assert not errors, errors
         for question, answer in answers.items():
@@ -255,7 +256,7 @@ def test_a_killed_replica_loses_no_answer_and_rejoins(handbook, tmp_path, monkey
         resumed = [r for r in records.records if "broke off after" in r.getMessage()]
         assert resumed, "no answer was cut off mid-stream: the kill came too late to test that"
 
-        _wait(lambda: lb.server_states()[first.name]["status"] == "DOWN", 5, "haproxy to mark the killed replica DOWN")
+        _wait(lambda: lb.server_states()[first.name]["status"] == "DOWN", 30, "haproxy to mark the killed replica DOWN")
         code, report, text = _status(config, monkeypatch)
         assert code == 1 and not report[first.name]["ready"] and report[first.name]["haproxy"] == "DOWN"
         assert report["ollama"]["ready"] and report["ollama"]["haproxy"] == "1/2 UP"
@@ -270,7 +271,7 @@ def test_a_killed_replica_loses_no_answer_and_rejoins(handbook, tmp_path, monkey
             "ollama-1": "started", "ollama-2": "running", "ollama-haproxy": "running"
         }
         assert devmodel.ensure_dev_model(config, log=lambda _m: None) == "present"
-        _wait(lambda: lb.server_states()[first.name]["status"] == "UP", 5, "the restarted replica UP")
+        _wait(lambda: lb.server_states()[first.name]["status"] == "UP", 30, "the restarted replica UP")
         served = lb.server_states()[first.name]["served"]
         pair = [threading.Thread(target=ollama.Client(config.ollama_url).chat, kwargs={
             "model": devmodel.DEV_MODEL, "messages": [{"role": "user", "content": "Say hi."}],
@@ -279,7 +280,8 @@ def test_a_killed_replica_loses_no_answer_and_rejoins(handbook, tmp_path, monkey
         for thread in pair:
             thread.start()
         for thread in pair:
-            thread.join(timeout=60)
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in pair)
         assert lb.server_states()[first.name]["served"] > served, "the balancer sent the restarted replica nothing"
         print(f"burst of {len(QUESTIONS)} with a replica killed: {burst:.1f}s; resumed {len(resumed)} answer(s)")
     finally:

@@ -12,6 +12,7 @@ answer costs the CPU-bound model many seconds.
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 import threading
 import time
@@ -174,7 +175,9 @@ def test_an_answer_that_fails_midway_keeps_its_words_and_says_why(settings, stor
     class FailsMidway(ScriptedAnswers):
         def ask(self, question, *, collection=None, history=(), on_token=None):
             on_token("Expense claims go in")
-            time.sleep(0.3)  # the first words reach Slack
+            # the first words reach Slack
+            standin.wait_for(lambda calls: any(c.args.get("channel") == "C0MIDWAY" and "Expense claims go in"
+                                               in json.dumps(c.args) for c in calls), timeout=60)
             raise ModelUnavailable("the model died")
 
     with running(config, FailsMidway(config), store, standin) as bot:

@@ -121,13 +121,22 @@ def test_a_replicated_knowledge_base_survives_a_node_and_says_so_when_two_are_go
             f"# Runbook {n}\n\n" + "\n\n".join(f"## Step {k}\n\nRestart worker pool {n}-{k} after draining its "
                                                 f"queue, then check the dashboard for errors." for k in range(4)))
     ingest: dict = {}
+    underway, killed = threading.Event(), threading.Event()
+
+    def on_progress(_progress) -> None:
+        # The ingest holds on its first step until node 0 is dead: the kill lands mid-run, always.
+        underway.set()
+        killed.wait(60)
+
     asker = threading.Thread(target=keep_asking)
-    writer = threading.Thread(target=lambda: ingest.update(report=Indexer(config, "Runbooks").ingest([more])))
+    writer = threading.Thread(target=lambda: ingest.update(
+        report=Indexer(config, "Runbooks").ingest([more], on_progress=on_progress)))
     asker.start()
     _wait(lambda: len(answered) >= 3, 60, "answers before the kill")
     writer.start()
-    time.sleep(1.0)
+    assert underway.wait(120), "the ingest did not begin"
     weaviate_cluster.kill_node(config, members[0])  # the node every client was talking to
+    killed.set()
     before = len(answered)
     writer.join(timeout=180)
     _wait(lambda: len(answered) >= before + 8, 120, "answers after the kill")
