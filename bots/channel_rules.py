@@ -3,7 +3,10 @@
 A TOML file with a `[default]` table and one `[channels."<id>"]` table per Slack channel, Slack
 workspace (team id), Discord channel or Discord guild; a channel's table overrides the default
 key by key. The most specific id that has a table wins (channel, then its parent channel for a
-Discord thread, then the workspace or guild). The file is read again when it changes (checked
+Discord thread, then the workspace or guild). Direct messages belong to no channel, workspace or
+guild rule: a `[dm]` table says how they are answered, and without one they are answered by the
+default rule only where no table restricts who may ask or answers privately; otherwise not at all,
+so a DM never reaches knowledge a channel keeps from its asker. The file is read again when it changes (checked
 at most once every RELOAD_SECONDS); a file that does not parse or validate is reported in the
 log and the last good rules stay in force. At start a bad file is an error: nothing to keep yet.
 """
@@ -64,6 +67,7 @@ class ChannelRule(BaseModel):
     )
     expert_users: Ids = Field((), description="People tagged when someone asks for more help (user ids).")
     expert_groups: Ids = Field((), description="Groups tagged likewise: Slack user group ids (S…), Discord role ids.")
+    closed: bool = Field(False, description="Answer nobody here (e.g. `closed = true` in `[dm]`).")
     feedback_reminder_minutes: float = Field(
         0, ge=0, le=7 * 24 * 60, description="Remind the asker once if the answer got no vote after this long; 0: never.",
     )
@@ -87,6 +91,11 @@ class ChannelRule(BaseModel):
         return bool(self.allowed_users or self.allowed_groups)
 
     @property
+    def guarded(self) -> bool:
+        """Keeps something from someone: who may ask, answers only the asker sees, nobody answered."""
+        return self.restricted or self.private or self.closed
+
+    @property
     def has_experts(self) -> bool:
         return bool(self.expert_users or self.expert_groups)
 
@@ -107,15 +116,27 @@ class RulesError(ValueError):
     """The rules file cannot be used; the message says where and why."""
 
 
+CLOSED_RULE = ChannelRule(closed=True)
+
+
 @dataclass(frozen=True)
 class RuleSet:
     default: ChannelRule = DEFAULT_RULE
     channels: dict[str, ChannelRule] = field(default_factory=dict)
+    dm: ChannelRule | None = None  # the `[dm]` table
 
     def for_channel(self, *keys: str | int | None) -> ChannelRule:
         for key in keys:
             if key is not None and (rule := self.channels.get(str(key))) is not None:
                 return rule
+        return self.default
+
+    def for_dm(self) -> ChannelRule:
+        """Direct messages: the `[dm]` table; without one, never wider than any channel's rule."""
+        if self.dm is not None:
+            return self.dm
+        if self.default.guarded or any(rule.guarded for rule in self.channels.values()):
+            return CLOSED_RULE
         return self.default
 
 
@@ -125,12 +146,14 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: not valid TOML: {exc}") from None
-    if unknown := sorted(set(data) - {"default", "channels"}):
-        raise RulesError(f"{source}: unknown table [{unknown[0]}] (expected [default] and [channels.\"<id>\"])")
+    if unknown := sorted(set(data) - {"default", "channels", "dm"}):
+        raise RulesError(
+            f"{source}: unknown table [{unknown[0]}] (expected [default], [dm] and [channels.\"<id>\"])")
     base = data.get("default", {})
     channels = data.get("channels", {})
-    if not isinstance(base, dict) or not isinstance(channels, dict):
-        raise RulesError(f"{source}: [default] and [channels] must be tables")
+    dm = data.get("dm")
+    if not isinstance(base, dict) or not isinstance(channels, dict) or not isinstance(dm, dict | None):
+        raise RulesError(f"{source}: [default], [dm] and [channels] must be tables")
     default = _rule(base, source, "default")
     rules: dict[str, ChannelRule] = {}
     for key, table in channels.items():
@@ -140,7 +163,7 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         if not isinstance(table, dict):
             raise RulesError(f"{source}: [{where}] must be a table")
         rules[key] = _rule({**base, **table}, source, where)
-    return RuleSet(default, rules)
+    return RuleSet(default, rules, None if dm is None else _rule({**base, **dm}, source, "dm"))
 
 
 def _rule(table: dict, source: str, where: str) -> ChannelRule:
@@ -180,6 +203,10 @@ class ChannelRules:
     def for_channel(self, *keys: str | int | None) -> ChannelRule:
         self._reload_if_changed()
         return self._rules.for_channel(*keys)
+
+    def for_dm(self) -> ChannelRule:
+        self._reload_if_changed()
+        return self._rules.for_dm()
 
     def _file_stamp(self) -> tuple | None:
         try:

@@ -37,6 +37,7 @@ NOT_ALLOWED = (
     "Sorry, in this channel I only answer questions from the people it is set up for. "
     "A channel admin can add you."
 )
+CLOSED = "I don't answer questions here. Please ask in one of the team's channels."
 NO_SOURCE = (
     "I couldn't find a source for this in the team's documents, and this channel only gets answers that cite one."
 )
@@ -55,6 +56,18 @@ class Question:
     collection: str  # where the platform's settings point; the channel rule's collections come first
     rule: ChannelRule = DEFAULT_RULE
     groups: frozenset[str] = field(default_factory=frozenset)  # the asker's groups among those the rule names
+    # Who sees the conversation, as the platform says: public, private_channel or direct_message.
+    where: str = "public"
+
+    @property
+    def audience(self) -> str:
+        """Who could see this answer: recorded with it, so that training later leaves out what was
+        not public then, whatever the rules say by that time."""
+        if self.rule.private:
+            return "private_answer"
+        if self.rule.restricted and self.where == "public":
+            return "restricted_channel"
+        return self.where
 
     @property
     def collections(self) -> str | tuple[str, ...]:
@@ -128,9 +141,10 @@ class Conversations:
             if getattr(self.service, name, None) is source:
                 setattr(self.service, name, None)
 
-    def rule_for(self, *keys: str | int | None) -> ChannelRule:
-        """The rule of the first of `keys` (channel, parent channel, workspace/guild) that has one."""
-        return self.rules.for_channel(*keys)
+    def rule_for(self, *keys: str | int | None, direct: bool = False) -> ChannelRule:
+        """The rule of the first of `keys` (channel, parent channel, workspace/guild) that has one;
+        for a direct message, the rules' `[dm]` (never a channel's or workspace's)."""
+        return self.rules.for_dm() if direct else self.rules.for_channel(*keys)
 
     @staticmethod
     def wanted(rule: ChannelRule, text: str, *, addressed: bool, from_bot: bool = False) -> bool:
@@ -169,6 +183,8 @@ class Conversations:
     def admit(self, question: Question) -> Question | Refusal:
         """The question, validated and holding a place in the pool; or why it is not answered.
         An admitted question must be passed to `enqueue`."""
+        if question.rule.closed:
+            return self._refuse(question, "not_allowed", CLOSED)
         if not question.rule.allows(question.user, question.groups):
             return self._refuse(question, "not_allowed", NOT_ALLOWED)
         try:
@@ -210,8 +226,11 @@ class Conversations:
         """Answer an admitted question into `reply`: stream, record, show with sources and votes."""
         rule = question.rule
         try:
+            # Where answers are private, so is a thread's memory: another member replying in it
+            # gets the turns they asked, never the first asker's.
             history = self.store.thread_history(
-                question.platform, question.channel, question.thread, self.settings.history_turns
+                question.platform, question.channel, question.thread, self.settings.history_turns,
+                asker=(question.user or "") if rule.private else None,
             )
             # Where citations are required, nothing is shown before the answer is known to cite.
             answer = self.service.ask(
@@ -247,7 +266,7 @@ class Conversations:
         try:
             self.store.record_answer(
                 answer, platform=question.platform, user_id=question.user, workspace=question.workspace,
-                channel=question.channel, thread=question.thread, message_id=message_id,
+                channel=question.channel, thread=question.thread, message_id=message_id, audience=question.audience,
             )
             return True
         except Exception:  # noqa: BLE001 - the answer is still worth showing, only without votes
@@ -343,7 +362,8 @@ def _approved_corrections(store):
     def read(collection: str) -> list[Reviewed]:
         # Follow-ups are left out: "and for contractors?" means what its thread said, and only first
         # questions are matched.
-        return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []))
+        return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []),
+                         frozenset(answer.collection.split("+")))
                 for answer, review in reviews.approved_corrections(collection)
                 if sum(1 for m in answer.prompt or [] if isinstance(m, dict) and m.get("role") == "user") <= 1]
 

@@ -161,7 +161,7 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
         return  # pins, joins, thread notices…
     channel = message.channel
     guild_id = message.guild.id if message.guild else None
-    rule = client.conversations.rule_for(channel.id, _parent_id(channel), guild_id)
+    rule = client.conversations.rule_for(channel.id, _parent_id(channel), guild_id, direct=guild_id is None)
     addressed = _is_addressed(message, me.id)
     if not addressed and _speaks_to_others(message, me.id):
         return
@@ -178,7 +178,7 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
         channel_id = channel.id
         thread_key = await _replied_answer_thread(client, message) or str(message.id)
     conversation = _question(
-        client, question, message.author, guild_id, channel.id, channel_id, thread_key, rule
+        client, question, message.author, guild_id, channel.id, channel_id, thread_key, rule, _where(channel, guild_id)
     )
     target: ReplyTarget = ChannelReply(channel, reference=message)
     if question and client.settings.discord_reply_in_thread and isinstance(channel, discord.TextChannel):
@@ -190,15 +190,30 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
 
 def _question(
     client: TeambotDiscord, text: str, user: discord.abc.User, guild_id: int | None, channel_id: int,
-    parent_id: int, thread_key: str, rule: ChannelRule,
+    parent_id: int, thread_key: str, rule: ChannelRule, where: str,
 ) -> Question:
     named = {*rule.allowed_groups, *rule.expert_groups}  # the only roles the rule cares about
     return Question(
         platform=PLATFORM, text=text, user=str(user.id), workspace=str(guild_id) if guild_id else None,
         channel=str(parent_id), thread=thread_key,
         collection=client.settings.collection_for(channel_id, parent_id, guild_id),
-        rule=rule, groups=role_ids(user) & named,
+        rule=rule, groups=role_ids(user) & named, where=where,
     )
+
+
+def _where(channel, guild_id: int | None) -> str:
+    """Who sees the conversation: a DM, a private thread or a channel @everyone cannot view, or public."""
+    if guild_id is None:
+        return "direct_message"
+    if getattr(channel, "type", None) == discord.ChannelType.private_thread:
+        return "private_channel"
+    parent = getattr(channel, "parent", None) or channel
+    guild = getattr(parent, "guild", None)
+    try:
+        hidden = guild is not None and not parent.permissions_for(guild.default_role).view_channel
+    except (AttributeError, TypeError):  # a partial channel: its permissions are unknown
+        hidden = False
+    return "private_channel" if hidden else "public"
 
 
 async def _start_thread(message: discord.Message, question: str) -> discord.Thread | None:
@@ -229,10 +244,11 @@ async def handle_ask(client: TeambotDiscord, interaction: discord.Interaction, q
         channel_id, thread_key = channel.parent_id, str(channel.id)
     else:
         thread_key = str(interaction.id)
-    rule = client.conversations.rule_for(interaction.channel_id, _parent_id(channel), interaction.guild_id)
+    rule = client.conversations.rule_for(interaction.channel_id, _parent_id(channel), interaction.guild_id,
+                                         direct=interaction.guild_id is None)
     conversation = _question(
         client, question, interaction.user, interaction.guild_id, interaction.channel_id or 0, channel_id,
-        thread_key, rule,
+        thread_key, rule, _where(channel, interaction.guild_id),
     )
     # A private answer can be shared with the channel; in a DM there is nobody to share it with.
     private = rule.private and interaction.guild_id is not None

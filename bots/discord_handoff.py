@@ -91,7 +91,7 @@ def role_ids(user: discord.abc.User) -> frozenset[str]:
 
 def rule_of_answer(client, record, channel_id: int | None) -> ChannelRule:
     """The rule of the channel (or thread) an answer was given in."""
-    return client.conversations.rule_for(channel_id, record.channel, record.workspace)
+    return client.conversations.rule_for(channel_id, record.channel, record.workspace, direct=record.workspace is None)
 
 
 def expert_mentions(rule: ChannelRule) -> tuple[str, discord.AllowedMentions]:

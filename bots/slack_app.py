@@ -21,13 +21,13 @@ saw no timely ack for) is dropped by this process, by a restarted one and by oth
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
 import threading
 import time
 from datetime import timedelta
-from wsgiref.simple_server import WSGIServer
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -37,14 +37,14 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations, Question, Refusal
-from bots.request_guard import RequestGuard
+from bots.request_guard import MAX_BODY_BYTES, RequestGuard
 from bots.slack_blocks import (
-    FEEDBACK, FEEDBACK_MODAL, HANDOFF, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, RESOLVE, SHARE, answer_tail, defuse_mentions,
-    escape, feedback_from_view, feedback_modal, handoff_block, handoff_message, markdown_messages, resolved_blocks,
-    vote_of,
+    FEEDBACK, FEEDBACK_MODAL, HANDOFF, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, RESOLVE, SHARE, answer_tail,
+    defuse_mass_mentions, defuse_mentions, escape, feedback_from_view, feedback_modal, handoff_block, handoff_message,
+    markdown_messages, resolved_blocks, vote_of,
 )
 from bots.slack_reply import AppendBudget, SlackPrivateReply, SlackReply
-from bots.wsgi import wsgi_server
+from bots.wsgi import HttpServer, wsgi_server
 from core import metrics
 from core.settings import Settings, secret_value
 from feedback.store import FeedbackStore, UnknownAnswer
@@ -53,6 +53,9 @@ log = logging.getLogger("teambot.slack")
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
+# Who sees a Slack conversation, from an event's channel_type or a command's channel_name.
+_SLACK_AUDIENCE = {"im": "direct_message", "mpim": "private_channel", "group": "private_channel"}
+_SLACK_COMMAND_AUDIENCE = {"directmessage": "direct_message", "privategroup": "private_channel"}
 EVENT_MEMORY = timedelta(hours=1)  # Slack redelivers within minutes (immediately, ~1 min, ~5 min)
 TITLE_CHARS = 80
 # Message subtypes that are a person writing; every other subtype (edits, joins, bot posts) is not.
@@ -93,6 +96,24 @@ def question_text(text: str, bot_user_id: str | None) -> str:
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
+class MentionSafeClient(WebClient):
+    """A WebClient whose every call (messages, streams, ephemerals, updates, views) has its mass
+    mentions defused: the one place all outgoing text passes, so no path can skip it."""
+
+    @classmethod
+    def of(cls, client: WebClient) -> "MentionSafeClient":
+        if isinstance(client, cls):
+            return client
+        return cls(token=client.token, base_url=client.base_url, timeout=client.timeout, ssl=client.ssl,
+                   proxy=client.proxy, headers=client.headers, team_id=client.default_params.get("team_id"), logger=client.logger,
+                   retry_handlers=list(client.retry_handlers))
+
+    def api_call(self, api_method: str, *, json: dict | None = None, data: dict | None = None,
+                 params: dict | None = None, **kwargs):
+        return super().api_call(api_method, json=defuse_mass_mentions(json), data=defuse_mass_mentions(data),
+                                params=defuse_mass_mentions(params), **kwargs)
+
+
 class SlackBot:
     """The Bolt app and its listeners; one per process."""
 
@@ -108,6 +129,7 @@ class SlackBot:
             if not token:
                 raise SlackConfigError("TEAMBOT_SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
             client = WebClient(token=token, base_url=settings.slack_api_url)
+        client = MentionSafeClient.of(client)
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
         # Without a signing secret, a random one: no HTTP request can pass verification (Socket
         # Mode requests are not signed and do not need it); slack_sdk refuses a blank one.
@@ -116,6 +138,7 @@ class SlackBot:
             signing_secret=secret_value(settings.slack_signing_secret) or secrets.token_hex(32),
         )
 
+        self.app.middleware(self._mention_safe_client)
         self.app.middleware(self._take_each_event_once)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
@@ -141,12 +164,21 @@ class SlackBot:
 
     # ------------------------------------------------------------------ receiving questions
 
+    @staticmethod
+    def _mention_safe_client(context, next) -> BoltResponse | None:
+        # Bolt gives each request's listeners a WebClient of its own, not the app's: every one
+        # passes the same filter.
+        context["client"] = MentionSafeClient.of(context.client)
+        return next()
+
     def _take_each_event_once(self, body: dict, request, next) -> BoltResponse | None:
         # Slack redelivers an event (X-Slack-Retry-Num; Socket Mode's retry_attempt, which Bolt
         # passes on as the same header) when it saw no timely ack, and keeps its event_id; with
         # several replicas behind one URL, a redelivery may reach another process. Runs after
-        # Bolt's signature check, so forged requests cannot fill the table.
-        event_id = body.get("event_id")
+        # Bolt's signature check, so forged requests cannot fill the table. A slash command or a
+        # click has no event id, and Slack never sends one twice: a second request with the same
+        # signature (a captured request replayed within Bolt's 5-minute window) is dropped.
+        event_id = body.get("event_id") or _replay_key(request)
         if not event_id:
             return next()
         try:
@@ -167,6 +199,10 @@ class SlackBot:
     def _ignore_event(event: dict) -> None:
         log.debug("ignoring a %s event", event.get("type"))
 
+    def _rule(self, channel: str | None, team: str | None) -> ChannelRule:
+        """The channel's rule; a direct message (a D… channel) gets the rules' `[dm]`."""
+        return self.conversations.rule_for(channel, team, direct=(channel or "").startswith("D"))
+
     @staticmethod
     def _own(event: dict, context) -> bool:
         return event.get("user") == context.bot_user_id or (bool(event.get("bot_id")) and event.get("bot_id") == context.bot_id)
@@ -175,7 +211,7 @@ class SlackBot:
         if self._own(event, context):
             return  # never itself, whatever the rules
         team = body.get("team_id") or event.get("team")
-        rule = self.conversations.rule_for(event.get("channel"), team)
+        rule = self._rule(event.get("channel"), team)
         if self.conversations.wanted(rule, event.get("text") or "", addressed=True, from_bot=bool(event.get("bot_id"))):
             self._take_question(event, team, context.bot_user_id, client, rule)
 
@@ -205,7 +241,7 @@ class SlackBot:
         if not direct and "<@" in text:
             return
         team = body.get("team_id") or event.get("team")
-        rule = self.conversations.rule_for(event.get("channel"), team)
+        rule = self._rule(event.get("channel"), team)
         addressed = direct or self._is_follow_up(event)
         from_bot = bool(event.get("bot_id")) or event.get("subtype") == "bot_message"
         if self.conversations.wanted(rule, text, addressed=addressed, from_bot=from_bot):
@@ -228,6 +264,7 @@ class SlackBot:
             platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=user,
             workspace=team, channel=channel, thread=thread, collection=self.settings.collection_for(channel, team),
             rule=rule, groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
+            where=_SLACK_AUDIENCE.get(event.get("channel_type") or "", "public"),
         )
         # An agent view thread gets the first question as its title.
         titled = event.get("channel_type") == "im" and event.get("thread_ts") and not self.store.thread_history(
@@ -277,11 +314,12 @@ class SlackBot:
 
     def _on_ask(self, ack, command: dict, client: WebClient, respond) -> None:
         channel, user, team = command["channel_id"], command["user_id"], command.get("team_id")
-        rule = self.conversations.rule_for(channel, team)
+        rule = self._rule(channel, team)
         admitted = self.conversations.admit(Question(
             platform=PLATFORM, text=question_text(command.get("text") or "", None), user=user, workspace=team,
             channel=channel, thread="", collection=self.settings.collection_for(channel, team), rule=rule,
             groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
+            where=_SLACK_COMMAND_AUDIENCE.get(command.get("channel_name") or "", "public"),
         ))
         if isinstance(admitted, Refusal):
             usage = " Usage: `/ask which tool do expense claims go in?`" if admitted.outcome == "invalid" else ""
@@ -356,7 +394,7 @@ class SlackBot:
         if not (reason or correction):
             return
         record = self.store.get_answer(meta["answer"])
-        rule = self.conversations.rule_for(record.channel, record.workspace)
+        rule = self._rule(record.channel, record.workspace)
         blocks = None
         if rule.has_experts:  # a 👎 with a reason is where a person can help most
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{THANKS_NOTE} {OFFER_HANDOFF}"}},
@@ -374,7 +412,7 @@ class SlackBot:
             self._ephemeral(client, channel, user, None, ANSWER_GONE)
             return
         thread = record.thread or None
-        rule = self.conversations.rule_for(record.channel, record.workspace)
+        rule = self._rule(record.channel, record.workspace)
         if not rule.has_experts:
             self._ephemeral(client, record.channel, user, thread, NO_EXPERTS)
             return
@@ -406,7 +444,7 @@ class SlackBot:
         if record is None:
             self._ephemeral(client, channel, user, thread, ANSWER_GONE)
             return
-        rule = self.conversations.rule_for(record.channel, record.workspace)
+        rule = self._rule(record.channel, record.workspace)
         mine = self.store.user_hash(PLATFORM, user) in (record.user_hash, handoff.requested_by)
         if not mine and not rule.is_expert(user, self._groups_of(client, user, rule.expert_groups)):
             self._ephemeral(client, channel, user, thread, NOT_YOURS)
@@ -430,7 +468,7 @@ class SlackBot:
             respond(text=ANSWER_GONE, response_type="ephemeral", replace_original=False)
             return
         answer = self.store.shown_answer(record.id)
-        rule = self.conversations.rule_for(record.channel, record.workspace)
+        rule = self._rule(record.channel, record.workspace)
         shared = f"<@{user}> shared an answer to: {escape(' '.join(answer.question.split())[:500])}"
         messages = markdown_messages(defuse_mentions(answer.text.strip()),
                                      answer_tail(answer, votes=True, handoff=rule.has_experts))
@@ -480,11 +518,17 @@ class SlackBot:
 # ---------------------------------------------------------------------- running
 
 
-def http_server(app: App, host: str, port: int) -> WSGIServer:
-    """A threaded server for the Events API and interactivity requests at EVENTS_PATH, verified
+def _replay_key(request) -> str | None:
+    """A signed HTTP request's identity: its signature covers its timestamp and body."""
+    signature = (request.headers.get("x-slack-signature") or [""])[0]
+    return f"signed:{hashlib.sha256(signature.encode()).hexdigest()[:40]}" if signature else None
+
+
+def http_server(app: App, host: str, port: int) -> HttpServer:
+    """A server (bots.wsgi: a bounded thread pool, idle connections closed) for the Events API and interactivity requests at EVENTS_PATH, verified
     by Bolt. `serve_forever()` runs it, `shutdown()` stops it. (/healthz and /metrics have a
     listener of their own: bots.health.)"""
-    return wsgi_server(RequestGuard(SlackRequestHandler(app, path=EVENTS_PATH)), host, port)
+    return wsgi_server(RequestGuard(SlackRequestHandler(app, path=EVENTS_PATH)), host, port, max_body=MAX_BODY_BYTES)
 
 
 def serve_socket_mode(app: App, app_token: str, stop: threading.Event | None = None) -> None:

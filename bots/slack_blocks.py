@@ -44,6 +44,21 @@ def defuse_mentions(markdown: str) -> str:
     return _SPECIAL.sub("<\u200b\\1", markdown)
 
 
+_MASS_MENTION = re.compile(r"<!(channel|here|everyone)(?:\|[^<>]*)?>", re.IGNORECASE)
+
+
+def defuse_mass_mentions(value):
+    """`value` (a payload: strings, lists, dicts) with every <!channel>, <!here> and <!everyone>
+    shown as text: the bot never means to notify a whole channel, whatever it quotes."""
+    if isinstance(value, str):
+        return _MASS_MENTION.sub(lambda m: f"@\u200b{m.group(1)}", value)
+    if isinstance(value, dict):
+        return {k: defuse_mass_mentions(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [defuse_mass_mentions(v) for v in value]
+    return value
+
+
 def _link_target(escaped_url: str) -> str:
     """An escaped URL made safe inside <url|title>."""
     return escaped_url.replace("|", "%7C").replace(" ", "%20")
@@ -164,7 +179,8 @@ def notification_text(markdown: str) -> str:
 def markdown_messages(markdown: str, tail: list[dict]) -> list[tuple[str, list[dict]]]:
     """`markdown` as messages to post, each (text, blocks) within Slack's limits: the text in
     `markdown` blocks of at most MARKDOWN_LIMIT characters, one a message, `tail` on the last."""
-    pieces = split_text(markdown, MARKDOWN_LIMIT) or ["_(no answer)_"]
+    # Whatever path the text took here (streamed, replaced, shared), no mention in it pings.
+    pieces = split_text(defuse_mentions(markdown), MARKDOWN_LIMIT) or ["_(no answer)_"]
     messages = [(notification_text(piece), [{"type": "markdown", "text": piece}]) for piece in pieces]
     text, blocks = messages[-1]
     messages[-1] = (text, blocks + tail)

@@ -1,8 +1,14 @@
 """Which Ollama model answers questions right now, switchable without restarting the bots.
 
 `teambot publish --activate` writes the model name to `data_dir/active_model.json`; the
-answering pipeline calls `active_model(settings)` per question, so the switch takes effect on
-the next question. Earlier names are kept, newest last, for `teambot publish --rollback`.
+answering pipeline calls `model_for(settings, collections)` per question, so the switch takes
+effect on the next question. Earlier names are kept, newest last, for `teambot publish --rollback`.
+
+A fine-tune has learned from the answers of some collections only (its scope, written with the
+activation): it answers a question only if every collection the question searches is in that
+scope, the configured model (`settings.model`) the rest. A model activated without a scope (by
+hand, or before scopes existed) may have learned from any channel: it answers nothing.
+
 Standard library only: this module sits on the bot's hot path and must never pull in torch.
 """
 
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,14 +54,37 @@ def active_model(settings) -> str:
     return model if isinstance(model, str) and model.strip() else settings.model
 
 
+def active_scope(settings) -> frozenset[str] | None:
+    """The collections the active model was fine-tuned on; None: none recorded."""
+    return _scope(_read(settings))
+
+
+def _scope(state: dict) -> frozenset[str] | None:
+    scope = state.get("scope")
+    return frozenset(c for c in scope if isinstance(c, str)) if isinstance(scope, list) else None
+
+
+def model_for(settings, collections: str | Iterable[str]) -> str:
+    """The model that answers a question searching `collections` (one name, several, or joined
+    with "+" as answers are recorded): the active model if they are all in its scope, else
+    `settings.model`."""
+    state = _read(settings)  # once: a switch between two reads could pair a model with another's scope
+    model, scope = state.get("model"), _scope(state)
+    asked = set(collections.split("+") if isinstance(collections, str) else collections)
+    if isinstance(model, str) and model.strip() and scope is not None and asked and asked <= scope:
+        return model
+    return settings.model
+
+
 def history(settings) -> list[str]:
     """Models active before the current one, oldest first."""
     previous = _read(settings).get("previous", [])
     return [m for m in previous if isinstance(m, str)] if isinstance(previous, list) else []
 
 
-def set_active_model(settings, name: str) -> str:
-    """Make `name` the answering model; returns the model it replaces."""
+def set_active_model(settings, name: str, scope: Iterable[str] | None = None) -> str:
+    """Make `name` the answering model for the collections of `scope` (None: for none); returns
+    the model it replaces."""
     name = name.strip()
     if not name:
         raise ValueError("model name is empty")
@@ -62,9 +92,23 @@ def set_active_model(settings, name: str) -> str:
     previous = history(settings)
     if current != name:
         previous = (previous + [current])[-HISTORY_LIMIT:]
-    _write(settings, {"model": name, "previous": previous, "updated_at": _now(),
+    # Each model keeps its own scope, so that a rollback restores it with the model.
+    scopes = {m: s for m, s in _scopes(settings).items() if m in previous and m != name}
+    if scope is not None:
+        scopes[name] = sorted(set(scope))
+    _write(settings, {"model": name, **_scoped(scopes, name), "previous": previous, "updated_at": _now(),
                       "events": _logged(settings, "activated", name)})
     return current
+
+
+def _scopes(settings) -> dict[str, list[str]]:
+    scopes = _read(settings).get("scopes", {})
+    return {m: s for m, s in scopes.items() if isinstance(s, list)} if isinstance(scopes, dict) else {}
+
+
+def _scoped(scopes: dict[str, list[str]], model: str) -> dict:
+    """The state's "scope" (the active model's) and "scopes" (those kept for a rollback) keys."""
+    return {**({"scope": scopes[model]} if model in scopes else {}), "scopes": scopes}
 
 
 def events(settings) -> list[dict]:
@@ -83,9 +127,10 @@ def rollback(settings) -> str:
     model = previous.pop() if previous else settings.model
     logged = _logged(settings, "rolled back", model)
     # Back to the configured model with nothing before it: no "model", so TEAMBOT_MODEL rules again.
+    scopes = {m: s for m, s in _scopes(settings).items() if m in previous or m == model}
     state = {"previous": previous, "updated_at": _now(), "events": logged}
     if not (model == settings.model and not previous):
-        state["model"] = model
+        state = {"model": model, **_scoped(scopes, model), **state}
     _write(settings, state)
     return model
 

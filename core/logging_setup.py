@@ -9,6 +9,7 @@ The bots log at TEAMBOT_LOG_LEVEL; one-shot commands (`ingest`, `ask`, …) only
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -29,18 +30,36 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats with `inner`, then replaces secrets in the whole line: message, arguments,
-    extra fields and traceback alike."""
+    """Replaces secrets in a copy of the record (message with its arguments, extra fields, traceback)
+    before `inner` formats it, then in the whole line: JSON escapes `"` and `\\` and %r doubles a
+    backslash, so a secret holding them no longer matches once formatted."""
 
     def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
         super().__init__()
-        self.inner, self.secrets = inner, secrets
+        self.inner = inner
+        # Each secret as written, as JSON writes it and as repr() writes it; longest first.
+        forms = {form for s in secrets for form in (s, json.dumps(s, ensure_ascii=False)[1:-1], repr(s)[1:-1])}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = self.inner.format(record)
+    def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = copy.copy(record)  # other handlers get the record as it was logged
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.inner.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_FIELDS and isinstance(value, str):
+                setattr(record, key, self.redact(value))
+        # Extra fields that are not strings (a dict of headers) are only text once formatted.
+        return self.redact(self.inner.format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,8 +71,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS and not k.startswith("_")})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # as logging.Formatter does: formatted once, or already (and redacted)
+            entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
         return json.dumps(entry, default=str, ensure_ascii=False)

@@ -78,10 +78,20 @@ class Settings(BaseSettings):
         1, ge=1, le=15, description="Copies of each collection teambot creates (one per node; 3 survives a node down).",
     )
     weaviate_shards: int = Field(1, ge=1, le=64, description="Shards of each collection teambot creates.")
+    weaviate_connect_wait: float = Field(
+        15.0, ge=0, le=600,
+        description="Seconds a command that needs Weaviate (ingest, admin work) waits for a node whose REST and gRPC "
+        "ports both answer, e.g. one just (re)started, before it gives up.",
+    )
     weaviate_consistency: Literal["ONE", "QUORUM", "ALL"] = Field(
         "QUORUM", description="Replicas that must answer each search and write (with one copy, all levels are alike).",
     )
     collection: str = Field("TeambotDocs", description="Default Weaviate collection.")
+    link_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts whose links answers and sources may carry besides those of `ingest --url-base`s, "
+        "comma-separated (`wiki.example.com,docs.example.com`); any other link is shown as code, not as a link.",
+    )
     channel_collections: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='Channel/guild id → collection, JSON (`{"C0123":"Sales"}`).',
@@ -116,6 +126,17 @@ class Settings(BaseSettings):
     )
     chunk_words: int = Field(120, ge=20, le=2000, description="Words per chunk.")
     chunk_overlap: int = Field(30, ge=0, le=1000, description="Words shared by neighbouring chunks.")
+    pdf_max_pages: int = Field(
+        2000, ge=1, description="Pages of one PDF that ingest reads; a longer one is indexed up to there (reported).",
+    )
+    pdf_max_chars: int = Field(
+        2_000_000, ge=1000,
+        description="Characters of text ingest keeps of one PDF, up to the page that would pass it (reported); "
+        "stops PDFs whose few KB expand to millions of characters.",
+    )
+    pdf_timeout: float = Field(
+        60.0, gt=0, description="Seconds ingest spends extracting one PDF's text; it keeps the pages read by then.",
+    )
     top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
     alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight: 0 = BM25 only, 1 = vector only.")
     min_similarity: float = Field(
@@ -220,7 +241,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be a JSON object, got {value[:40]!r} ({exc.msg})") from None
         return value
 
-    @field_validator("weaviate_peers", mode="before")
+    @field_validator("weaviate_peers", "link_hosts", mode="before")
     @classmethod
     def _url_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, or_, select
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from feedback.store import AnswerRecord, Base, FeedbackStore, RatingRecord, _aware, _now
@@ -43,6 +43,7 @@ class ReviewerRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # +1 ends every session
 
 
 class ReviewRecord(Base):
@@ -170,38 +171,47 @@ class ReviewStore:
                 session.add(ReviewerRecord(name=name, password_hash=hash_password(password), created_at=_now()))
                 return True
             reviewer.password_hash, reviewer.failed_logins, reviewer.locked_until = hash_password(password), 0, None
+            reviewer.session_version = ReviewerRecord.session_version + 1  # the sessions open end
             return False
 
     def login(self, name: str, password: str) -> Login:
-        """Check a password; the failure count and lockout are updated in the same transaction.
-        Unknown names and locked accounts cost one password check too: timing tells nothing."""
-        with Session(self.engine) as session, session.begin():
-            reviewer = session.get(ReviewerRecord, name, with_for_update=True)
-            if reviewer is None:
-                check_password(password, _dummy_hash())
-                return Login(ok=False)
-            locked = _aware(reviewer.locked_until)
-            if locked and locked > _now():
-                check_password(password, _dummy_hash())
-                return Login(ok=False, locked_until=locked, failures=reviewer.failed_logins)
-            if locked:  # the lock ran out: five more tries
-                reviewer.failed_logins, reviewer.locked_until = 0, None
-            if check_password(password, reviewer.password_hash):
-                reviewer.failed_logins, reviewer.locked_until = 0, None
+        """Check a password. An unknown name, a locked account and a wrong password take one path (a
+        read, a password check, an UPDATE that finds no row for the first two): neither the answer
+        nor its timing tells them apart. Failures are counted in the UPDATE itself (failed_logins + 1,
+        not a value read before), so parallel guesses each count, on SQLite too."""
+        now, r = _now(), ReviewerRecord
+        with Session(self.engine) as session:
+            reviewer = session.get(r, name)
+        usable = reviewer is not None and not (_aware(reviewer.locked_until) or now) > now
+        stored = reviewer.password_hash if usable else _dummy_hash()
+        right = check_password(password, stored) and usable
+        unlocked = and_(r.name == name, or_(r.locked_until.is_(None), r.locked_until <= now))
+        with self.engine.begin() as connection:
+            if right and connection.execute(update(r).where(unlocked, r.password_hash == stored)
+                                            .values(failed_logins=0, locked_until=None)).rowcount:
                 return Login(ok=True)
-            reviewer.failed_logins += 1
-            if reviewer.failed_logins >= MAX_FAILED_LOGINS:
-                reviewer.locked_until = _now() + LOCKOUT
-            return Login(ok=False, locked_until=_aware(reviewer.locked_until), failures=reviewer.failed_logins)
+            failures = case((r.locked_until.is_(None), r.failed_logins + 1), else_=1)  # a lock ran out: five more tries
+            row = connection.execute(update(r).where(unlocked).values(
+                failed_logins=failures,
+                locked_until=case((failures >= MAX_FAILED_LOGINS, literal(now + LOCKOUT, r.locked_until.type))),
+            ).returning(r.failed_logins, r.locked_until)).first()
+        return Login(ok=False, locked_until=_aware(row[1]) if row else None, failures=row[0] if row else 0)
 
     def session_key(self, name: str) -> str | None:
         """What a session of `name` must carry to stay valid: None when the reviewer is gone or
-        locked; it changes with the password, so a new password ends every session."""
+        locked; it changes with the password and the session version (end_sessions), so a new
+        password or a logout ends every session, a copy of the cookie kept from before included."""
         with Session(self.engine) as session:
             reviewer = session.get(ReviewerRecord, name)
             if reviewer is None or (_aware(reviewer.locked_until) or _now()) > _now():
                 return None
-            return hashlib.sha256(reviewer.password_hash.encode()).hexdigest()[:32]
+            return hashlib.sha256(f"{reviewer.session_version}${reviewer.password_hash}".encode()).hexdigest()[:32]
+
+    def end_sessions(self, name: str) -> None:
+        """Log `name` out everywhere: the session version moves on (a logout)."""
+        with self.engine.begin() as connection:
+            connection.execute(update(ReviewerRecord).where(ReviewerRecord.name == name)
+                               .values(session_version=ReviewerRecord.session_version + 1))
 
     # ------------------------------------------------------------------ inbox
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from core.answer import Answer, Outcome, Source, Turn
-from core.secret_files import read_or_create
+from core.secret_files import private_dir, private_opener, read_or_create
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -78,6 +79,8 @@ class AnswerRecord(Base):
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
     sources: Mapped[list | None] = mapped_column(JSON, default=list)  # the cited sources, as shown
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who could see it when it was given (bots.conversation.Question.audience); None before 0007.
+    audience: Mapped[str | None] = mapped_column(String(16))
 
     ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
 
@@ -170,9 +173,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def engine_for(url: str) -> Engine:
-    """An engine on the feedback database; a SQLite file's folder is made if missing."""
+    """An engine on the feedback database; a SQLite file's folder is made (0700) if missing."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        private_dir(path.parent)
+        # SQLite would create the database 0644, and its -wal/-shm with the database's mode: made
+        # here first, empty (an empty database to SQLite) and 0600, all three are the owner's only.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -197,6 +204,7 @@ class FeedbackStore:
     def record_answer(
         self, answer: Answer, *, platform: str, user_id: str | None = None, workspace: str | None = None,
         channel: str | None = None, thread: str | None = None, message_id: str | None = None,
+        audience: str | None = None,
     ) -> None:
         record = AnswerRecord(
             id=answer.id, platform=platform, workspace=workspace, channel=channel, thread=thread,
@@ -209,7 +217,7 @@ class FeedbackStore:
             ],
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
             abstained=answer.abstained, outcome=answer.outcome.value, model=answer.model, timings=answer.timings,
-            sources=[asdict(s) for s in answer.sources],
+            sources=[asdict(s) for s in answer.sources], audience=audience,
         )
         with Session(self.engine) as session, session.begin():
             session.merge(record)
@@ -233,17 +241,18 @@ class FeedbackStore:
                 .where(AnswerPartRecord.platform == platform, AnswerPartRecord.message_id == message_id)
             )
 
-    def thread_history(self, platform: str, channel: str | None, thread: str | None, limit: int) -> list[Turn]:
-        """The last `limit` question/answer turns of a thread, oldest first (thread memory)."""
+    def thread_history(self, platform: str, channel: str | None, thread: str | None, limit: int,
+                       *, asker: str | None = None) -> list[Turn]:
+        """The last `limit` question/answer turns of a thread, oldest first (thread memory); only
+        those `asker` asked, when given (a private answer's thread is private to each asker)."""
         if not thread or limit <= 0:
             return []
+        query = select(AnswerRecord.question, AnswerRecord.answer_text).where(
+            AnswerRecord.platform == platform, AnswerRecord.channel == channel, AnswerRecord.thread == thread)
+        if asker is not None:
+            query = query.where(AnswerRecord.user_hash == self.user_hash(platform, asker))
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(AnswerRecord.question, AnswerRecord.answer_text)
-                .where(AnswerRecord.platform == platform, AnswerRecord.channel == channel, AnswerRecord.thread == thread)
-                .order_by(AnswerRecord.created_at.desc())
-                .limit(limit)
-            ).all()
+            rows = session.execute(query.order_by(AnswerRecord.created_at.desc()).limit(limit)).all()
         return [Turn(question=q, answer=a) for q, a in reversed(rows)]
 
     def get_answer(self, answer_id: str) -> AnswerRecord | None:
@@ -531,7 +540,7 @@ def _upgrade_transaction(engine: Engine):
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
             yield connection
         elif engine.url.database and engine.url.database != ":memory:":
-            with open(f"{engine.url.database}.upgrade-lock", "a") as lock:
+            with open(f"{engine.url.database}.upgrade-lock", "a", opener=private_opener) as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
                 yield connection
         else:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from pipeline.prompts import ABSTAIN, ABSTAIN_RULE, SYSTEM_PROMPT
 from core.settings import all_secrets
+from pipeline.links import LinkPolicy
+from pipeline.prompts import ABSTAIN, ABSTAIN_RULE, SYSTEM_PROMPT
 
 WITHHELD = "I can't share that: the answer would have revealed my instructions or a secret."
 # This many consecutive words of the system prompt count as quoting it. Eight let a model that
@@ -86,16 +87,18 @@ class LeakGuard:
                     break
         return longest
 
-    def stream(self, on_token: Callable[[str], None] | None) -> "GuardedStream":
-        return GuardedStream(self, on_token)
+    def stream(self, on_token: Callable[[str], None] | None, links: LinkPolicy | None = None) -> "GuardedStream":
+        return GuardedStream(self, on_token, links or LinkPolicy())
 
 
 class GuardedStream:
-    """Forwards streamed text as far as it is safe to show; after a leak, nothing more."""
+    """Forwards streamed text as far as it is safe to show, links to hosts not allowed shown as
+    code (`links`); after a leak, nothing more."""
 
-    def __init__(self, guard: LeakGuard, on_token: Callable[[str], None] | None) -> None:
-        self._guard, self._on_token = guard, on_token
-        self.text = ""
+    def __init__(self, guard: LeakGuard, on_token: Callable[[str], None] | None,
+                 links: LinkPolicy | None = None) -> None:
+        self._guard, self._on_token, self.links = guard, on_token, links or LinkPolicy()
+        self.text = ""  # as the model wrote it
         self.tripped = False
         self._sent = 0
 
@@ -106,19 +109,23 @@ class GuardedStream:
         if self._guard.leaks(self.text):
             self.tripped = True
             return
-        self._forward(self._guard.safe_length(self.text))
+        # Rendered only as far as it is settled: links and code spans whole, so the rendering of
+        # what was shown never changes as more text arrives.
+        shown = self.links.render(self.text[: self.links.settled_length(self.text)])
+        self._forward(shown, self._guard.safe_length(shown))
 
     def finish(self) -> None:
         """The answer is complete and clean: send what was held back."""
         if not self.tripped:
-            self._forward(len(self.text))
+            shown = self.links.render(self.text)
+            self._forward(shown, len(shown))
 
     def say(self, text: str) -> None:
         """Send `text` after what was shown (the reply that replaces a withheld answer)."""
         if self._on_token is not None:
             self._on_token(text)
 
-    def _forward(self, upto: int) -> None:
+    def _forward(self, shown: str, upto: int) -> None:
         if upto > self._sent and self._on_token is not None:
-            self._on_token(self.text[self._sent : upto])
+            self._on_token(shown[self._sent : upto])
         self._sent = max(self._sent, upto)

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 from haystack import Document, component
+from haystack.components.converters.utils import get_bytestream_from_source
+from haystack.dataclasses import ByteStream
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -43,11 +45,18 @@ def _text(el) -> str:
 
 def _visible(el) -> str:
     """The element's text without the parts that are never content (a heading's "¶" permalink)."""
-    parts = [el.text or ""]
-    for child in el:
-        if not _skipped(child):
-            parts.append(_visible(child))
-        parts.append(child.tail or "")
+    # A stack, not recursion (as in _Writer.walk): text in 1,500 nested spans is still text.
+    parts, stack = [], [el]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        parts.append(item.text or "")
+        for child in reversed(item):
+            stack.append(child.tail or "")
+            if not _skipped(child):
+                stack.append(child)
     return "".join(parts)
 
 
@@ -98,40 +107,54 @@ class _Writer:
         if text.strip():
             self.blocks.append(text)
 
-    def walk(self, el) -> None:
-        if _skipped(el):
+    def walk(self, top) -> None:
+        # An explicit stack, not recursion: pages nested deeper than Python's recursion limit
+        # (libxml2 reads up to 2,048 levels) are read whole too. (el, False) closes an element.
+        stack = [(top, True)]
+        while stack:
+            el, opening = stack.pop()
+            if not opening:
+                if el.tag in BLOCKS:
+                    self.flush()
+                self.inline(el.tail)
+                continue
+            if _skipped(el):
+                self.inline(el.tail)
+                continue
+            tag = el.tag
+            if tag in HEADINGS:
+                title = _text(el)
+                anchor = _anchor(el)
+                if title:
+                    self.block("#" * HEADINGS[tag] + " " + title + (f" {{#{anchor}}}" if anchor else ""))
+            elif tag == "pre":
+                code = "".join(el.itertext()).strip("\n")
+                if code.strip():
+                    self.block(f"```\n{code.replace('```', '` ` `')}\n```")
+            elif tag == "tr":
+                cells = [_text(c) for c in el if isinstance(c.tag, str) and c.tag in ("td", "th")]
+                self.block(" | ".join(c for c in cells if c))
+            else:
+                if tag in BLOCKS:
+                    self.flush()
+                if tag == "li":
+                    self.inline("- ")
+                self.inline(el.text)
+                stack.append((el, False))
+                stack.extend((child, True) for child in reversed(el))
+                continue
             self.inline(el.tail)
-            return
-        tag = el.tag
-        if tag in HEADINGS:
-            title = _text(el)
-            anchor = _anchor(el)
-            if title:
-                self.block("#" * HEADINGS[tag] + " " + title + (f" {{#{anchor}}}" if anchor else ""))
-        elif tag == "pre":
-            code = "".join(el.itertext()).strip("\n")
-            if code.strip():
-                self.block(f"```\n{code.replace('```', '` ` `')}\n```")
-        elif tag == "tr":
-            cells = [_text(c) for c in el if isinstance(c.tag, str) and c.tag in ("td", "th")]
-            self.block(" | ".join(c for c in cells if c))
-        else:
-            is_block = tag in BLOCKS or tag in ("table",)
-            if is_block:
-                self.flush()
-            if tag == "li":
-                self.inline("- ")
-            self.inline(el.text)
-            for child in el:
-                self.walk(child)
-            if is_block:
-                self.flush()
-        self.inline(el.tail)
 
 
 def convert_html(data: bytes) -> tuple[str, dict[str, str]]:
     """(text, {"title", "url"}) of one HTML page; `url` is its canonical link, when it has one."""
-    root = lxml_html.document_fromstring(data)
+    # huge_tree: by default libxml2 stops reading at depth 256, and all the text from there to the
+    # end of the page was lost without a word. Past its hard limit (2,048) the page is refused.
+    parser = lxml_html.HTMLParser(huge_tree=True)
+    root = lxml_html.document_fromstring(data, parser=parser)
+    cut = [e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT" or "_PARSE_HUGE" in e.message]
+    if cut:
+        raise ValueError(f"cannot be read whole: {cut[0].split(' use ')[0].rstrip(',')}")
     title_el = root.find(".//title")
     canonical = next(
         (link.get("href", "") for link in root.iter("link") if "canonical" in (link.get("rel") or "").lower().split()),
@@ -155,13 +178,13 @@ class HTMLSectionConverter:
     """Converts HTML files to Documents with `#` headings (with anchors), `title` and canonical `url` meta."""
 
     @component.output_types(documents=list[Document])
-    def run(self, sources: list[str | Path]) -> dict[str, list[Document]]:
+    def run(self, sources: list[str | Path | ByteStream]) -> dict[str, list[Document]]:
         documents = []
         for source in sources:
-            data = Path(source).read_bytes()
+            stream = get_bytestream_from_source(source)
             try:
-                text, meta = convert_html(data)
+                text, meta = convert_html(stream.data)
             except (etree.ParserError, ValueError) as exc:
                 raise ValueError(f"not readable as HTML: {exc}") from exc
-            documents.append(Document(content=text, meta={"file_path": str(source), **meta}))
+            documents.append(Document(content=text, meta={"file_path": stream.meta.get("file_path", ""), **meta}))
         return {"documents": documents}

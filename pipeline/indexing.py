@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -25,13 +27,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from haystack import Document, Pipeline, component
-from haystack.components.converters import PyPDFToDocument, TextFileToDocument
+from haystack.components.converters import TextFileToDocument
 from haystack.components.preprocessors import DocumentCleaner, MarkdownHeaderSplitter
+from haystack.dataclasses import ByteStream
 from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
 
 from pipeline import collection_aliases
 from core.errors import KnowledgeBaseUnavailable
 from pipeline.html_converter import HTMLSectionConverter, strip_anchor
+from pipeline.pdf_converter import CUT_SHORT, PDFTextConverter
 from pipeline.resilience import is_unavailable
 from pipeline.stores import (
     META_FIELDS, admin_client, document_store, embedder_path, exact_filter, forget_store, forget_stores,
@@ -60,6 +64,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    cut_short: list[Skipped] = field(default_factory=list)  # indexed only up to a limit, and which
     chunks_written: int = 0
     chunks_deleted: int = 0
     seconds: float = 0.0
@@ -72,6 +77,8 @@ class IngestReport:
             f"{len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped; "
             f"{self.chunks_written} chunks written, {self.chunks_deleted} deleted in {self.seconds:.1f}s"
         )
+        for cut in self.cut_short:
+            line += f"\ncut short {cut.path}: {cut.reason}"
         if self.rebuilt:
             line += f"\nrebuilt into a new index ({self.rebuilt}); {self.copied} chunks of files not found here carried over"
         return line
@@ -126,15 +133,60 @@ class _CaptureWarnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _sha256(path: Path, url: str = "") -> str:
+def _sha256(file: Path | bytes, url: str = "") -> str:
     """The file's version: its bytes and the address it is linked at (a new --url-base re-links it)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
+    if isinstance(file, bytes):
+        digest.update(file)
+    else:
+        with open(file, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
     if url:
         digest.update(b"\0url:" + url.encode())
     return digest.hexdigest()
+
+
+def _read(file: SourceFile) -> bytes:
+    """The bytes of a regular file that lies inside the root it was named under. Raises ValueError
+    with the reason otherwise.
+
+    A symlink may lead elsewhere in the tree, but one leading out (`passwd.txt → /etc/passwd`) would
+    have whoever can add files to the docs get any file this process can read indexed and quoted.
+    Where the file lies is checked on the file opened, so one swapped for a symlink after it was
+    listed is not read either. A root is resolved (the user named it), a file named on its own is
+    its own root: it must still be the file it was when listed.
+    """
+    root = os.path.abspath(file.root) if file.root == file.path else os.path.realpath(file.root)
+    # O_NONBLOCK: opening a FIFO named notes.md would otherwise wait for a writer, forever.
+    with open(os.open(file.path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        if not _inside(where := _opened_path(f.fileno(), file.path), root):
+            raise ValueError(_outside(where, root))
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size == 0:
+            raise ValueError("empty file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        return f.read(MAX_FILE_BYTES)  # no more, should it grow meanwhile
+
+
+def _opened_path(fd: int, path: Path) -> str:
+    """Where the open file really lies (not where `path` leads now: it may have been swapped)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")  # Linux
+    except OSError:  # no /proc: `path` resolved again must still be the file opened
+        real = os.path.realpath(path)
+        return real if os.path.samestat(os.fstat(fd), os.stat(real)) else f"{real} (not the file opened)"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(os.path.join(root, ""))
+
+
+def _outside(target: str, root: str | Path, what: str = "symlink") -> str:
+    return f"{what} leading outside {root} (to {target}): not followed"
 
 
 def _title(path: Path, doc: Document, kind: str) -> str:
@@ -244,7 +296,7 @@ class Indexer:
             "markdown": TextFileToDocument(),  # keep `#` headings for the header splitter
             "text": TextFileToDocument(),
             "html": HTMLSectionConverter(),
-            "pdf": PyPDFToDocument(),
+            "pdf": PDFTextConverter(settings.pdf_max_pages, settings.pdf_max_chars, settings.pdf_timeout),
         }
         self.chunker = Pipeline()
         self.chunker.add_component("cleaner", DocumentCleaner(remove_empty_lines=False, remove_extra_whitespaces=False))
@@ -291,19 +343,18 @@ class Indexer:
 
     # --------------------------------------------------------------- files → chunks
 
-    def convert(self, file: SourceFile | Path, content_hash: str) -> list[Document]:
-        """One file → one Document with its citation metadata. Raises ValueError with a reason."""
+    def convert(self, file: SourceFile | Path, content_hash: str, data: bytes | None = None) -> list[Document]:
+        """One file → one Document with its citation metadata. Raises ValueError with a reason.
+
+        `data`: the file's bytes as `_read` gave them (and as hashed); read here when not given. The
+        converters get those bytes, never the path, which may lead elsewhere by now.
+        """
         if isinstance(file, Path):
             file = SourceFile(file, file)
         path = file.path
         kind = SUPPORTED[path.suffix.lower()]
-        size = path.stat().st_size
-        if size == 0:
-            raise ValueError("empty file")
-        if size > MAX_FILE_BYTES:
-            raise ValueError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-        with open(path, "rb") as f:
-            head = f.read(8192)
+        data = _read(file) if data is None else data
+        head = data[:8192]
         if kind == "pdf":
             if not head.lstrip().startswith(b"%PDF"):
                 raise ValueError("not a PDF file (no %PDF header)")
@@ -313,13 +364,16 @@ class Indexer:
         capture = _CaptureWarnings()
         haystack_logger = logging.getLogger("haystack")
         haystack_logger.addHandler(capture)
+        stream = ByteStream(data, meta={"file_path": str(path)})
         try:
-            docs = self._converters[kind].run(sources=[path])["documents"]
+            docs = self._converters[kind].run(sources=[stream])["documents"]
         finally:
             haystack_logger.removeHandler(capture)
         docs = [d for d in docs if d.content and d.content.strip()]
         if not docs:
-            reason = capture.messages[-1] if capture.messages else "no text could be extracted"
+            reason = "no text could be extracted"
+            if capture.messages:  # Haystack's warning names the stream by its repr (its first bytes): name the file
+                reason = capture.messages[-1].replace(repr(stream), str(path))
             raise ValueError(reason[:300])
         doc = docs[0]
         if "\x00" in doc.content:
@@ -330,6 +384,8 @@ class Indexer:
             # A page's own canonical link wins over the address made from --url-base.
             "url": doc.meta.get("url") or file.file_url,
         }
+        if doc.meta.get(CUT_SHORT):  # not stored (not in META_FIELDS): for the report
+            meta[CUT_SHORT] = doc.meta[CUT_SHORT]
         return [Document(content=doc.content, meta=meta)]
 
     def chunk(self, docs: list[Document]) -> list[Document]:
@@ -346,7 +402,7 @@ class Indexer:
         kept for later runs; `rebuild`: re-index everything into a new collection, then switch."""
         started = time.monotonic()
         report = IngestReport(collection=self.collection)
-        files, roots = self._collect(paths, report)
+        files, roots = collect_files(paths, report)
         if url_base is not None and len(roots) + sum(f.root == f.path for f in files) != 1:
             raise ValueError("--url-base names the address of one folder or file: ingest each with its own")
         # In a cluster a node may die mid-run: the run goes on from another node. Files written
@@ -436,18 +492,25 @@ class Indexer:
             tell(source)
             files_done += 1
             try:
-                content_hash = _sha256(file.path, file.file_url)
+                data = _read(file)  # read once: what is hashed is what is converted
             except OSError as exc:
                 report.skipped.append(Skipped(source, f"cannot read: {exc.strerror or exc}"))
                 continue
+            except ValueError as exc:
+                report.skipped.append(Skipped(source, str(exc)))
+                continue
+            content_hash = _sha256(data, file.file_url)
             if source in state and state[source].complete(content_hash):
                 report.unchanged.append(source)
                 continue
             try:
-                chunks = self.chunk(self.convert(file, content_hash))
+                docs = self.convert(file, content_hash, data)
+                chunks = self.chunk(docs)
             except (ValueError, OSError, UnicodeDecodeError) as exc:
                 report.skipped.append(Skipped(source, str(exc) or type(exc).__name__))
                 continue
+            if cut_short := docs[0].meta.get(CUT_SHORT):
+                report.cut_short.append(Skipped(source, cut_short))
             pending += chunks
             waiting[source], versions[source] = len(chunks), content_hash
             total += len(chunks)
@@ -503,29 +566,51 @@ class Indexer:
         report.removed = [s for s in old if s and s not in given and _under(s, roots) and not Path(s).exists()]
         report.rebuilt = reason
 
-    def _collect(self, paths: Iterable[Path], report: IngestReport) -> tuple[list[SourceFile], list[Path]]:
-        files: list[SourceFile] = []
-        roots: list[Path] = []
-        for raw in paths:
-            path = Path(raw).expanduser().resolve()
-            if path.is_dir():
-                roots.append(path)
-                for child in sorted(path.rglob("*")):
-                    if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
-                        if child.suffix.lower() in SUPPORTED:
-                            files.append(SourceFile(child, path))
-            elif path.is_file():
-                if path.suffix.lower() in SUPPORTED:
-                    files.append(SourceFile(path, path))
-                else:
-                    report.skipped.append(Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}"))
+
+def collect_files(paths: Iterable[Path], report: IngestReport) -> tuple[list[SourceFile], list[Path]]:
+    """The supported files under `paths` (folders and files), each with the root it was named under."""
+    files: list[SourceFile] = []
+    roots: list[Path] = []
+    for raw in paths:
+        # Resolved: a folder or file named through a symlink is the user's choice; what lies in it is held to it.
+        path = Path(raw).expanduser().resolve()
+        if path.is_dir():
+            roots.append(path)
+            files += [SourceFile(child, path) for child in _tree(path, report)]
+        elif path.is_file():
+            if path.suffix.lower() in SUPPORTED:
+                files.append(SourceFile(path, path))
             else:
-                report.skipped.append(Skipped(str(path), "no such file or folder"))
-        # A file named twice, or through a symlink next to it (git-doc's index.html → git.html), once.
-        seen: set[Path] = set()
-        files = [f for f in files if not (f.path in seen or seen.add(f.path))]
-        report.files_seen = len(files)
-        return files, roots
+                report.skipped.append(Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}"))
+        else:
+            report.skipped.append(Skipped(str(path), "no such file or folder"))
+    # A file named twice, or through a symlink next to it (git-doc's index.html → git.html), once.
+    seen: set[Path] = set()
+    files = [f for f in files if not (f.path in seen or seen.add(f.path))]
+    report.files_seen = len(files)
+    return files, roots
+
+
+def _tree(root: Path, report: IngestReport) -> list[Path]:
+    """The supported, not hidden files under `root`, sorted. A symlink is followed where it stays
+    inside `root`; one leading out is skipped, with the reason. A symlinked folder is not entered:
+    one inside holds files listed where they lie, one outside is not ours to read."""
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root):  # followlinks=False
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in dirs:
+            link = os.path.join(folder, name)
+            if os.path.islink(link) and not _inside(target := os.path.realpath(link), str(root)):
+                report.skipped.append(Skipped(link, _outside(target, root, "symlinked folder")))
+        for name in names:
+            child = Path(folder, name)
+            if name.startswith(".") or child.suffix.lower() not in SUPPORTED or not child.is_file():
+                continue
+            if not _inside(target := os.path.realpath(child), str(root)):
+                report.skipped.append(Skipped(str(child), _outside(target, root)))
+            else:
+                found.append(child)
+    return sorted(found)
 
 
 def _embedded_length(doc: Document) -> int:

@@ -33,7 +33,7 @@ from haystack_integrations.components.generators.ollama import OllamaChatGenerat
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
 from core import metrics
-from core.active_model import active_model
+from core.active_model import model_for
 from core.answer import Answer, Outcome, Source, Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
 from core.settings import Settings
@@ -41,6 +41,7 @@ from pipeline import resilience
 from pipeline.boosts import FeedbackBoost, Overrides, Votes
 from pipeline.reviewed import Reviewed, ReviewedAnswers, ReviewedSource
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
+from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
 from pipeline.stores import document_store, embedder_path, forget_store, node_health_path
@@ -210,7 +211,8 @@ class AnswerService:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def reviewed_match(self, question: str, collection: str | Sequence[str]) -> tuple[Reviewed, float] | None:
-        """The approved reviewed answer for `question` in these collections, if one matches closely."""
+        """The approved reviewed answer for `question` in these collections, if one matches closely
+        and came from these collections alone."""
         if self.reviewed_answers is None or self.settings.reviewed_answer_similarity > 1:
             return None
         names = [collection] if isinstance(collection, str) else list(dict.fromkeys(collection))
@@ -223,7 +225,8 @@ class AnswerService:
         if not sets:
             return None
         vector = self.embed([question])[0]
-        matches = [m for m in (s.match(vector) for s in sets) if m]
+        readable = frozenset(names)
+        matches = [m for m in (s.match(vector, readable) for s in sets) if m]
         return max(matches, key=lambda m: m[1]) if matches else None
 
     def close(self) -> None:
@@ -408,13 +411,16 @@ class AnswerService:
         if not history and (reviewed := self.reviewed_match(question, collection)):
             return self._reviewed_answer(question, collection, *reviewed, on_token, started)
         documents, similarities, timings = self.retrieve(search_text, collection)
+        links = LinkPolicy.for_documents(documents, self.settings.link_hosts)
         answer = Answer(
-            question=question, text="", sources=[], model=active_model(self.settings),
+            # The fine-tune only where it learned from every collection searched (its scope).
+            question=question, text="", sources=[], model=model_for(self.settings, collection),
             collection=collection if isinstance(collection, str) else "+".join(dict.fromkeys(collection)),
-            retrieved=[_source(i, d, s) for i, (d, s) in enumerate(zip(documents, similarities), 1)], timings=timings,
+            retrieved=[_source(i, d, s, links) for i, (d, s) in enumerate(zip(documents, similarities), 1)],
+            timings=timings,
         )
         if documents:
-            guarded = self._guard.stream(on_token)
+            guarded = self._guard.stream(on_token, links)
             text, prompt, cut_off = self._generate(answer, history, documents, guarded, started)
             self._settle(answer, text, prompt, guarded, cut_off)
         else:  # nothing relevant: the model is not asked to invent something
@@ -513,6 +519,7 @@ class AnswerService:
                 guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
                 answer.text, answer.outcome = WITHHELD, Outcome.WITHHELD
             return
+        text = guarded.links.render(text)  # what was streamed: links not allowed shown as code
         if only_citations(text):
             # A bare "[1]" (small models do this) tells the user nothing, and an empty reply is an
             # abstention; the guard has held either back, so this is shown instead.
@@ -533,14 +540,14 @@ def _past_deadline(exc: BaseException) -> bool:
     return any(isinstance(e, PastDeadline) for e in resilience.chain(exc))
 
 
-def _source(number: int, doc: Document, similarity: float) -> Source:
+def _source(number: int, doc: Document, similarity: float, links: LinkPolicy) -> Source:
     # The section's own heading is shown beside the snippet (Source.section); leave it out here.
     snippet = " ".join(_HEADING.sub("", doc.content).split())
     if len(snippet) > SNIPPET_CHARS:
         snippet = snippet[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
     return Source(
         number=number, title=doc.meta.get("title") or "untitled", path=doc.meta.get("source", ""),
-        url=doc.meta.get("url") or "", snippet=snippet, chunk_id=doc.id, score=round(similarity, 4),
+        url=links.source_url(doc.meta.get("url") or ""), snippet=snippet, chunk_id=doc.id, score=round(similarity, 4),
         section=doc.meta.get("section") or "",
     )
 

@@ -1,7 +1,9 @@
 """Reviewed answers, served at once: a correction a reviewer approved on the review page answers
 new questions that match the reviewed question closely (cosine similarity of the project's
-embeddings at least `reviewed_answer_similarity`, same collection), with the sources of the
-reviewed answer and a "reviewed answer" mark. The threshold is measured in
+embeddings at least `reviewed_answer_similarity`), with the sources of the reviewed answer and a
+"reviewed answer" mark. Only where the asking channel searches every collection the reviewed
+answer came from: an answer reviewed in a channel that reads Finance and the handbook quotes
+Finance, and a channel that reads the handbook alone never sees it. The threshold is measured in
 bench/reviewed_match.py: paraphrases above it, different questions on the same topic below.
 
 Only first questions are matched: a follow-up ("and for part-time staff?") means what its thread
@@ -24,6 +26,11 @@ class Reviewed:
     question: str
     correction: str
     sources: list[dict] = field(default_factory=list)  # as the reviewed answer showed them
+    collections: frozenset[str] = frozenset()  # every collection the reviewed answer was answered from
+
+    def readable_from(self, collections: frozenset[str]) -> bool:
+        """Whether a channel searching `collections` may be shown this answer and its sources."""
+        return bool(self.collections) and self.collections <= collections
 
 
 # collection -> the approved corrections answered from it
@@ -52,12 +59,14 @@ class ReviewedAnswers:
                 self._known[(item.answer_id, item.question)] = vector
         return items, np.array([self._known[(i.answer_id, i.question)] for i in items], dtype=np.float32)
 
-    def match(self, question_vector: np.ndarray) -> tuple[Reviewed, float] | None:
-        """The reviewed answer whose question is most similar, if similar enough."""
+    def match(self, question_vector: np.ndarray, readable: frozenset[str]) -> tuple[Reviewed, float] | None:
+        """The reviewed answer whose question is most similar, if similar enough, among those a
+        channel searching the `readable` collections may see."""
         items, vectors = self._state.get()
-        if not items:
+        allowed = np.array([item.readable_from(readable) for item in items], dtype=bool)
+        if not allowed.any():
             return None
-        similarities = vectors @ question_vector
+        similarities = np.where(allowed, vectors @ question_vector, -np.inf)
         best = int(np.argmax(similarities))
         return (items[best], float(similarities[best])) if similarities[best] >= self.threshold else None
 

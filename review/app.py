@@ -3,9 +3,10 @@
 Every page needs a session: reviewers log in with a name and password (feedback/reviews.py keeps
 the scrypt hash, the failure count and the lockout), a failed login is answered only after
 FAILED_LOGIN_DELAY, and the session cookie is signed, HttpOnly, SameSite=Lax, Secure unless the
-page is served on loopback only, and expires after SESSION_HOURS. Every form carries a CSRF token
-(Flask-WTF's CSRFProtect); a post without it is refused. Templates escape everything they show
-(Jinja autoescaping): questions, answers, passages and reasons are user text.
+page is served on loopback only, and expires after SESSION_HOURS; a logout ends it on the server
+too (the reviewer's session version moves on). Every form carries a CSRF token (Flask-WTF's
+CSRFProtect); a post without it is refused. Templates escape everything they show (Jinja
+autoescaping): questions, answers, passages and reasons are user text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from core import active_model
 from core.secret_files import read_or_create
 from core.settings import Settings
-from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, InboxFilter, ReviewError, ReviewStore
+from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, LOCKOUT, InboxFilter, ReviewError, ReviewStore
 from feedback.store import FeedbackStore
 from review import charts
 
@@ -32,6 +33,9 @@ SESSION_HOURS = 8
 SECRET_FILE = "review_secret"
 PUBLIC = {"login", "static", "healthz"}
 FILTER_KEYS = ("vote", "collection", "model", "since", "until", "has_reason", "reviewed")
+MAX_PAGE = 10**9  # the offset of a page further on would not fit a database integer
+# One answer for a wrong password, an unknown name and a locked account: it tells no names.
+LOGIN_REFUSED = f"Wrong name or password (or too many failed logins: then try again in {LOCKOUT.seconds // 60} minutes)."
 
 
 def secret_key(settings: Settings) -> str:
@@ -115,14 +119,12 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
                         and not any(ord(c) < 32 for c in target) and not urlparse(target).netloc)
                 return redirect(target if safe else url_for("inbox"))
             time.sleep(FAILED_LOGIN_DELAY)
-            if result.locked_until:
-                error = f"Too many failed logins: this account is locked until {result.locked_until:%H:%M} UTC."
-            else:
-                error = "Wrong name or password."
+            error = LOGIN_REFUSED
         return render_template("login.html", error=error), (401 if error else 200)
 
     @app.post("/logout")
     def logout():
+        reviews.end_sessions(g.reviewer)  # a copy of the cookie kept from before is no use either
         session.clear()
         return redirect(url_for("login"))
 
@@ -130,8 +132,11 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
     def inbox():
         f = _inbox_filter(request.args)
         rows, total = reviews.inbox(f)
-        collections, models = reviews.facets()
         pages = max(1, -(-total // f.per_page))
+        if f.page > pages:  # past the end: the last page
+            f.page = pages
+            rows, total = reviews.inbox(f)
+        collections, models = reviews.facets()
         return render_template(
             "inbox.html", rows=rows, total=total, f=f, pages=pages, collections=collections, models=models,
             causes=CAUSES, args={k: v for k, v in request.args.items() if k in FILTER_KEYS},
@@ -221,14 +226,18 @@ def _inbox_filter(args) -> InboxFilter:
         except ValueError:
             return None
 
+    def text(name: str) -> str:  # PostgreSQL refuses NUL in text
+        return args.get(name, "")[:128].replace("\0", "")
+
     vote = args.get("vote", "down")
     reviewed = args.get("reviewed", "any")
+    until = day("until")
     return InboxFilter(
         vote=vote if vote in ("down", "up", "none", "any") else "down",
-        collection=args.get("collection", "")[:128], model=args.get("model", "")[:128],
-        since=day("since"), until=day("until"), has_reason=args.get("has_reason") == "on",
-        reviewed=reviewed if reviewed in ("any", "yes", "no") else "any",
-        page=max(1, args.get("page", 1, type=int) or 1), per_page=25,
+        collection=text("collection"), model=text("model"),
+        since=day("since"), until=until if until != date.max else None,  # the last day there is: no upper bound
+        has_reason=args.get("has_reason") == "on", reviewed=reviewed if reviewed in ("any", "yes", "no") else "any",
+        page=min(max(1, args.get("page", 1, type=int) or 1), MAX_PAGE), per_page=25,
     )
 
 

@@ -34,6 +34,7 @@ def _settings(*, bot: bool = False) -> Settings:
     """The settings, and logging with every secret redacted (bots log at TEAMBOT_LOG_LEVEL, the
     other commands warnings only)."""
     from core.logging_setup import configure_logging
+    from core.secret_files import private_dir
 
     try:
         settings = load_settings()
@@ -41,6 +42,9 @@ def _settings(*, bot: bool = False) -> Settings:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2)
     configure_logging(settings, quiet=not bot)
+    # Whichever command runs first makes the data dir, and it is the owner's alone: it holds the
+    # feedback database, exports, runs and secrets.
+    private_dir(settings.data_dir)
     return settings
 
 
@@ -442,16 +446,30 @@ def rules_check(path: Path = typer.Argument(..., help="A channel rules file (TOM
 def feedback_export(
     min_examples: Optional[int] = typer.Option(None, help="Refuse below this many (default TEAMBOT_TRAIN_MIN_EXAMPLES)."),
     max_tokens: Optional[int] = typer.Option(None, help="Drop longer examples (default TEAMBOT_TRAIN_MAX_TOKENS)."),
+    collections: Optional[str] = typer.Option(
+        None, metavar="A,B", help="The scope: comma-separated collections to learn from, and the only ones the fine-tune will "
+        "answer for (default: TEAMBOT_COLLECTION alone).",
+    ),
+    include_channel: list[str] = typer.Option(
+        [], "--include-channel", metavar="ID", help="Also learn from this private, restricted or direct-message channel (repeatable).",
+    ),
 ) -> None:
     """Build the fine-tuning dataset (train, dev, test) from rated answers (👍 as given, 👎 with a correction)."""
+    from bots.channel_rules import RulesError, load_rules
     from training.export import ExportRefused, export
 
     settings = _settings()
+    scope = None if collections is None else [c.strip() for c in collections.split(",") if c.strip()]
     try:
-        result = export(settings, max_tokens=max_tokens, min_examples=min_examples)
+        # Read here: training does not import bots (the layers in pyproject.toml).
+        rules = load_rules(settings.channel_rules) if settings.channel_rules else None
+        result = export(settings, max_tokens=max_tokens, min_examples=min_examples, collections=scope,
+                        include_channels=include_channel, rules=rules)
     except ExportRefused as exc:
         typer.echo(exc.result.format())
         _fail(str(exc))
+    except (RulesError, ValueError) as exc:
+        _fail(str(exc), code=2)
     typer.echo(result.format())
 
 
@@ -551,7 +569,9 @@ def publish(
     if rollback:
         if run:
             _fail("--rollback takes no --run")
-        typer.echo(f"active model: {active_model.rollback(settings)}")
+        model = active_model.rollback(settings)
+        scope = active_model.active_scope(settings)
+        typer.echo(f"active model: {model}" + (f" (for {', '.join(sorted(scope))})" if scope else ""))
         return
     if not run:
         _fail("which run? pass --run RUN (or --run latest), or --rollback")
@@ -573,7 +593,8 @@ def publish(
 
         typer.echo(format_served(served))
     if activate:
-        typer.echo(f"active model: {published.model} (was {published.previous_active}); undo with `teambot publish --rollback`")
+        typer.echo(f"active model: {published.model} for {', '.join(published.scope or [])}, {settings.model} for the "
+                   f"other collections (was {published.previous_active}); undo with `teambot publish --rollback`")
 
 
 @review_app.callback(invoke_without_command=True)

@@ -85,7 +85,8 @@ def test_a_retracted_vote_is_gone_from_stats_and_export_and_can_be_cast_again(st
     # The export sees only the votes still standing: an answer with none left is not "rated",
     # and the other is now plainly 👍 (it was a tie).
     assert [(record.id, [r.value for r in ratings]) for record, ratings in store.rated_answers()] == [(kept, [1])]
-    settings = load_settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", train_base_model="gemma3-270m")
+    settings = load_settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", train_base_model="gemma3-270m",
+                             collection="Handbook")
     examples = build_examples(settings, store)
     assert examples.rated == 1 and not examples.dropped
     assert [(e["answer_id"], e["kind"]) for e in examples.train + examples.dev + examples.test] == [(kept, "upvoted")]

@@ -111,7 +111,7 @@ def test_wrong_passwords_are_delayed_and_lock_the_account(page):
     for _ in range(MAX_FAILED_LOGINS - 1):
         reviews.login("maria", "still wrong")
     locked = _login(client)  # the right password, too late
-    assert locked.status_code == 401 and "locked until" in locked.get_data(as_text=True)
+    assert locked.status_code == 401 and "too many failed logins" in locked.get_data(as_text=True)
     assert client.get("/").status_code == 302
     reviews.add_reviewer("maria", PASSWORD + "!")  # an admin sets a new password: unlocked
     assert _login(client, password=PASSWORD + "!").status_code == 302
@@ -211,7 +211,7 @@ def test_a_review_is_saved_with_its_trail_and_changes_the_training_export(page, 
         reviews.save_review(ids["none"], "maria", correction="x", cause="bad luck", exclude=False, approved=False)
 
     settings = load_settings(data_dir=tmp_path, train_base_model="gemma3-270m", train_max_tokens=512)
-    result = build_examples(settings, store, embed=_no_embedding)
+    result = build_examples(settings, store, embed=_no_embedding, collections={"Handbook", "Lisbon"})
     examples = {e["question"]: e for split in ("train", "dev", "test") for e in getattr(result, split)}
     reviewed = examples["How many vacation days do I get?"]
     assert reviewed["messages"][-1]["content"] == "Full-time employees get 28 days [1]." and reviewed["kind"] == "reviewed"
@@ -221,7 +221,7 @@ def test_a_review_is_saved_with_its_trail_and_changes_the_training_export(page, 
             if p["question"] == "How many vacation days do I get?"] == [("Full-time employees get 28 days [1].", "10 days.")]
     # A reviewer's correction outranks a user's.
     store.rate(ids["bad"], platform="slack", user_id="U0", value=-1, correction="It is 30 days.")
-    again = build_examples(settings, store, embed=_no_embedding)
+    again = build_examples(settings, store, embed=_no_embedding, collections={"Handbook", "Lisbon"})
     assert {e["question"]: e for s in ("train", "dev", "test") for e in getattr(again, s)}[
         "How many vacation days do I get?"]["messages"][-1]["content"] == "Full-time employees get 28 days [1]."
 

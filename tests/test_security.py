@@ -297,6 +297,30 @@ def test_log_lines_have_configured_secrets_redacted_whoever_logs_them(settings, 
     assert not leaked(bot_logs.getvalue())
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_secrets_holding_quotes_and_backslashes_are_redacted_too(settings, bot_logs, log_format):
+    """JSON writes `"` as `\\"` and `\\` as `\\\\`, and %r doubles the backslash: a secret holding them
+    must be redacted before it is escaped, wherever it is in the record."""
+    import json
+
+    secret = 'pa"ss\\word-123456'
+    config = with_secrets(settings, log_format=log_format, slack_signing_secret=SecretStr(secret))
+    configure_logging(config, stream=bot_logs)
+    library = logging.getLogger("some.library")
+    library.warning(f"signing with {secret}")
+    library.warning("signing with %s, or %r", secret, secret)
+    try:
+        raise RuntimeError(f"bad signature for {secret}")
+    except RuntimeError:
+        library.exception("verify failed", extra={"header": secret, "headers": {"X-Signature": secret}})
+    logged = bot_logs.getvalue()
+    assert "word-123456" not in logged, logged
+    if log_format == "json":
+        lines = [json.loads(line) for line in logged.splitlines()]
+        assert [e["message"] for e in lines] == ["signing with ***", "signing with ***, or '***'", "verify failed"]
+        assert "RuntimeError: bad signature for ***" in lines[2]["exception"] and lines[2]["header"] == "***"
+
+
 # ---------------------------------------------------------------------- rate limits
 
 
@@ -419,7 +443,7 @@ def test_user_ids_are_stored_and_exported_only_as_salted_hashes(settings, tmp_pa
         store.record_answer(answer, platform="slack", user_id=raw_ids[n], channel="C0HASH", thread=f"{n}.0")
         for voter in raw_ids[: n + 1]:
             store.rate(answer.id, platform="slack", user_id=voter, value=1)
-    result = export(config, store, min_examples=1)
+    result = export(config, store, min_examples=1, collections=["Handbook"])
 
     written = b"".join(p.read_bytes() for p in result.out_dir.rglob("*") if p.is_file())
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("feedback.db*"))
@@ -450,6 +474,35 @@ def test_without_a_configured_salt_one_is_made_once_kept_private_and_used(settin
     alice = first.user_hash("slack", "U0RAWALICE")
     assert alice == second.user_hash("slack", "U0RAWALICE")  # the same salt after a restart
     assert alice != hashlib.sha256(b":slack:U0RAWALICE").hexdigest()[:32]  # not the unsalted hash
+
+
+def test_the_data_dir_teambot_makes_and_the_files_it_writes_there_are_private(settings, tmp_path):
+    """The feedback database, its WAL, the salt and the exported training data hold what people
+    typed: a data dir teambot makes is 0700, and the files it writes there are 0600."""
+    import stat
+
+    from training.export import export
+
+    data_dir = tmp_path / "teambot"  # not there yet
+    config = settings.model_copy(update={"data_dir": data_dir, "feedback_db_url": None, "user_hash_salt": None})
+    store = FeedbackStore.from_settings(config)
+    for n, question in enumerate(["Which tool do expense claims go in?", "How many vacation days do I get?",
+                                  "Who approves a production deploy?", "When does on-call hand over?"]):
+        answer = Answer(question=question, text=f"Answer {n} [1].", sources=[], model="teambot-dev",
+                        collection=config.collection, prompt=[{"role": "user", "content": question}])
+        store.record_answer(answer, platform="slack", user_id="U0ALICE", channel="C0MODES", thread=f"{n}.0")
+        store.rate(answer.id, platform="slack", user_id="U0BOB", value=1)
+    export(config, store, min_examples=1)
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(data_dir) == 0o700
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"feedback.db", "feedback.db-wal", "feedback.db-shm", "user_hash_salt", "train.jsonl", "summary.json"} <= names
+    assert {str(p.relative_to(data_dir)): oct(mode(p)) for p in files if mode(p) != 0o600} == {}
+    assert {str(p.relative_to(data_dir)): oct(mode(p)) for p in data_dir.rglob("*") if p.is_dir() and mode(p) & 0o077} == {}
 
 
 def test_votes_cast_before_the_salt_are_replaced_not_doubled_after_it(tmp_path):

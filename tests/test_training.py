@@ -149,7 +149,7 @@ def test_publish_activates_a_model_that_answers_and_rolls_back(env, trained, oll
 
     # The bots' answering service reads the active model per question: no restart needed.
     service = handbook.service
-    set_active_model(service.settings, name)
+    set_active_model(service.settings, name, scope=[handbook.collection])
     try:
         answer = service.ask("How much can I spend on meals when travelling?", collection=handbook.collection)
     finally:

@@ -26,7 +26,7 @@ def seeded(tmp_path_factory):
     # An empty cache: lengths are counted with the char heuristic, whatever was trained before.
     settings = load_settings(
         data_dir=data_dir, cache_dir=data_dir / "cache", train_base_model="gemma3-270m",
-        train_max_tokens=512, train_min_examples=10,
+        train_max_tokens=512, train_min_examples=10, collection="Handbook",  # the answers' collection: the scope
     )
     store = FeedbackStore.from_settings(settings)
     seed_feedback(store)
@@ -94,15 +94,16 @@ def test_duplicates_are_merged_within_a_thread_context_only(exported):
     }
 
 
-def test_what_people_typed_is_scrubbed_and_the_documents_are_kept(exported):
+def test_what_people_typed_and_the_documents_quoted_are_scrubbed(exported):
     text = json.dumps(_all(exported))
     for typed in ("xoxb-", "912 345 678", "4111 1111 1111 1111", "DE89 3704", "10.20.30.40", "<@U04MARIA77>"):
         assert typed not in text, typed
     dinner = next(e for e in _all(exported) if e["question"].startswith("@someone says my card [card]"))
     assert "IBAN [iban] can be reimbursed from [ip]" in dinner["question"]
-    # The handbook gives this address: the correction that quotes it is the right answer.
+    # The handbook gives this address: scrubbed in the passage and in the correction that quotes it alike.
     stolen = _by_question(_all(exported))["Who do I tell if my laptop is stolen?"]
-    assert stolen["messages"][-1]["content"] == "Report it to security@northwind.example within one hour, day or night [1]."
+    assert stolen["messages"][-1]["content"] == "Report it to [email] within one hour, day or night [1]."
+    assert "security@northwind.example" not in text and "stolen laptop to [email] within one hour" in text
     # Facts that look like numbers survive.
     assert "09:00 and 16:00 CET" in text and "45 EUR" in text and "Rua da Prata 120" in text
 
@@ -165,7 +166,7 @@ def test_export_turns_votes_into_preference_pairs_and_kto_examples_in_the_same_s
         assert question not in pairs
     # KTO: every 👍 answer desirable, every 👎 answer undesirable, every correction desirable.
     labelled = {(row["question"], row["completion"][0]["content"]): row["label"] for row in kto}
-    assert labelled[("What is the guest Wi-Fi password?", "The password is northwind123.")] is False
+    assert labelled[("What is the guest Wi-Fi password?", "The password is [secret].")] is False  # scrubbed
     assert labelled[("Can I expense a bottle of wine at a team dinner?", "No. Alcohol is not reimbursed [1].")] is True
     assert labelled[("Can I expense a bottle of wine at a team dinner?", "Yes, team dinners are reimbursed.")] is False
     assert labelled[("When does the on-call rotation hand over?", "I don't know from the documents I have.")] is False
@@ -198,7 +199,8 @@ def test_export_refuses_below_the_minimum(seeded, exported):
 def test_cli_export_prints_a_summary_and_refuses_with_nonzero_exit(tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
     seed_feedback(store, FEEDBACK[:6])
-    env = {"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20"}
+    env = {"TEAMBOT_DATA_DIR": str(tmp_path), "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m", "TEAMBOT_TRAIN_MIN_EXAMPLES": "20",
+           "TEAMBOT_COLLECTION": "Handbook"}
     runner = CliRunner()
     refused = runner.invoke(app, ["feedback", "export"], env=env)
     assert refused.exit_code == 1
@@ -233,6 +235,44 @@ def test_scrub_keeps_what_the_documents_say():
     documents = "Report a lost laptop to security@northwind.example; the VPN gateway is 10.8.0.1."
     typed = "I lost it, mail me at jo@northwind.example; security@northwind.example and 10.8.0.1 or 10.8.0.2?"
     assert scrub(typed, keep=documents) == "I lost it, mail me at [email]; security@northwind.example and 10.8.0.1 or [ip]?"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call +4915112345678 or +49 15112345678", "call [phone] or [phone]"),  # E.164, no separators
+        ("mobile 06 12 34 56 78 or 01.23.45.67.89, abroad +33 6 12 34 56 78", "mobile [phone] or [phone], abroad [phone]"),
+        ("mail jürgen.müller@bücher.de or 用户@例子.广告", "mail [email] or [email]"),
+        ("xoxc-1234567890-abcdefABCD, xoxp-1234-5678-abcdef, xoxb-1-abcdefgh, xoxa-2-abcdef12",
+         "[secret], [secret], [secret], [secret]"),
+        ("rotated xoxe.xoxp-1-Mi0yLTEyMzQ1 with xoxe-1-abcdefgh", "rotated [secret] with [secret]"),
+        ("posts to https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcdefghijklmnopqrstuvwx daily",
+         "posts to [secret] daily"),
+        ("AWS ASIAABCDEFGHIJKLMNOP and AKIAABCDEFGHIJKLMNOP", "AWS [secret] and [secret]"),
+        ("bot MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456 ok", "bot [secret] ok"),
+        ("npm npm_abcdefghijklmnopqrstuvwxyz0123456789 ok", "npm [secret] ok"),
+        ("key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nq2Vx0s\n\nthanks", "key:\n[secret]\n\nthanks"),  # no END
+        ("key: -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\nAAAAB3", "key: [secret]"),  # cut off
+        ("my password is hunter2, the wifi password is 'blue sky 7'.", "my password is [secret], the wifi password is [secret]."),
+        ("Password: abc12 and pw=x9y8 and PWD: hunter", "Password: [secret] and pw=[secret] and PWD: [secret]"),
+    ],
+)
+def test_scrub_catches_what_the_security_review_found(text, expected):
+    assert scrub(text) == expected
+
+
+def test_scrub_leaves_ordinary_text_alone():
+    handbook = [
+        "You get 25 days of paid leave a year and can carry over up to 5 days.",
+        "Upgrade the Slack app to 1.38.10 before 2026-12-03; the sync runs at 10:30 and 14:00:05.",
+        "Passwords must be at least 12 characters long; reset yours in the self-service portal.",
+        "The password is stored in the vault and the token is rotated every 90 days.",
+        "Room 4.12, ext. 4471, a budget of 12 000 EUR, order #20261203, build 2026.12.3, headcount +12%.",
+        "Meet on 03/12/2026 or 12.03.2026 from 10:30-11:45; scores were 10 20 30 40 50.",
+        "The on-call rota is in Pagerly; ask #it-help or mail the team list.",
+    ]
+    for sentence in handbook:
+        assert scrub(sentence) == sentence
 
 
 def test_answer_scores():

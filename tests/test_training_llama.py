@@ -176,7 +176,7 @@ def test_adapter_route_publishes_on_the_same_gguf_and_answers_through_the_pipeli
 
     # The bots' answering service reads the active model per question: no restart needed.
     service = handbook.service
-    set_active_model(service.settings, name)
+    set_active_model(service.settings, name, scope=[handbook.collection])
     try:
         answer = service.ask("How many days of paid vacation do full-time employees get?", collection=handbook.collection)
     finally:
@@ -342,7 +342,9 @@ def test_two_processes_train_what_one_process_trains(env, exported, trained):
     runs_dir = trained.parent
     before = {p.name for p in runs_dir.iterdir()}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "teambot.cli", *args, "--batch-size", "2"],
+        # --standalone: a rendezvous on a free port, not the fixed 29500 another run may hold.
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "teambot.cli", *args,
+         "--batch-size", "2"],
         env={**os.environ, **env[0]}, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
     )
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]

@@ -20,6 +20,8 @@ def seeded_env(data_dir: Path, base: str, served_base: str, *, max_tokens: int, 
     """(environment for the CLI, the same as Settings) with the feedback store seeded."""
     variables = {
         "TEAMBOT_DATA_DIR": str(data_dir), "TEAMBOT_TRAIN_BASE_MODEL": base,
+        # The rated answers of tests/feedback_data.py are the handbook's: the training scope.
+        "TEAMBOT_COLLECTION": "Handbook",
         # The bots answer with the base itself (as Ollama serves it) until a fine-tune is activated.
         "TEAMBOT_MODEL": served_base,
         "TEAMBOT_TRAIN_MAX_TOKENS": str(max_tokens), "TEAMBOT_TRAIN_MIN_EXAMPLES": "20",

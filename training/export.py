@@ -1,5 +1,12 @@
 """Turn rated answers into a fine-tuning dataset (`teambot feedback export`).
 
+Whose answers: a fine-tuned model may repeat what it learned wherever it answers, so the export
+takes a scope, a set of collections (default: TEAMBOT_COLLECTION alone), and only answers whose
+every collection is in it (one from "Finance+Handbook" is not in a Handbook scope). Left out too,
+unless the operator names the channel: answers only the asker saw or only some people may ask for
+(the channel rule is `private`, or has allowed_users/allowed_groups), and direct messages. The
+scope is written to summary.json, and from there to the run and the activation.
+
 Which answers become examples:
 - majority 👍 (each user's last vote counts once): the answer as the model gave it;
 - majority 👎 with a user's correction: the latest correction replaces the answer;
@@ -12,8 +19,9 @@ Which answers become examples:
 Each example is the chat the model actually saw (system prompt, thread turns, quoted documents
 and question) plus the assistant turn to learn.
 
-Then, in this order: what people typed is scrubbed of personal data and secrets (text quoted
-from the documents stays as written); examples longer than the context are dropped (never
+Then, in this order: everything is scrubbed of personal data and secrets, what people typed and
+the documents quoted alike (a model learns a contact address from a passage as well as from a
+question); examples longer than the context are dropped (never
 truncated: a cut answer teaches cut answers), so a long duplicate cannot displace a short one;
 the same question in the same thread context keeps only its latest example.
 
@@ -39,6 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.secret_files import make_private, private_dir, private_opener
 from core.settings import Settings
 from pipeline.prompts import is_abstention
 from training import preference
@@ -54,9 +63,15 @@ QUESTION_SIMILARITY = 0.8
 CHARS_PER_TOKEN = 3.0  # conservative for English prose when no tokenizer is at hand
 TOKENS_PER_MESSAGE = 6  # role markers and separators the chat template adds
 NOT_SHOWN = {"withheld", "uncited"}
-DOCUMENT = re.compile(r"<document\b[^>]*>\n?(.*?)\n?</document>", re.S)
+# Slack conversation ids: D… a direct message, G… a group DM (or a private channel of old).
+SLACK_DIRECT = ("D", "G")
 
 DROP_REASONS = {
+    "out_of_scope": "from a collection outside the scope",
+    "private_channel": "from a private channel",
+    "restricted_channel": "from a channel only some people may ask in",
+    "direct_message": "from a direct message",
+    "private_answer": "shown only to its asker",
     "downvoted_no_correction": "👎 without a correction",
     "tie": "tied votes",
     "no_prompt": "recorded without its prompt",
@@ -90,6 +105,8 @@ class ExportResult:
     preference: preference.PreferenceData = field(default_factory=preference.PreferenceData)
     preference_too_long: int = 0
     out_dir: Path | None = None
+    # {"collections": [...], "include_channels": [...]}: what the data may come from (sorted).
+    scope: dict = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
@@ -97,6 +114,7 @@ class ExportResult:
 
     def summary(self) -> dict:
         return {
+            "scope": self.scope,
             "rated_answers": self.rated, "kept": self.kept, **{s: len(getattr(self, s)) for s in SPLITS},
             "groups": self.groups, "dropped": dict(self.dropped), "max_tokens": self.max_tokens,
             "token_counter": self.token_counter,
@@ -105,7 +123,10 @@ class ExportResult:
 
     def format(self) -> str:
         sizes = ", ".join(f"{s} {len(getattr(self, s))}" for s in SPLITS)
-        lines = [f"rated answers: {self.rated}", f"kept: {self.kept} ({sizes}; {self.groups} groups)"]
+        scope = ", ".join(self.scope.get("collections", []))
+        if self.scope.get("include_channels"):
+            scope += f" (and channels {', '.join(self.scope['include_channels'])})"
+        lines = [f"scope: {scope}", f"rated answers: {self.rated}", f"kept: {self.kept} ({sizes}; {self.groups} groups)"]
         for reason, label in DROP_REASONS.items():
             if self.dropped.get(reason):
                 lines.append(f"dropped, {label}: {self.dropped[reason]}")
@@ -144,11 +165,6 @@ def verdict(ratings) -> tuple[int, str | None]:
     return -1, (corrections[-1] if corrections else None)
 
 
-def documents_text(messages: list[dict]) -> str:
-    """The quoted documents of a prompt: text that is the team's, not typed by the asker."""
-    return "\n".join(m for message in messages for m in DOCUMENT.findall(message["content"]))
-
-
 def source_paths(record) -> list[str]:
     """The documents an answer is answered from: its cited sources, else its best passage."""
     paths = [s.get("path") for s in (record.sources or []) if isinstance(s, dict) and s.get("path")]
@@ -185,19 +201,18 @@ class _TokenCounter:
         return total
 
 
-def _prompt(record) -> tuple[list[dict], str, list[str]]:
-    """(the scrubbed chat the model saw, its quoted documents, the thread's earlier turns)."""
+def _prompt(record) -> tuple[list[dict], list[str]]:
+    """(the scrubbed chat the model saw, quoted documents included; the thread's earlier turns)."""
     prompt = [
         {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
         for m in (record.prompt or []) if isinstance(m, dict)
     ]
     if not any(m["role"] == "user" for m in prompt):
-        return [], "", []
-    keep = documents_text(prompt)
-    messages = [{"role": m["role"], "content": scrub(m["content"], keep)} for m in prompt]
+        return [], []
+    messages = [{"role": m["role"], "content": scrub(m["content"])} for m in prompt]
     # Earlier turns of the thread: the same question after different turns is another example.
     context = [normalize_question(m["content"]) for m in messages[:-1] if m["role"] != "system"]
-    return messages, keep, context
+    return messages, context
 
 
 def reviewed_verdict(record, review, vote: int, correction: str | None) -> tuple[int, str | None, str | None]:
@@ -210,7 +225,7 @@ def reviewed_verdict(record, review, vote: int, correction: str | None) -> tuple
     return -1, review.correction, "reviewed"
 
 
-def _example(record, vote: int, correction: str | None, prompt: list[dict], keep: str, context: list[str],
+def _example(record, vote: int, correction: str | None, prompt: list[dict], context: list[str],
              kind: str | None = None) -> tuple[dict | None, str | None]:
     """(the SFT example, None) or (None, why it is left out)."""
     if vote == 0:
@@ -227,19 +242,55 @@ def _example(record, vote: int, correction: str | None, prompt: list[dict], keep
     if not prompt:
         return None, "no_prompt"
     return {
-        "messages": [*prompt, {"role": "assistant", "content": scrub(target, keep)}],
-        "question": scrub(record.question.strip(), keep), "answer_id": record.id,
+        "messages": [*prompt, {"role": "assistant", "content": scrub(target)}],
+        "question": scrub(record.question.strip()), "answer_id": record.id,
         "kind": kind or ("upvoted" if vote > 0 else "corrected"), "model": record.model, "sources": source_paths(record),
         "thread_context": context,
     }, None
 
 
-def build_examples(settings: Settings, store, *, max_tokens: int | None = None, embed=None) -> ExportResult:
+def left_out(record, collections: frozenset[str], include_channels: frozenset[str], rules) -> str | None:
+    """Why an answer may not be learned from at all (see DROP_REASONS), or None."""
+    asked = {c for c in (record.collection or "").split("+") if c}
+    if not asked or not asked <= collections:
+        return "out_of_scope"
+    # Discord records a thread under its parent channel; the thread may have a rule of its own.
+    keys = (record.thread, record.channel) if record.platform == "discord" else (record.channel,)
+    channels = [c for c in keys if c]
+    if include_channels & set(channels):
+        return None
+    # Who could see it when it was given, as recorded then (answers since migration 0007).
+    if record.audience and record.audience != "public":
+        return record.audience
+    if (record.platform == "discord" and not record.workspace) or (
+            record.platform == "slack" and (record.channel or "").startswith(SLACK_DIRECT)):
+        return "direct_message"
+    rule = rules.for_channel(*channels, record.workspace) if rules is not None else None
+    if rule is not None and rule.private:
+        return "private_channel"
+    if rule is not None and rule.restricted:
+        return "restricted_channel"
+    return None
+
+
+def build_examples(settings: Settings, store, *, max_tokens: int | None = None, embed=None,
+                   collections=None, include_channels=(), rules=None) -> ExportResult:
     """Select, scrub, length-filter, dedupe, group and split rated answers, and the preference
     data from the same votes (nothing is written).
 
+    `collections`: the scope (default: settings.collection alone); `include_channels`: channel ids
+    whose private, restricted or direct answers are taken all the same; `rules`: the channel rules
+    in force (bots.channel_rules.load_rules, passed in: training does not import bots);
     `embed` maps questions to normalized vectors (default: the project's embedder)."""
-    result = ExportResult(max_tokens=max_tokens or settings.train_max_tokens)
+    scope = frozenset(collections if collections is not None else [settings.collection])
+    if not scope:
+        raise ValueError("the scope names no collection")
+    if rules is None and settings.channel_rules:
+        # Without them a private channel's answers would pass as public ones.
+        raise ValueError(f"the channel rules of {settings.channel_rules} must be passed to the export")
+    include = frozenset(include_channels)
+    result = ExportResult(max_tokens=max_tokens or settings.train_max_tokens,
+                          scope={"collections": sorted(scope), "include_channels": sorted(include)})
     count_tokens = _TokenCounter(settings)
     result.token_counter = count_tokens.kind
     latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
@@ -247,16 +298,20 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     reviews = _reviews(store)
     for record, ratings in store.rated_answers():
         result.rated += 1
+        # Before anything else: an answer outside the scope is no SFT example nor preference signal.
+        if reason := left_out(record, scope, include, rules):
+            result.dropped[reason] += 1
+            continue
         review = reviews.get(record.id)
         if review is not None and review.exclude:
             result.dropped["excluded"] += 1
             continue
         vote, correction, kind = reviewed_verdict(record, review, *verdict(ratings))
-        prompt, keep, context = _prompt(record)
-        item = preference.voted_item(record, vote, correction, prompt, keep, context)
+        prompt, context = _prompt(record)
+        item = preference.voted_item(record, vote, correction, prompt, context)
         if item:
             voted.append(item)
-        example, reason = _example(record, vote, correction, prompt, keep, context, kind)
+        example, reason = _example(record, vote, correction, prompt, context, kind)
         if reason:
             result.dropped[reason] += 1
             continue
@@ -389,13 +444,15 @@ def export_dir(settings: Settings) -> Path:
 
 
 def export(settings: Settings, store=None, *, max_tokens: int | None = None, min_examples: int | None = None,
-           embed=None) -> ExportResult:
-    """Build the dataset and write it to `data_dir/sft/`; raises ExportRefused when too small."""
+           embed=None, collections=None, include_channels=(), rules=None) -> ExportResult:
+    """Build the dataset and write it to `data_dir/sft/`; raises ExportRefused when too small.
+    The scope and the channel rules are those of build_examples."""
     if store is None:
         from feedback.store import FeedbackStore
 
         store = FeedbackStore.from_settings(settings)
-    result = build_examples(settings, store, max_tokens=max_tokens, embed=embed)
+    result = build_examples(settings, store, max_tokens=max_tokens, embed=embed, collections=collections,
+                            include_channels=include_channels, rules=rules)
     minimum = min_examples if min_examples is not None else settings.train_min_examples
     if result.kept < minimum or not all(getattr(result, s) for s in SPLITS):
         raise ExportRefused(
@@ -414,7 +471,10 @@ def write(result: ExportResult, out_dir: Path) -> Path:
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # What people typed, scrubbed or not, is for the owner only: the data dir (made here if missing)
+    # and the export are 0700, its files 0600; private while written, so there is no window.
+    private_dir(staging.parent)
+    staging.mkdir(mode=0o700)
     for split in SPLITS:
         write_split(staging / f"{split}.jsonl", getattr(result, split))
     DatasetDict(
@@ -425,13 +485,14 @@ def write(result: ExportResult, out_dir: Path) -> Path:
         for split, rows in getattr(result.preference, method).items():
             write_split(staging / method / f"{split}.jsonl", rows)
     (staging / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+    make_private(staging)  # `datasets` writes its files with the umask's mode
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.replace(out_dir)
     return out_dir
 
 
 def write_split(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as out:
+    with open(path, "w", encoding="utf-8", opener=private_opener) as out:
         out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 

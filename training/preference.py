@@ -39,9 +39,9 @@ class PreferenceData:
         }
 
 
-def voted_item(record, vote: int, correction: str | None, prompt: list[dict], keep: str, context: list[str]) -> dict | None:
-    """One voted answer as the user saw it, scrubbed; None when it is no preference signal
-    (withheld or not shown as written, no prompt, nothing said)."""
+def voted_item(record, vote: int, correction: str | None, prompt: list[dict], context: list[str]) -> dict | None:
+    """One voted answer as the user saw it, scrubbed as its (already scrubbed) prompt is; None
+    when it is no preference signal (withheld or not shown as written, no prompt, nothing said)."""
     from training.export import NOT_SHOWN, source_paths
 
     answer = (record.answer_text or "").strip()
@@ -51,9 +51,9 @@ def voted_item(record, vote: int, correction: str | None, prompt: list[dict], ke
     if vote > 0 and abstained:
         return None
     return {
-        "answer_id": record.id, "question": scrub(record.question.strip(), keep), "prompt": prompt,
-        "answer": scrub(answer, keep), "vote": vote,
-        "correction": scrub(correction.strip(), keep) if correction and correction.strip() else None,
+        "answer_id": record.id, "question": scrub(record.question.strip()), "prompt": prompt,
+        "answer": scrub(answer), "vote": vote,
+        "correction": scrub(correction.strip()) if correction and correction.strip() else None,
         "sources": source_paths(record), "thread_context": context,
     }
 

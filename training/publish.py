@@ -13,7 +13,9 @@ behind the balancer, the model is created on each of them (merged once).
 Only a run whose evaluation says promotable is published (`--force` overrides). The published
 model is then scored as Ollama serves it (training/evaluate.score_served) and activated only if
 that passes the gate too. Activation is a state file the bots read per question
-(core/active_model.py), so no restart is needed.
+(core/active_model.py), so no restart is needed; it carries the run's scope, the collections its
+data came from, and the bots ask the model only questions from those collections. A run that
+records no scope (trained before scopes existed) is never activated.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Published:
     previous_active: str | None
     seconds: float
     served: dict | None = None  # the served model's scores and verdict (None: not scored, --force)
+    scope: list[str] | None = None  # the collections it may answer questions from
 
 
 def model_name(run_id: str) -> str:
@@ -232,6 +235,10 @@ def publish(
     if route not in ROUTES:
         raise PublishRefused(f"unknown route {route!r}: use {', '.join(ROUTES)}")
     config = runs.read_json(run_dir / "config.json")
+    scope = config.get("scope")
+    if activate and not scope:  # not even with --force: its data may come from any channel
+        raise PublishRefused(f"run {run_dir.name} records no scope (trained before scopes existed): train it again "
+                             "from a fresh `teambot feedback export`")
     spec = resolve_base(settings, config["base"])
     name = model_name(run_dir.name)
     started = time.monotonic()
@@ -271,11 +278,11 @@ def publish(
                 ensure_ollama_base(settings, client, spec, log)
         served = score_served(settings, run_dir, name, spec, log=log)
     refused = activate and served is not None and not served["passed"] and not force
-    previous = set_active_model(settings, name) if activate and not refused else None
+    previous = set_active_model(settings, name, scope=scope) if activate and not refused else None
     seconds = time.monotonic() - started
     runs.write_json(run_dir / "published.json", {
         "model": name, "route": route, "quantization": quantization, "ollama_url": settings.ollama_url,
-        "ollama_servers": list(clients), "activated": activate and not refused, "gguf": gguf,
+        "ollama_servers": list(clients), "activated": activate and not refused, "scope": scope, "gguf": gguf,
         "served": {k: v for k, v in served.items() if k != "answers"} if served else None,
         "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
     })
@@ -285,4 +292,4 @@ def publish(
             f"({'; '.join(served['reasons'])}). The active model is still {active_model(settings)}."
         )
     return Published(model=name, route=route, quantization=quantization, previous_active=previous,
-                     seconds=seconds, served=served)
+                     seconds=seconds, served=served, scope=scope)

@@ -1,6 +1,7 @@
 """Training runs on disk: `data_dir/runs/<run-id>/` holds everything one fine-tune produced.
 
-    config.json     base model, hyper-parameters, dataset sizes, timings
+    config.json     base model, hyper-parameters, dataset sizes, timings, and the scope: the
+                    collections its data came from (where the published model may answer)
     train.jsonl     the examples trained on; dev.jsonl (early stopping) and test.jsonl (the gate)
     adapter/        the LoRA adapter (peft) and the tokenizer with its chat template
     metrics.json    train/eval loss history, training-set loss before and after

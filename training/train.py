@@ -74,9 +74,9 @@ def load_export(settings: Settings, method: str = "sft") -> tuple[dict[str, list
     return {s: read_split(folder / f"{s}.jsonl") for s in SPLITS}, summary
 
 
-def parent_run(settings: Settings, spec_name: str, from_run: str) -> Path | None:
-    """The SFT run a preference run starts from: named, the latest SFT run of the same base
-    ("auto"), or none."""
+def parent_run(settings: Settings, spec_name: str, from_run: str, scope: list[str]) -> Path | None:
+    """The SFT run a preference run starts from: named, the latest SFT run of the same base and
+    scope ("auto"), or none. A parent trained on other collections would carry them into this run."""
     if from_run == "none":
         return None
     if from_run != "auto":
@@ -84,11 +84,15 @@ def parent_run(settings: Settings, spec_name: str, from_run: str) -> Path | None
         config = runs.read_json(run_dir / "config.json")
         if config["base"] != spec_name:
             raise TrainError(f"run {from_run} fine-tuned {config['base']}, not {spec_name}")
+        if config.get("scope") != scope:
+            raise TrainError(f"run {from_run} learned from {', '.join(config.get('scope') or ['an unscoped export'])}, "
+                             f"not {', '.join(scope)}: export its scope again, or start from the base (--from-run none)")
         return run_dir
     candidates = []
     for config_path in runs.runs_dir(settings).glob("*/config.json"):
         config = runs.read_json(config_path)
-        if config.get("method", "sft") == "sft" and config["base"] == spec_name and (config_path.parent / "adapter").is_dir():
+        if (config.get("method", "sft") == "sft" and config["base"] == spec_name and config.get("scope") == scope
+                and (config_path.parent / "adapter").is_dir()):
             candidates.append(config_path.parent)
     return max(candidates, key=lambda p: (p / "adapter").stat().st_mtime, default=None)
 
@@ -221,12 +225,17 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
     log = log if main else (lambda message: None)
     splits, export_summary = load_export(settings)  # the gate's test split, whatever the method
     preference = load_export(settings, options.method)[0] if options.method != "sft" else None
+    # The collections the data came from: where the model may answer once published (core/active_model.py).
+    scope = (export_summary.get("scope") or {}).get("collections")
+    if not scope:
+        raise TrainError("the export records no scope (it was made before scopes existed, from every collection "
+                         "and channel): run `teambot feedback export` again")
     trained_on = preference or splits
     train_rows, eval_rows = trained_on["train"], trained_on["dev"]  # dev: early stopping; test: the gate only
     if not train_rows:
         raise TrainError(f"the export has no {options.method.upper()} training examples: collect more votes")
     spec = resolve_base(settings, options.base)
-    parent = parent_run(settings, spec.name, options.from_run) if preference else None
+    parent = parent_run(settings, spec.name, options.from_run, scope) if preference else None
     options.max_length = options.max_length or settings.train_max_tokens
     run_id = distributed.share(runs.check_run_id(options.run_id or runs.new_run_id()), process)
     run_dir = runs.runs_dir(settings) / run_id
@@ -244,7 +253,7 @@ def train(settings: Settings, options: TrainOptions | None = None, log=print) ->
         "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "method": options.method, "parent_run": parent.name if parent else None,
         "base": spec.name, "base_source": str(loaded.source), "arch": loaded.model.config.model_type,
-        "device": loaded.device, "processes": process.num_processes, "options": asdict(options),
+        "device": loaded.device, "processes": process.num_processes, "options": asdict(options), "scope": scope,
         "dataset": {**{s: len(rows) for s, rows in trained_on.items()}, "export": export_summary},
         "versions": {m.__name__: m.__version__ for m in (torch, transformers, peft, trl)},
     }
