@@ -21,6 +21,8 @@ _URL = re.compile(r"(?:https?://|www\.)[^\s<>`|\"'\]\)\[(]+", re.IGNORECASE)
 _TRAILING = ".,;:!?*_~"
 # A Markdown link, whatever its target says: renderers unescape `https\://` and `&#58;` in it.
 _MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*([^)\s]*)\s*\)")
+# A target a renderer takes off-site: a scheme (any: `javascript:` too), `//host` or `www.`.
+_LINK_TARGET = re.compile(r"\s*(?:[a-z][a-z0-9+.-]*:|//|www\.)", re.IGNORECASE)
 # Code: fenced blocks (an open one runs to the end) and inline spans. URLs in code are not links.
 _CODE = re.compile(r"(```[\s\S]*?(?:```|\Z)|`[^`\n]*`)")
 # What may still grow into a link (or the link part of `[label](url)`) at the end of streamed text.
@@ -69,6 +71,8 @@ class LinkPolicy:
         def markdown_link(match: re.Match) -> str:
             label, target = match.group(1), match.group(2)
             url = html.unescape(re.sub(r"\\(.)", r"\1", target))
+            if not _LINK_TARGET.match(url):  # `[1](Annex)`, `[x](#part)`: nothing a renderer follows off-site
+                return match.group(0)
             return match.group(0) if self.allows(url) else f"{label} (`{target}`)"
 
         def bare(match: re.Match) -> str:
@@ -91,8 +95,8 @@ class LinkPolicy:
         back until it is whole, since it may be shown differently then."""
         match = _OPEN_AT_END.search(text)
         end = match.start() if match else len(text)
-        # An inline code span still open: what follows its backtick may yet become code.
+        # An inline code span still open on the last line: what follows its backtick may yet become
+        # code (a span never crosses a line, so a stray backtick on an earlier line holds nothing).
         prose = _CODE.sub(lambda m: "x" * len(m.group(0)), text)
-        if "`" in prose:
-            end = min(end, prose.index("`"))
-        return end
+        tick = prose.find("`", prose.rfind("\n") + 1)
+        return min(end, tick) if tick >= 0 else end

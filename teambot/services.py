@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.readiness import ServiceError, wait_until_ready
+from core.readiness import ServiceError, http_ok, wait_until_ready
 from core.servers import OLLAMA, SERVICES, WEAVIATE, Service, cpu_variant, is_ready
 from core.settings import Settings
 
@@ -149,8 +149,12 @@ def ollama_env(settings: Settings, address: str, models: Path) -> dict[str, str]
 
 
 def start(service: Service, settings: Settings, log=print, wait: float = 120.0) -> str:
-    """Start the service unless one already answers; returns 'running', 'external' or 'started'."""
-    if is_ready(service, settings):
+    """Start the service unless one already answers; returns 'running', 'external' or 'started',
+    once every port its clients use answers."""
+    if http_ok(service.url(settings) + service.health_path):
+        # A server is there (ours, or another's), maybe still opening a port: wait for it, never
+        # start a second one on the same ports and data.
+        wait_until_ready(lambda: is_ready(service, settings, timeout=1.0), what=service.name, timeout=wait)
         pid = _read_pid(service, settings)
         return "running" if pid and _alive(pid) else "external"
     binary = build(service, settings, log=log)

@@ -112,16 +112,18 @@ def _get(url: str, settings: Settings, timeout: float = 2.0) -> httpx.Response |
         return None
 
 
-def _up(node: Node, settings: Settings, path: str = readiness.WEAVIATE_LIVE) -> bool:
-    """Whether the node answers `path` on REST and its gRPC port is serving (clients need both)."""
-    return readiness.weaviate_ready(node.url, node.grpc, api_key=settings.weaviate_key, path=path)
+def _up(node: Node, settings: Settings) -> bool:
+    """Whether the node is ready on REST (it has a Raft leader) and its gRPC port is serving."""
+    return readiness.weaviate_ready(node.url, node.grpc, api_key=settings.weaviate_key)
 
 
 def start_node(settings: Settings, node: Node, members: list[Node], log=print, wait: float = 120.0) -> str:
     """Start one node unless it answers already (its data dir kept: a restart rejoins); 'started'
     once its process answers on REST, or 'running'. `start` waits for the rest: a node's gRPC
     port may open only once the cluster has a Raft leader, which takes the other nodes up."""
-    if _up(node, settings):
+    live = node.url + readiness.WEAVIATE_LIVE
+    headers = readiness.bearer(settings.weaviate_key)
+    if readiness.http_ok(live, headers=headers):  # its process is there (gRPC may follow): never a second
         return "running"
     binary = services.build(WEAVIATE, settings, log=log)
     data, pid_file, log_file = _paths(settings, node)
@@ -129,7 +131,7 @@ def start_node(settings: Settings, node: Node, members: list[Node], log=print, w
     services.launch(
         node.name, [str(binary), "--host", node.host, "--port", str(node.rest), "--scheme", "http"],
         node_env(settings, node, members), pid_file=pid_file, log_file=log_file,
-        ready=lambda: readiness.http_ok(node.url + readiness.WEAVIATE_LIVE), wait=wait,
+        ready=lambda: readiness.http_ok(live, headers=headers), wait=wait,
     )
     return "started"
 
@@ -143,7 +145,7 @@ def start(settings: Settings, count: int, log=print, wait: float = 180.0) -> lis
     deadline = time.monotonic() + wait
     for node in members:
         readiness.wait_until_ready(
-            lambda node=node: _up(node, settings, readiness.WEAVIATE_READY), timeout=max(deadline - time.monotonic(), 0),
+            lambda node=node: _up(node, settings), timeout=max(deadline - time.monotonic(), 0),
             what=f"{node.name} at {node.url} (gRPC {node.grpc}; log {_paths(settings, node)[2]})",
         )
     try:
@@ -204,7 +206,7 @@ def status(settings: Settings) -> dict[str, dict[str, object]]:
     members = running_nodes(settings)
     health = cluster_health(settings, len(members)) if members else {}
     return {
-        n.name: {"url": n.url, "grpc_port": n.grpc, "ready": _up(n, settings, readiness.WEAVIATE_READY),
+        n.name: {"url": n.url, "grpc_port": n.grpc, "ready": _up(n, settings),
                  "cluster_status": health.get(n.name, "DOWN")}
         for n in members
     }
