@@ -37,7 +37,7 @@ class HttpServer:
             channel_timeout=channel_timeout, cleanup_interval=max(1, int(channel_timeout // 2)), backlog=BACKLOG,
             max_request_body_size=max_body, ident="teambot", expose_tracebacks=False,
         )
-        self.server_port: int = self._server.effective_port
+        self.server_port = int(self._server.effective_port)  # waitress gives it as a string
         self._stopping = threading.Event()
         self._stopped = threading.Event()
 

@@ -36,6 +36,7 @@ from teambot import services
 HAPROXY = "haproxy"
 # Long enough for the slowest streamed answer; the client's own timeout ends it sooner.
 STREAM_TIMEOUT = "10m"
+MONITOR_PATH = "/haproxy-alive"  # answered by haproxy itself: is the balancer up
 # A bot's /healthz asks Weaviate (REST, gRPC) and Ollama in turn, up to 2 s each on a loaded
 # machine; a dead server is still seen at once (connection refused).
 CHECK_TIMEOUT = "7s"
@@ -106,6 +107,7 @@ defaults
 
 frontend {self.name}
     bind 127.0.0.1:{self.port}
+    monitor-uri {MONITOR_PATH}
     default_backend {self.name}-servers
 
 backend {self.name}-servers
@@ -169,15 +171,14 @@ backend {self.name}-servers
         }
 
     def _answers(self) -> bool:
-        """haproxy lists its servers on the stats socket and answers HTTP on its port (any status:
-        with no server up yet it says 503 itself)."""
+        """haproxy lists its servers on the stats socket and answers HTTP on its port itself (its
+        monitor URI: no request reaches a server, whose counts stay the clients')."""
         if not self.server_states():
             return False
         try:
-            httpx.get(f"http://127.0.0.1:{self.port}{self.health_path}", timeout=2.0)
+            return httpx.get(f"http://127.0.0.1:{self.port}{MONITOR_PATH}", timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
-        return True
 
     def _command(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
