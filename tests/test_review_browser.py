@@ -197,7 +197,8 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         browser.quit()
 
     # At the next fine-tune: the reviewer's correction is the training target.
-    exported = CliRunner().invoke(app, ["feedback", "export", "--collections", f"Handbook,{handbook.collection}"], env={**env, "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m"})
+    exported = CliRunner().invoke(app, ["feedback", "export", "--collections", f"Handbook,{settings.channel_collections[CHANNEL]}"],
+                                  env={**env, "TEAMBOT_TRAIN_BASE_MODEL": "gemma3-270m"})
     assert exported.exit_code == 0, exported.output
     rows = [json.loads(line) for split in ("train", "dev", "test")
             for line in (settings.data_dir / "sft" / f"{split}.jsonl").read_text().splitlines()]
