@@ -40,7 +40,7 @@ from bots.conversation import Conversations, Question, Refusal
 from bots.request_guard import MAX_BODY_BYTES, RequestGuard
 from bots.slack_blocks import (
     FEEDBACK, FEEDBACK_MODAL, HANDOFF, LEGACY_VOTE_DOWN, LEGACY_VOTE_UP, RESOLVE, SHARE, answer_tail,
-    defuse_mass_mentions, defuse_mentions, escape, feedback_from_view, feedback_modal, handoff_block, handoff_message,
+    defuse_mass_mentions, escape, feedback_from_view, feedback_modal, handoff_block, handoff_message,
     markdown_messages, resolved_blocks, vote_of,
 )
 from bots.slack_reply import AppendBudget, SlackPrivateReply, SlackReply
@@ -470,7 +470,7 @@ class SlackBot:
         answer = self.store.shown_answer(record.id)
         rule = self._rule(record.channel, record.workspace)
         shared = f"<@{user}> shared an answer to: {escape(' '.join(answer.question.split())[:500])}"
-        messages = markdown_messages(defuse_mentions(answer.text.strip()),
+        messages = markdown_messages(answer.text.strip(),
                                      answer_tail(answer, votes=True, handoff=rule.has_experts))
         ts = []
         for i, (text, blocks) in enumerate(messages):

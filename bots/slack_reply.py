@@ -295,7 +295,7 @@ class SlackPrivateReply:
 
     def finish(self, answer: Answer, *, votes: bool, handoff: bool = False) -> list[str]:
         tail = answer_tail(answer, votes=votes, handoff=handoff, share=votes and not answer.abstained)
-        for text, blocks in markdown_messages(defuse_mentions(answer.text.strip()), tail):
+        for text, blocks in markdown_messages(answer.text.strip(), tail):
             self._ephemeral(text, blocks)
         return []
 

@@ -56,8 +56,7 @@ class LinkPolicy:
         return cls([*(host(d.meta.get("url_base") or "") for d in documents), *extra_hosts])
 
     def allows(self, url: str) -> bool:
-        return bool(url) and not _AMBIGUOUS.search(url.split("/", 3)[2] if "://" in url else url.split("/", 1)[0]) \
-            and host(url) in self.hosts
+        return bool(url) and host(url) in self.hosts  # host() is '' for an authority parsers read differently
 
     def source_url(self, url: str) -> str:
         """A source's link if it may be shown as one; '' otherwise (the source keeps its title and path)."""
