@@ -157,6 +157,7 @@ class SlackBot:
         self.app.event(re.compile(".*"))(self._ignore_event)
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._groups_lock = threading.Lock()
+        self._audiences: dict[str, tuple[float, str]] = {}  # channel → (when asked, who sees it)
 
     def close(self) -> None:
         """Wait for the answers in progress, then stop."""
@@ -264,7 +265,7 @@ class SlackBot:
             platform=PLATFORM, text=question_text(event.get("text") or "", bot_user_id), user=user,
             workspace=team, channel=channel, thread=thread, collection=self.settings.collection_for(channel, team),
             rule=rule, groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
-            where=_SLACK_AUDIENCE.get(event.get("channel_type") or "", "public"),
+            where=self._audience(client, channel, event.get("channel_type")),
         )
         # An agent view thread gets the first question as its title.
         titled = event.get("channel_type") == "im" and event.get("thread_ts") and not self.store.thread_history(
@@ -302,6 +303,33 @@ class SlackBot:
                 found.add(group)
         return frozenset(found)
 
+    def _audience(self, client: WebClient, channel: str, channel_type: str | None) -> str:
+        """Who sees the conversation: a message event says (`channel_type`); an app_mention does
+        not, so Slack is asked, and a channel it cannot describe counts as private."""
+        if channel_type:
+            return _SLACK_AUDIENCE.get(channel_type, "public")
+        with self._groups_lock:
+            known = self._audiences.get(channel)
+        if known and time.monotonic() - known[0] < GROUP_MEMORY:
+            return known[1]
+        try:
+            info = client.conversations_info(channel=channel)["channel"]
+        except SlackApiError as exc:
+            log.warning("could not tell who sees channel %s (%s); its answers count as private",
+                        channel, exc.response.get("error"))
+            return "private_channel"
+        audience = ("direct_message" if info.get("is_im") else
+                    "private_channel" if info.get("is_private") or info.get("is_mpim") else "public")
+        with self._groups_lock:
+            self._audiences[channel] = (time.monotonic(), audience)
+        return audience
+
+    def _command_audience(self, client: WebClient, channel: str, name: str) -> str:
+        # A command names DMs and group DMs by kind, but a channel by its name, private or not.
+        if name.startswith("mpdm-"):
+            return "private_channel"
+        return _SLACK_COMMAND_AUDIENCE.get(name) or self._audience(client, channel, None)
+
     @staticmethod
     def _set_title(client: WebClient, channel: str, thread: str, question: str) -> None:
         title = " ".join(question.split())
@@ -319,7 +347,7 @@ class SlackBot:
             platform=PLATFORM, text=question_text(command.get("text") or "", None), user=user, workspace=team,
             channel=channel, thread="", collection=self.settings.collection_for(channel, team), rule=rule,
             groups=self._groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
-            where=_SLACK_COMMAND_AUDIENCE.get(command.get("channel_name") or "", "public"),
+            where=self._command_audience(client, channel, command.get("channel_name") or ""),
         ))
         if isinstance(admitted, Refusal):
             usage = " Usage: `/ask which tool do expense claims go in?`" if admitted.outcome == "invalid" else ""

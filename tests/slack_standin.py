@@ -13,6 +13,7 @@ messages the bot posted, and it refuses what Slack refuses, with Slack's errors:
 - ephemeral messages are kept apart (only their user sees them; no ts to edit or react to); a
   click on one carries no `message`, and only its `response_url` can delete or replace it;
 - user groups (`usergroups.users.list`): unknown ids are `no_such_subteam`;
+- channels (`conversations.info`): public, private or a DM as `channels` sets, else by the id;
 - rate limits per method and workspace, by Slack's tiers (chat.postMessage: about one a second
   per channel), answered with HTTP 429, `ratelimited` and a Retry-After header.
 It also plays the other side of the conversation: `signed` builds Events API, slash command and
@@ -57,6 +58,7 @@ METHOD_TIERS = {
     "chat.startStream": 2, "chat.stopStream": 2, "chat.appendStream": 4, "chat.update": 3, "chat.delete": 3,
     "chat.postEphemeral": 4, "views.open": 4, "assistant.threads.setStatus": 4,
     "assistant.threads.setTitle": 4, "assistant.threads.setSuggestedPrompts": 4, "usergroups.users.list": 2,
+    "conversations.info": 3,
 }
 POST_MESSAGE_PER_CHANNEL = 60  # "one message per second per channel, short bursts allowed"
 
@@ -208,6 +210,9 @@ class SlackStandIn:
         self.status: dict[tuple[str, str], str] = {}  # (channel, thread) → the status shown now
         self.ephemeral: dict[tuple[str, str], Message] = {}  # (channel, message_ts) → an ephemeral message
         self.usergroups: dict[str, list[str]] = {}  # user group id → its members
+        # channel id → what conversations.info says of it beyond its id; a channel not named here is
+        # public (C…), private (G…) or a DM (D…) by its id's first letter, as older workspaces have it
+        self.channels: dict[str, dict] = {}
         self._fail_next: dict[str, list[tuple[str, float | None]]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._changed = threading.Condition()
@@ -421,6 +426,15 @@ class SlackStandIn:
         if args.get("usergroup") not in self.usergroups:
             return "no_such_subteam"
         return {"users": list(self.usergroups[args["usergroup"]])}
+
+    def _conversations_info(self, args: dict):
+        channel = args.get("channel") or ""
+        if not channel:
+            return "channel_not_found"
+        kind = channel[:1]
+        info = {"id": channel, "is_channel": kind == "C", "is_group": kind == "G", "is_im": kind == "D",
+                "is_mpim": False, "is_private": kind in "GD", "is_archived": False}
+        return {"channel": {**info, **self.channels.get(channel, {})}}
 
     def _chat_startStream(self, args: dict):
         channel = args.get("channel")
@@ -763,10 +777,10 @@ def view_submission(view: dict, values: dict, *, user: str = "U0ALICE") -> dict:
 
 
 def slash_command(text: str, *, command: str = "/ask", user: str = "U0ALICE", channel: str = "C0GENERAL",
-                  response_url: str = "") -> str:
+                  channel_name: str = "general", response_url: str = "") -> str:
     return urlencode({
         "token": "legacy-verification-token", "team_id": TEAM, "team_domain": "teambot-test",
-        "channel_id": channel, "channel_name": "general", "user_id": user, "user_name": "alice",
+        "channel_id": channel, "channel_name": channel_name, "user_id": user, "user_name": "alice",
         "command": command, "text": text, "api_app_id": "A0TEAMBOT", "response_url": response_url,
         "trigger_id": issue_trigger(),
     })

@@ -338,13 +338,25 @@ def test_answers_given_in_a_private_channel_stay_out_of_the_fine_tune(settings, 
     rules.write_text('[default]\nrespond_to = "questions"\n')
     config = with_slack_secrets(settings, channel_rules=rules, collection="Handbook")
     db = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
+    standin.channels.update({"C0BOARD": {"is_private": True}, "C0LEGAL": {"is_private": True}})
+    standin.fail_next("conversations.info", "internal_error")  # the first lookup: Slack cannot say
     with slack_http_bot(config, ScriptedAnswers(config, reply="Merger code name is Falcon [1]."), db, standin) as bot:
+        # A mention carries no channel_type: Slack is asked, and what it cannot describe is private.
+        unknown = bot.answered(slack.mention("What is the merger code name?", channel="C0OPEN"))
+        mentioned = bot.answered(slack.mention("What is the merger code name?", channel="C0BOARD"))
+        assert bot.command("What is the merger code name?", channel="C0LEGAL", channel_name="legal-war-room").status_code == 200
+        root = standin.wait_call("chat.postMessage", channel="C0LEGAL", thread_ts=None, timeout=60)
+        bot.reply_in("C0LEGAL", root.response["ts"])
         secret = bot.answered(slack.channel_message("What is the merger code name?", channel="C0MERGER",
                                                     channel_type="group"))
-        public = bot.answered(slack.channel_message("Which tool do expense claims go in?", channel="C0OPEN"))
+        public = bot.answered(slack.mention("Which tool do expense claims go in?", channel="C0OPEN"))
     for reply in (secret, public):
         db.rate(reply.answer_id, platform="slack", user_id="U0BOB", value=1)
     assert db.get_answer(secret.answer_id).audience == "private_channel"
+    assert db.get_answer(mentioned.answer_id).audience == "private_channel"
+    assert db.get_answer(unknown.answer_id).audience == "private_channel"
+    assert db.get_answer(public.answer_id).audience == "public"
+    assert {a.audience for a in _answers(db, "C0LEGAL", "U0ALICE")} == {"private_channel"}
 
     def left_out(**options) -> dict:
         return build_examples(config, db, embed=lambda texts: np.eye(len(texts), dtype=np.float32),

@@ -99,8 +99,10 @@ def test_mention_is_answered_from_the_handbook_with_status_stream_sources_and_fe
         question = slack.mention("Which tool do expense claims go in?", channel="C0HANDBOOK")
         reply = bot.answered(question)
 
-        # The status first, in the question's thread; then the answer streams into one message.
+        # The status first, in the question's thread (after asking Slack once who sees the channel);
+        # then the answer streams into one message.
         methods = [c.method for c in standin.calls if c.args.get("channel", c.args.get("channel_id")) == "C0HANDBOOK"]
+        assert methods.pop(0) == "conversations.info"
         assert methods[0] == "assistant.threads.setStatus" and methods[1] == "chat.startStream", methods
         status = standin.find("assistant.threads.setStatus")[0].args
         assert (status["thread_ts"], status["status"]) == (question["ts"], STATUS) and status["loading_messages"]

@@ -93,7 +93,8 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
 
     manifest = yaml.safe_load((ROOT / "docker" / "slack-manifest.yaml").read_text())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
-        "app_mentions:read", "assistant:write", "channels:history", "groups:history", "chat:write", "commands",
+        "app_mentions:read", "assistant:write", "channels:history", "channels:read", "groups:history", "groups:read",
+        "chat:write", "commands",
         "im:history", "reactions:read", "usergroups:read",
     }
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
