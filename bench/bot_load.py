@@ -3,7 +3,7 @@ the first visible words, Slack API calls per answer, answers delivered.
 
     python -m bench.bot_load [--mentions 20] [--tokens 48] [--scripted]
 
-The real `SlackBot` (Bolt, HTTP mode, `bots.slack_app.http_server`) answers with the real
+The real `SlackBot` (Bolt, HTTP mode, `bots.slack.app.http_server`) answers with the real
 AnswerService over a scratch collection of the sample handbook, or with `--scripted` a model
 stand-in that streams a 600-character answer at 80 characters a second to every question at once
 (it isolates what the Slack side costs). The Slack Web API is the strict stand-in of the tests
@@ -42,7 +42,7 @@ ACK_LIMIT = 3.0  # seconds Slack waits for an acknowledgement before it retries
 
 def serve(app) -> tuple[str, callable]:
     """Serve a Bolt app like `teambot slack --http`; (events URL, stop function)."""
-    from bots.slack_app import EVENTS_PATH, http_server
+    from bots.slack.app import EVENTS_PATH, http_server
 
     server = http_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -146,7 +146,7 @@ def _delivered(call) -> bool:
 def ours_round(standin, settings, service, store, count: int, channel: str, timeout: float) -> dict:
     from slack_sdk import WebClient
 
-    from bots.slack_app import SlackBot
+    from bots.slack.app import SlackBot
 
     bot = SlackBot(settings, service, store, WebClient(token=slack.BOT_TOKEN, base_url=standin.api_url))
     url, stop = serve(bot.app)

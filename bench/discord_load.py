@@ -29,7 +29,7 @@ INTERACTION_DEADLINE = 3.0
 
 
 async def scenario(settings, service, store, questions: int, clicks: int) -> dict:
-    from bots.discord_app import TeambotDiscord
+    from bots.discord.app import TeambotDiscord
     from core.answer import Answer
     from tests.discord_standin import DiscordStandIn, logged_in, settle, user_payload
 

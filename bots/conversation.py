@@ -18,7 +18,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -26,9 +26,11 @@ from typing import Protocol
 from bots.channel_rules import DEFAULT_RULE, ChannelRule, ChannelRules, looks_like_question
 from bots.ratelimit import RateLimiter
 from core import metrics
-from core.answer import Answer, Outcome
+from core.answer import Answer, Outcome, Turn
 from core.errors import TeambotError
 from core.settings import Settings
+from feedback.store import FeedbackStore
+from pipeline.feedback_sources import FeedbackSources
 
 log = logging.getLogger("teambot.conversation")
 
@@ -107,22 +109,30 @@ class Reply(Protocol):
         """Tell the asker `text` where only they see it (ephemeral, or a direct message)."""
 
 
+class Answering(Protocol):
+    """What the core needs of the answering service (pipeline.querying.AnswerService; tests
+    use a scripted one)."""
+
+    def validate(self, question: str) -> str: ...
+
+    def ask(self, question: str, *, collection: str | Sequence[str] | None = None, history: Sequence[Turn] = (),
+            on_token: Callable[[str], None] | None = None) -> Answer: ...
+
+    def use_feedback(self, feedback: FeedbackSources | None) -> None: ...
+
+
 class Conversations:
     """Questions from any platform, answered by a bounded pool of generation threads."""
 
     def __init__(
-        self, settings: Settings, service, store, *, limiter: RateLimiter | None = None,
+        self, settings: Settings, service: Answering | None, store: FeedbackStore | None, *, limiter: RateLimiter | None = None,
         workers: int | None = None, queue: int | None = None, rules: ChannelRules | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
-        # Feedback helps at once: votes and reviewers rank documents, approved corrections answer
-        # matching questions (read from this store by the answering service).
-        self._feedback = {
-            "document_votes": store.document_votes, "reviewed_answers": _approved_corrections(store),
-            "document_overrides": _document_overrides(store),
-        } if hasattr(service, "document_votes") else {}
-        for name, source in self._feedback.items():
-            setattr(service, name, source)
+        # Feedback helps at once: the service reads votes, reviewers' verdicts and approved
+        # corrections from this store, until the bot closes.
+        if service is not None:
+            service.use_feedback(_feedback_from(store))
         self.limiter = limiter or RateLimiter.from_settings(settings)
         self.rules = rules or ChannelRules.from_settings(settings)
         self.reminders = Reminders(store)
@@ -137,9 +147,8 @@ class Conversations:
         """Finish the answers in progress and queued, then stop (reminders not yet due are dropped)."""
         self._pool.shutdown(wait=True)
         self.reminders.close()
-        for name, source in self._feedback.items():  # a service outliving this store stops reading it
-            if getattr(self.service, name, None) is source:
-                setattr(self.service, name, None)
+        if self.service is not None:  # a service outliving this store stops reading it
+            self.service.use_feedback(None)
 
     def rule_for(self, *keys: str | int | None, direct: bool = False) -> ChannelRule:
         """The rule of the first of `keys` (channel, parent channel, workspace/guild) that has one;
@@ -353,13 +362,13 @@ class Reminders:
                 log.exception("could not remind the asker of answer %s", answer_id)
 
 
-def _approved_corrections(store):
+def _feedback_from(store: FeedbackStore) -> FeedbackSources:
     from feedback.reviews import ReviewStore
     from pipeline.reviewed import Reviewed
 
     reviews = ReviewStore(store)
 
-    def read(collection: str) -> list[Reviewed]:
+    def reviewed_answers(collection: str) -> list[Reviewed]:
         # Follow-ups are left out: "and for contractors?" means what its thread said, and only first
         # questions are matched.
         return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []),
@@ -367,10 +376,5 @@ def _approved_corrections(store):
                 for answer, review in reviews.approved_corrections(collection)
                 if sum(1 for m in answer.prompt or [] if isinstance(m, dict) and m.get("role") == "user") <= 1]
 
-    return read
-
-
-def _document_overrides(store):
-    from feedback.reviews import ReviewStore
-
-    return ReviewStore(store).document_overrides
+    return FeedbackSources(document_votes=store.document_votes, document_overrides=reviews.document_overrides,
+                           reviewed_answers=reviewed_answers)

@@ -7,7 +7,6 @@ The README's configuration table is generated from the field descriptions here
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -344,7 +343,3 @@ def load_settings(**overrides: object) -> Settings:
             lines.append(f"{env}: {err['msg']}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

@@ -1,4 +1,11 @@
-"""teambot's retrieval-augmented answering: indexing, querying, prompts, the guard and the stores."""
+"""teambot's retrieval-augmented answering.
+
+indexing (files → chunks in Weaviate; html_converter, pdf_converter), stores and
+collection_aliases (Weaviate clients and collection names), querying (`AnswerService`: retrieve,
+prompt, generate), prompts, boosts (votes and reviewers rank documents), reviewed (approved
+corrections served as answers), feedback_sources (what the bots hand it of both), guard and
+links (what an answer may show), resilience and refresh (retries, breakers, cached reads).
+"""
 
 import os
 

@@ -1,4 +1,5 @@
-"""The answering prompt, written for Llama-2-style chat models.
+"""The answering prompt, sent as chat messages (system, earlier turns, question) through each
+model's own chat template in Ollama.
 
 Retrieved text is quoted as data between markers, and the rules say that instructions inside
 it are not to be followed: a document cannot talk the bot into revealing its prompt or secrets.

@@ -38,8 +38,9 @@ from core.answer import Answer, Outcome, Source, Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
 from core.settings import Settings
 from pipeline import resilience
-from pipeline.boosts import FeedbackBoost, Overrides, Votes
-from pipeline.reviewed import Reviewed, ReviewedAnswers, ReviewedSource
+from pipeline.boosts import FeedbackBoost
+from pipeline.feedback_sources import FeedbackSources
+from pipeline.reviewed import Reviewed, ReviewedAnswers
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
@@ -144,21 +145,8 @@ class Replay:
         return self._again[len(self.seen):]
 
 
-def _feedback_source(attribute: str) -> property:
-    """A source of feedback the bots hand the service; setting it drops what the old one gave."""
-
-    def get(service: "AnswerService"):
-        return getattr(service, attribute)
-
-    def set_(service: "AnswerService", source) -> None:
-        setattr(service, attribute, source)
-        service._forget_feedback()
-
-    return property(get, set_)
-
-
 class AnswerService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, feedback: FeedbackSources | None = None) -> None:
         self.settings = settings
         # One embedder for every collection; loaded now, not on the first question.
         self._embedder = SentenceTransformersTextEmbedder(
@@ -182,28 +170,22 @@ class AnswerService:
             settings.answer_workers + SPARE_SEARCH_THREADS, thread_name_prefix="teambot-search"
         )
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
-        # Set by the bots, from the feedback store: votes and reviewers' demotions rank documents,
-        # approved corrections answer matching questions. Setting one drops what was read before.
-        self._document_votes: Votes | None = None
-        self._document_overrides: Overrides | None = None
-        self._reviewed_answers: ReviewedSource | None = None
+        self.feedback = feedback or FeedbackSources()
         self._reviewed: dict[str, ReviewedAnswers] = {}
 
-    document_votes = _feedback_source("_document_votes")
-    document_overrides = _feedback_source("_document_overrides")
-    reviewed_answers = _feedback_source("_reviewed_answers")
-
-    def _forget_feedback(self) -> None:
+    def use_feedback(self, feedback: FeedbackSources | None) -> None:
+        """Read feedback from these sources from now on (None: none); what the old ones gave is dropped."""
         with self._lock:
+            self.feedback = feedback or FeedbackSources()
             for retrieval in self._retrieval.values():
                 retrieval.boost.forget()
             self._reviewed.clear()
 
     def _votes(self, collection: str) -> dict[str, tuple[int, int]]:
-        return self.document_votes(collection) if self.document_votes else {}
+        return self.feedback.document_votes(collection) if self.feedback.document_votes else {}
 
     def _overrides(self, collection: str) -> dict[str, str]:
-        return self.document_overrides(collection) if self.document_overrides else {}
+        return self.feedback.document_overrides(collection) if self.feedback.document_overrides else {}
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Normalized embeddings of `texts`, with the retrieval's embedder."""
@@ -213,12 +195,12 @@ class AnswerService:
     def reviewed_match(self, question: str, collection: str | Sequence[str]) -> tuple[Reviewed, float] | None:
         """The approved reviewed answer for `question` in these collections, if one matches closely
         and came from these collections alone."""
-        if self.reviewed_answers is None or self.settings.reviewed_answer_similarity > 1:
+        if self.feedback.reviewed_answers is None or self.settings.reviewed_answer_similarity > 1:
             return None
         names = [collection] if isinstance(collection, str) else list(dict.fromkeys(collection))
         with self._lock:
             sets = [self._reviewed.setdefault(name, ReviewedAnswers(
-                name, self.embed, self.reviewed_answers, self.settings.reviewed_answer_similarity,
+                name, self.embed, self.feedback.reviewed_answers, self.settings.reviewed_answer_similarity,
                 self.settings.document_votes_refresh,
             )) for name in names]
         sets = [s for s in sets if s]

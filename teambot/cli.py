@@ -171,10 +171,6 @@ def config(markdown: bool = typer.Option(False, help="Print the README's setting
         typer.echo(f"{name} = {value!s}")
 
 
-def _not_built(verb: str, issue: str) -> None:
-    _fail(f"`teambot {verb}` is not built yet ({issue}).", code=2)
-
-
 @app.command()
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders to index."),
@@ -286,39 +282,13 @@ def slack(
     if missing:
         _fail(f"`teambot slack{' --http' if http else ''}` needs {' and '.join(missing)}.", code=2)
 
-    from slack_bolt.error import BoltError
-    from slack_sdk.errors import SlackApiError
+    from teambot import runtime
 
-    from bots.channel_rules import RulesError
-    from bots.slack_app import EVENTS_PATH, SlackBot, http_server, serve_socket_mode
-    from feedback.store import FeedbackStore
-    from pipeline.querying import AnswerService
-
-    service = AnswerService(settings)
-    try:
-        bot = SlackBot(settings, service, FeedbackStore.from_settings(settings))
-    except (BoltError, SlackApiError, OSError, RulesError) as exc:  # a rejected token, Slack unreachable, bad rules
-        _fail(f"could not start the Slack bot: {exc}", code=2 if isinstance(exc, RulesError) else 1)
-    _health_listener(settings, service)
     _stop_on_sigterm()
     try:
-        if http:
-            try:
-                server = http_server(bot.app, host, settings.http_port)
-            except OSError as exc:
-                _fail(f"cannot listen on {host}:{settings.http_port}: {exc.strerror or exc}")
-            typer.echo(f"teambot: Slack HTTP mode at http://{host}:{settings.http_port}{EVENTS_PATH} (Ctrl-C stops)")
-            try:
-                server.serve_forever()
-            finally:
-                server.server_close()
-        else:
-            typer.echo("teambot: Slack Socket Mode (Ctrl-C stops)")
-            serve_socket_mode(bot.app, secret_value(settings.slack_app_token))
-    except KeyboardInterrupt:
-        typer.echo("teambot: stopping after the answers in progress…", err=True)
-    finally:
-        bot.close()
+        runtime.run_slack(settings, http=http, host=host, say=typer.echo)
+    except runtime.StartError as exc:
+        _fail(str(exc), code=exc.code)
 
 
 def _stop_on_sigterm() -> None:
@@ -330,40 +300,25 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _health_listener(settings: Settings, service) -> None:
-    """/healthz and /metrics of a bot, on TEAMBOT_HEALTH_HOST:TEAMBOT_HEALTH_PORT."""
-    from bots.health import HealthListenerError, start_health_listener
-
-    try:
-        server = start_health_listener(settings, service)
-    except HealthListenerError as exc:
-        _fail(str(exc))
-    if server is not None:
-        typer.echo(f"teambot: health at http://{settings.health_host}:{server.server_port}/healthz, metrics at /metrics")
-
-
 @discord_app.callback(invoke_without_command=True)
 def discord(ctx: typer.Context) -> None:
     """Run the Discord bot (mentions, DMs and /ask; needs TEAMBOT_DISCORD_TOKEN)."""
     if ctx.invoked_subcommand is not None:
         return
-    from bots.channel_rules import RulesError
-    from bots.discord_app import DiscordSetupError, run_bot
-    from bots.health import HealthListenerError
-    from core.errors import TeambotError
+    from teambot import runtime
 
     settings = _settings(bot=True)
     _stop_on_sigterm()
     try:
-        run_bot(settings)
-    except (DiscordSetupError, HealthListenerError, TeambotError, RulesError) as exc:
-        _fail(str(exc), code=2)
+        runtime.run_discord(settings, say=typer.echo)
+    except runtime.StartError as exc:
+        _fail(str(exc), code=exc.code)
 
 
 @discord_app.command("sync")
 def discord_sync() -> None:
     """Sync the /ask command with Discord now (the bot syncs by itself only when it changed)."""
-    from bots.discord_app import DiscordSetupError, sync_now
+    from bots.discord.app import DiscordSetupError, sync_now
 
     settings = _settings(bot=True)
     try:

@@ -77,6 +77,10 @@ class ScriptedAnswers(AnswerService):
     def chat_generator(self, model: str) -> ScriptedChatGenerator:
         return ScriptedChatGenerator(self)
 
+    def use_feedback(self, feedback) -> None:
+        if self.pipeline:  # a scripted reply reads no feedback
+            super().use_feedback(feedback)
+
     def ask(self, question, *, collection=None, history=(), on_token=None) -> Answer:
         self.calls.append({"question": question, "collection": collection, "history": list(history)})
         if self.pipeline:

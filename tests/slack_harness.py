@@ -3,6 +3,7 @@ Slack stand-in: the one harness of every test that drives the real Bolt app over
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 from slack_sdk import WebClient
 
 from bots.health import start_health_listener
-from bots.slack_app import EVENTS_PATH, SlackBot, http_server
+from bots.slack.app import EVENTS_PATH, SlackBot, http_server
 from tests import slack_standin as slack
 from tests.slack_standin import BOT_TOKEN, Message, SlackStandIn, signed
 
@@ -91,6 +92,8 @@ class SlackHttpBot:
         return self.post(slack.interaction_body(payload), "application/x-www-form-urlencoded")
 
     def command(self, text: str, **fields) -> httpx.Response:
+        # Slack always sends a response_url; by default one the stand-in records under a fresh name.
+        fields.setdefault("response_url", f"{self.standin.url}/response/{secrets.token_hex(4)}")
         return self.post(slack.slash_command(text, **fields), "application/x-www-form-urlencoded")
 
     def get(self, path: str) -> httpx.Response:

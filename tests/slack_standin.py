@@ -2,8 +2,9 @@
 
 Point `slack_sdk.WebClient(base_url=standin.api_url)` at it. It records every call and keeps the
 messages the bot posted, and it refuses what Slack refuses, with Slack's errors:
-- Block Kit: known block types only, 50 blocks, section text 3,000, markdown 12,000 a block and
-  in all of a payload's markdown blocks together (`invalid_blocks`, `msg_blocks_too_long`),
+- Block Kit: known block types only, 50 blocks, section text 3,000, markdown 12,000 a block, and
+  12,000 characters of text in all of a payload's blocks together (`invalid_blocks`,
+  `msg_blocks_too_long`),
   message text 40,000 (`msg_too_long`), feedback_buttons only in `context_actions`;
 - streaming: `chat.startStream` in a channel needs the recipient user and team; appends and
   stops only on a message that is streaming (`message_not_in_streaming_state`; a stream ends
@@ -135,11 +136,20 @@ def _text_length(obj) -> int:
     return len(obj.get("text", "")) if isinstance(obj, dict) else 0
 
 
+def _all_text(obj) -> int:
+    """Characters of text anywhere in a block: markdown, section and context text, button labels."""
+    if isinstance(obj, list):
+        return sum(_all_text(o) for o in obj)
+    if not isinstance(obj, dict):
+        return 0
+    return sum(len(v) if k == "text" and isinstance(v, str) else _all_text(v) for k, v in obj.items())
+
+
 def blocks_error(blocks) -> str | None:
     """Slack's error for these blocks, or None if it would accept them."""
     if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
         return "invalid_blocks"
-    markdown, ids = 0, set()
+    ids = set()
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind not in KNOWN_BLOCKS:
@@ -156,7 +166,6 @@ def blocks_error(blocks) -> str | None:
         elif kind == "markdown":
             if not isinstance(block.get("text"), str) or not 0 < len(block["text"]) <= MARKDOWN_TEXT:
                 return "invalid_blocks"
-            markdown += len(block["text"])
         elif kind == "context_actions":
             elements = block.get("elements") or []
             if not 0 < len(elements) <= 5 or any(not _feedback_ok(e) for e in elements):
@@ -168,7 +177,8 @@ def blocks_error(blocks) -> str | None:
         elif kind == "context":
             if not 0 < len(block.get("elements") or []) <= 10:
                 return "invalid_blocks"
-    return "msg_blocks_too_long" if markdown > MARKDOWN_TEXT else None
+    # The limit is on the text of all the blocks together, not only the markdown ones.
+    return "msg_blocks_too_long" if _all_text(blocks) > MARKDOWN_TEXT else None
 
 
 def _feedback_ok(element: dict) -> bool:

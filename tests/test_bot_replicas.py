@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from bench.harness import free_port_block
 from bots.health import HEALTH_PATH
-from bots.slack_app import EVENTS_PATH
+from bots.slack.app import EVENTS_PATH
 from feedback.store import AnswerRecord, DeliveredEventRecord, FeedbackStore
 from teambot.balancer import Balancer
 from tests import slack_standin as slack

@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -34,7 +33,7 @@ from pipeline.querying import AnswerService
 from tests import slack_standin as slack
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
 from tests.doubles import ScriptedAnswers
-from tests.slack_harness import SlackHttpBot, slack_http_bot, with_slack_secrets
+from tests.slack_harness import slack_http_bot, with_slack_secrets
 from tests.slack_standin import SlackStandIn
 from tests.waiting import wait_until
 
@@ -222,7 +221,7 @@ allowed_groups = ["{role}"]
 
 def test_a_discord_dm_gets_nothing_the_guild_keeps_from_its_asker(config, corpora, store, tmp_path):
     from bots.conversation import CLOSED, NOT_ALLOWED
-    from bots.discord_app import TeambotDiscord
+    from bots.discord.app import TeambotDiscord
     from tests.discord_standin import DiscordStandIn, logged_in, settle
 
     finance, _, _ = corpora

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bots.discord_app import TeambotDiscord
-from bots.discord_feedback import THANKS, THANKS_DETAIL
-from bots.discord_reply import EDIT_INTERVAL, MESSAGE_LIMIT
+from bots.discord.app import TeambotDiscord
+from bots.answer_actions import THANKS, THANKS_NOTE
+from bots.discord.reply import EDIT_INTERVAL, MESSAGE_LIMIT
 from core.answer import Source
 from core.errors import InvalidQuestion, ModelUnavailable
 from feedback.store import FeedbackStore
@@ -182,7 +182,7 @@ def test_vote_buttons_work_after_a_restart_and_thumbs_down_asks_why(conversation
     assert modal["type"] == 9 and len(modal["data"]["components"]) == 2  # the 👎 opens the form at once
     final = rating_of(store, answer_id, 2000000000000000001)
     assert (final.value, final.reason, final.correction) == (-1, "It named the wrong tool.", "Claims go in Ledgerly.")
-    assert submitted["type"] == 5 and thanks["content"] == THANKS_DETAIL and thanks["flags"] == EPHEMERAL
+    assert submitted["type"] == 5 and thanks["content"] == THANKS_NOTE and thanks["flags"] == EPHEMERAL
     assert all(after is not None and after < 3 for after in late)
 
 
@@ -327,7 +327,7 @@ def test_slash_commands_are_synced_only_when_their_definition_changed(settings, 
     does not sync, a changed definition does, and `teambot discord sync` always does."""
     from discord import app_commands
 
-    from bots.discord_app import sync_commands
+    from bots.discord.app import sync_commands
 
     settings = settings.model_copy(update={"data_dir": tmp_path})
 

@@ -6,8 +6,8 @@ import re
 
 from typer.testing import CliRunner
 
-from bots.discord_feedback import VoteButton, vote_for_emoji, vote_view
-from bots.discord_reply import MESSAGE_LIMIT, answer_chunks, render_answer, stream_preview
+from bots.discord.feedback import VoteButton, vote_for_emoji, vote_view
+from bots.discord.reply import MESSAGE_LIMIT, answer_chunks, render_answer, stream_preview
 from bots.formatting import split_text
 from core.answer import Answer, Source
 from teambot.cli import app

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from core.answer import Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, NoDocuments
+from pipeline.feedback_sources import FeedbackSources
 from pipeline.prompts import ABSTAIN
 from teambot.cli import app
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
@@ -196,7 +197,7 @@ def test_votes_move_a_repeatedly_downvoted_document_below_a_useful_one(services,
                 raise ConnectionError("database is down")
             return store.document_votes(name)
 
-        service.document_votes = votes
+        service.use_feedback(FeedbackSources(document_votes=votes))
         wait_until(lambda: answered_from() == [other], timeout=10)
         down.append(True)
         wait_until(lambda: answered_from() == [other] and "database is down" in caplog.text, timeout=10)

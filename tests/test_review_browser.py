@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from bots.slack_blocks import CORRECTION_BLOCK, REASON_BLOCK, REVIEWED_MARK
+from bots.slack.blocks import CORRECTION_BLOCK, REASON_BLOCK, REVIEWED_MARK
 from core.answer import Answer, Source
 from feedback.store import FeedbackStore
 from pipeline.querying import AnswerService

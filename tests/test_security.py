@@ -17,9 +17,9 @@ from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from typer.testing import CliRunner
 
-from bots.discord_app import TeambotDiscord
+from bots.discord.app import TeambotDiscord
 from bots.ratelimit import CHANNEL_LIMITED, USER_LIMITED, RateLimiter
-from bots.slack_app import SlackBot
+from bots.slack.app import SlackBot
 from core.answer import Answer
 from core.errors import KnowledgeBaseUnavailable, TeambotError
 from feedback.store import FeedbackStore
@@ -354,10 +354,12 @@ def test_slack_bot_limits_questions_per_user_and_per_channel_with_a_short_reply(
         assert bot.ask("question?", channel="C0RATE", user="U0BOB").text == CANNED
         assert bot.ask("question?", channel="C0RATE", user="U0CAROL").text == CHANNEL_LIMITED
         assert bot.ask("question?", channel="C0QUIET", user="U0CAROL").text == CANNED
-        # /ask: the refusal is the command's (private) response.
-        body = slack.slash_command("question?", user="U0ALICE", channel="C0QUIET")
-        response = bot.post(body, "application/x-www-form-urlencoded")
-        assert response.status_code == 200 and USER_LIMITED in response.text
+        # /ask: acknowledged at once; the refusal goes to the asker alone, by the response_url.
+        body = slack.slash_command("question?", user="U0ALICE", channel="C0QUIET",
+                                   response_url=standin.url + "/response/limited")
+        assert bot.post(body, "application/x-www-form-urlencoded").status_code == 200
+        said = standin.wait_call("response_url/response/limited", timeout=60).args
+        assert USER_LIMITED in said["text"] and said["response_type"] == "ephemeral"
         assert len(service.calls) == 4  # refused questions never reached the pipeline
         metrics = bot.get("/metrics").text
     assert metric_value(metrics, "teambot_questions_total", platform="slack", outcome="rate_limited") >= 3

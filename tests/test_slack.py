@@ -24,9 +24,10 @@ from pydantic import SecretStr
 from slack_sdk import WebClient
 
 from bots.conversation import BUSY
-from bots.slack_app import CANNOT_POST, THANKS, THANKS_NOTE, SlackBot, http_server, serve_socket_mode
-from bots.slack_blocks import CORRECTION_BLOCK, LEGACY_VOTE_UP, MARKDOWN_LIMIT, REASON_BLOCK
-from bots.slack_reply import STATUS
+from bots.answer_actions import THANKS, THANKS_NOTE, VOTE_LOST
+from bots.slack.app import CANNOT_POST, SlackBot, http_server, serve_socket_mode
+from bots.slack.blocks import CORRECTION_BLOCK, LEGACY_VOTE_UP, MARKDOWN_LIMIT, REASON_BLOCK
+from bots.slack.reply import STATUS
 from core import metrics
 from core.answer import Turn
 from core.errors import InvalidQuestion, ModelUnavailable
@@ -288,9 +289,11 @@ def test_slash_command_is_answered_in_a_thread_of_its_own(bot):
 
 
 def test_slash_command_without_a_question_answers_with_usage(bot):
-    response = bot.command("   ")
-    assert response.status_code == 200
-    assert InvalidQuestion.user_message in response.text and "/ask" in response.text  # shown to the user only
+    response = bot.command("   ", response_url=bot.standin.url + "/response/usage")
+    assert response.status_code == 200 and not response.text  # acknowledged first
+    said = bot.standin.wait_call("response_url/response/usage").args
+    assert InvalidQuestion.user_message in said["text"] and "/ask" in said["text"]
+    assert said["response_type"] == "ephemeral"  # shown to the user only
     assert not bot.service.calls
 
 
@@ -464,6 +467,13 @@ def test_its_own_and_other_bots_messages_are_ignored(bot):
     assert [c["question"] for c in bot.service.calls] == ["are you there?"]
 
 
+def _redeliveries() -> float:
+    """Slack events counted as redelivered, whatever the reason."""
+    return sum(sample.value for family in metrics.REGISTRY.collect() if family.name == "teambot_event_redeliveries"
+               for sample in family.samples
+               if sample.name.endswith("_total") and sample.labels.get("platform") == "slack")
+
+
 def test_socket_mode_streams_the_answer_and_answers_a_redelivery_once(settings, store, standin):
     socket = SocketModeStandIn().start()
     standin.reset()
@@ -477,9 +487,11 @@ def test_socket_mode_streams_the_answer_and_answers_a_redelivery_once(settings, 
         socket.wait_connected()
         question = slack.mention("Which tool do expense claims go in?", channel="C0SOCKET")
         body = slack.event_body(question)
-        first = socket.send_event(body)
+        before = _redeliveries()
+        first = socket.send_event(body)  # retry_attempt 0: a first delivery, not a redelivery
         assert socket.wait_ack(first) == {"envelope_id": first}
         assert socket.wait_ack(socket.send_event(body, retry=1))  # acknowledged, not answered again
+        assert _redeliveries() - before == 1
         standin.wait_call("chat.stopStream", channel="C0SOCKET")
         assert bot.conversations.wait_idle(60)
         [answer] = standin.thread("C0SOCKET", question["ts"])
@@ -642,7 +654,7 @@ def test_a_vote_on_an_unknown_answer_says_so(bot):
     click = slack.block_action("teambot_feedback", "up:" + "0" * 32, message_ts="1700000000.000002", channel="C0GONE")
     click["actions"][0]["type"] = "feedback_buttons"
     assert bot.interaction(click).status_code == 200
-    assert "not recorded" in bot.standin.wait_call("chat.postEphemeral", channel="C0GONE").args["text"]
+    assert bot.standin.wait_call("chat.postEphemeral", channel="C0GONE").args["text"] == VOTE_LOST
 
 
 def test_past_the_pool_and_its_queue_a_question_is_told_busy_and_keeps_its_turn(settings, store, standin):

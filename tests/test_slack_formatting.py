@@ -1,5 +1,5 @@
 """Splitting whole and streaming text (bots/formatting.py) and the Slack message pieces
-(bots/slack_blocks.py, question parsing in bots/slack_app.py), checked against the strict
+(bots/slack/blocks.py, question parsing in bots/slack/app.py), checked against the strict
 stand-in's Block Kit rules (tests/slack_standin.py)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bots.formatting import FENCE, fill, split_text
-from bots.slack_app import question_text
-from bots.slack_blocks import (
+from bots.slack.app import question_text
+from bots.slack.blocks import (
     MARKDOWN_LIMIT, answer_tail, defuse_mentions, feedback_from_view, feedback_modal, markdown_messages, source_line,
     vote_of,
 )
@@ -139,6 +139,19 @@ def test_posted_answers_are_split_into_messages_slack_accepts():
     assert "".join(shown.split()) == "".join(answer.text.split())
 
 
+def test_a_full_length_answer_and_its_sources_fit_slack_s_limit_on_all_text():
+    """Slack counts the text of all blocks together: 12,000 characters of answer and five sources
+    with their buttons do not fit one message, and the end of the answer moves to the next."""
+    sources = [Source(i, f"Expense policy part {i}", f"https://h.example.com/policies/expenses/{i}", "", f"c{i}", 0.5,
+                      section="Claims and approvals") for i in range(1, 6)]
+    answer = _answer(_long_text() * 20, sources)
+    answer = _answer(answer.text[: MARKDOWN_LIMIT - 1].rstrip() + ".", sources)  # one message of markdown
+    messages = markdown_messages(answer.text, answer_tail(answer, votes=True, handoff=True))
+    assert len(messages) == 2 and all(blocks_error(blocks) is None for _, blocks in messages)
+    shown = "".join(b["text"] for _, blocks in messages for b in blocks if b["type"] == "markdown")
+    assert "".join(shown.split()) == "".join(answer.text.split())
+
+
 def test_the_stand_in_refuses_what_slack_refuses():
     """The guard the tests rely on, fed what a careless bot would send."""
     ok = {"type": "markdown", "text": "fine"}
@@ -146,6 +159,8 @@ def test_the_stand_in_refuses_what_slack_refuses():
     assert blocks_error([ok] * 51) == "invalid_blocks"
     assert blocks_error([{"type": "markdown", "text": "x" * (MARKDOWN_LIMIT + 1)}]) == "invalid_blocks"
     assert blocks_error([{"type": "markdown", "text": "x" * 7000}] * 2) == "msg_blocks_too_long"
+    assert blocks_error([{"type": "markdown", "text": "x" * 11_000},  # all text counts, not only markdown
+                         {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 1500}}]) == "msg_blocks_too_long"
     assert blocks_error([{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]) == "invalid_blocks"
     assert blocks_error([{"type": "rich_text_section", "elements": []}]) == "invalid_blocks"
     assert blocks_error([{"type": "actions", "elements": [{"type": "feedback_buttons"}]}]) == "invalid_blocks"

@@ -11,19 +11,19 @@ the strict Slack stand-in, and a rules file with channels that behave differentl
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bots.answer_actions import ALREADY_WAITING, HANDOFF_FAILED, HELP_REQUESTED, NOT_YOURS, OFFER_HANDOFF
 from bots.channel_rules import ChannelRules, RulesError
 from bots.conversation import NO_SOURCE, NOT_ALLOWED, REMINDER
-from bots.slack_app import (
-    ALREADY_WAITING, HANDOFF_FAILED, HELP_REQUESTED, NOT_YOURS, OFFER_HANDOFF, SlackBot,
-)
-from bots.slack_blocks import HANDOFF, REASON_BLOCK, RESOLVE, SHARE, WAITING
-from bots.slack_reply import SlackPrivateReply
+from bots.slack.app import SlackBot
+from bots.slack.blocks import HANDOFF, REASON_BLOCK, RESOLVE, SHARE, WAITING
+from bots.slack.reply import SlackPrivateReply
 from feedback.store import FeedbackStore
 from tests import slack_standin as slack
 from tests.doubles import LEDGERLY, ScriptedAnswers
@@ -232,6 +232,29 @@ def test_finance_answers_its_members_only_privately_with_a_share_button(bot, sto
     assert bot.command(EXPENSES, channel="C0FINANCE", user="U0ALICE").status_code == 200
     standin.wait_for(lambda _c: len(standin.ephemerals("U0ALICE")) >= before + 2)
     assert not standin.find("chat.postMessage", channel="C0FINANCE", thread_ts=None)
+
+
+def test_ask_is_acknowledged_before_a_slow_user_group_lookup(settings, standin, tmp_path):
+    """Slack gives a command 3 s: `/ask` is acknowledged at once, while Slack is still slow to list
+    the channel's user group, and the refusal reaches the asker afterwards by the response_url."""
+    rules = write_rules(tmp_path / "rules.toml", text='[channels.C0PAYROLL]\nallowed_groups = ["S0PAYROLL"]\n')
+    config = with_slack_secrets(settings, channel_rules=rules)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
+    standin.usergroups["S0PAYROLL"] = ["U0ALICE"]
+    release = threading.Event()
+    with slack_http_bot(config, ScriptedAnswers(config), store, standin) as bot:
+        standin.reset()
+        asked = threading.Event()
+        standin.hooks["usergroups.users.list"] = lambda _args: (asked.set(), release.wait(60))
+        try:
+            response = bot.command(EXPENSES, channel="C0PAYROLL", user="U0BOB",
+                                   response_url=standin.url + "/response/payroll")
+            assert asked.wait(30)  # the lookup, still waiting on Slack
+        finally:
+            release.set()
+        refused = standin.wait_call("response_url/response/payroll", timeout=60).args
+    assert response.status_code == 200 and not response.text
+    assert (refused["text"], refused["response_type"]) == (NOT_ALLOWED, "ephemeral")
 
 
 def test_a_citations_only_channel_never_streams_an_uncited_answer(bot, store):

@@ -17,7 +17,7 @@ from teambot.cli import app
 from core.settings import load_settings
 from core import active_model as active
 from training.export import QUESTION_SIMILARITY, ExportRefused, export, normalize_question, project_embedder
-from training.metrics import abstention_rate, citation_compliance, rouge_l, token_f1
+from training.scores import abstention_rate, citation_compliance, rouge_l, token_f1
 from training.scrub import scrub
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ export so no test question's source document or paraphrase was trained on. Three
 - candidate: the run's adapter;
 and for a DPO/KTO run the SFT run it started from ("sft"), shown beside them.
 Per model: the completion loss on the reference answers, then greedy answers scored with token
-F1, ROUGE-L, citation compliance and abstention rate (see training/metrics.py), overall and for
+F1, ROUGE-L, citation compliance and abstention rate (see training/scores.py), overall and for
 upvoted vs corrected examples; and on the test split's preference pairs, how often the chosen
 answer is likelier than the rejected one and by what margin (summed log-probability).
 
@@ -32,14 +32,13 @@ from pathlib import Path
 
 from core.active_model import active_model
 from core.settings import Settings
-from training import metrics, runs
+from training import runs, scores
 from training.bases import ALIASES, BaseSpec, resolve_base
 from training.export import read_split
 
 ANSWER_TOLERANCE = 0.02  # greedy answers on a few dozen questions move by about this much
 RATE_TOLERANCE = 0.05  # citation and abstention rates; at least one example's worth
 GENERATION_SEED = 42  # as the answering pipeline: the served model is scored as it answers
-ANSWER_METRICS = ("token_f1", "rouge_l", "citation_compliance", "abstention_rate")
 
 
 def _encode(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
@@ -140,15 +139,15 @@ def ollama_answers(client, model: str, rows: list[dict], max_new_tokens: int) ->
 def score_answers(answers: list[str], rows: list[dict]) -> dict:
     """Answer metrics overall, and the answer score per kind of example (upvoted, corrected)."""
     references = [r["messages"][-1]["content"] for r in rows]
-    f1 = [metrics.token_f1(a, r) for a, r in zip(answers, references)]
-    rouge = [metrics.rouge_l(a, r) for a, r in zip(answers, references)]
+    f1 = [scores.token_f1(a, r) for a, r in zip(answers, references)]
+    rouge = [scores.rouge_l(a, r) for a, r in zip(answers, references)]
     by_kind: dict[str, list[float]] = {}
     for row, f, r in zip(rows, f1, rouge):
         by_kind.setdefault(row.get("kind", "upvoted"), []).append((f + r) / 2)
     return {
         "token_f1": sum(f1) / len(f1), "rouge_l": sum(rouge) / len(rouge),
-        "citation_compliance": metrics.citation_compliance(answers, references),
-        "abstention_rate": metrics.abstention_rate(answers),
+        "citation_compliance": scores.citation_compliance(answers, references),
+        "abstention_rate": scores.abstention_rate(answers),
         "answer_score_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
         "answers": answers, "f1": f1,
     }

@@ -377,13 +377,6 @@ def project_embedder(settings: Settings):
     return embed
 
 
-def group_examples(examples: list[dict], embed) -> dict[str, list[dict]]:
-    """Connected groups: a shared source document or near-identical questions join two examples.
-    Keyed by the group's first source path (else its first normalized question): stable as the
-    data grows, unless two groups merge."""
-    return _groups(examples, embed([e["question"] for e in examples]) if len(examples) > 1 else None)
-
-
 def _similar(vectors):
     """Index pairs (a < b) of questions at least QUESTION_SIMILARITY alike."""
     for start in range(0, len(vectors), 1024):  # blocks: memory stays flat on large exports

@@ -176,11 +176,25 @@ def notification_text(markdown: str) -> str:
     return line or "(answer)"
 
 
+def blocks_text(blocks) -> int:
+    """Characters of text in blocks, all of it (markdown, sections, context, button labels):
+    Slack refuses a message whose blocks hold more than MARKDOWN_LIMIT together."""
+    if isinstance(blocks, list):
+        return sum(blocks_text(b) for b in blocks)
+    if not isinstance(blocks, dict):
+        return 0
+    return sum(len(v) if k == "text" and isinstance(v, str) else blocks_text(v) for k, v in blocks.items())
+
+
 def markdown_messages(markdown: str, tail: list[dict]) -> list[tuple[str, list[dict]]]:
     """`markdown` as messages to post, each (text, blocks) within Slack's limits: the text in
-    `markdown` blocks of at most MARKDOWN_LIMIT characters, one a message, `tail` on the last."""
+    `markdown` blocks, one a message, `tail` on the last, each message's blocks holding at most
+    MARKDOWN_LIMIT characters of text together."""
     # Whatever path the text took here (streamed, replaced, shared), no mention in it pings.
     pieces = split_text(defuse_mentions(markdown), MARKDOWN_LIMIT) or ["_(no answer)_"]
+    room = MARKDOWN_LIMIT - blocks_text(tail)  # the last piece shares its message with the sources
+    if len(pieces[-1]) > room:
+        pieces[-1:] = split_text(pieces[-1], room)
     messages = [(notification_text(piece), [{"type": "markdown", "text": piece}]) for piece in pieces]
     text, blocks = messages[-1]
     messages[-1] = (text, blocks + tail)

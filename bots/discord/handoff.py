@@ -17,24 +17,16 @@ import re
 
 import discord
 
+from bots.answer_actions import HANDOFF_FAILED, AnswerActions, HelpRequest
 from bots.channel_rules import ChannelRule
-from bots.discord_reply import MESSAGE_LIMIT, PLATFORM, quote_question, source_line
-from core import metrics
-from feedback.store import FeedbackStore, UnknownAnswer
+from bots.discord.reply import MESSAGE_LIMIT, quote_question, source_line
 
 log = logging.getLogger(__name__)
 
 HANDOFF_TEMPLATE = r"teambot:handoff:(?P<answer>[0-9a-f]+)"
 RESOLVE_TEMPLATE = r"teambot:resolve:(?P<handoff>[0-9]+)"
 
-HANDOFF_SENT = "I've asked the experts to help; they'll reply here."
-ALREADY_WAITING = "Help has been asked for already; the experts will reply here."
-NO_EXPERTS = "Sorry, nobody is set up to help in this channel yet."
-UNKNOWN = "I no longer have that answer on record."
-HANDOFF_FAILED = "Sorry, I couldn't reach the experts right now. Please try again shortly."
 WAITING = "⏳ Waiting for help."
-NOT_YOURS = "Only the person who asked or one of the experts can mark this resolved."
-ALREADY_RESOLVED = "This was marked resolved already."
 
 
 class HandoffButton(discord.ui.DynamicItem[discord.ui.Button], template=HANDOFF_TEMPLATE):
@@ -89,9 +81,9 @@ def role_ids(user: discord.abc.User) -> frozenset[str]:
     return frozenset(str(role.id) for role in getattr(user, "roles", ()))
 
 
-def rule_of_answer(client, record, channel_id: int | None) -> ChannelRule:
-    """The rule of the channel (or thread) an answer was given in."""
-    return client.conversations.rule_for(channel_id, record.channel, record.workspace, direct=record.workspace is None)
+def can_tag(rule: ChannelRule) -> bool:
+    """Whether the rule names experts Discord can tag (a rules file may name Slack ids too)."""
+    return bool(expert_mentions(rule)[0])
 
 
 def expert_mentions(rule: ChannelRule) -> tuple[str, discord.AllowedMentions]:
@@ -127,69 +119,48 @@ def resolved_text(text: str, user_id: int) -> str:
 # ---------------------------------------------------------------- the buttons
 
 
+def actions_of(interaction: discord.Interaction) -> AnswerActions:
+    return interaction.client.actions  # type: ignore[attr-defined]
+
+
 async def request_help(interaction: discord.Interaction, answer_id: str) -> None:
     """"I need more help": open a hand-off and tag the experts where the answer is."""
     await interaction.response.defer(ephemeral=True, thinking=True)  # Discord's 3 s, before the database
-    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
+    actions = actions_of(interaction)
     try:
-        note = await _hand_off(interaction, store, answer_id)
+        request = await asyncio.to_thread(actions.ask_for_help, answer_id, str(interaction.user.id),
+                                          interaction.channel_id)
+        note = request if isinstance(request, str) else await _post_help(interaction, actions, request)
     except Exception:
         log.exception("could not hand off answer %s", answer_id)
         note = HANDOFF_FAILED
     await interaction.followup.send(note, ephemeral=True)
 
 
-async def _hand_off(interaction: discord.Interaction, store: FeedbackStore, answer_id: str) -> str:
-    answer = await asyncio.to_thread(store.shown_answer, answer_id)
-    record = await asyncio.to_thread(store.get_answer, answer_id)
-    if answer is None or record is None:
-        return UNKNOWN
-    rule = rule_of_answer(interaction.client, record, interaction.channel_id)
-    tags, allowed = expert_mentions(rule)
-    if not tags:  # none, or only Slack ones
-        return NO_EXPERTS
-    try:
-        handoff, opened = await asyncio.to_thread(
-            store.request_handoff, answer_id, platform=PLATFORM, user_id=str(interaction.user.id)
-        )
-    except UnknownAnswer:
-        return UNKNOWN
-    if not opened:
-        return ALREADY_WAITING
+async def _post_help(interaction: discord.Interaction, actions: AnswerActions, request: HelpRequest) -> str:
+    tags, allowed = expert_mentions(request.rule)
     source = interaction.message
     # Under the answer when it is a message everyone sees; an ephemeral one cannot be replied to.
     reference = source.to_reference(fail_if_not_exists=False) if source and not source.flags.ephemeral else None
     try:
         posted = await interaction.channel.send(  # type: ignore[union-attr]
-            handoff_text(tags, interaction.user.id, answer), view=resolve_view(handoff.id),
+            handoff_text(tags, interaction.user.id, request.answer), view=resolve_view(request.handoff.id),
             allowed_mentions=allowed, reference=reference,
         )
-    except discord.HTTPException:
-        await asyncio.to_thread(store.cancel_handoff, handoff.id)  # so that the next click tries again
-        raise
-    await asyncio.to_thread(store.set_handoff_message, handoff.id, str(posted.id))
-    metrics.observe_handoff(PLATFORM, "requested")
-    return HANDOFF_SENT
+    except discord.HTTPException as exc:
+        log.error("could not ask the experts in %s: %s", interaction.channel_id, exc)
+        return await asyncio.to_thread(actions.help_not_posted, request)
+    return await asyncio.to_thread(actions.help_posted, request, str(posted.id))
 
 
 async def resolve(interaction: discord.Interaction, handoff_id: int) -> None:
     """"Mark resolved", by the asker or an expert: the hand-off message then says who resolved it."""
     await interaction.response.defer()  # an update of the hand-off message, within Discord's 3 s
-    store: FeedbackStore = interaction.client.store  # type: ignore[attr-defined]
     user = interaction.user
-    handoff = await asyncio.to_thread(store.get_handoff, handoff_id)
-    record = await asyncio.to_thread(store.get_answer, handoff.answer_id) if handoff else None
-    if handoff is None or record is None:
-        await interaction.followup.send(UNKNOWN, ephemeral=True)
+    resolved = await asyncio.to_thread(actions_of(interaction).resolve, handoff_id, str(user.id),
+                                       lambda _rule: role_ids(user), interaction.channel_id)
+    if isinstance(resolved, str):
+        await interaction.followup.send(resolved, ephemeral=True)
         return
-    rule = rule_of_answer(interaction.client, record, interaction.channel_id)
-    me = store.user_hash(PLATFORM, str(user.id))
-    if me not in (record.user_hash, handoff.requested_by) and not rule.is_expert(str(user.id), role_ids(user)):
-        await interaction.followup.send(NOT_YOURS, ephemeral=True)
-        return
-    if not await asyncio.to_thread(store.resolve_handoff, handoff_id, platform=PLATFORM, user_id=str(user.id)):
-        await interaction.followup.send(ALREADY_RESOLVED, ephemeral=True)
-        return
-    metrics.observe_handoff(PLATFORM, "resolved")
     text = interaction.message.content if interaction.message else WAITING
     await interaction.edit_original_response(content=resolved_text(text, user.id), view=None)

@@ -202,11 +202,15 @@ class InteractionReply:
         await self.interaction.edit_original_response(content=text, view=None)
 
     async def remind(self, text: str) -> None:
-        try:
-            await self.interaction.followup.send(text, ephemeral=True)
-        except discord.HTTPException as exc:  # the token lasts 15 minutes; a direct message does not expire
-            log.info("reminding by direct message instead of a follow-up: %s", exc)
-            await self.interaction.user.send(text)
+        # The interaction's token lasts 15 minutes: past that a follow-up is a certain 401, which
+        # counts towards Discord's ban on invalid requests. A direct message does not expire.
+        if not self.interaction.is_expired():
+            try:
+                await self.interaction.followup.send(text, ephemeral=True)
+                return
+            except discord.HTTPException as exc:
+                log.info("reminding by direct message instead of a follow-up: %s", exc)
+        await self.interaction.user.send(text)
 
 
 # ---------------------------------------------------------------- streaming

@@ -4,7 +4,7 @@ discord.py dispatches gateway events to `TeambotDiscord`'s `on_message`,
 `on_raw_reaction_add` / `on_raw_reaction_remove` (a 👍/👎 reaction casts a vote, removing it
 takes that vote back), the `/ask` command and the persistent buttons (votes, "Share with the
 channel", "I need more help", "Mark resolved"); each hands off to a small function here or in
-`bots.discord_feedback` / `bots.discord_handoff`.
+`bots.discord.feedback` / `bots.discord.handoff`.
 
 Each channel's rule (bots.channel_rules, by channel, then parent channel for a thread, then
 guild) says which messages are for the bot (mentions only, or plain questions too; other bots'
@@ -36,10 +36,11 @@ from discord import app_commands
 
 from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations, Question
-from bots.discord_feedback import PLATFORM, ShareButton, VoteButton, record_reaction, retract_reaction, vote_view
-from bots.discord_handoff import HandoffButton, ResolveButton, role_ids
-from bots.discord_reply import (
-    ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks, quote_question,
+from bots.answer_actions import AnswerActions
+from bots.discord.feedback import ShareButton, VoteButton, record_reaction, retract_reaction, vote_view
+from bots.discord.handoff import HandoffButton, ResolveButton, can_tag, role_ids
+from bots.discord.reply import (
+    PLATFORM, ChannelReply, InteractionReply, ReplyTarget, StreamingEditor, answer_chunks, quote_question,
 )
 from core.answer import Answer
 from core.settings import Settings, secret_value
@@ -78,6 +79,7 @@ class TeambotDiscord(discord.Client):
         self.service = service  # pipeline.querying.AnswerService
         self.store = store
         self.conversations = conversations or Conversations(settings, service, store)
+        self.actions = AnswerActions(store, self.conversations, PLATFORM, can_tag=can_tag)
         self.force_sync = False  # `teambot discord sync`: sync the slash commands even if unchanged
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_ask_command())
@@ -100,11 +102,11 @@ class TeambotDiscord(discord.Client):
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is not None:
-            await record_reaction(self.store, payload, bot_id=self.user.id)
+            await record_reaction(self.actions, payload, bot_id=self.user.id)
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is not None:
-            await retract_reaction(self.store, payload, bot_id=self.user.id)
+            await retract_reaction(self.actions, payload, bot_id=self.user.id)
 
 
 # ---------------------------------------------------------------- messages
@@ -390,25 +392,3 @@ def sync_now(settings: Settings) -> None:
             await client.close()
 
     asyncio.run(sync())
-
-
-def run_bot(settings: Settings) -> None:
-    """Connect to Discord and answer until interrupted."""
-    if not secret_value(settings.discord_token):
-        raise DiscordSetupError("TEAMBOT_DISCORD_TOKEN is not set: create a bot at https://discord.com/developers.")
-    from bots.health import start_health_listener
-    from pipeline.querying import AnswerService
-
-    service = AnswerService(settings)
-    client = TeambotDiscord(settings, service, FeedbackStore.from_settings(settings))
-    start_health_listener(settings, service)
-    try:
-        # Logging is set up by the caller (core.logging_setup: format, level, secret redaction).
-        client.run(settings.discord_token.get_secret_value(), log_handler=None)
-    except discord.LoginFailure:
-        raise DiscordSetupError("Discord rejected TEAMBOT_DISCORD_TOKEN: check the bot token.") from None
-    except discord.PrivilegedIntentsRequired:
-        raise DiscordSetupError(
-            "Enable the Message Content intent in the Discord developer portal "
-            "(your application → Bot → Privileged Gateway Intents)."
-        ) from None

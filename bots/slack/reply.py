@@ -27,7 +27,7 @@ from slack_sdk.web.chat_stream import ChatStream
 
 from bots.formatting import FENCE, fill
 from bots.ratelimit import TokenBucket
-from bots.slack_blocks import MARKDOWN_LIMIT, answer_tail, defuse_mentions, escape, markdown_messages
+from bots.slack.blocks import MARKDOWN_LIMIT, answer_tail, defuse_mentions, escape, markdown_messages
 from core.answer import Answer
 
 log = logging.getLogger("teambot.slack")
@@ -304,3 +304,14 @@ class SlackPrivateReply:
 
     def remind(self, text: str) -> None:
         self._ephemeral(text)
+
+
+def ephemeral(client: WebClient, channel: str | None, user: str | None, thread: str | None, text: str,
+              blocks: list[dict] | None = None) -> None:
+    """Tell `user` something only they see, under `thread`; a failure is only logged."""
+    if not channel or not user:
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        log.warning("could not tell %s: %s", user, exc.response.get("error"))
