@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.
-# The virtualenv lives outside the clone, one per locked set of dependencies.
-VENV ?= $(HOME)/.cache/teambot/venv-$(shell cat pyproject.toml uv.lock | sha256sum | cut -c1-12)
+# The virtualenv lives outside the clone, one per locked set of dependencies: pyproject.toml up to
+# its [tool.*] tables (which configure tools, not what is installed) and uv.lock.
+VENV ?= $(HOME)/.cache/teambot/venv-$(shell sed '/^\[tool\./q' pyproject.toml | cat - uv.lock | sha256sum | cut -c1-12)
 TEAMBOT = $(VENV)/bin/teambot
 QUESTION ?= How many days of paid vacation do full-time employees get?
 

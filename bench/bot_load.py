@@ -7,7 +7,7 @@ The real `SlackBot` (Bolt, HTTP mode, `bots.slack.app.http_server`) answers with
 AnswerService over a scratch collection of the sample handbook, or with `--scripted` a model
 stand-in that streams a 600-character answer at 80 characters a second to every question at once
 (it isolates what the Slack side costs). The Slack Web API is the strict stand-in of the tests
-(tests/slack_standin.py), with Slack's per-method rate limits (429 + Retry-After). `--mentions`
+(testing/slack_standin.py), with Slack's per-method rate limits (429 + Retry-After). `--mentions`
 signed `app_mention` events are sent at once, each from another user and its own thread. Slack
 wants every request acknowledged within 3 s. Reported: ack p50/p99, time from the mention to the
 first words of the answer shown in Slack, API calls and 429s per answer, answers delivered with
@@ -32,7 +32,7 @@ import httpx
 from pydantic import SecretStr
 
 from bench.harness import ROOT, drop_collections, load, percentile, ratio, scratch_name, table, write_result
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 
 HANDBOOK = ROOT / "examples" / "handbook"
 QA = json.loads((ROOT / "bench" / "qa_set.json").read_text())
@@ -197,7 +197,7 @@ def run(count: int, tokens: int, timeout: float, scripted: bool = False) -> dict
         standin = slack.SlackStandIn().start()
         try:
             if scripted:
-                from tests.doubles import ScriptedAnswers
+                from testing.doubles import ScriptedAnswers
 
                 settings = settings.model_copy(update={"answer_workers": count})
                 service = ScriptedAnswers(settings, ANSWER, piece_chars=4, delay=0.05)

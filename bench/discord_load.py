@@ -4,7 +4,7 @@
 
 The real `TeambotDiscord` (discord.py, the shared conversation core) answers with the real
 AnswerService over a scratch collection of the sample handbook; Discord is the strict local
-stand-in of the tests (tests/discord_standin.py), which drops an interaction not answered
+stand-in of the tests (testing/discord_standin.py), which drops an interaction not answered
 within 3 s. `--questions` mentions arrive at once; while they are answered (a few generations
 at a time, the rest queued), a user clicks 👍 on an earlier answer every 0.4 s, `--clicks`
 times. Reported: how long each click waited for its interaction response (Discord's limit is
@@ -31,7 +31,7 @@ INTERACTION_DEADLINE = 3.0
 async def scenario(settings, service, store, questions: int, clicks: int) -> dict:
     from bots.discord.app import TeambotDiscord
     from core.answer import Answer
-    from tests.discord_standin import DiscordStandIn, logged_in, settle, user_payload
+    from testing.discord_standin import DiscordStandIn, logged_in, settle, user_payload
 
     # An answer to vote on, as the bot would have posted it earlier.
     earlier = Answer(question="Which tool do expense claims go in?", text="Ledgerly [1].", sources=[],

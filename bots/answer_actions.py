@@ -36,6 +36,8 @@ ALREADY_RESOLVED = "This was already marked resolved."
 NOT_YOUR_ANSWER = "Only the person who asked can share this answer."
 SHARED = "Shared with the channel. ✅"
 SHARE_FAILED = "Sorry, I couldn't share that answer right now. Please try again shortly."
+STOPPING = "Stopping your answer."
+NOTHING_TO_STOP = "You have no answer in progress here."
 
 
 def is_direct(record: AnswerRecord) -> bool:

@@ -26,7 +26,7 @@ from typing import Protocol
 from bots.channel_rules import DEFAULT_RULE, ChannelRule, ChannelRules, looks_like_question
 from bots.ratelimit import RateLimiter
 from core import metrics
-from core.answer import Answer, Outcome, Turn
+from core.answer import STOPPED_NOTE, Answer, Outcome, Turn
 from core.errors import TeambotError
 from core.settings import Settings
 from feedback.store import FeedbackStore
@@ -44,6 +44,7 @@ NO_SOURCE = (
     "I couldn't find a source for this in the team's documents, and this channel only gets answers that cite one."
 )
 NO_SOURCE_HELP = " Use *I need more help* below to ask a person."
+STOPPED = "Stopped."
 REMINDER = "Did that answer help? A 👍 or 👎 under it tells us, and it improves the next answers."
 
 
@@ -116,7 +117,7 @@ class Answering(Protocol):
     def validate(self, question: str) -> str: ...
 
     def ask(self, question: str, *, collection: str | Sequence[str] | None = None, history: Sequence[Turn] = (),
-            on_token: Callable[[str], None] | None = None) -> Answer: ...
+            on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> Answer: ...
 
     def use_feedback(self, feedback: FeedbackSources | None) -> None: ...
 
@@ -142,6 +143,8 @@ class Conversations:
         self.capacity = workers + (settings.answer_queue if queue is None else queue)
         self._in_flight = 0
         self._changed = threading.Condition()
+        # (platform, channel, thread) → the stop switches of its answers waiting or in progress, by asker
+        self._stops: dict[tuple[str, str, str], dict[threading.Event, str | None]] = {}
 
     def close(self) -> None:
         """Finish the answers in progress and queued, then stop (reminders not yet due are dropped)."""
@@ -162,6 +165,17 @@ class Conversations:
         if from_bot and not rule.answer_bots:
             return False
         return addressed or (rule.respond_to == "questions" and looks_like_question(text))
+
+    def stop(self, platform: str, channel: str, thread: str | None, *, user: str | None = None) -> bool:
+        """Stop the answers waiting or in progress in this thread (any thread of the channel when
+        None; only those `user` asked, when given): a generation ends at its next token and its
+        slot is free at once. False if there were none."""
+        with self._changed:
+            found = [s for (p, c, t), switches in self._stops.items() if (p, c) == (platform, channel)
+                     and thread in (None, t) for s, asker in switches.items() if user is None or asker == user]
+        for switch in found:
+            switch.set()
+        return bool(found)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no admitted question is waiting or being answered; False on timeout."""
@@ -218,21 +232,38 @@ class Conversations:
             metrics.observe_error(question.platform, exc)
             log.warning("cannot reply in %s on %s: %s", question.channel, question.platform, exc, exc_info=exc)
             return None
+        key, switch = (question.platform, question.channel, question.thread), threading.Event()
+        with self._changed:
+            self._stops.setdefault(key, {})[switch] = question.user
         try:
-            self._pool.submit(self._answer_then_release, question, reply)
+            self._pool.submit(self._answer_then_release, question, reply, switch)
         except RuntimeError:  # shutting down
+            self._forget_stop(key, switch)
             self._release_slot()
             raise
         return None
 
-    def _answer_then_release(self, question: Question, reply: Reply) -> None:
+    def _forget_stop(self, key: tuple[str, str, str], switch: threading.Event) -> None:
+        with self._changed:
+            switches = self._stops.get(key, {})
+            switches.pop(switch, None)
+            if not switches:
+                self._stops.pop(key, None)
+
+    def _answer_then_release(self, question: Question, reply: Reply, stop: threading.Event) -> None:
         try:
-            self.answer(question, reply)
+            if stop.is_set():  # stopped while it waited for a thread
+                metrics.observe_refusal(question.platform, "stopped")
+                _tell(question, reply, STOPPED)
+            else:
+                self.answer(question, reply, stop)
         finally:
+            self._forget_stop((question.platform, question.channel, question.thread), stop)
             self._release_slot()
 
-    def answer(self, question: Question, reply: Reply) -> Answer | None:
-        """Answer an admitted question into `reply`: stream, record, show with sources and votes."""
+    def answer(self, question: Question, reply: Reply, stop: threading.Event | None = None) -> Answer | None:
+        """Answer an admitted question into `reply`: stream, record, show with sources and votes.
+        A stopped answer is shown as far as it went, recorded as `stopped`, without buttons."""
         rule = question.rule
         try:
             # Where answers are private, so is a thread's memory: another member replying in it
@@ -244,17 +275,20 @@ class Conversations:
             # Where citations are required, nothing is shown before the answer is known to cite.
             answer = self.service.ask(
                 question.text, collection=question.collections, history=history,
-                on_token=None if rule.citations_required else reply.token,
+                on_token=None if rule.citations_required else reply.token, stop=stop,
             )
             if rule.citations_required and answer.outcome is Outcome.ANSWERED and not answer.cited:
                 answer = _without_source(answer, rule)
+            elif rule.citations_required and answer.outcome is Outcome.STOPPED:  # held back, never shown
+                answer = replace(answer, text=STOPPED_NOTE, sources=[])
         except Exception as exc:  # noqa: BLE001 - the asker gets a reply and the bot stays up
             self._failed(question, reply, exc)
             return None
         # Recorded before the buttons appear, so that even an instant vote finds its answer.
         recorded = self._record(question, answer, reply.message_id)
+        votes = recorded and answer.outcome is not Outcome.STOPPED
         try:
-            shown = reply.finish(answer, votes=recorded, handoff=recorded and rule.has_experts)
+            shown = reply.finish(answer, votes=votes, handoff=votes and rule.has_experts)
         except Exception as exc:  # noqa: BLE001
             self._failed(question, reply, exc)
             return answer
@@ -265,7 +299,7 @@ class Conversations:
                 self.store.set_message_id(answer.id, buttons, parts=parts)
             except Exception:  # noqa: BLE001 - the answer is shown; only later votes may miss it
                 log.exception("could not note the messages of answer %s", answer.id)
-        if recorded and question.user and rule.feedback_reminder_minutes:
+        if votes and question.user and rule.feedback_reminder_minutes:
             self.reminders.schedule(rule.feedback_reminder_minutes * 60, answer.id, question.platform, reply.remind)
         log.info("answered %s on %s in %.1fs with %d source(s)", answer.id, question.platform,
                  answer.timings.get("total", 0.0), len(answer.sources))
@@ -296,10 +330,15 @@ class Conversations:
         else:
             log.error("answering in %s on %s failed", question.channel, question.platform, exc_info=exc)
             text = TeambotError.user_message
-        try:
-            reply.fail(text)
-        except Exception as error:  # noqa: BLE001
-            log.error("could not post an error reply in %s: %s", question.channel, error)
+        _tell(question, reply, text)
+
+
+def _tell(question: Question, reply: Reply, text: str) -> None:
+    """Show `text` instead of an answer (an error, or that it was stopped before it began)."""
+    try:
+        reply.fail(text)
+    except Exception as error:  # noqa: BLE001
+        log.error("could not post an error reply in %s: %s", question.channel, error)
 
 
 def _without_source(answer: Answer, rule: ChannelRule) -> Answer:

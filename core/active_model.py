@@ -26,6 +26,11 @@ HISTORY_LIMIT = 20
 EVENTS_LIMIT = 200
 
 
+def model_name(run_id: str) -> str:
+    """The Ollama name a fine-tuning run is published under."""
+    return f"teambot-ft-{run_id}".lower()
+
+
 def state_path(settings) -> Path:
     return Path(settings.data_dir) / STATE_FILE
 

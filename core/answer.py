@@ -15,7 +15,11 @@ class Outcome(str, Enum):
     ABSTAINED = "abstained"  # nothing relevant was found, or the model said it does not know
     WITHHELD = "withheld"  # the guard stopped a reply that repeated the instructions or a secret
     UNCITED = "uncited"  # a channel that requires citations got an answer that cites none: not shown
+    STOPPED = "stopped"  # the asker stopped it mid-answer: what was shown until then
 
+
+# What an answer the asker stopped ends with, on every platform.
+STOPPED_NOTE = "_(Stopped.)_"
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 

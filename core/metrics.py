@@ -12,7 +12,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 QUESTIONS = Counter(
     "teambot_questions", "Questions received, by platform and outcome (answered, abstained, withheld, "
-    "uncited, invalid, rate_limited, busy, not_allowed, error).", ["platform", "outcome"], registry=REGISTRY,
+    "uncited, stopped, invalid, rate_limited, busy, not_allowed, error).", ["platform", "outcome"], registry=REGISTRY,
 )
 STAGE_SECONDS = Histogram(
     "teambot_stage_seconds", "Time spent per answering stage (retrieve, generate, total).", ["stage"],
@@ -64,7 +64,8 @@ def observe_answer(platform: str, answer) -> None:
 
 
 def observe_refusal(platform: str, outcome: str) -> None:
-    """A question not answered by design: `invalid`, `rate_limited`, `busy` or `not_allowed`."""
+    """A question not answered by design: `invalid`, `rate_limited`, `busy`, `not_allowed`, or
+    `stopped` by the asker before its answer began."""
     QUESTIONS.labels(platform, outcome).inc()
 
 

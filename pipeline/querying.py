@@ -34,7 +34,7 @@ from haystack_integrations.components.retrievers.weaviate import WeaviateHybridR
 
 from core import metrics
 from core.active_model import model_for
-from core.answer import Answer, Outcome, Source, Turn
+from core.answer import STOPPED_NOTE, Answer, Outcome, Source, Turn
 from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
 from core.settings import Settings
 from pipeline import resilience
@@ -55,6 +55,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 SPARE_SEARCH_THREADS = 2  # for searches abandoned after retrieval_timeout, until their query times out
 MISSING_COLLECTION_RECHECK = 0.3  # seconds
 CUT_OFF = "\n\n_(Cut off: the answer took longer than {seconds:.0f} seconds.)_"
+STOPPED = "\n\n" + STOPPED_NOTE
 # Every generation is seeded: the same prompt gives the same answer, so one retried after its
 # server died mid-answer can skip what was already shown (Replay).
 GENERATION_SEED = 42
@@ -110,6 +111,11 @@ class Retrieval:
 
 class PastDeadline(Exception):
     """Raised from the streaming callback: the generation ran past its wall-clock deadline."""
+
+
+class Stopped(Exception):
+    """Raised from the streaming callback: the asker stopped the answer. Leaving the stream closes
+    the connection, and Ollama drops a generation whose client has gone."""
 
 
 class Diverged(Exception):
@@ -381,9 +387,11 @@ class AnswerService:
         collection: str | Sequence[str] | None = None,
         history: Sequence[Turn] = (),
         on_token: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> Answer:
         """Answer `question` from `collection` (or the best of several), streaming what may be
-        shown to `on_token`."""
+        shown to `on_token`. Setting `stop` ends the generation at its next token: the answer is
+        what was shown so far, with the outcome `stopped`."""
         started = time.perf_counter()
         question = self.validate(question)
         collection = collection or self.settings.collection
@@ -403,8 +411,8 @@ class AnswerService:
         )
         if documents:
             guarded = self._guard.stream(on_token, links)
-            text, prompt, cut_off = self._generate(answer, history, documents, guarded, started)
-            self._settle(answer, text, prompt, guarded, cut_off)
+            text, prompt, ended = self._generate(answer, history, documents, guarded, started, stop)
+            self._settle(answer, text, prompt, guarded, ended)
         else:  # nothing relevant: the model is not asked to invent something
             answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
             if on_token:
@@ -431,8 +439,10 @@ class AnswerService:
 
     def _generate(
         self, answer: Answer, history: list[Turn], documents: list[Document], guarded: GuardedStream, asked: float,
-    ) -> tuple[str, list, bool]:
-        """(the model's text, the prompt it was given, whether it was cut off at the deadline)."""
+        stop: threading.Event | None = None,
+    ) -> tuple[str, list, str]:
+        """(the model's text, the prompt it was given, the note that it ended early: cut off at the
+        deadline or stopped by the asker; "" when it ran to its end)."""
         prompt = self.prompt_builder.run(
             system_prompt=SYSTEM_PROMPT, history=history, documents=documents, question=answer.question,
         )["prompt"]
@@ -443,6 +453,8 @@ class AnswerService:
         replay: Replay | None = None
 
         def stream(chunk: StreamingChunk) -> None:
+            if stop is not None and stop.is_set():
+                raise Stopped("stopped by the asker")
             if chunk.content:
                 # The model's first token; the guard may hold it back a word or two before on_token sees it.
                 timings.setdefault("first_token", time.perf_counter() - asked)
@@ -462,7 +474,7 @@ class AnswerService:
                 raise Diverged(f"the retry ended within the {len(replay.seen)} characters already streamed")
             return (reply["replies"][0].text or "").strip()
 
-        cut_off = False
+        ended = ""
         try:
             text = resilience.call(
                 generate, policy=self._retry, breaker=self.breakers["ollama"],
@@ -474,8 +486,10 @@ class AnswerService:
         except resilience.CircuitOpen as exc:
             raise ModelUnavailable(str(exc)) from exc
         except Exception as exc:
-            if _past_deadline(exc) and guarded.text.strip():
-                text, cut_off = guarded.text.lstrip(), True  # as streamed: the note follows it
+            if any(isinstance(e, Stopped) for e in resilience.chain(exc)):
+                text, ended = guarded.text.lstrip(), STOPPED
+            elif _past_deadline(exc) and guarded.text.strip():
+                text, ended = guarded.text.lstrip(), CUT_OFF.format(seconds=self.settings.generation_timeout)
             elif _past_deadline(exc) or (is_unavailable(exc) and is_timeout(exc)):
                 raise ModelTimeout(f"generation with {answer.model} timed out: {exc}") from exc
             elif is_unavailable(exc):
@@ -485,9 +499,9 @@ class AnswerService:
             else:
                 raise
         timings["generate"] = time.perf_counter() - started
-        return text, prompt, cut_off
+        return text, prompt, ended
 
-    def _settle(self, answer: Answer, text: str, prompt: list, guarded: GuardedStream, cut_off: bool) -> None:
+    def _settle(self, answer: Answer, text: str, prompt: list, guarded: GuardedStream, ended: str) -> None:
         """What the user is shown, and the outcome, sources and prompt recorded with it."""
         answer.prompt = as_messages(prompt)
         answer.context = answer.prompt[-1]["content"]
@@ -505,16 +519,16 @@ class AnswerService:
         if only_citations(text):
             # A bare "[1]" (small models do this) tells the user nothing, and an empty reply is an
             # abstention; the guard has held either back, so this is shown instead.
-            text = _passage_reply(answer.retrieved, text) if text else ABSTAIN
+            text = (_passage_reply(answer.retrieved, text) if text else ABSTAIN) if ended != STOPPED else ""
             guarded.say(text)
         else:
             guarded.finish()
-        if cut_off:
-            note = CUT_OFF.format(seconds=self.settings.generation_timeout)
-            guarded.say(note)
-            text += note
+        if ended:
+            guarded.say(ended)
+            text = (text + ended).lstrip()
         answer.text = text
-        answer.outcome = Outcome.ABSTAINED if is_abstention(text) else Outcome.ANSWERED
+        answer.outcome = (Outcome.STOPPED if ended == STOPPED
+                          else Outcome.ABSTAINED if is_abstention(text) else Outcome.ANSWERED)
         answer.sources = _cited(text, answer.retrieved)
 
 

@@ -15,8 +15,8 @@ from slack_sdk import WebClient
 
 from bots.health import start_health_listener
 from bots.slack.app import EVENTS_PATH, SlackBot, http_server
-from tests import slack_standin as slack
-from tests.slack_standin import BOT_TOKEN, Message, SlackStandIn, signed
+from testing import slack_standin as slack
+from testing.slack_standin import BOT_TOKEN, Message, SlackStandIn, signed
 
 SIGNING_SECRET = "e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6"
 
@@ -102,9 +102,10 @@ class SlackHttpBot:
     # ------------------------------------------------------------------ what the bot posted
 
     def _touches(self, channel: str, thread: str) -> int:
-        """Calls the bot has made about a thread (its status, messages in it)."""
+        """Calls about a thread (its status, messages in it) that Slack took: a call refused for its
+        rate limit is made again after Retry-After."""
         return sum((c.args.get("channel") or c.args.get("channel_id")) == channel and c.args.get("thread_ts") == thread
-                   for c in self.standin.calls)
+                   and c.status == 200 for c in self.standin.calls)
 
     def reply_in(self, channel: str, thread: str, *, calls_before: int = 0, messages_before: int = 0,
                  timeout: float = 300.0) -> Reply:

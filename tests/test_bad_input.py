@@ -3,7 +3,7 @@ signed Slack HTTP), malformed requests and unknown events, and documents that ar
 password-protected or not what their extension says. Each gets a clear message or a logged
 skip; nothing crashes and nothing stored is lost.
 
-The model is scripted here (tests/doubles.py): what is under test is everything around
+The model is scripted here (testing/doubles.py): what is under test is everything around
 it, over many inputs, with the real embedder, Weaviate and relevance gate.
 """
 
@@ -27,11 +27,11 @@ from core.answer import Answer
 from core.errors import InvalidQuestion, TeambotError
 from feedback.store import FeedbackStore
 from teambot.cli import app
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.conftest import drop_collection, unique_collection
-from tests.doubles import LEDGERLY, ScriptedAnswers
+from testing.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, slack_http_bot, with_slack_secrets
-from tests.slack_standin import SlackStandIn
+from testing.slack_standin import SlackStandIn
 
 EXPENSES = "Which tool do expense claims go in?"
 

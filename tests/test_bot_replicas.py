@@ -3,7 +3,7 @@
 The deployment as an operator would run it: two real `teambot slack --http` processes, each with
 its own data dir and health listener, the same PostgreSQL, signing secret and user-hash salt;
 haproxy (teambot/balancer.py) at the one URL Slack posts to, health-checking each bot's /healthz
-on its health listener. Slack is the stand-in (tests/slack_standin.py); the answers come from
+on its health listener. Slack is the stand-in (testing/slack_standin.py); the answers come from
 the real pipeline over the handbook, with the real model.
 
 What it shows: mentions sent through the balancer are spread over both replicas and each is
@@ -36,11 +36,11 @@ from bots.health import HEALTH_PATH
 from bots.slack.app import EVENTS_PATH
 from feedback.store import AnswerRecord, DeliveredEventRecord, FeedbackStore
 from teambot.balancer import Balancer
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.conftest import ROOT
 from tests.postgres import fresh_database
 from tests.slack_harness import SIGNING_SECRET, metric_value
-from tests.slack_standin import BOT_TOKEN, SlackStandIn, signed
+from testing.slack_standin import BOT_TOKEN, SlackStandIn, signed
 
 CHANNEL = "C0REPLICAS"
 QUESTIONS = [

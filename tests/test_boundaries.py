@@ -30,11 +30,11 @@ from feedback.reviews import ReviewStore
 from feedback.store import AnswerRecord, FeedbackStore
 from pipeline.indexing import IngestReport, Indexer
 from pipeline.querying import AnswerService
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.conftest import HANDBOOK, drop_collection, unique_collection
-from tests.doubles import ScriptedAnswers
+from testing.doubles import ScriptedAnswers
 from tests.slack_harness import slack_http_bot, with_slack_secrets
-from tests.slack_standin import SlackStandIn
+from testing.slack_standin import SlackStandIn
 from tests.waiting import wait_until
 
 BAND = "BAND-7731"
@@ -222,7 +222,7 @@ allowed_groups = ["{role}"]
 def test_a_discord_dm_gets_nothing_the_guild_keeps_from_its_asker(config, corpora, store, tmp_path):
     from bots.conversation import CLOSED, NOT_ALLOWED
     from bots.discord.app import TeambotDiscord
-    from tests.discord_standin import DiscordStandIn, logged_in, settle
+    from testing.discord_standin import DiscordStandIn, logged_in, settle
 
     finance, _, _ = corpora
     role = 1000000000000000777
@@ -259,7 +259,7 @@ def test_a_captured_slash_command_or_click_replayed_is_handled_once(settings, st
     import httpx
 
     from tests.slack_harness import SIGNING_SECRET
-    from tests.slack_standin import signed
+    from testing.slack_standin import signed
 
     config = with_slack_secrets(settings)
     replayed_store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
@@ -316,9 +316,7 @@ def test_no_call_the_bot_makes_pings_a_whole_channel(settings, standin, tmp_path
     store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
     with slack_http_bot(config, ScriptedAnswers(config), store, standin) as bot:
         standin.reset()
-        started = {"type": "assistant_thread_started",
-                   "assistant_thread": {"user_id": "U0ALICE", "channel_id": "D0PROMPTS", "thread_ts": "1700000000.000100"}}
-        assert bot.event(started).status_code == 200
+        assert bot.event(slack.home_opened(channel="D0PROMPTS")).status_code == 200
         call = standin.wait_call("assistant.threads.setSuggestedPrompts", timeout=60)
     [prompt] = call.args["prompts"]
     assert "<!" not in str(call.args)

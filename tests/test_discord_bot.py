@@ -1,7 +1,7 @@
 """The Discord bot end to end, through discord.py's own code paths.
 
 Each scenario logs a real `TeambotDiscord` client in against a local stand-in of Discord's
-REST API (tests/discord_standin.py) and feeds it gateway events through discord.py's
+REST API (testing/discord_standin.py) and feeds it gateway events through discord.py's
 `ConnectionState` parsers, so discord.py builds the Message/Interaction objects itself and
 dispatches them to the bot's handlers. Answers come from the real pipeline (Weaviate +
 Ollama, handbook fixture) except where a test needs something the real model cannot be made
@@ -24,8 +24,8 @@ from bots.discord.reply import EDIT_INTERVAL, MESSAGE_LIMIT
 from core.answer import Source
 from core.errors import InvalidQuestion, ModelUnavailable
 from feedback.store import FeedbackStore
-from tests.discord_standin import DiscordStandIn, custom_ids, logged_in, settle, user_payload
-from tests.doubles import ScriptedAnswers
+from testing.discord_standin import DiscordStandIn, custom_ids, logged_in, settle, user_payload
+from testing.doubles import ScriptedAnswers
 
 EXPENSES_QUESTION = "Which tool do I submit expense claims in?"
 EXPENSES_SOURCE = Source(1, "Expenses", "/srv/expenses.md", "…", "c1", 0.9)
@@ -293,9 +293,9 @@ def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_setti
     standin, synced, command = run(scenario())
     # /ask was registered with Discord at start-up, with its required question option.
     assert synced[-1].path == f"/applications/{standin.app_id}/commands"
-    assert [(c["name"], c["options"][0]["name"], c["options"][0]["required"]) for c in synced[-1].body] == [
-        ("ask", "question", True)
-    ]
+    assert [c["name"] for c in synced[-1].body] == ["ask", "stop"]
+    ask = synced[-1].body[0]
+    assert (ask["options"][0]["name"], ask["options"][0]["required"]) == ("question", True)
     callback = standin.calls("POST", f"/interactions/{command['id']}/")
     assert [c.body["type"] for c in callback] == [5]  # "teambot is thinking…" within Discord's 3 s
     original = standin.messages[standin.interactions[command["token"]]["original"]]
@@ -309,6 +309,59 @@ def test_ask_command_is_answered_in_its_interaction_response(handbook, bot_setti
     assert record.question == TIME_OFF_QUESTION
 
 
+def test_stop_ends_the_callers_answer_and_frees_its_slot(settings, store):
+    """/stop mid-answer: the generation ends at its next token, the question queued behind it
+    starts at once, and the message shows what was written with a note that it stopped, without
+    votes. Someone else's /stop stops nothing of it."""
+    from bots.answer_actions import NOTHING_TO_STOP, STOPPING
+    from bots.conversation import Conversations
+    from core.answer import STOPPED_NOTE
+
+    steps = "".join(f"Step {n} of filing a claim. " for n in range(1, 200))
+    service = ScriptedAnswers(settings, lambda q: steps if "step by step" in q else "Claims go in Ledgerly.",
+                              sources=(), delay=0.1)
+    conversations = Conversations(settings, service, store, workers=1, queue=1)
+    bob, carol = user_payload(7001, "bob"), user_payload(7002, "carol")
+
+    async def stop_as(bot, standin, user) -> dict:
+        command = standin.slash_command("stop", user=user)
+        bot._connection.parse_interaction_create(command)
+        while not standin.calls("POST", f"/interactions/{command['id']}/"):
+            await asyncio.sleep(0.01)
+        return standin.calls("POST", f"/interactions/{command['id']}/")[0].body
+
+    async def scenario():
+        standin = DiscordStandIn()
+        bot = TeambotDiscord(settings, service, store, conversations=conversations)
+        async with logged_in(bot, standin):
+            long = standin.message_create(f"{standin.mention()} How do I file a claim, step by step?", mentions_bot=True)
+            bot._connection.parse_message_create(long)
+            while not any("Step 2" in m["content"] for m in standin.bot_messages()):  # mid-answer
+                await asyncio.sleep(0.05)
+            queued = standin.message_create(f"{standin.mention()} {EXPENSES_QUESTION}", author=bob, mentions_bot=True)
+            bot._connection.parse_message_create(queued)
+            not_hers = await stop_as(bot, standin, carol)
+            mine = await stop_as(bot, standin, None)
+            asked = asyncio.get_running_loop().time()
+            while len(service.calls) < 2:
+                await asyncio.sleep(0.01)
+            started = asyncio.get_running_loop().time() - asked
+            await settle()
+            again = await stop_as(bot, standin, None)
+        return standin, not_hers, mine, again, started
+
+    standin, not_hers, mine, again, started = run(scenario())
+    assert (not_hers["data"]["content"], not_hers["data"]["flags"]) == (NOTHING_TO_STOP, EPHEMERAL)
+    assert (mine["data"]["content"], mine["data"]["flags"]) == (STOPPING, EPHEMERAL)
+    assert again["data"]["content"] == NOTHING_TO_STOP
+    assert started < 1.0, f"the queued question started {started:.2f}s after /stop"
+    stopped, answered = [m for m in standin.bot_messages() if m["content"] not in (STOPPING, NOTHING_TO_STOP)]
+    assert stopped["content"].startswith("Step 1 of filing a claim.") and stopped["content"].endswith(STOPPED_NOTE)
+    assert "Step 199" not in stopped["content"] and not custom_ids(stopped)  # no votes on it
+    assert store.get_answer(store.answer_for_message("discord", stopped["id"])).outcome == "stopped"
+    assert answered["content"].startswith("Claims go in Ledgerly.") and custom_ids(answered)
+
+
 def test_ask_command_syncs_to_the_dev_guild_when_set(settings, store):
     settings = settings.model_copy(update={"discord_dev_guild": 1000000000000000003})
 
@@ -319,7 +372,7 @@ def test_ask_command_syncs_to_the_dev_guild_when_set(settings, store):
 
     (sync,) = run(scenario())
     assert sync.path == "/applications/1000000000000000002/guilds/1000000000000000003/commands"
-    assert [c["name"] for c in sync.body] == ["ask"]
+    assert [c["name"] for c in sync.body] == ["ask", "stop"]
 
 
 def test_slash_commands_are_synced_only_when_their_definition_changed(settings, store, tmp_path):
@@ -353,9 +406,9 @@ def test_slash_commands_are_synced_only_when_their_definition_changed(settings, 
         return first, restarted, after_change, synced, standin.calls("PUT", "/applications/")
 
     first, restarted, after_change, synced, puts = run(scenario())
-    assert len(first) == 1 and [c["name"] for c in first[0].body] == ["ask"]
+    assert len(first) == 1 and [c["name"] for c in first[0].body] == ["ask", "stop"]
     assert len(restarted) == 1  # still the one from the first start: nothing new
-    assert len(after_change) == 2 and sorted(c["name"] for c in after_change[-1].body) == ["ask", "sources"]
+    assert len(after_change) == 2 and sorted(c["name"] for c in after_change[-1].body) == ["ask", "sources", "stop"]
     assert synced is True and len(puts) == 3
 
 

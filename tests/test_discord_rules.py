@@ -5,7 +5,7 @@ One rules file gives three channels their own behaviour beside the default (ment
 #finance is for the finance role and one controller, answers only with citations and only
 privately (`/ask`, with "Share with the channel"); #alerts answers other bots too, from two
 collections. Each scenario logs a real `TeambotDiscord` in against the Discord stand-in
-(tests/discord_standin.py) and feeds it gateway events through discord.py's own parsers.
+(testing/discord_standin.py) and feeds it gateway events through discord.py's own parsers.
 One scenario (#help answering a plain question, then the hand-off) uses the real pipeline;
 the others use `ScriptedAnswers`, which says exactly what each check needs.
 """
@@ -28,8 +28,8 @@ from bots.conversation import NO_SOURCE, NO_SOURCE_HELP, NOT_ALLOWED, REMINDER
 from bots.discord.app import PRIVATE_HINT, TeambotDiscord
 from bots.discord.handoff import WAITING
 from feedback.store import FeedbackStore
-from tests.discord_standin import EPHEMERAL, DiscordStandIn, custom_ids, logged_in, settle
-from tests.doubles import EXPENSES, ScriptedAnswers
+from testing.discord_standin import EPHEMERAL, DiscordStandIn, custom_ids, logged_in, settle
+from testing.doubles import EXPENSES, ScriptedAnswers
 
 HELP, FINANCE, ALERTS = 1000000000000000101, 1000000000000000102, 1000000000000000103
 SUPPORT, FINANCE_ROLE = 1000000000000000201, 1000000000000000202

@@ -25,10 +25,10 @@ from feedback.store import FeedbackStore
 from pipeline.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen, RetryPolicy, call
 from teambot import services
 from teambot.cli import app
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.private_servers import FakeOllama, private_servers, start
 from tests.slack_harness import metric_value, slack_http_bot, with_slack_secrets
-from tests.slack_standin import SlackStandIn
+from testing.slack_standin import SlackStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "Which tool do expense claims go in?"

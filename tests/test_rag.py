@@ -52,7 +52,7 @@ def test_answer_cites_the_file_that_holds_it(handbook):
 
 
 def test_an_empty_reply_from_the_model_is_shown_as_an_abstention(handbook):
-    from tests.doubles import ScriptedAnswers
+    from testing.doubles import ScriptedAnswers
 
     service = ScriptedAnswers(handbook.service.settings, "", pipeline=True)
     streamed: list[str] = []
@@ -63,7 +63,7 @@ def test_an_empty_reply_from_the_model_is_shown_as_an_abstention(handbook):
 
 @pytest.mark.parametrize("reply", ["[2]", "[2]."])
 def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handbook, reply):
-    from tests.doubles import ScriptedAnswers
+    from testing.doubles import ScriptedAnswers
 
     # A small model's habit, streamed "[", "2", "]": not even the bracket may show.
     service = ScriptedAnswers(handbook.service.settings, reply, pipeline=True, piece_chars=1)
@@ -75,6 +75,32 @@ def test_a_bare_citation_from_the_model_becomes_the_passage_it_points_at(handboo
     cited = answer.retrieved[1]
     assert answer.sources == [cited] and f'"{cited.snippet}" [2]' in answer.text and not answer.abstained
     assert not cited.snippet.startswith("#")  # the section heading is shown apart, not in the quote
+
+
+def test_stop_ends_a_real_generation_at_its_next_token(handbook):
+    """The asker's Stop reaches Ollama: the generation ends within a token of it, the answer is
+    what was shown with the note that it stopped, and the server answers the next question."""
+    import threading
+    import time
+
+    from core.answer import STOPPED_NOTE, Outcome
+
+    stop, shown, stopped_at = threading.Event(), [], []
+
+    def on_token(delta: str) -> None:
+        shown.append(delta)
+        if not stop.is_set() and len("".join(shown)) > 20:
+            stop.set()
+            stopped_at.append(time.perf_counter())
+
+    answer = handbook.service.ask("Explain, step by step, how expense claims are filed and approved.",
+                                  on_token=on_token, stop=stop)
+    ended = time.perf_counter()
+    assert stop.is_set() and answer.outcome is Outcome.STOPPED
+    assert ended - stopped_at[0] < 2.0
+    assert answer.text.endswith(STOPPED_NOTE) and answer.text.startswith("".join(shown[:2]).strip()[:10])
+    assert "".join(shown).strip().endswith(STOPPED_NOTE)  # the note reached the stream too
+    assert not handbook.service.ask("Which tool do expense claims go in?").abstained
 
 
 def test_cli_ask_prints_answer_and_sources(handbook, monkeypatch):

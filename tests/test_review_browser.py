@@ -23,10 +23,10 @@ from core.answer import Answer, Source
 from feedback.store import FeedbackStore
 from pipeline.querying import AnswerService
 from teambot.cli import app
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.feedback_data import seed_feedback
 from tests.slack_harness import slack_http_bot, with_slack_secrets
-from tests.slack_standin import SlackStandIn
+from testing.slack_standin import SlackStandIn
 from tests.waiting import wait_until
 
 # The README's screenshots are refreshed with TEAMBOT_UPDATE_SCREENSHOTS=1; otherwise they go to a temp dir.

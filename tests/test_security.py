@@ -27,12 +27,12 @@ from pipeline.guard import WITHHELD
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT
 from teambot.cli import app
 from core.logging_setup import configure_logging
-from tests import slack_standin as slack
+from testing import slack_standin as slack
 from tests.conftest import drop_collection, unique_collection
-from tests.discord_standin import DiscordStandIn, logged_in, settle, user_payload
-from tests.doubles import ScriptedAnswers
+from testing.discord_standin import DiscordStandIn, logged_in, settle, user_payload
+from testing.doubles import ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, metric_value, slack_http_bot
-from tests.slack_standin import BOT_TOKEN, SlackStandIn
+from testing.slack_standin import BOT_TOKEN, SlackStandIn
 
 EXPENSES = "Which tool do expense claims go in?"
 CANNED = "Expense claims go in Ledgerly within 30 days."

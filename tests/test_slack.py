@@ -1,6 +1,6 @@
 """The Slack bot end to end: the real Bolt app serving HTTP on loopback (and Socket Mode), signed
 Events API, slash command and interactivity requests sent to it, and the strict stand-in of the
-Slack Web API (tests/slack_standin.py), which refuses what Slack refuses and keeps what the bot
+Slack Web API (testing/slack_standin.py), which refuses what Slack refuses and keeps what the bot
 posted as Slack would show it.
 
 The handbook tests answer with the real pipeline (Weaviate + Ollama). The others use
@@ -33,11 +33,11 @@ from core.answer import Turn
 from core.errors import InvalidQuestion, ModelUnavailable
 from feedback.store import FeedbackStore
 from pipeline.querying import AnswerService
-from tests import slack_standin as slack
-from tests.doubles import LEDGERLY, ScriptedAnswers
+from testing import slack_standin as slack
+from testing.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SIGNING_SECRET, SlackHttpBot, slack_http_bot
 from tests.waiting import wait_until
-from tests.slack_standin import (
+from testing.slack_standin import (
     APP_TOKEN, BOT_ID, BOT_TOKEN, BOT_USER, TEAM, SlackStandIn, SocketModeStandIn, blocks_error, signed,
 )
 
@@ -100,11 +100,13 @@ def test_mention_is_answered_from_the_handbook_with_status_stream_sources_and_fe
         question = slack.mention("Which tool do expense claims go in?", channel="C0HANDBOOK")
         reply = bot.answered(question)
 
-        # The status first, in the question's thread (after asking Slack once who sees the channel);
-        # then the answer streams into one message.
+        # The session and the status first, in the question's thread (after asking Slack once who
+        # sees the channel); then the answer streams into one message, whose stop ends the session's work.
         methods = [c.method for c in standin.calls if c.args.get("channel", c.args.get("channel_id")) == "C0HANDBOOK"]
         assert methods.pop(0) == "conversations.info"
-        assert methods[0] == "assistant.threads.setStatus" and methods[1] == "chat.startStream", methods
+        assert methods[:3] == ["agents.sessions.setStatus", "assistant.threads.setStatus", "chat.startStream"], methods
+        assert standin.sessions[("C0HANDBOOK", question["ts"])] == {
+            "title": "Which tool do expense claims go in?", "status": "active"}
         status = standin.find("assistant.threads.setStatus")[0].args
         assert (status["thread_ts"], status["status"]) == (question["ts"], STATUS) and status["loading_messages"]
         assert ("C0HANDBOOK", question["ts"]) not in standin.status  # cleared once the answer appeared
@@ -176,7 +178,7 @@ def test_an_answer_that_fails_midway_keeps_its_words_and_says_why(settings, stor
     config = _settings(settings)
 
     class FailsMidway(ScriptedAnswers):
-        def ask(self, question, *, collection=None, history=(), on_token=None):
+        def ask(self, question, *, collection=None, history=(), on_token=None, stop=None):
             on_token("Expense claims go in")
             # the first words reach Slack
             standin.wait_for(lambda calls: any(c.args.get("channel") == "C0MIDWAY" and "Expense claims go in"
@@ -249,7 +251,6 @@ def test_direct_messages_are_answered_and_edits_are_not(bot):
     message = slack.direct_message(f"<@{BOT_USER}> which tool do   expense claims go in?")
     assert bot.answered(message).streamed
     assert bot.service.calls[0]["question"] == "which tool do expense claims go in?"
-    assert not bot.standin.find("assistant.threads.setTitle")  # a plain DM is no agent view thread
 
     edited = slack.direct_message("edited text", subtype="message_changed")
     assert bot.event(edited).status_code == 200
@@ -257,22 +258,95 @@ def test_direct_messages_are_answered_and_edits_are_not(bot):
     assert [c["question"] for c in bot.service.calls] == ["which tool do expense claims go in?", "are you there?"]
 
 
-def test_agent_view_offers_prompts_and_titles_the_thread_with_the_first_question(bot):
+def test_agent_view_offers_prompts_and_titles_the_session_with_the_first_question(bot):
+    """Slack's agent view: opening teambot's messages shows the suggested prompts (set on the
+    conversation: with a thread_ts an agent app's prompts are silently dropped); each question
+    is an agent session of its thread, titled with the question, processing while it is answered
+    and active once the answer is shown."""
     prompts = bot.bot.settings.slack_suggested_prompts
-    started = {"type": "assistant_thread_started", "event_ts": "1700000100.000001", "assistant_thread": {
-        "user_id": "U0ALICE", "context": {}, "channel_id": "D0AGENT", "thread_ts": "1700000100.000002"}}
-    assert bot.event(started).status_code == 200
+    assert bot.event(slack.home_opened(channel="D0AGENT", tab="home")).status_code == 200
+    assert bot.event(slack.home_opened(channel="D0AGENT")).status_code == 200
     offered = bot.standin.wait_call("assistant.threads.setSuggestedPrompts", channel_id="D0AGENT").args
-    assert offered["thread_ts"] == "1700000100.000002" and [p["message"] for p in offered["prompts"]] == prompts
+    assert "thread_ts" not in offered
+    assert [p["message"] for p in bot.standin.prompts["D0AGENT"]["prompts"]] == prompts  # shown
+    assert len(bot.standin.find("assistant.threads.setSuggestedPrompts")) == 1  # not for the Home tab
 
-    first = slack.direct_message("Which tool do expense claims go in?", channel="D0AGENT",
-                                 thread_ts="1700000100.000002")
+    first = slack.direct_message("Which tool do expense claims go in?", channel="D0AGENT")  # no thread_ts
     assert bot.answered(first).text == LEDGERLY
-    follow_up = slack.direct_message("And how long do I have?", channel="D0AGENT", thread_ts="1700000100.000002")
+    follow_up = slack.direct_message("And how long do I have?", channel="D0AGENT", thread_ts=first["ts"])
     assert bot.answered(follow_up).text == LEDGERLY
-    titles = [c.args["title"] for c in bot.standin.find("assistant.threads.setTitle", channel_id="D0AGENT")]
-    assert titles == ["Which tool do expense claims go in?"]  # the first question only
+    session = bot.standin.sessions[("D0AGENT", first["ts"])]
+    assert session == {"title": "Which tool do expense claims go in?", "status": "active"}
+    statuses = [c.args["status"] for c in bot.standin.find("agents.sessions.setStatus", channel_id="D0AGENT")]
+    assert statuses == ["processing", "processing"]  # each answer's stream stop made it active again
     assert bot.service.calls[-1]["history"] == [Turn("Which tool do expense claims go in?", LEDGERLY)]
+
+
+def test_stop_ends_the_answer_frees_its_slot_and_says_it_stopped(settings, store, standin):
+    """Slack's Stop button on an answer in progress: the generation ends at its next token, the
+    question queued behind it starts at once, the thread says the answer stopped, and the answer
+    is recorded as stopped, without vote buttons."""
+    from bots.conversation import Conversations
+    from core.answer import STOPPED_NOTE
+
+    config = _settings(settings)
+    steps = "".join(f"Step {n} of filing a claim. " for n in range(1, 200))
+    service = ScriptedAnswers(config, lambda q: steps if "step by step" in q else LEDGERLY, delay=0.1)
+    conversations = Conversations(config, service, store, workers=1, queue=1)
+    with running(config, service, store, standin, conversations=conversations) as bot:
+        standin.reset()
+        first = slack.mention("How do I file a claim, step by step?", channel="C0STOP")
+        queued = slack.mention("Which tool do expense claims go in?", channel="C0STOP", user="U0BOB")
+        assert bot.event(first).status_code == 200
+        standin.wait_call("chat.appendStream", channel="C0STOP")  # mid-answer
+        assert bot.event(queued).status_code == 200
+        standin.wait_call("agents.sessions.setStatus", channel_id="C0STOP", thread_ts=queued["ts"])
+
+        stop = standin.stop_session("C0STOP", first["ts"], "U0ALICE")
+        assert stop and stop["streaming_message_ts"]
+        asked = time.perf_counter()
+        assert bot.event(stop).status_code == 200
+        began = standin.wait_call("chat.startStream", channel="C0STOP", thread_ts=queued["ts"], timeout=60)
+        assert began.at - asked < 1.0, f"the queued question started {began.at - asked:.2f}s after Stop"
+        assert conversations.wait_idle(300)
+
+    stopped = standin.thread("C0STOP", first["ts"])
+    assert stopped[0].text.startswith("Step 1 of filing a claim.") and "Step 199" not in stopped[0].text
+    assert stopped[-1].text.strip().endswith(STOPPED_NOTE)
+    assert not any(m.answer_id for m in stopped)  # no votes on a stopped answer
+    assert standin.sessions[("C0STOP", first["ts"])]["status"] == "active"  # Slack leaves that to the app
+    record = store.get_answer(store.answer_for_message("slack", stopped[0].ts))
+    assert record.outcome == "stopped" and record.answer_text.startswith("Step 1")
+    assert standin.thread("C0STOP", queued["ts"])[-1].answer_id  # the queued one answered whole
+    assert len(service.calls) == 2
+
+
+def test_the_status_is_shown_again_while_an_answer_is_held_back(settings, store, standin, monkeypatch, tmp_path):
+    """Slack clears a thread's loading status after two minutes without a message: in a channel
+    whose answers must cite a source, nothing is shown until the answer is known, so the status
+    is set again before it lapses."""
+    from bots.slack import reply as slack_reply
+
+    monkeypatch.setattr(slack_reply, "STATUS_REFRESH", 0.5)
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[channels.C0CITED]\ncitations_required = true\n")
+    config = _settings(settings, channel_rules=rules)
+    service = ScriptedAnswers(config, ["Claims go in Ledgerly [1]. "] * 30, delay=0.1)
+    with running(config, service, store, standin) as bot:
+        standin.reset()
+        standin.status_lifetime = 1.0
+        question = slack.mention("Which tool do expense claims go in?", channel="C0CITED")
+        assert bot.event(question).status_code == 200
+        standin.wait_call("assistant.threads.setStatus", channel_id="C0CITED")
+        seen = []
+        while not standin.find("chat.startStream", channel="C0CITED"):
+            seen.append(standin.status_shown("C0CITED", question["ts"]))
+            time.sleep(0.1)
+        reply = bot.reply_to(question)
+    standin.status_lifetime = slack.STATUS_LIFETIME
+    assert len(seen) > 20 and all(seen), seen  # three seconds held back, never without a status
+    assert len(standin.find("assistant.threads.setStatus", channel_id="C0CITED")) >= 4
+    assert reply.text.startswith("Claims go in Ledgerly")
 
 
 def test_slash_command_is_answered_in_a_thread_of_its_own(bot):

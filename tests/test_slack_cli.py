@@ -98,7 +98,7 @@ def test_the_slack_manifest_asks_for_exactly_what_the_bot_uses():
         "im:history", "reactions:read", "usergroups:read",
     }
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "assistant_thread_started", "message.channels", "message.groups", "message.im",
+        "agent_session_stopped", "app_home_opened", "app_mention", "message.channels", "message.groups", "message.im",
         "reaction_added", "reaction_removed",
     }
     # Slack's current agent surface (assistant_view is being retired), with prompts to start from.

@@ -1,6 +1,6 @@
 """Splitting whole and streaming text (bots/formatting.py) and the Slack message pieces
 (bots/slack/blocks.py, question parsing in bots/slack/app.py), checked against the strict
-stand-in's Block Kit rules (tests/slack_standin.py)."""
+stand-in's Block Kit rules (testing/slack_standin.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bots.slack.blocks import (
     vote_of,
 )
 from core.answer import Answer, Source
-from tests.slack_standin import blocks_error
+from testing.slack_standin import blocks_error
 
 MD_LINK = "[the expenses policy](https://handbook.example.com/expenses#submitting-a-claim)"
 SLACK_LINK = "<https://handbook.example.com/on-call|On-call rota and escalation>"

@@ -25,10 +25,10 @@ from bots.slack.app import SlackBot
 from bots.slack.blocks import HANDOFF, REASON_BLOCK, RESOLVE, SHARE, WAITING
 from bots.slack.reply import SlackPrivateReply
 from feedback.store import FeedbackStore
-from tests import slack_standin as slack
-from tests.doubles import LEDGERLY, ScriptedAnswers
+from testing import slack_standin as slack
+from testing.doubles import LEDGERLY, ScriptedAnswers
 from tests.slack_harness import SlackHttpBot, metric_value, slack_http_bot, with_slack_secrets
-from tests.slack_standin import BOT_ID, BOT_TOKEN, SlackStandIn, button_click
+from testing.slack_standin import BOT_ID, BOT_TOKEN, SlackStandIn, button_click
 
 RULES = """
 [default]

@@ -70,7 +70,7 @@ def test_export_counts_lengths_with_the_model_tokenizer(exported, env):
 
 
 def test_the_loss_covers_the_answer_and_not_the_prompt(env, exported):
-    from training.export import read_split
+    from training.splits import read_split
     from training.models import load_base
     from training.train import TrainOptions, build_trainer, label_split
 

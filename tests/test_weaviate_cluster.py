@@ -26,7 +26,7 @@ from pipeline.stores import admin_client, close_stores
 from teambot import weaviate_cluster
 from teambot.cli import app
 from tests.conftest import HANDBOOK
-from tests.doubles import ScriptedAnswers
+from testing.doubles import ScriptedAnswers
 
 QUESTIONS = [
     "Which tool do expense claims go in?",

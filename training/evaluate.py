@@ -30,11 +30,11 @@ import math
 import time
 from pathlib import Path
 
-from core.active_model import active_model
+from core.active_model import active_model, model_name
 from core.settings import Settings
 from training import runs, scores
 from training.bases import ALIASES, BaseSpec, resolve_base
-from training.export import read_split
+from training.splits import read_split
 
 ANSWER_TOLERANCE = 0.02  # greedy answers on a few dozen questions move by about this much
 RATE_TOLERANCE = 0.05  # citation and abstention rates; at least one example's worth
@@ -251,8 +251,6 @@ def served_gate(report: dict, served: dict) -> tuple[bool, list[str]]:
 
 def _active(settings: Settings, spec: BaseSpec, run_dir: Path) -> tuple[str, str, Path | None]:
     """(active model name, how to score it: base | adapter | ollama | self, the adapter if any)."""
-    from training.publish import model_name
-
     name = active_model(settings)
     if name == model_name(run_dir.name):
         return name, "self", None

@@ -14,8 +14,8 @@ Which answers become examples:
   answer a reviewer excluded from training is left out;
 - left out (counted in the summary): 👎 without a correction, ties, answers recorded without the
   prompt the model saw, abstentions ("I don't know…" teaches the model to give up), and replies
-  the user never saw as written (withheld by the leak guard, or uncited where citations are
-  required).
+  the user never saw as written (withheld by the leak guard, uncited where citations are
+  required, or stopped by the asker mid-answer).
 Each example is the chat the model actually saw (system prompt, thread turns, quoted documents
 and question) plus the assistant turn to learn.
 
@@ -47,14 +47,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.secret_files import make_private, private_dir, private_opener
+from core.secret_files import make_private, private_dir
 from core.settings import Settings
 from pipeline.prompts import is_abstention
 from training import preference
+from training.answer_records import NOT_SHOWN, source_paths
 from training.bases import resolve_base, tokenizer_file
 from training.scrub import scrub
+from training.splits import SPLITS, export_dir, write_split
 
-SPLITS = ("train", "dev", "test")
 # Share of the examples in each held-out split, at least (whole groups); the rest train.
 HELD_OUT = {"test": 0.15, "dev": 0.15}
 # Cosine similarity (all-MiniLM-L6-v2, normalized) above which two questions are one group:
@@ -62,7 +63,6 @@ HELD_OUT = {"test": 0.15, "dev": 0.15}
 QUESTION_SIMILARITY = 0.8
 CHARS_PER_TOKEN = 3.0  # conservative for English prose when no tokenizer is at hand
 TOKENS_PER_MESSAGE = 6  # role markers and separators the chat template adds
-NOT_SHOWN = {"withheld", "uncited"}
 # Slack conversation ids: D… a direct message, G… a group DM (or a private channel of old).
 SLACK_DIRECT = ("D", "G")
 
@@ -163,14 +163,6 @@ def verdict(ratings) -> tuple[int, str | None]:
         return 1, None
     corrections = [r.correction for r in sorted(ratings, key=lambda r: r.updated_at) if r.value == -1 and r.correction]
     return -1, (corrections[-1] if corrections else None)
-
-
-def source_paths(record) -> list[str]:
-    """The documents an answer is answered from: its cited sources, else its best passage."""
-    paths = [s.get("path") for s in (record.sources or []) if isinstance(s, dict) and s.get("path")]
-    if not paths:
-        paths = [s.get("path") for s in (record.retrieved or [])[:1] if isinstance(s, dict) and s.get("path")]
-    return sorted(set(paths))
 
 
 class _TokenCounter:
@@ -432,10 +424,6 @@ def _question_clusters(items: list[dict], vectors) -> dict[str, str]:
     return {item["answer_id"]: items[sets.find(i)]["answer_id"] for i, item in enumerate(items)}
 
 
-def export_dir(settings: Settings) -> Path:
-    return settings.data_dir / "sft"
-
-
 def export(settings: Settings, store=None, *, max_tokens: int | None = None, min_examples: int | None = None,
            embed=None, collections=None, include_channels=(), rules=None) -> ExportResult:
     """Build the dataset and write it to `data_dir/sft/`; raises ExportRefused when too small.
@@ -482,13 +470,3 @@ def write(result: ExportResult, out_dir: Path) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.replace(out_dir)
     return out_dir
-
-
-def write_split(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8", opener=private_opener) as out:
-        out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
-def read_split(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.prompts import is_abstention
+from training.answer_records import NOT_SHOWN, source_paths
 from training.scrub import scrub
 
 METHODS = ("dpo", "kto")
@@ -42,7 +43,6 @@ class PreferenceData:
 def voted_item(record, vote: int, correction: str | None, prompt: list[dict], context: list[str]) -> dict | None:
     """One voted answer as the user saw it, scrubbed as its (already scrubbed) prompt is; None
     when it is no preference signal (withheld or not shown as written, no prompt, nothing said)."""
-    from training.export import NOT_SHOWN, source_paths
 
     answer = (record.answer_text or "").strip()
     if vote == 0 or record.outcome in NOT_SHOWN or not answer or not (record.question or "").strip() or not prompt:

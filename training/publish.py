@@ -32,7 +32,7 @@ import ollama
 from core.servers import has_model, ollama_model_urls
 from core.settings import Settings
 from training import runs
-from core.active_model import active_model, set_active_model
+from core.active_model import active_model, model_name, set_active_model
 from training.bases import BaseSpec, resolve_base, weights_dir
 
 ADAPTER_ARCHITECTURES = {"llama"}  # those training/gguf_adapter.py writes
@@ -58,10 +58,6 @@ class Published:
     seconds: float
     served: dict | None = None  # the served model's scores and verdict (None: not scored, --force)
     scope: list[str] | None = None  # the collections it may answer questions from
-
-
-def model_name(run_id: str) -> str:
-    return f"teambot-ft-{run_id}".lower()
 
 
 def check_quality(run_dir: Path, force: bool) -> None:

@@ -24,7 +24,7 @@ from core.settings import Settings
 from training import distributed, runs
 from training.bases import resolve_base
 from training.evaluate import completion_loss, preference_scores
-from training.export import SPLITS, export_dir, read_split, write_split
+from training.splits import SPLITS, export_dir, read_split, write_split
 from training.preference import METHODS as PREFERENCE_METHODS
 
 METHODS = ("sft", *PREFERENCE_METHODS)

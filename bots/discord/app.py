@@ -2,7 +2,8 @@
 
 discord.py dispatches gateway events to `TeambotDiscord`'s `on_message`,
 `on_raw_reaction_add` / `on_raw_reaction_remove` (a 👍/👎 reaction casts a vote, removing it
-takes that vote back), the `/ask` command and the persistent buttons (votes, "Share with the
+takes that vote back), the `/ask` and `/stop` commands (`/stop` ends the caller's answer in
+progress: its generation stops at the next token) and the persistent buttons (votes, "Share with the
 channel", "I need more help", "Mark resolved"); each hands off to a small function here or in
 `bots.discord.feedback` / `bots.discord.handoff`.
 
@@ -36,7 +37,7 @@ from discord import app_commands
 
 from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations, Question
-from bots.answer_actions import AnswerActions
+from bots.answer_actions import NOTHING_TO_STOP, STOPPING, AnswerActions
 from bots.discord.feedback import ShareButton, VoteButton, record_reaction, retract_reaction, vote_view
 from bots.discord.handoff import HandoffButton, ResolveButton, can_tag, role_ids
 from bots.discord.reply import (
@@ -83,6 +84,7 @@ class TeambotDiscord(discord.Client):
         self.force_sync = False  # `teambot discord sync`: sync the slash commands even if unchanged
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_ask_command())
+        self.tree.add_command(_stop_command())
 
     async def setup_hook(self) -> None:
         # The buttons on answers and hand-offs posted before this process started.
@@ -255,6 +257,26 @@ async def handle_ask(client: TeambotDiscord, interaction: discord.Interaction, q
     # A private answer can be shared with the channel; in a DM there is nobody to share it with.
     private = rule.private and interaction.guild_id is not None
     await ask(client, conversation, InteractionReply(interaction, ephemeral=rule.private), quote=True, share=private)
+
+
+def _stop_command() -> app_commands.Command:
+    @app_commands.command(name="stop", description="Stop the answer you are waiting for here.")
+    async def stop(interaction: discord.Interaction) -> None:
+        await handle_stop(interaction.client, interaction)  # type: ignore[arg-type]
+
+    return stop
+
+
+async def handle_stop(client: TeambotDiscord, interaction: discord.Interaction) -> None:
+    """Stop the caller's answers in progress or waiting here: in a thread, that thread's (a thread
+    the bot started for a question shares the question's id); in a channel, all of theirs there."""
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread):
+        where, thread = str(channel.parent_id), str(channel.id)
+    else:
+        where, thread = str(interaction.channel_id or 0), None
+    stopped = client.conversations.stop(PLATFORM, where, thread, user=str(interaction.user.id))
+    await interaction.response.send_message(STOPPING if stopped else NOTHING_TO_STOP, ephemeral=True)
 
 
 # ---------------------------------------------------------------- answering

@@ -1,6 +1,8 @@
 """teambot on Slack (Bolt): answers @mentions, direct messages (also in Slack's agent view, with
-suggested prompts and a thread title), `/ask` and replies in the threads it answers in (no new
-mention needed), always in the question's thread; the answer streams natively (bots.slack.reply).
+suggested prompts when its messages open), `/ask` and replies in the threads it answers in (no new
+mention needed), always in the question's thread; the answer streams natively as the thread's
+agent session, titled with its question, and Slack's Stop button (`agent_session_stopped`) ends
+the generation (bots.slack.reply).
 Votes, the 👎 form and reactions are bots.slack.feedback's; "I need more help", "Mark resolved"
 and "Share with the channel" bots.slack.handoff's; both decide through bots.answer_actions, as
 Discord does.
@@ -43,7 +45,7 @@ from bots.slack.blocks import defuse_mass_mentions
 from bots.slack.directory import SlackDirectory
 from bots.slack.feedback import SlackFeedback
 from bots.slack.handoff import SlackHandoff
-from bots.slack.reply import AppendBudget, SlackPrivateReply, SlackReply, ephemeral
+from bots.slack.reply import StreamBudget, SlackPrivateReply, SlackReply, ephemeral
 from bots.wsgi import HttpServer, wsgi_server
 from core import metrics
 from core.settings import Settings, secret_value
@@ -54,7 +56,6 @@ log = logging.getLogger("teambot.slack")
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
 EVENT_MEMORY = timedelta(hours=1)  # Slack redelivers within minutes (immediately, ~1 min, ~5 min)
-TITLE_CHARS = 80
 # Message subtypes that are a person writing; every other subtype (edits, joins, bot posts) is not.
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 CANNOT_POST = (
@@ -104,11 +105,11 @@ class SlackBot:
 
     def __init__(
         self, settings: Settings, service, store: FeedbackStore, client: WebClient | None = None,
-        *, conversations: Conversations | None = None, budget: AppendBudget | None = None,
+        *, conversations: Conversations | None = None, budget: StreamBudget | None = None,
     ) -> None:
         self.settings, self.service, self.store = settings, service, store
         self.conversations = conversations or Conversations(settings, service, store)
-        self.budget = budget or AppendBudget()
+        self.budget = budget or StreamBudget()
         if client is None:
             token = secret_value(settings.slack_bot_token)
             if not token:
@@ -127,7 +128,8 @@ class SlackBot:
         self.app.middleware(self._take_each_event_once)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
-        self.app.event("assistant_thread_started")(self._on_agent_thread_started)
+        self.app.event("app_home_opened")(self._on_home_opened)
+        self.app.event("agent_session_stopped")(self._on_stop)
         self.app.command("/ask")(self._on_ask)
         self.directory = SlackDirectory()
         self.actions = AnswerActions(store, self.conversations, PLATFORM)
@@ -195,19 +197,25 @@ class SlackBot:
         if self.conversations.wanted(rule, event.get("text") or "", addressed=True, from_bot=bool(event.get("bot_id"))):
             self._take_question(event, team, context.bot_user_id, client, rule)
 
-    def _on_agent_thread_started(self, event: dict, client: WebClient) -> None:
-        """Someone opened teambot in Slack's agent view: offer the configured questions."""
-        thread = event.get("assistant_thread") or {}
+    def _on_home_opened(self, event: dict, set_suggested_prompts=None) -> None:
+        """Someone opened teambot's messages (its agent view): offer the configured questions.
+        Bolt gives a messages-tab event `set_suggested_prompts`, which for an agent app is set on
+        the conversation (with a thread_ts, Slack drops it silently)."""
         prompts = self.settings.slack_suggested_prompts
-        if not prompts or not thread.get("channel_id"):
+        if event.get("tab") != "messages" or not prompts or set_suggested_prompts is None:
             return
         try:
-            client.assistant_threads_setSuggestedPrompts(
-                channel_id=thread["channel_id"], thread_ts=thread["thread_ts"], title="Ask about the team's documents",
-                prompts=[{"title": p if len(p) <= 75 else p[:74] + "…", "message": p} for p in prompts],
-            )
+            set_suggested_prompts(title="Ask about the team's documents",
+                                  prompts=[{"title": p if len(p) <= 75 else p[:74] + "…", "message": p} for p in prompts])
         except SlackApiError as exc:
             log.warning("could not offer suggested prompts: %s", exc.response.get("error"))
+
+    def _on_stop(self, event: dict) -> None:
+        """The asker pressed Slack's Stop on an answer's session: its generation ends (Slack has
+        already ended the streaming message) and the reply says it stopped."""
+        channel, thread = event.get("channel"), event.get("thread_ts")
+        if channel and thread and not self.conversations.stop(PLATFORM, channel, thread):
+            log.info("nothing to stop in %s (thread %s)", channel, thread)
 
     def _on_message(self, event: dict, body: dict, context, client: WebClient) -> None:
         # Direct messages (which never come as app_mention; agent view threads are DM threads),
@@ -246,9 +254,6 @@ class SlackBot:
             rule=rule, groups=self.directory.groups_of(client, user, rule.allowed_groups) if rule.restricted else frozenset(),
             where=self.directory.audience(client, channel, event.get("channel_type")),
         )
-        # An agent view thread gets the first question as its title.
-        titled = event.get("channel_type") == "im" and event.get("thread_ts") and not self.store.thread_history(
-            PLATFORM, channel, thread, 1)
         private = rule.private and event.get("channel_type") != "im" and bool(event.get("user"))
         reply = (SlackPrivateReply(client, channel, thread, user=user) if private
                  else SlackReply(client, channel, thread, user=user, team=team, budget=self.budget))
@@ -257,18 +262,6 @@ class SlackBot:
                 ephemeral(client, channel, user, thread, refusal.text)
             else:
                 self._post(client, channel, thread, refusal.text)
-        elif titled:
-            self._set_title(client, channel, thread, question.text)
-
-    @staticmethod
-    def _set_title(client: WebClient, channel: str, thread: str, question: str) -> None:
-        title = " ".join(question.split())
-        if len(title) > TITLE_CHARS:
-            title = title[: TITLE_CHARS - 1] + "…"
-        try:
-            client.assistant_threads_setTitle(channel_id=channel, thread_ts=thread, title=title)
-        except SlackApiError as exc:
-            log.warning("could not title the thread: %s", exc.response.get("error"))
 
     def _on_ask(self, ack, command: dict, client: WebClient, respond) -> None:
         # Acknowledged first: Slack's 3 s are not spent on the user-group and channel lookups.

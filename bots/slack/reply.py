@@ -1,7 +1,12 @@
 """How one answer appears in a Slack thread.
 
-While the bot works, the thread shows its status ("is thinking…", with loading messages;
-`assistant.threads.setStatus`, which Slack clears when the answer's message appears). The answer
+Each answer is an agent session of its thread (`agents.sessions.setStatus`): `processing` while
+the bot works, which gives the asker Slack's Stop button (bots.slack.app stops the answer on
+`agent_session_stopped`), titled with the first question, and `active` again once the answer is
+shown (a stream's stop does that; anything else sets it). The thread also shows a loading status
+("is thinking…", with loading messages; `assistant.threads.setStatus`), which Slack clears when a
+message appears or after two minutes without one: it is set again while nothing is shown yet (an
+answer held back until it is known to cite a source, a slow start). The answer
 streams with Slack's chat streaming API (`chat.startStream` / `appendStream` / `stopStream`,
 through slack_sdk's `ChatStream`); the sources and the 👍/👎 `feedback_buttons` go in the
 final `stopStream` blocks. The generation thread only hands tokens over: a background sender
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
@@ -28,7 +34,7 @@ from slack_sdk.web.chat_stream import ChatStream
 from bots.formatting import FENCE, fill
 from bots.ratelimit import TokenBucket
 from bots.slack.blocks import MARKDOWN_LIMIT, answer_tail, defuse_mentions, escape, markdown_messages
-from core.answer import Answer
+from core.answer import STOPPED_NOTE, Answer, Outcome
 
 log = logging.getLogger("teambot.slack")
 
@@ -38,21 +44,37 @@ FLUSH_INTERVAL = 1.0  # seconds between appends to one stream
 FLUSH_CHARS = 1500  # …or sooner, once this much is waiting
 STREAM_MAX_AGE = 240.0  # seconds; Slack ends a stream about 5 minutes after it started
 APPENDS_PER_MINUTE = 90  # chat.appendStream is Tier 4 (100+ a minute per workspace): kept below
+STREAMS_PER_MINUTE = 18  # chat.startStream and chat.stopStream are Tier 2 (20+ a minute each): one of each a stream
+STATUS_REFRESH = 100.0  # seconds; Slack clears a loading status after two minutes without a message
+TITLE_CHARS = 200  # agents.sessions.setStatus's limit
 _FENCE_ROOM = len("\n" + FENCE)
 
 
-class AppendBudget:
-    """chat.appendStream calls of every answer in this process, as one token bucket. An answer
-    whose turn has not come keeps collecting text, so many answers at once make fewer, longer
-    appends instead of running into Slack's rate limit."""
+class StreamBudget:
+    """Slack's rate limits on streaming, shared by every answer in this process: appends (an
+    answer whose turn has not come keeps collecting text, so many answers at once make fewer,
+    longer appends) and streams (a start and its stop; an answer that finds none left is posted
+    whole once it is complete, instead of running into Slack's limit)."""
 
-    def __init__(self, per_minute: float = APPENDS_PER_MINUTE) -> None:
-        self._bucket = TokenBucket(per_minute, time.monotonic())
+    def __init__(self, appends_per_minute: float = APPENDS_PER_MINUTE,
+                 streams_per_minute: float = STREAMS_PER_MINUTE) -> None:
+        self._appends = TokenBucket(appends_per_minute, time.monotonic())
+        self._streams = TokenBucket(streams_per_minute, time.monotonic())
         self._lock = threading.Lock()
 
     def take(self) -> bool:
+        """One append."""
         with self._lock:
-            return self._bucket.take(time.monotonic())
+            return self._appends.take(time.monotonic())
+
+    def take_stream(self) -> bool:
+        """One stream: its start and its stop."""
+        with self._lock:
+            return self._streams.take(time.monotonic())
+
+
+class NoStreamLeft(Exception):
+    """The process has used its share of chat.startStream for now: the answer is posted instead."""
 
 
 @dataclass
@@ -70,15 +92,17 @@ class _Sender:
     append per FLUSH_INTERVAL (and budget token); what is left goes with `send(last=True)`."""
 
     def __init__(self, client: WebClient, channel: str, thread: str, recipient: tuple[str | None, str | None],
-                 budget: AppendBudget) -> None:
+                 budget: StreamBudget, refresh_status: Callable[[], None]) -> None:
         self.client, self.channel, self.thread, self.budget = client, channel, thread, budget
         self.user, self.team = recipient
+        self.refresh_status = refresh_status
         self.parts: list[_Part] = []
         self.received = ""  # the answer as generated
         self.unsent = ""  # text given to `send` and not yet to a message (kept when Slack refuses it)
-        self.failed: SlackApiError | None = None
+        self.failed: Exception | None = None  # SlackApiError, or NoStreamLeft
         self._pending = ""
         self._sent_at = 0.0
+        self._status_at = time.monotonic()
         self._closed = False
         self._changed = threading.Condition()
         self._worker = threading.Thread(target=self._run, name="teambot-slack-stream", daemon=True)
@@ -102,9 +126,12 @@ class _Sender:
         return rest
 
     def _next_batch(self) -> str | None:
-        """Wait for text worth sending now; None once closed."""
+        """Wait for text worth sending now ("" when the status is due again); None once closed."""
         with self._changed:
             while not self._closed:
+                if not self.parts and time.monotonic() - self._status_at >= STATUS_REFRESH:
+                    self._status_at = time.monotonic()
+                    return ""
                 # A trailing "<" waits: the next token may make it a mention that has to be defused.
                 ready = self._pending.rstrip("<")
                 first = not self.parts
@@ -118,11 +145,14 @@ class _Sender:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
+            if not batch:
+                self.refresh_status()
+                continue
             try:
                 self.send(batch)
-            except SlackApiError as exc:
+            except (SlackApiError, NoStreamLeft) as exc:
                 self.failed = exc
-                log.warning("streaming an answer in %s failed: %s", self.channel, exc.response.get("error"))
+                log.warning("streaming an answer in %s failed: %s", self.channel, _error(exc))
 
     def send(self, text: str, *, last: bool = False, blocks: list[dict] | None = None) -> None:
         """Append `text` to the answer's messages: a full (or old) message is stopped and the text
@@ -162,6 +192,8 @@ class _Sender:
     # ------------------------------------------------------------------ Slack calls
 
     def _open(self) -> _Part:
+        if not self.budget.take_stream():
+            raise NoStreamLeft("no chat.startStream left this minute")
         stream = self.client.chat_stream(
             channel=self.channel, thread_ts=self.thread, recipient_user_id=self.user, recipient_team_id=self.team,
             buffer_size=1,  # the batching is ours: each append goes out at once
@@ -182,11 +214,12 @@ class _Sender:
 
 
 class SlackReply:
-    """An answer in a Slack thread: status, streamed answer, sources and feedback. For `/ask`
-    (`asked_by`), the bot first posts the question itself and answers in that message's thread."""
+    """An answer in a Slack thread: session and status, streamed answer, sources and feedback.
+    For `/ask` (`asked_by`), the bot first posts the question itself and answers in that
+    message's thread."""
 
     def __init__(self, client: WebClient, channel: str, thread: str | None, *, user: str | None, team: str | None,
-                 budget: AppendBudget, asked_by: str | None = None) -> None:
+                 budget: StreamBudget, asked_by: str | None = None) -> None:
         self.client, self.channel, self.thread = client, channel, thread
         self.user, self.team, self.budget, self.asked_by = user, team, budget, asked_by
         self._sender: _Sender | None = None
@@ -201,13 +234,10 @@ class SlackReply:
         if self.asked_by:
             text = f"<@{self.asked_by}> asked: {escape(question)}"
             self.thread = new_thread = self.client.chat_postMessage(channel=self.channel, text=text)["ts"]
-        try:
-            self.client.assistant_threads_setStatus(
-                channel_id=self.channel, thread_ts=self.thread, status=STATUS, loading_messages=LOADING_MESSAGES,
-            )
-        except SlackApiError as exc:  # only the status is missing: the answer can still be posted
-            log.warning("could not show the status in %s: %s", self.channel, exc.response.get("error"))
-        self._sender = _Sender(self.client, self.channel, self.thread, (self.user, self.team), self.budget)
+        self._session("processing", title=_title(question))
+        self._show_status()
+        self._sender = _Sender(self.client, self.channel, self.thread, (self.user, self.team), self.budget,
+                               self._show_status)
         return new_thread
 
     def token(self, delta: str) -> None:
@@ -215,6 +245,8 @@ class SlackReply:
 
     def finish(self, answer: Answer, *, votes: bool, handoff: bool = False) -> list[str]:
         sender = self._sender
+        if answer.outcome is Outcome.STOPPED:
+            return self._stopped(sender)
         shown = sender.received.lstrip()
         tail = answer_tail(answer, votes=votes, handoff=handoff)
         if not answer.text.startswith(shown):  # withheld by the leak guard after it began: replaced
@@ -224,14 +256,22 @@ class SlackReply:
         rest = sender.close()
         if sender.failed is None:
             try:
-                sender.send(rest, last=True, blocks=tail)
+                sender.send(rest, last=True, blocks=tail)  # the stream's stop ends the session's processing
                 return [p.stream.ts for p in sender.parts]
-            except SlackApiError as exc:
-                log.warning("finishing the answer in %s failed (%s); posting it instead",
-                            self.channel, exc.response.get("error"))
+            except (SlackApiError, NoStreamLeft) as exc:
+                log.warning("finishing the answer in %s failed (%s); posting it instead", self.channel, _error(exc))
         else:
             sender.unsent += rest
         return self._post_instead(sender, tail)
+
+    def _stopped(self, sender: _Sender) -> list[str]:
+        """The asker stopped the answer: what was shown stays (Slack has ended a stream it was
+        showing), with a note that it stopped; nothing more is sent."""
+        sender.close()
+        if sender.end_with(f"\n\n{STOPPED_NOTE}"):
+            return [p.stream.ts for p in sender.parts if p.stream.ts]
+        posted = self._post(STOPPED_NOTE)
+        return [p.stream.ts for p in sender.parts if p.stream.ts] + ([posted] if posted else [])
 
     def _replace(self, sender: _Sender, text: str, tail: list[dict]) -> list[str]:
         """Take back every message of the answer so far and show `text` instead."""
@@ -257,6 +297,7 @@ class SlackReply:
                     self.client.chat_delete(channel=self.channel, ts=part.stream.ts)
                 except SlackApiError as exc:
                     log.info("could not remove an unfinished answer message: %s", exc.response.get("error"))
+        self._session("active")  # no stream's stop did it
         return [p.stream.ts for p in sender.parts if p.done] + posted
 
     def fail(self, text: str) -> None:
@@ -265,11 +306,49 @@ class SlackReply:
             if self._sender.end_with(f"\n\n_{text}_"):  # the words already streamed stay, with why they stop
                 return
         self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text)
+        self._session("active")
 
     def remind(self, text: str) -> None:
         whom = self.asked_by or self.user
         if whom:
             self.client.chat_postEphemeral(channel=self.channel, user=whom, thread_ts=self.thread, text=text)
+
+    # ------------------------------------------------------------------ the thread's state
+
+    def _session(self, status: str, title: str | None = None) -> None:
+        """The thread's agent session: `processing` shows Slack's Stop button; the title is kept
+        from the first answer of the thread (Slack ignores it on an existing session)."""
+        try:
+            self.client.agents_sessions_setStatus(channel_id=self.channel, thread_ts=self.thread, status=status,
+                                                  title=title)
+        except SlackApiError as exc:  # only the session is missing: the answer can still be shown
+            log.warning("could not set the session %s in %s: %s", status, self.channel, exc.response.get("error"))
+
+    def _show_status(self) -> None:
+        try:
+            self.client.assistant_threads_setStatus(
+                channel_id=self.channel, thread_ts=self.thread, status=STATUS, loading_messages=LOADING_MESSAGES,
+            )
+        except SlackApiError as exc:  # only the status is missing: the answer can still be posted
+            log.warning("could not show the status in %s: %s", self.channel, exc.response.get("error"))
+
+    def _post(self, text: str) -> str | None:
+        try:
+            ts = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread, text=text)["ts"]
+        except SlackApiError as exc:
+            log.warning("could not post in %s: %s", self.channel, exc.response.get("error"))
+            ts = None
+        self._session("active")
+        return ts
+
+
+def _title(question: str) -> str:
+    title = " ".join(question.split())
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+
+
+def _error(exc: Exception) -> str:
+    return exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
 
 
 class SlackPrivateReply:

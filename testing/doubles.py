@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from haystack import component
 from haystack.dataclasses import ChatMessage, StreamingChunk
 
-from core.answer import Answer, Source
-from pipeline.querying import AnswerService
+from core.answer import Answer, Outcome, Source
+from pipeline.querying import STOPPED, AnswerService
 
 LEDGERLY = "Expense claims go in Ledgerly within 30 days [1]."
 EXPENSES = Source(
@@ -81,19 +81,29 @@ class ScriptedAnswers(AnswerService):
         if self.pipeline:  # a scripted reply reads no feedback
             super().use_feedback(feedback)
 
-    def ask(self, question, *, collection=None, history=(), on_token=None) -> Answer:
+    def ask(self, question, *, collection=None, history=(), on_token=None, stop=None) -> Answer:
         self.calls.append({"question": question, "collection": collection, "history": list(history)})
         if self.pipeline:
-            return super().ask(question, collection=collection, history=history, on_token=on_token)
+            return super().ask(question, collection=collection, history=history, on_token=on_token, stop=stop)
         question = self.validate(question)
-        pieces = self.pieces(question)
-        for piece in pieces:
+        said, outcome = [], Outcome.ANSWERED
+        for piece in self.pieces(question):
+            if stop is not None and stop.is_set():  # as the pipeline: it ends at the next token
+                said.append(STOPPED if said else STOPPED.lstrip())
+                outcome = Outcome.STOPPED
+            else:
+                said.append(piece)
             if on_token:
-                on_token(piece)
-            time.sleep(self.delay)
-        return Answer(question=question, text="".join(pieces), sources=list(self.sources), model="scripted",
+                on_token(said[-1])
+            if outcome is Outcome.STOPPED:
+                break
+            if stop is not None:
+                stop.wait(self.delay)
+            else:
+                time.sleep(self.delay)
+        return Answer(question=question, text="".join(said), sources=list(self.sources), model="scripted",
                       collection=_collection_name(collection or self.settings.collection),
-                      retrieved=list(self.sources))
+                      retrieved=list(self.sources), outcome=outcome)
 
 
 def _collection_name(collection: str | Sequence[str]) -> str:

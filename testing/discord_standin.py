@@ -271,7 +271,7 @@ class DiscordStandIn:
                     raise KeyError(message)  # only its interaction's webhook can edit it
                 return self._edit_message(int(message), body)
             case "POST", ["channels", channel, "messages", message, "threads"]:
-                return self.thread_payload(int(message), int(channel), body.get("name", ""))
+                return self._start_thread(int(channel), int(message), body.get("name") or "")
             case "POST", ["interactions", interaction, token, "callback"]:
                 return self._interaction_callback(int(interaction), token, body)
             case "GET" | "PATCH", ["webhooks", _, token, "messages", "@original"]:
@@ -290,6 +290,39 @@ class DiscordStandIn:
             "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "components": [],
             "pinned": False, "type": 0, "flags": 0, **extra,
         }
+
+    def _start_thread(self, channel_id: int, message_id: int, name: str) -> dict:
+        """Discord's checks on starting a thread from a message: a text or announcement channel,
+        a message in it, a name of 1-100 characters, one thread per message."""
+        kind = self.channels.get(channel_id, {}).get("type", 0) if channel_id in self.channels else 1
+        self._channel(channel_id)
+        if kind not in (0, 5):
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+        message = self.messages.get(message_id)
+        if message is None or message["channel_id"] != str(channel_id):
+            raise DiscordError(404, 10008, "Unknown Message")
+        if not 1 <= len(name) <= 100:
+            raise _invalid_form("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        if message_id in self.channels:
+            raise DiscordError(400, 160004, "A thread has already been created for this message")
+        return self.thread_payload(message_id, channel_id, name)
+
+    @staticmethod
+    def _check_modal(data: dict) -> None:
+        """A modal's limits: title 1-45, custom_id 1-100, 1-5 components, each text input's label
+        1-45 and max_length at most 4,000."""
+        if not 1 <= len(data.get("title") or "") <= 45:
+            raise _invalid_form("data.title", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length.")
+        if not 1 <= len(data.get("custom_id") or "") <= 100:
+            raise _invalid_form("data.custom_id", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        rows = data.get("components") or []
+        if not 1 <= len(rows) <= 5:
+            raise _invalid_form("data.components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+        for row in rows:
+            label = row.get("label") if row.get("type") == 18 else (row.get("components") or [{}])[0].get("label")
+            component = row.get("component") if row.get("type") == 18 else (row.get("components") or [{}])[0]
+            if not 1 <= len(label or "") <= 45 or (component or {}).get("max_length", 4000) > 4000:
+                raise _invalid_form("data.components", "BASE_TYPE_BAD_LENGTH", "A text input's label or length is out of bounds.")
 
     @staticmethod
     def _check_content(body: dict) -> None:
@@ -377,6 +410,8 @@ class DiscordStandIn:
         if info["responded"]:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
         self._check_content(data)
+        if kind == 9:
+            self._check_modal(data)
         info["responded"] = True
         info["answered_after"] = self.now() - info["created"]
         response: dict[str, Any] = {

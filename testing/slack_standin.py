@@ -15,8 +15,19 @@ messages the bot posted, and it refuses what Slack refuses, with Slack's errors:
   click on one carries no `message`, and only its `response_url` can delete or replace it;
 - user groups (`usergroups.users.list`): unknown ids are `no_such_subteam`;
 - channels (`conversations.info`): public, private or a DM as `channels` sets, else by the id;
+- ephemeral messages only to members of the channel (`user_not_in_channel`, where `members` says);
+- modals (`views.open`): 100 blocks, title/submit/close 24 characters, private_metadata 3,000,
+  input labels 2,000, plain_text_input max_length 3,000;
+- agent sessions (`agents.sessions.setStatus`): statuses active, processing, suspended, closed;
+  the title (200 characters) only on creation; a stream's stop in its thread ends `processing`;
+  `stop_session` is the Stop button (only while processing): Slack ends the thread's streaming
+  messages and gives the `agent_session_stopped` event to deliver;
+- loading statuses (`assistant.threads.setStatus`) cleared by a message in the thread or after
+  `status_lifetime` seconds (Slack: two minutes) without one;
+- suggested prompts for an agent app (the manifest's agent_view) set on the conversation: with a
+  thread_ts the call succeeds and nothing is shown, as Slack documents;
 - rate limits per method and workspace, by Slack's tiers (chat.postMessage: about one a second
-  per channel), answered with HTTP 429, `ratelimited` and a Retry-After header.
+  per channel, bursts of a few), answered with HTTP 429, `ratelimited` and a Retry-After header.
 It also plays the other side of the conversation: `signed` builds Events API, slash command and
 interactivity requests signed like Slack signs them, and `SocketModeStandIn` delivers events
 over Socket Mode.
@@ -59,9 +70,15 @@ METHOD_TIERS = {
     "chat.startStream": 2, "chat.stopStream": 2, "chat.appendStream": 4, "chat.update": 3, "chat.delete": 3,
     "chat.postEphemeral": 4, "views.open": 4, "assistant.threads.setStatus": 4,
     "assistant.threads.setTitle": 4, "assistant.threads.setSuggestedPrompts": 4, "usergroups.users.list": 2,
-    "conversations.info": 3,
+    "conversations.info": 3, "agents.sessions.setStatus": 3, "agents.sessions.rename": 3,
 }
-POST_MESSAGE_PER_CHANNEL = 60  # "one message per second per channel, short bursts allowed"
+POST_MESSAGE_PER_CHANNEL = 60  # "one message per second per channel, short bursts allowed"…
+POST_MESSAGE_BURST = 3  # …of a few
+SESSION_STATUSES = {"active", "processing", "suspended", "closed"}
+SESSION_TITLE = 200
+STATUS_LIFETIME = 120.0
+MODAL_BLOCKS = 100
+MODAL_TITLE = 24
 
 
 @dataclass
@@ -107,8 +124,9 @@ class Message:
 
 
 class _Bucket:
-    def __init__(self, per_minute: int) -> None:
-        self.capacity, self.tokens, self.rate, self.updated = per_minute, float(per_minute), per_minute / 60, time.monotonic()
+    def __init__(self, per_minute: int, burst: int | None = None) -> None:
+        self.capacity = burst or per_minute
+        self.tokens, self.rate, self.updated = float(self.capacity), per_minute / 60, time.monotonic()
 
     def take(self) -> float:
         """0 if a call may go now, else the seconds until it may."""
@@ -181,6 +199,27 @@ def blocks_error(blocks) -> str | None:
     return "msg_blocks_too_long" if _all_text(blocks) > MARKDOWN_TEXT else None
 
 
+def modal_error(view: dict) -> str | None:
+    """Slack's error for a modal view, or None (its limits, https://docs.slack.dev/reference/views/modal-views)."""
+    if view.get("type") != "modal" or not 0 < _text_length(view.get("title")) <= MODAL_TITLE:
+        return "invalid_arguments"
+    if any(view.get(k) is not None and not 0 < _text_length(view[k]) <= MODAL_TITLE for k in ("submit", "close")):
+        return "invalid_arguments"
+    if len(view.get("private_metadata") or "") > 3000 or len(view.get("callback_id") or "") > 255:
+        return "invalid_arguments"
+    blocks = view.get("blocks") or []
+    if not isinstance(blocks, list) or len(blocks) > MODAL_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "input":
+            element = block.get("element") or {}
+            if not 0 < _text_length(block.get("label")) <= 2000 or not element.get("type"):
+                return "invalid_blocks"
+            if element.get("type") == "plain_text_input" and not 0 < element.get("max_length", 3000) <= 3000:
+                return "invalid_blocks"
+    return blocks_error([b for b in blocks if not (isinstance(b, dict) and b.get("type") == "input")])
+
+
 def _feedback_ok(element: dict) -> bool:
     if element.get("type") == "icon_button":
         return True
@@ -217,7 +256,12 @@ class SlackStandIn:
         self.hooks: dict[str, object] = {}  # method → fn(args), run before the call is answered
         self.socket_mode: SocketModeStandIn | None = None  # set to accept Socket Mode connections
         self.messages: dict[tuple[str, str], Message] = {}
-        self.status: dict[tuple[str, str], str] = {}  # (channel, thread) → the status shown now
+        self.status: dict[tuple[str, str], str] = {}  # (channel, thread) → the loading status set last
+        self.status_set: dict[tuple[str, str], float] = {}  # … and when (it shows for status_lifetime)
+        self.status_lifetime = STATUS_LIFETIME
+        self.sessions: dict[tuple[str, str], dict] = {}  # (channel, thread) → its agent session: status, title
+        self.prompts: dict[str, dict] = {}  # conversation → the suggested prompts shown there: title, prompts
+        self.members: dict[str, set[str]] = {}  # channel → its members, where a test says (else everyone)
         self.ephemeral: dict[tuple[str, str], Message] = {}  # (channel, message_ts) → an ephemeral message
         self.usergroups: dict[str, list[str]] = {}  # user group id → its members
         # channel id → what conversations.info says of it beyond its id; a channel not named here is
@@ -281,6 +325,28 @@ class SlackStandIn:
                 self._changed.wait(left)
             return found
 
+    def status_shown(self, channel: str, thread: str) -> str | None:
+        """The loading status the thread shows now: none after a message, or once it expired."""
+        with self._changed:
+            set_at = self.status_set.get((channel, thread), 0.0)
+            if time.monotonic() - set_at > self.status_lifetime:
+                return None
+            return self.status.get((channel, thread))
+
+    def stop_session(self, channel: str, thread: str, user: str) -> dict | None:
+        """`user` presses Stop on the thread's session (shown only while it is processing): its
+        streaming messages end, and the `agent_session_stopped` event Slack sends is returned."""
+        with self._changed:
+            session = self.sessions.get((channel, thread))
+            if session is None or session["status"] != "processing":
+                return None
+            stopped = [m for m in self.messages.values()
+                       if m.channel == channel and m.thread_ts == thread and m.streaming and not m.deleted]
+            for message in stopped:
+                message.streaming = False
+            return {"type": "agent_session_stopped", "channel": channel, "thread_ts": thread, "user": user,
+                    "streaming_message_ts": [m.ts for m in stopped], "event_ts": self._next_ts()}
+
     def find_all(self, channel: str) -> list[Call]:
         """Every call about `channel`, whatever the method."""
         with self._changed:
@@ -304,6 +370,7 @@ class SlackStandIn:
             self.ephemeral.clear()
             self.errors.clear()
             self.hooks.clear()
+            self.members.clear()
             self._fail_next.clear()
             self._buckets.clear()
 
@@ -314,12 +381,12 @@ class SlackStandIn:
 
     def _limited(self, method: str, args: dict) -> float:
         if method == "chat.postMessage":
-            key, per_minute = f"{method}:{args.get('channel')}", POST_MESSAGE_PER_CHANNEL
+            key, per_minute, burst = f"{method}:{args.get('channel')}", POST_MESSAGE_PER_CHANNEL, POST_MESSAGE_BURST
         elif method in METHOD_TIERS:
-            key, per_minute = method, TIER[METHOD_TIERS[method]]
+            key, per_minute, burst = method, TIER[METHOD_TIERS[method]], None
         else:
             return 0.0
-        bucket = self._buckets.setdefault(key, _Bucket(per_minute))
+        bucket = self._buckets.setdefault(key, _Bucket(per_minute, burst))
         return bucket.take()
 
     def _answer(self, method: str, args: dict) -> tuple[int, dict, float | None]:
@@ -371,6 +438,7 @@ class SlackStandIn:
         self.messages[(channel, message.ts)] = message
         if thread_ts:  # Slack clears the thread's status when the app replies in it
             self.status.pop((channel, thread_ts), None)
+            self.status_set.pop((channel, thread_ts), None)
         return message
 
     def _chat_postMessage(self, args: dict):
@@ -407,6 +475,8 @@ class SlackStandIn:
     def _chat_postEphemeral(self, args: dict):
         if not args.get("user"):
             return "user_not_found"
+        if args.get("channel") in self.members and args["user"] not in self.members[args["channel"]]:
+            return "user_not_in_channel"
         if error := self._message_error(args):
             return error
         blocks = args.get("blocks") or []
@@ -497,6 +567,9 @@ class SlackStandIn:
         message.text += text
         message.blocks = args.get("blocks") or []
         message.streaming = False
+        session = self.sessions.get((message.channel, message.thread_ts or ""))
+        if session and session["status"] == "processing":  # a stream's stop ends the session's work
+            session["status"] = "active"
         return {"channel": message.channel, "ts": message.ts}
 
     def _assistant_threads_setStatus(self, args: dict):
@@ -504,11 +577,32 @@ class SlackStandIn:
             return "invalid_arguments"
         if len(args.get("loading_messages") or []) > 10:
             return "invalid_arguments"
+        key = (args["channel_id"], args["thread_ts"])
         if args["status"]:
-            self.status[(args["channel_id"], args["thread_ts"])] = args["status"]
+            self.status[key], self.status_set[key] = args["status"], time.monotonic()
         else:
-            self.status.pop((args["channel_id"], args["thread_ts"]), None)
+            self.status.pop(key, None)
+            self.status_set.pop(key, None)
         return {}
+
+    def _agents_sessions_setStatus(self, args: dict):
+        if args.get("status") not in SESSION_STATUSES or not args.get("channel_id") or not args.get("thread_ts"):
+            return "invalid_arguments"
+        if len(args.get("title") or "") > SESSION_TITLE:
+            return "invalid_arguments"
+        key = (args["channel_id"], args["thread_ts"])
+        session = self.sessions.setdefault(key, {"title": args.get("title") or "", "status": args["status"]})
+        session["status"] = args["status"]  # the title only on creation
+        return {"status": session["status"], "title": session["title"]}
+
+    def _agents_sessions_rename(self, args: dict):
+        session = self.sessions.get((args.get("channel_id"), args.get("thread_ts")))
+        if session is None:
+            return "session_not_found"
+        if not 0 < len(args.get("title") or "") <= SESSION_TITLE:
+            return "invalid_arguments"
+        session["title"] = args["title"]
+        return {"title": session["title"]}
 
     def _assistant_threads_setTitle(self, args: dict):
         if not args.get("channel_id") or not args.get("thread_ts") or not args.get("title"):
@@ -521,6 +615,8 @@ class SlackStandIn:
             return "invalid_arguments"
         if any(not p.get("title") or not p.get("message") for p in prompts):
             return "invalid_arguments"
+        if not args.get("thread_ts"):  # an agent app: set on the conversation; with a thread_ts, silently dropped
+            self.prompts[args["channel_id"]] = {"title": args.get("title"), "prompts": prompts}
         return {}
 
     def _views_open(self, args: dict):
@@ -530,9 +626,7 @@ class SlackStandIn:
         if time.monotonic() - issued > TRIGGER_LIFETIME:
             return "expired_trigger_id"
         view = args.get("view") or {}
-        if view.get("type") != "modal" or len(view.get("title", {}).get("text", "")) > 24:
-            return "invalid_arguments"
-        if error := blocks_error(view.get("blocks") or []):
+        if error := modal_error(view):
             return error
         return {"view": {**view, "id": "V0FEEDBACK"}}
 
@@ -696,6 +790,11 @@ def mention(text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", ts:
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event
+
+
+def home_opened(*, user: str = "U0ALICE", channel: str = "D0ALICE", tab: str = "messages") -> dict:
+    """`app_home_opened`: someone opened the app's messages (its agent view) or its Home tab."""
+    return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab, "event_ts": _message_ts()}
 
 
 def direct_message(text: str, *, user: str = "U0ALICE", channel: str = "D0ALICE", **extra) -> dict:
