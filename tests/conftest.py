@@ -5,6 +5,7 @@ quick run that needs none."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -14,6 +15,21 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_undone():
+    """A test that runs the CLI gets its root handler (configure_logging): removed afterwards, so a
+    bot's thread still logging after the test cannot write past pytest's capture onto the report."""
+    from core.logging_setup import RedactingFormatter
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, RedactingFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "examples" / "handbook"

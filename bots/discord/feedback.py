@@ -18,6 +18,7 @@ import re
 import discord
 
 from bots.answer_actions import SHARE_FAILED, SHARED, STORE_DOWN, THANKS, AnswerActions
+from bots.discord.buttons import persistent_button
 from bots.discord.handoff import HandoffButton, actions_of, handoff_view
 from bots.discord.reply import answer_chunks, quote_question
 
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 VOTE_TEMPLATE = r"teambot:vote:(?P<value>up|down):(?P<answer>[0-9a-f]+)"
 VOTES = {"up": 1, "down": -1}
-
-SHARE_TEMPLATE = r"teambot:share:(?P<answer>[0-9a-f]+)"
 
 # Skin-tone modifiers and the emoji variation selector: 👍🏽 counts as 👍.
 _EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
@@ -71,24 +70,6 @@ def vote_view(answer_id: str, *, handoff: bool = False, share: bool = False) -> 
     if share:
         view.add_item(ShareButton(answer_id))
     return view
-
-
-class ShareButton(discord.ui.DynamicItem[discord.ui.Button], template=SHARE_TEMPLATE):
-    """Under a private (ephemeral) answer: post it in the channel for everyone."""
-
-    def __init__(self, answer_id: str) -> None:
-        self.answer_id = answer_id
-        super().__init__(discord.ui.Button(
-            emoji="📣", label="Share with the channel", style=discord.ButtonStyle.primary,
-            custom_id=f"teambot:share:{answer_id}",
-        ))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
-        return cls(match["answer"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await share_answer(interaction, self.answer_id)
 
 
 async def share_answer(interaction: discord.Interaction, answer_id: str) -> None:
@@ -195,3 +176,8 @@ async def retract_reaction(actions: AnswerActions, payload: discord.RawReactionA
     except Exception:
         log.exception("could not take back a vote on message %s", payload.message_id)
         return False
+
+
+# Last: its clicks call share_answer above.
+ShareButton = persistent_button("share", "[0-9a-f]+", emoji="📣", label="Share with the channel",
+                                style=discord.ButtonStyle.primary, act=share_answer)

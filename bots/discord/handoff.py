@@ -13,52 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 import discord
 
 from bots.answer_actions import HANDOFF_FAILED, AnswerActions, HelpRequest
 from bots.channel_rules import ChannelRule
+from bots.discord.buttons import persistent_button
 from bots.discord.reply import MESSAGE_LIMIT, quote_question, source_line
 
 log = logging.getLogger(__name__)
 
-HANDOFF_TEMPLATE = r"teambot:handoff:(?P<answer>[0-9a-f]+)"
-RESOLVE_TEMPLATE = r"teambot:resolve:(?P<handoff>[0-9]+)"
-
 WAITING = "⏳ Waiting for help."
-
-
-class HandoffButton(discord.ui.DynamicItem[discord.ui.Button], template=HANDOFF_TEMPLATE):
-    def __init__(self, answer_id: str) -> None:
-        self.answer_id = answer_id
-        super().__init__(discord.ui.Button(
-            emoji="🙋", label="I need more help", style=discord.ButtonStyle.secondary,
-            custom_id=f"teambot:handoff:{answer_id}",
-        ))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
-        return cls(match["answer"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await request_help(interaction, self.answer_id)
-
-
-class ResolveButton(discord.ui.DynamicItem[discord.ui.Button], template=RESOLVE_TEMPLATE):
-    def __init__(self, handoff_id: int) -> None:
-        self.handoff_id = handoff_id
-        super().__init__(discord.ui.Button(
-            emoji="✅", label="Mark resolved", style=discord.ButtonStyle.success,
-            custom_id=f"teambot:resolve:{handoff_id}",
-        ))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /):
-        return cls(int(match["handoff"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await resolve(interaction, self.handoff_id)
 
 
 def handoff_view(answer_id: str) -> discord.ui.View:
@@ -164,3 +129,10 @@ async def resolve(interaction: discord.Interaction, handoff_id: int) -> None:
         return
     text = interaction.message.content if interaction.message else WAITING
     await interaction.edit_original_response(content=resolved_text(text, user.id), view=None)
+
+
+# Last: their clicks call the functions above.
+HandoffButton = persistent_button("handoff", "[0-9a-f]+", emoji="🙋", label="I need more help",
+                                  style=discord.ButtonStyle.secondary, act=request_help)
+ResolveButton = persistent_button("resolve", "[0-9]+", emoji="✅", label="Mark resolved",
+                                  style=discord.ButtonStyle.success, act=resolve, convert=int)
