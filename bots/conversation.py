@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -110,6 +110,15 @@ class Reply(Protocol):
         """Tell the asker `text` where only they see it (ephemeral, or a direct message)."""
 
 
+@dataclass
+class _Job:
+    """An admitted question on its way: what `stop` needs to end it."""
+
+    question: Question
+    reply: Reply
+    future: Future | None = None  # once queued for a thread
+
+
 class Answering(Protocol):
     """What the core needs of the answering service (pipeline.querying.AnswerService; tests
     use a scripted one)."""
@@ -143,8 +152,8 @@ class Conversations:
         self.capacity = workers + (settings.answer_queue if queue is None else queue)
         self._in_flight = 0
         self._changed = threading.Condition()
-        # (platform, channel, thread) → the stop switches of its answers waiting or in progress, by asker
-        self._stops: dict[tuple[str, str, str], dict[threading.Event, str | None]] = {}
+        # (platform, channel, thread) → the stop switches of its answers waiting or in progress
+        self._stops: dict[tuple[str, str, str], dict[threading.Event, _Job]] = {}
 
     def close(self) -> None:
         """Finish the answers in progress and queued, then stop (reminders not yet due are dropped)."""
@@ -168,13 +177,21 @@ class Conversations:
 
     def stop(self, platform: str, channel: str, thread: str | None, *, user: str | None = None) -> bool:
         """Stop the answers waiting or in progress in this thread (any thread of the channel when
-        None; only those `user` asked, when given): a generation ends at its next token and its
-        slot is free at once. False if there were none."""
+        None; only those `user` asked, when given): one waiting for a thread is told so and frees its
+        place at once; a generation ends at its next token, and its slot with it. False if none."""
         with self._changed:
-            found = [s for (p, c, t), switches in self._stops.items() if (p, c) == (platform, channel)
-                     and thread in (None, t) for s, asker in switches.items() if user is None or asker == user]
-        for switch in found:
-            switch.set()
+            found = [(switch, job) for (p, c, t), switches in self._stops.items() if (p, c) == (platform, channel)
+                     and thread in (None, t) for switch, job in switches.items() if user in (None, job.question.user)]
+            waiting = []
+            for switch, job in found:
+                switch.set()
+                # Still waiting for a thread: cancelled here, once, and told so on a thread of its own
+                # (the caller may be a platform's event loop, which the reply needs).
+                if job.future is not None and not job.future.cancelled() and job.future.cancel():
+                    waiting.append((switch, job))
+        for switch, job in waiting:
+            threading.Thread(target=self._answer_then_release, args=(job.question, job.reply, switch),
+                             name="teambot-stopped", daemon=True).start()
         return bool(found)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -224,26 +241,36 @@ class Conversations:
 
     def enqueue(self, question: Question, reply: Reply) -> None:
         """Start the reply to an admitted question and queue its answer."""
+        # Stoppable from before the reply starts: starting it shows the platform's Stop button.
+        job, switch = _Job(question, reply), threading.Event()
+        self._remember_stop(job, switch)
         try:
             if thread := reply.start(question.text):
-                question = replace(question, thread=thread)
+                self._forget_stop(job.question, switch)
+                job.question = question = replace(question, thread=thread)
+                self._remember_stop(job, switch)
         except Exception as exc:  # noqa: BLE001 - nowhere to answer: nothing more to do
+            self._forget_stop(question, switch)
             self._release_slot()
             metrics.observe_error(question.platform, exc)
             log.warning("cannot reply in %s on %s: %s", question.channel, question.platform, exc, exc_info=exc)
             return None
-        key, switch = (question.platform, question.channel, question.thread), threading.Event()
-        with self._changed:
-            self._stops.setdefault(key, {})[switch] = question.user
         try:
-            self._pool.submit(self._answer_then_release, question, reply, switch)
-        except RuntimeError:  # shutting down
-            self._forget_stop(key, switch)
+            job.future = self._pool.submit(self._answer_then_release, question, reply, switch)
+        except RuntimeError:  # shutting down: the reply started is ended
+            self._forget_stop(question, switch)
             self._release_slot()
+            _tell(question, reply, BUSY)
             raise
         return None
 
-    def _forget_stop(self, key: tuple[str, str, str], switch: threading.Event) -> None:
+    def _remember_stop(self, job: "_Job", switch: threading.Event) -> None:
+        q = job.question
+        with self._changed:
+            self._stops.setdefault((q.platform, q.channel, q.thread), {})[switch] = job
+
+    def _forget_stop(self, question: Question, switch: threading.Event) -> None:
+        key = (question.platform, question.channel, question.thread)
         with self._changed:
             switches = self._stops.get(key, {})
             switches.pop(switch, None)
@@ -258,7 +285,7 @@ class Conversations:
             else:
                 self.answer(question, reply, stop)
         finally:
-            self._forget_stop((question.platform, question.channel, question.thread), stop)
+            self._forget_stop(question, stop)
             self._release_slot()
 
     def answer(self, question: Question, reply: Reply, stop: threading.Event | None = None) -> Answer | None:

@@ -99,6 +99,7 @@ class GuardedStream:
                  links: LinkPolicy | None = None) -> None:
         self._guard, self._on_token, self.links = guard, on_token, links or LinkPolicy()
         self.text = ""  # as the model wrote it
+        self.shown = ""  # what was let through so far, as rendered
         self.tripped = False
         self._sent = 0
 
@@ -126,6 +127,8 @@ class GuardedStream:
             self._on_token(text)
 
     def _forward(self, shown: str, upto: int) -> None:
-        if upto > self._sent and self._on_token is not None:
-            self._on_token(shown[self._sent : upto])
+        if upto > self._sent:
+            if self._on_token is not None:
+                self._on_token(shown[self._sent : upto])
+            self.shown = shown[:upto]
         self._sent = max(self._sent, upto)

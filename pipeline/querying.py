@@ -515,20 +515,26 @@ class AnswerService:
                 guarded.say(("\n\n" if guarded.text.strip() else "") + WITHHELD)
                 answer.text, answer.outcome = WITHHELD, Outcome.WITHHELD
             return
+        if ended == STOPPED:
+            # Only what was let through: the guard may be holding back the start of a secret.
+            text = guarded.shown.lstrip()
+            guarded.say(STOPPED)
+            answer.text, answer.outcome = (text + STOPPED).lstrip(), Outcome.STOPPED
+            answer.sources = _cited(text, answer.retrieved) if text.strip() else []
+            return
         text = guarded.links.render(text)  # what was streamed: links not allowed shown as code
         if only_citations(text):
             # A bare "[1]" (small models do this) tells the user nothing, and an empty reply is an
             # abstention; the guard has held either back, so this is shown instead.
-            text = (_passage_reply(answer.retrieved, text) if text else ABSTAIN) if ended != STOPPED else ""
+            text = _passage_reply(answer.retrieved, text) if text else ABSTAIN
             guarded.say(text)
         else:
             guarded.finish()
         if ended:
             guarded.say(ended)
-            text = (text + ended).lstrip()
+            text += ended
         answer.text = text
-        answer.outcome = (Outcome.STOPPED if ended == STOPPED
-                          else Outcome.ABSTAINED if is_abstention(text) else Outcome.ANSWERED)
+        answer.outcome = Outcome.ABSTAINED if is_abstention(text) else Outcome.ANSWERED
         answer.sources = _cited(text, answer.retrieved)
 
 

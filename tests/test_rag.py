@@ -97,9 +97,8 @@ def test_stop_ends_a_real_generation_at_its_next_token(handbook):
                                   on_token=on_token, stop=stop)
     ended = time.perf_counter()
     assert stop.is_set() and answer.outcome is Outcome.STOPPED
-    assert ended - stopped_at[0] < 2.0
-    assert answer.text.endswith(STOPPED_NOTE) and answer.text.startswith("".join(shown[:2]).strip()[:10])
-    assert "".join(shown).strip().endswith(STOPPED_NOTE)  # the note reached the stream too
+    assert ended - stopped_at[0] < 5.0
+    assert answer.text == "".join(shown).strip() and answer.text.endswith(STOPPED_NOTE)  # as shown, note included
     assert not handbook.service.ask("Which tool do expense claims go in?").abstained
 
 

@@ -193,6 +193,29 @@ def test_a_model_that_obeys_an_injected_document_is_withheld_even_while_streamin
         drop_collection(handbook.service.settings, collection)
 
 
+def test_a_stop_shows_nothing_the_guard_was_holding_back(handbook):
+    """Stopped while the guard holds back what may be the start of a secret: the answer ends with
+    what was shown, never the held-back text."""
+    import threading
+
+    from core.answer import STOPPED_NOTE, Outcome
+
+    config = with_secrets(handbook.service.settings, collection=handbook.collection)
+    # The first piece ends in the start of a secret: shown up to it, the rest held back.
+    pieces = ["Claims go in Ledgerly. The notes say " + BOT_TOKEN[:9], BOT_TOKEN[9:], " and more."]
+    service = ScriptedAnswers(config, pieces, pipeline=True)
+    stop, shown = threading.Event(), []
+
+    def on_token(delta: str) -> None:
+        shown.append(delta)
+        stop.set()  # the asker presses Stop once the first words are there
+
+    answer = service.ask(EXPENSES, on_token=on_token, stop=stop)
+    assert answer.outcome is Outcome.STOPPED
+    assert answer.text == f"Claims go in Ledgerly. The notes say \n\n{STOPPED_NOTE}".lstrip()
+    assert BOT_TOKEN[:5] not in "".join(shown) and BOT_TOKEN[:5] not in answer.text
+
+
 def test_a_model_that_abstains_then_recites_its_rules_is_an_abstention(handbook, standin, store):
     config = with_secrets(handbook.service.settings, collection=handbook.collection)
     service = ScriptedAnswers(config, f"{ABSTAIN} {RECITAL}", pipeline=True)  # the small model's habit

@@ -321,6 +321,31 @@ def test_stop_ends_the_answer_frees_its_slot_and_says_it_stopped(settings, store
     assert len(service.calls) == 2
 
 
+def test_a_stop_before_the_first_word_says_so_once_and_only_the_askers_stop_counts(settings, store, standin):
+    """Stop pressed while the answer has shown nothing yet: the thread says it stopped, once. A Stop
+    from someone else in the thread ends nothing of this asker's answer."""
+    from core.answer import STOPPED_NOTE
+
+    config = _settings(settings)
+    service = ScriptedAnswers(config, ["", *[f"Step {n}. " for n in range(1, 200)]], delay=0.1)
+    with running(config, service, store, standin) as bot:
+        standin.reset()
+        question = slack.mention("How do I file a claim, step by step?", channel="C0EARLY")
+        assert bot.event(question).status_code == 200
+        standin.wait_call("agents.sessions.setStatus", channel_id="C0EARLY", status="processing")
+        assert standin.sessions[("C0EARLY", question["ts"])]["status"] == "processing"
+        others = {"type": "agent_session_stopped", "channel": "C0EARLY", "thread_ts": question["ts"], "user": "U0BOB",
+                  "streaming_message_ts": [], "event_ts": "1.0"}
+        assert bot.event(others).status_code == 200
+        mine = {**others, "user": "U0ALICE", "event_ts": "2.0"}
+        assert bot.event(mine).status_code == 200
+        assert bot.bot.conversations.wait_idle(300)
+    said = standin.thread("C0EARLY", question["ts"])
+    assert "".join(m.text for m in said).count(STOPPED_NOTE) == 1, [m.text for m in said]
+    assert "Step 150" not in "".join(m.text for m in said)  # Bob's Stop did not let it run on: Alice's ended it
+    assert standin.sessions[("C0EARLY", question["ts"])]["status"] == "active"
+
+
 def test_the_status_is_shown_again_while_an_answer_is_held_back(settings, store, standin, monkeypatch, tmp_path):
     """Slack clears a thread's loading status after two minutes without a message: in a channel
     whose answers must cite a source, nothing is shown until the answer is known, so the status
@@ -331,10 +356,10 @@ def test_the_status_is_shown_again_while_an_answer_is_held_back(settings, store,
     rules = tmp_path / "rules.toml"
     rules.write_text("[channels.C0CITED]\ncitations_required = true\n")
     config = _settings(settings, channel_rules=rules)
-    service = ScriptedAnswers(config, ["Claims go in Ledgerly [1]. "] * 30, delay=0.1)
+    service = ScriptedAnswers(config, ["Claims go in Ledgerly [1]. "] * 50, delay=0.1)
     with running(config, service, store, standin) as bot:
         standin.reset()
-        standin.status_lifetime = 1.0
+        standin.status_lifetime = 2.0
         question = slack.mention("Which tool do expense claims go in?", channel="C0CITED")
         assert bot.event(question).status_code == 200
         standin.wait_call("assistant.threads.setStatus", channel_id="C0CITED")
@@ -344,8 +369,8 @@ def test_the_status_is_shown_again_while_an_answer_is_held_back(settings, store,
             time.sleep(0.1)
         reply = bot.reply_to(question)
     standin.status_lifetime = slack.STATUS_LIFETIME
-    assert len(seen) > 20 and all(seen), seen  # three seconds held back, never without a status
-    assert len(standin.find("assistant.threads.setStatus", channel_id="C0CITED")) >= 4
+    assert len(seen) > 30 and all(seen), seen  # five seconds held back, never without a status
+    assert len(standin.find("assistant.threads.setStatus", channel_id="C0CITED")) >= 6
     assert reply.text.startswith("Claims go in Ledgerly")
 
 

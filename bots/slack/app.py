@@ -211,11 +211,12 @@ class SlackBot:
             log.warning("could not offer suggested prompts: %s", exc.response.get("error"))
 
     def _on_stop(self, event: dict) -> None:
-        """The asker pressed Slack's Stop on an answer's session: its generation ends (Slack has
-        already ended the streaming message) and the reply says it stopped."""
-        channel, thread = event.get("channel"), event.get("thread_ts")
-        if channel and thread and not self.conversations.stop(PLATFORM, channel, thread):
-            log.info("nothing to stop in %s (thread %s)", channel, thread)
+        """Someone pressed Slack's Stop on a thread's session: their answers there end (Slack has
+        already ended the streaming messages) and the reply says so. Another asker's answer in
+        the same thread goes on (posted whole if Slack cut its stream)."""
+        channel, thread, user = event.get("channel"), event.get("thread_ts"), event.get("user")
+        if channel and thread and not self.conversations.stop(PLATFORM, channel, thread, user=user):
+            log.info("nothing of %s to stop in %s (thread %s)", user, channel, thread)
 
     def _on_message(self, event: dict, body: dict, context, client: WebClient) -> None:
         # Direct messages (which never come as app_mention; agent view threads are DM threads),

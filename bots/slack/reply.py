@@ -129,7 +129,8 @@ class _Sender:
         """Wait for text worth sending now ("" when the status is due again); None once closed."""
         with self._changed:
             while not self._closed:
-                if not self.parts and time.monotonic() - self._status_at >= STATUS_REFRESH:
+                shown = any(p.stream.ts for p in self.parts)
+                if not shown and time.monotonic() - self._status_at >= STATUS_REFRESH:
                     self._status_at = time.monotonic()
                     return ""
                 # A trailing "<" waits: the next token may make it a mention that has to be defused.
@@ -268,9 +269,13 @@ class SlackReply:
         """The asker stopped the answer: what was shown stays (Slack has ended a stream it was
         showing), with a note that it stopped; nothing more is sent."""
         sender.close()
-        if sender.end_with(f"\n\n{STOPPED_NOTE}"):
+        # The note may have gone out already (a stop before the first word: it was the first batch).
+        said = STOPPED_NOTE in "".join(p.text for p in sender.parts)
+        if sender.end_with("" if said else f"\n\n{STOPPED_NOTE}"):
             return [p.stream.ts for p in sender.parts if p.stream.ts]
-        posted = self._post(STOPPED_NOTE)
+        posted = None if said else self._post(STOPPED_NOTE)
+        if said:
+            self._session("active")
         return [p.stream.ts for p in sender.parts if p.stream.ts] + ([posted] if posted else [])
 
     def _replace(self, sender: _Sender, text: str, tail: list[dict]) -> list[str]:
@@ -319,8 +324,12 @@ class SlackReply:
         """The thread's agent session: `processing` shows Slack's Stop button; the title is kept
         from the first answer of the thread (Slack ignores it on an existing session)."""
         try:
-            self.client.agents_sessions_setStatus(channel_id=self.channel, thread_ts=self.thread, status=status,
-                                                  title=title)
+            asker = self.asked_by or self.user or ""
+            self.client.agents_sessions_setStatus(
+                channel_id=self.channel, thread_ts=self.thread, status=status, title=title,
+                # The one who gets the Stop button: a person (another app's bot id is none).
+                initiator_user_id=asker if title and asker[:1] in ("U", "W") else None,
+            )
         except SlackApiError as exc:  # only the session is missing: the answer can still be shown
             log.warning("could not set the session %s in %s: %s", status, self.channel, exc.response.get("error"))
 
