@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 
 
@@ -44,10 +45,29 @@ class Source:
     score: float
     section: str = ""
     url: str = ""  # a link the chat platforms can render, when the document has one
+    updated: str = ""  # when its page last changed at its origin (ISO 8601), for synced sources
 
     @property
     def link(self) -> str:
         return self.url or self.path
+
+    def freshness(self, now: datetime | None = None) -> str:
+        """"updated 3 days ago" for a synced page; '' when its origin gave no date."""
+        try:
+            when = datetime.fromisoformat(self.updated)
+        except ValueError:
+            return ""
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        days = ((now or datetime.now(timezone.utc)) - when).days
+        if days < 1:
+            return "updated today"
+        if days < 2:
+            return "updated yesterday"
+        for unit, size in (("year", 365), ("month", 30), ("week", 7), ("day", 1)):
+            if days >= size * (2 if unit != "day" else 1):
+                count = days // size
+                return f"updated {count} {unit}{'s' if count > 1 else ''} ago"
+        return ""
 
 
 @dataclass

@@ -86,5 +86,19 @@ def observe_redelivery(platform: str, reason: str, taken: bool) -> None:
     REDELIVERIES.labels(platform, reason or "unknown", "yes" if taken else "no").inc()
 
 
+SYNC_DOCUMENTS = Counter(
+    "teambot_sync_documents", "Documents of synced sources, by source and what the sync did (seen, changed, deleted, "
+    "not_modified).", ["source", "what"], registry=REGISTRY,
+)
+SYNC_ERRORS = Counter(
+    "teambot_sync_errors", "Sync runs that failed and documents that could not be fetched, by source.", ["source"],
+    registry=REGISTRY,
+)
+SYNC_LAST_SUCCESS = Gauge(
+    "teambot_sync_last_success_timestamp_seconds", "When each source last synced without failing (Unix time).",
+    ["source"], registry=REGISTRY,
+)
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Channel/guild id → collection, JSON (`{"C0123":"Sales"}`).',
     )
+    sources: Path | None = Field(
+        None,
+        description="TOML file of synced sources (websites, git repositories) that `teambot sync` keeps in the "
+        "collections. See the README's \"Sources\".",
+    )
     channel_rules: Path | None = Field(
         None,
         description="TOML file of per-channel rules (who may ask, when to answer, citations, private answers, "
@@ -146,6 +151,12 @@ class Settings(BaseSettings):
         description="Votes on answers move the cited documents' ranking within 1/this×–this× (1 = off).",
     )
     document_votes_refresh: float = Field(30.0, ge=0, description="Seconds between reads of the document votes.")
+    recency_weight: float = Field(
+        0.0, ge=0.0, le=0.5,
+        description="How much a synced page's age lowers its ranking: at most this share, half of it after "
+        "recency_half_life_days (0 = off; pages without a date are never lowered).",
+    )
+    recency_half_life_days: float = Field(180.0, gt=0, description="Age at which recency_weight lowers a page by half of it.")
     history_turns: int = Field(3, ge=0, le=20, description="Thread turns carried into follow-ups.")
     max_question_chars: int = Field(4000, ge=100, description="Longer questions are refused.")
 

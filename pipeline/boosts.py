@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from haystack import Document, component
 
@@ -37,6 +38,19 @@ def boost(up: int, down: int, max_boost: float) -> float:
     return max_boost ** ((up - down) / (up + down + PRIOR_VOTES))
 
 
+def recency(updated: str, now: datetime, weight: float, half_life_days: float) -> float:
+    """A page's age as a bounded factor: 1 when new, 1 - weight/2 at the half-life, never below
+    1 - weight; 1 for a page with no date (files) or with the weight off."""
+    if not weight or not updated:
+        return 1.0
+    try:
+        when = datetime.fromisoformat(updated)
+    except ValueError:
+        return 1.0
+    age = max(0.0, (now - (when if when.tzinfo else when.replace(tzinfo=timezone.utc))).total_seconds() / 86400)
+    return 1.0 - weight * (1.0 - 0.5 ** (age / half_life_days))
+
+
 @component
 class FeedbackBoost:
     """Re-ranks retrieved chunks by their documents' boosts and keeps the best `top_k`.
@@ -46,9 +60,11 @@ class FeedbackBoost:
     read the last boosts read stay in use (none at first)."""
 
     def __init__(self, collection: str, top_k: int, max_boost: float, votes: Votes | None = None,
-                 refresh_s: float = 30.0, overrides: Overrides | None = None) -> None:
+                 refresh_s: float = 30.0, overrides: Overrides | None = None, recency_weight: float = 0.0,
+                 half_life_days: float = 180.0) -> None:
         self.collection, self.top_k, self.max_boost = collection, top_k, max_boost
         self.votes, self.overrides = votes, overrides
+        self.recency_weight, self.half_life_days = recency_weight, half_life_days
         self._boosts: Refreshed[dict[str, float]] = Refreshed(self._read, refresh_s, {}, f"document votes for {collection}")
 
     def _read(self) -> dict[str, float]:
@@ -70,17 +86,19 @@ class FeedbackBoost:
 
     def candidates(self) -> int:
         """How many chunks to fetch: CANDIDATES × top_k when some document has a boost."""
-        return max(self.top_k * CANDIDATES, MIN_CANDIDATES) if self.boosts() else self.top_k
+        return max(self.top_k * CANDIDATES, MIN_CANDIDATES) if self.boosts() or self.recency_weight else self.top_k
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict:
         boosts = self.boosts()
-        if boosts:
+        if boosts or self.recency_weight:
             boosted = []
+            now = datetime.now(timezone.utc)
             for doc in documents:
                 factor = boosts.get(doc.meta.get("source", ""), 1.0)
                 if factor == HIDDEN:
                     continue
+                factor *= recency(doc.meta.get("updated") or "", now, self.recency_weight, self.half_life_days)
                 if factor != 1.0:
                     doc = replace(doc, score=(doc.score or 0.0) * factor, meta={**doc.meta, "boost": round(factor, 3)})
                 boosted.append(doc)

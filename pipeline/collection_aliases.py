@@ -37,11 +37,23 @@ def schema_problems(config) -> tuple[str, ...]:
     problems = []
     for wanted in COLLECTION_PROPERTIES:
         got = have.get(wanted["name"])
-        if got is None:
+        if got is None and wanted.get("tokenization"):
             problems.append(f"no `{wanted['name']}` property")
         elif wanted.get("tokenization") and got.tokenization is not None and got.tokenization.value != wanted["tokenization"]:
             problems.append(f"`{wanted['name']}` is {got.tokenization.value}-tokenized")
     return tuple(problems)
+
+
+def add_missing_properties(client, target: str) -> None:
+    """Give a collection the plain properties added since it was made (`updated`): Weaviate adds a
+    property in place, so only a missing exact-match property needs a rebuild."""
+    from weaviate.classes.config import DataType, Property
+
+    collection = client.collections.use(target)
+    have = {p.name for p in collection.config.get().properties}
+    for wanted in COLLECTION_PROPERTIES:
+        if wanted["name"] not in have and not wanted.get("tokenization"):
+            collection.config.add_property(Property(name=wanted["name"], data_type=DataType(wanted["dataType"][0])))
 
 
 def inspect(client, name: str) -> Layout:

@@ -22,9 +22,10 @@ import stat
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, urlsplit
 
 from haystack import Document, Pipeline, component
 from haystack.components.converters import TextFileToDocument
@@ -70,6 +71,7 @@ class IngestReport:
     seconds: float = 0.0
     rebuilt: str = ""  # why the collection was rebuilt into a new one, if it was
     copied: int = 0  # chunks a rebuild carried over as they were (files not on this machine)
+    hashes: dict[str, str] = field(default_factory=dict)  # source → content hash of the version now indexed
 
     def summary(self) -> str:
         line = (
@@ -107,6 +109,32 @@ class SourceFile:
             return ""
         relative = self.path.name if self.root == self.path else self.path.relative_to(self.root).as_posix()
         return f"{self.url_base.rstrip('/')}/{quote(relative)}"
+
+
+@dataclass(frozen=True)
+class RemoteDocument:
+    """A document a synced source fetched (pipeline.sources): its bytes, their kind, its key in the
+    collection (`source`: a URL, or a file of a repository), the link shown for it, and when it last
+    changed at its origin."""
+
+    source: str
+    data: bytes
+    kind: str  # a value of SUPPORTED
+    url: str
+    root: str  # "sync:<source name>": whose it is
+    updated: str = ""  # ISO 8601
+    url_base: str = ""  # the site or forge its links point into: answers may link there (pipeline.links)
+
+    @property
+    def path(self) -> PurePosixPath:  # its name, for a title when the page has none
+        return PurePosixPath(urlsplit(self.source).path or self.source)
+
+    @property
+    def file_url(self) -> str:
+        return self.url
+
+
+Item = SourceFile | RemoteDocument
 
 
 @dataclass
@@ -352,8 +380,10 @@ class Indexer:
         if isinstance(file, Path):
             file = SourceFile(file, file)
         path = file.path
-        kind = SUPPORTED[path.suffix.lower()]
-        data = _read(file) if data is None else data
+        remote = isinstance(file, RemoteDocument)
+        kind = file.kind if remote else SUPPORTED[path.suffix.lower()]
+        if data is None:
+            data = file.data if remote else _read(file)
         head = data[:8192]
         if kind == "pdf":
             if not head.lstrip().startswith(b"%PDF"):
@@ -379,10 +409,12 @@ class Indexer:
         if "\x00" in doc.content:
             raise ValueError("looks like a binary file, not text")
         meta = {
-            "source": str(path), "root": str(file.root), "title": _title(path, doc, kind), "file_type": kind,
+            "source": _source(file), "root": str(file.root), "title": _title(path, doc, kind), "file_type": kind,
             "content_hash": content_hash, "url_base": file.url_base,
-            # A page's own canonical link wins over the address made from --url-base.
-            "url": doc.meta.get("url") or file.file_url,
+            # A page's own canonical link wins over the address made from --url-base; a synced page's
+            # link is the one its source checked (a canonical link to another site is not followed).
+            "url": file.url if remote else doc.meta.get("url") or file.file_url,
+            "updated": file.updated if remote else "",
         }
         if doc.meta.get(CUT_SHORT):  # not stored (not in META_FIELDS): for the report
             meta[CUT_SHORT] = doc.meta[CUT_SHORT]
@@ -439,6 +471,7 @@ class Indexer:
                 reason = "; ".join(layout.problems) if layout.needs_rebuild else "asked for"
                 self._rebuild(client, layout, files, roots, url_base, report, on_progress, reason)
             else:
+                collection_aliases.add_missing_properties(client, layout.target)
                 store = document_store(self.settings, layout.target)
                 state = self.indexed_state(store)
                 files = _with_url_bases(files, state, url_base)
@@ -448,9 +481,11 @@ class Indexer:
             client.close()
 
     def _index_files(
-        self, store, files: list[SourceFile], state: dict[str, FileState], report: IngestReport,
-        on_progress: Callable[[Progress], None] | None,
+        self, store, files: Iterable[Item], state: dict[str, FileState], report: IngestReport,
+        on_progress: Callable[[Progress], None] | None, on_done: Callable[[str], None] | None = None,
     ) -> None:
+        """Index what changed of `files`; `on_done(source)` once a file's chunks are all in the
+        collection (written now, or unchanged)."""
         writer = ChunkWriter(store)
         pending: list[Document] = []
         waiting: dict[str, int] = {}  # source → its new chunks not written yet
@@ -458,9 +493,11 @@ class Indexer:
         done = total = 0
         files_done = 0
 
+        files_total = len(files) if isinstance(files, list) else 0  # a synced source's are fetched as they come
+
         def tell(path: str) -> None:
             if on_progress:
-                on_progress(Progress(files_done, len(files), done, total, path))
+                on_progress(Progress(files_done, files_total, done, total, path))
 
         def flush() -> None:
             nonlocal done
@@ -483,25 +520,30 @@ class Indexer:
                         if source in state:
                             report.chunks_deleted += self._delete(store, source, keep_hash=versions[source])
                         report.indexed.append(source)
+                        if on_done:
+                            on_done(source)
             except Exception as exc:  # noqa: BLE001 - the writer's client errors mean Weaviate is unreachable
                 raise KnowledgeBaseUnavailable(f"writing to {self.collection} failed: {exc}") from exc
             pending.clear()
 
         for file in files:
-            source = str(file.path)
+            source = _source(file)
             tell(source)
             files_done += 1
             try:
-                data = _read(file)  # read once: what is hashed is what is converted
+                # read once: what is hashed is what is converted
+                data = file.data if isinstance(file, RemoteDocument) else _read(file)
             except OSError as exc:
                 report.skipped.append(Skipped(source, f"cannot read: {exc.strerror or exc}"))
                 continue
             except ValueError as exc:
                 report.skipped.append(Skipped(source, str(exc)))
                 continue
-            content_hash = _sha256(data, file.file_url)
+            content_hash = report.hashes[source] = _sha256(data, file.file_url)
             if source in state and state[source].complete(content_hash):
                 report.unchanged.append(source)
+                if on_done:
+                    on_done(source)
                 continue
             try:
                 docs = self.convert(file, content_hash, data)
@@ -519,6 +561,39 @@ class Indexer:
         if pending:
             flush()
         tell("")
+
+    def index_documents(
+        self, documents: Iterable[RemoteDocument], report: IngestReport, on_done: Callable[[str], None] | None = None,
+    ) -> None:
+        """Index a synced source's fetched documents, like files (by content hash, old versions
+        deleted once the new chunks are in); `on_done(source)` as each is complete."""
+        with self._target_store() as store:
+            self._index_files(store, documents, self.indexed_state(store), report, None, on_done)
+
+    def remove_documents(self, sources: list[str]) -> int:
+        """Delete the chunks of these documents; the number of chunks deleted."""
+        with self._target_store() as store:
+            return sum(self._delete(store, source) for source in sources)
+
+    @contextmanager
+    def _target_store(self):
+        try:
+            client = admin_client(self.settings)
+        except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
+            raise KnowledgeBaseUnavailable(f"cannot connect to Weaviate at {self.settings.weaviate_url}: {exc}") from exc
+        try:
+            layout = collection_aliases.inspect(client, self.collection)
+            if layout.target is None:
+                layout = collection_aliases.create(client, self.collection, self.settings)
+            elif layout.needs_rebuild:
+                raise KnowledgeBaseUnavailable(
+                    f"{self.collection} must be rebuilt first ({'; '.join(layout.problems)}): "
+                    f"teambot ingest --rebuild --collection {self.collection}"
+                )
+            collection_aliases.add_missing_properties(client, layout.target)
+            yield document_store(self.settings, layout.target)
+        finally:
+            client.close()
 
     def _remove_gone(self, store, files: list[SourceFile], roots: list[Path], state, report: IngestReport) -> None:
         """Files gone from an ingested folder lose their chunks."""
@@ -611,6 +686,10 @@ def _tree(root: Path, report: IngestReport) -> list[Path]:
             else:
                 found.append(child)
     return sorted(found)
+
+
+def _source(item: Item) -> str:
+    return item.source if isinstance(item, RemoteDocument) else str(item.path)
 
 
 def _embedded_length(doc: Document) -> int:

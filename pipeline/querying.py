@@ -233,7 +233,9 @@ class AnswerService:
                     embedder=self._embedder,
                     retriever=WeaviateHybridRetriever(document_store=store, top_k=top_k, alpha=self.settings.alpha),
                     boost=FeedbackBoost(collection, top_k, self.settings.document_boost_max, votes=self._votes,
-                                        refresh_s=self.settings.document_votes_refresh, overrides=self._overrides),
+                                        refresh_s=self.settings.document_votes_refresh, overrides=self._overrides,
+                                        recency_weight=self.settings.recency_weight,
+                                        half_life_days=self.settings.recency_half_life_days),
                     gate=RelevanceGate(self.settings.min_similarity),
                     node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
@@ -550,7 +552,7 @@ def _source(number: int, doc: Document, similarity: float, links: LinkPolicy) ->
     return Source(
         number=number, title=doc.meta.get("title") or "untitled", path=doc.meta.get("source", ""),
         url=links.source_url(doc.meta.get("url") or ""), snippet=snippet, chunk_id=doc.id, score=round(similarity, 4),
-        section=doc.meta.get("section") or "",
+        section=doc.meta.get("section") or "", updated=doc.meta.get("updated") or "",
     )
 
 

@@ -37,6 +37,7 @@ META_PROPERTIES = [
     {"name": "file_type", "dataType": ["text"], **EXACT},
     {"name": "content_hash", "dataType": ["text"], **EXACT},  # SHA-256 of the file and the URL it has
     {"name": "chunk_count", "dataType": ["int"]},  # chunks of that file version
+    {"name": "updated", "dataType": ["text"]},  # when the page last changed at its origin (ISO 8601); synced sources
 ]
 META_FIELDS = [p["name"] for p in META_PROPERTIES]
 COLLECTION_PROPERTIES = [

@@ -19,6 +19,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 # The review page's browser tests drive Debian's chromium through its chromedriver (no download at run time).
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# The website sync tests serve a real documentation site: SQLite's C interface pages (sqlite3-doc).
+[ -d /usr/share/doc/sqlite3/c3ref ] || missing+=(sqlite3-doc)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -23,6 +23,9 @@ feedback_app = typer.Typer(help="Inspect and export 👍/👎 feedback.", no_arg
 discord_app = typer.Typer()
 db_app = typer.Typer(help="The feedback database.", no_args_is_help=True)
 review_app = typer.Typer(help="The review page: inbox of bad answers, corrections, quality charts.")
+sources_app = typer.Typer(help="Synced sources (websites, git repositories): check the file, see their state.",
+                          no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
 app.add_typer(services_app, name="services")
@@ -395,6 +398,127 @@ def rules_check(path: Path = typer.Argument(..., help="A channel rules file (TOM
         changed = rule.model_dump(exclude_defaults=True)
         described = ", ".join(f"{k}={v!r}" for k, v in changed.items()) or "as the defaults"
         typer.echo(f"{key}: {described}")
+
+
+def _load_sources(settings: Settings, path: Path | None):
+    from pipeline.sources.config import SourcesError, load_sources
+
+    path = path or settings.sources
+    if path is None:
+        _fail("no sources file: give --sources FILE or set TEAMBOT_SOURCES", code=2)
+    try:
+        return load_sources(path)
+    except SourcesError as exc:
+        _fail(str(exc), code=2)
+
+
+@sources_app.command("check")
+def sources_check(path: Optional[Path] = typer.Argument(None, help="A sources file (default TEAMBOT_SOURCES).")) -> None:
+    """Check a sources file and print each source in it."""
+    for name, source in _load_sources(_settings(), path).items():
+        typer.echo(f"{name}: {source.kind} {source.location} → {source.collection}, every {source.every}")
+
+
+@sources_app.command("status")
+def sources_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each synced source's state: documents, last success, last error, the last run's counts."""
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+
+    rows = SyncState(FeedbackStore.from_settings(_settings())).status()
+    if as_json:
+        typer.echo(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in vars(r).items()}
+                               for r in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no source has been synced yet (teambot sync --once)")
+    for r in rows:
+        when = r.last_success.strftime("%Y-%m-%d %H:%M UTC") if r.last_success else "never"
+        line = f"{r.name} ({r.kind} → {r.collection}): {r.documents} documents, last success {when}"
+        if r.running:
+            line += ", syncing now"
+        if r.last_error:
+            line += f"\n  last run failed ({r.failures} in a row): {r.last_error}"
+        if r.counts.get("refused_deletions"):
+            line += f"\n  {r.counts['refused_deletions']} deletions refused by the mass-deletion guard"
+        typer.echo(line)
+
+
+@app.command()
+def sync(
+    names: Optional[list[str]] = typer.Argument(None, help="Sources to sync (all of the file's when none)."),
+    once: bool = typer.Option(False, "--once", help="Sync each source once now, then exit."),
+    sources_file: Optional[Path] = typer.Option(None, "--sources", help="The sources file (default TEAMBOT_SOURCES)."),
+    allow_mass_delete: bool = typer.Option(
+        False, "--allow-mass-delete", help="Remove what is gone at the origin even when it is more than the "
+        "source's max_delete_share.",
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar per source."),
+) -> None:
+    """Keep synced sources in their collections: on their schedule, or each once (--once). Exit code with
+    --once: 1 if a source failed, 3 if the mass-deletion guard held deletions back."""
+    import threading
+
+    from tqdm import tqdm
+
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+    from pipeline.indexing import Indexer
+    from pipeline.sources import engine
+    from pipeline.sources.schedule import run_schedule
+    from pipeline.stores import close_stores
+
+    settings = _settings(bot=not once)
+    sources = _load_sources(settings, sources_file)
+    if unknown := [n for n in names or () if n not in sources]:
+        _fail(f"no source named {unknown[0]!r} in the sources file (it has {', '.join(sources)})", code=2)
+    chosen = [sources[n] for n in names] if names else list(sources.values())
+    state = SyncState(FeedbackStore.from_settings(settings))
+    indexers: dict[str, Indexer] = {}
+
+    def run_one(source) -> engine.SyncReport:
+        indexer = indexers.setdefault(source.collection, Indexer(settings, source.collection))
+        bar = tqdm(total=0, unit="page", desc=source.name, disable=not progress, file=sys.stderr)
+
+        def on_progress(done: int, total: int, key: str) -> None:
+            bar.total = max(total, done)
+            if key:
+                bar.set_postfix_str(key[-40:])
+            bar.update(done - bar.n)
+
+        try:
+            report = engine.sync(source, state, settings, allow_mass_delete=allow_mass_delete, indexer=indexer,
+                                 on_progress=on_progress)
+        finally:
+            bar.close()
+        typer.echo(report.summary())
+        return report
+
+    try:
+        if once:
+            reports = [run_one(source) for source in chosen]
+            if any(r.error for r in reports):
+                raise typer.Exit(1)
+            if any(r.refused_deletions for r in reports):
+                raise typer.Exit(3)
+            return
+        from bots.health import HealthListenerError, start_health_listener
+
+        try:
+            listener = start_health_listener(settings)
+        except HealthListenerError as exc:
+            _fail(str(exc), code=2)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            run_schedule(chosen, state, run_one, stop)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if listener is not None:
+                listener.shutdown()
+    finally:
+        close_stores()
 
 
 @feedback_app.command("export")

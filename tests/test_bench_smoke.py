@@ -10,7 +10,8 @@ import math
 import pytest
 
 from bench import (
-    answer_overhead, bot_load, discord_load, ingest_throughput, retrieval_latency, retrieval_quality, training_throughput,
+    answer_overhead, bot_load, discord_load, ingest_throughput, retrieval_latency, retrieval_quality, sync_throughput,
+    training_throughput,
 )
 from bench.harness import raw_client
 
@@ -51,6 +52,18 @@ def test_ingest_throughput_compares_the_same_chunks(scratch_collections, tmp_pat
     assert record["objects_written"] == {"ours": [record["chunks"]], "raw": [record["chunks"]]}
     assert _positive(record["ours_chunks_per_s"], record["raw_chunks_per_s"], record["ratio_time"],
                      record["ratio_incremental"])
+
+
+@pytest.mark.skipif(not sync_throughput.SITE.is_dir(), reason="needs Debian's sqlite3-doc (scripts/bootstrap.sh)")
+def test_sync_throughput_syncs_then_only_asks(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(sync_throughput.main, ["--pages", "12"], tmp_path, capsys)
+    assert "ours (teambot sync), first" in printed and "pages/s" in printed
+    ours, raw = record["ours"], record["raw"]
+    assert ours["first"]["changed"] == raw["first"]["changed"] == 12
+    # The second run: one conditional request per page (and robots.txt, the sitemap), each a 304, nothing embedded.
+    assert (ours["second"]["not_modified"], ours["second"]["changed"], raw["second"]["changed"]) == (12, 0, 0)
+    assert ours["second"]["requests"] == 14
+    assert _positive(record["ratio_first"], record["ratio_second"], record["ours_pages_per_s"])
 
 
 def test_retrieval_quality_scores_the_handbook(scratch_collections, tmp_path, capsys):

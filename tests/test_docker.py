@@ -147,7 +147,7 @@ def test_the_cluster_profile_runs_three_weaviate_nodes_two_ollamas_and_two_bots_
     assert [name for name, s in services.items() if "cluster" in s.get("profiles", [])] == CLUSTER
     # The single-server stack is untouched: no profile (the Discord bot's own aside).
     assert {name: s.get("profiles") for name, s in services.items() if name not in CLUSTER} == {
-        "weaviate": None, "ollama": None, "bot": None, "discord": ["discord"],
+        "weaviate": None, "ollama": None, "bot": None, "discord": ["discord"], "sync": ["sync"],
     }
 
     # Weaviate: as teambot/weaviate_cluster.py runs one, and one basic-auth pair for all nodes.

@@ -42,6 +42,8 @@ def source_line(source: Source) -> str:
     name = PurePath(source.path).name
     title = _link_text(source.title or name or "document")
     section = f" § {discord.utils.escape_markdown(source.section)}" if source.section else ""
+    if fresh := source.freshness():
+        section += f" · *{fresh}*"
     if source.link.startswith(("http://", "https://")):
         # <…> keeps Discord from unfurling a preview of every source.
         url = source.link.replace(" ", "%20").replace(">", "%3E").replace(")", "%29")

@@ -67,6 +67,8 @@ def _link_target(escaped_url: str) -> str:
 def source_line(source: Source) -> str:
     title = escape(source.title or PurePath(source.path).name or "document")
     section = f" § {escape(source.section)}" if source.section else ""
+    if fresh := source.freshness():
+        section += f" · _{fresh}_"
     if source.link.startswith(("http://", "https://")):
         return f"{source.number}. <{_link_target(escape(source.link))}|{title}>{section}"
     name = PurePath(source.path).name

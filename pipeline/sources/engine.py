@@ -1,0 +1,230 @@
+"""One sync run of one source: what changed at the origin goes through the ingest path, what is gone
+is removed, and every document's version is kept (pipeline.sources.state) once its chunks are in.
+
+- Incremental: a connector asks the origin what changed (conditional requests, git object ids) and
+  yields only documents to write; the indexer skips any whose content hash it already holds.
+- Durable: a document's state is saved when its chunks are all written, so a run killed midway
+  resumes with what it had not finished.
+- Safe: a run whose listing was incomplete (the server went down, a rate limit held) deletes
+  nothing; a run that would delete more than the source's share removes nothing either, says why,
+  and goes on serving (`allow_mass_delete` overrides).
+- One at a time: a lock in the database keeps two processes from syncing a source at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from core import metrics
+from core.errors import KnowledgeBaseUnavailable
+from core.settings import Settings
+from pipeline.indexing import Indexer, IngestReport, RemoteDocument
+from pipeline.sources.config import GitSource, WebsiteSource
+
+log = logging.getLogger("teambot.sync")
+RENEW_EVERY = 30.0  # seconds between renewals of the source's lock during a run
+
+
+class SourceError(RuntimeError):
+    """The origin could not be read as a whole (down, refused, rate limited): nothing is deleted."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A document that changed at its origin, with the origin's change signal for the next run."""
+
+    key: str
+    document: RemoteDocument
+    changed_at: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class Listing:
+    """What a connector found in one run, besides the documents it yields."""
+
+    present: set[str] = field(default_factory=set)  # every key the origin has now, changed or not
+    complete: bool = True  # False: some part could not be listed, so absence proves nothing
+    cursor: str | None = None  # saved when the run succeeds (a git commit)
+    requests: int = 0
+    not_modified: int = 0  # 304s
+    errors: list[str] = field(default_factory=list)  # documents that could not be fetched (kept as they were)
+    total: int = 0  # documents expected, for progress (0: unknown)
+
+
+class Connector(Protocol):
+    def documents(self, known: dict, listing: Listing) -> Iterator[Fetched]: ...
+
+    def close(self) -> None: ...
+
+
+class SyncStateStore(Protocol):
+    """feedback.sync_state.SyncState, as the engine uses it."""
+
+    def lock(self, name: str, kind: str, collection: str) -> bool: ...
+    def renew(self, name: str) -> None: ...
+    def unlock(self, name: str) -> None: ...
+    def started(self, name: str) -> None: ...
+    def finished(self, name: str, *, counts: dict, error: str | None = None, cursor: str | None = None) -> None: ...
+    def cursor(self, name: str) -> str | None: ...
+    def items(self, name: str) -> dict: ...
+    def save_item(self, name: str, key: str, **values) -> None: ...
+    def drop_items(self, name: str, keys: list[str]) -> None: ...
+
+
+@dataclass
+class SyncReport:
+    source: str
+    seen: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    not_modified: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+    refused_deletions: int = 0
+    error: str = ""  # the run failed: nothing was deleted
+    busy: bool = False  # another process is syncing it
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in ("seen", "changed", "unchanged", "deleted", "not_modified", "requests",
+                                               "refused_deletions")} | {"errors": len(self.errors)}
+
+    def summary(self) -> str:
+        if self.busy:
+            return f"{self.source}: being synced by another process; skipped"
+        line = (f"{self.source}: {self.seen} documents — {self.changed} changed, {self.unchanged} unchanged, "
+                f"{self.deleted} deleted; {self.requests} requests ({self.not_modified} not modified) "
+                f"in {self.seconds:.1f}s")
+        if self.refused_deletions:
+            line += (f"\n{self.source}: {self.refused_deletions} documents are gone at the origin, more than the "
+                     "mass-deletion guard allows: none removed (sync with --allow-mass-delete if that is right)")
+        for problem in self.errors[:10]:
+            line += f"\n{self.source}: kept as it was: {problem}"
+        if len(self.errors) > 10:
+            line += f"\n{self.source}: … and {len(self.errors) - 10} more kept as they were"
+        if self.error:
+            line += f"\n{self.source}: failed, nothing removed: {self.error}"
+        return line
+
+
+def connector_for(source: WebsiteSource | GitSource, settings: Settings, cursor: str | None) -> Connector:
+    if source.kind == "website":
+        from pipeline.sources.website import WebsiteConnector
+
+        return WebsiteConnector(source)
+    from pipeline.sources.git import GitConnector
+
+    return GitConnector(source, settings.data_dir / "sync" / "git" / source.name, cursor)
+
+
+def mass_deletion(source: WebsiteSource | GitSource, gone: int, known: int) -> bool:
+    """Would removing `gone` of `known` documents be more than the source allows?"""
+    return gone >= source.max_delete_min and gone > source.max_delete_share * known
+
+
+def sync(
+    source: WebsiteSource | GitSource, state: SyncStateStore, settings: Settings, *,
+    allow_mass_delete: bool = False, indexer: Indexer | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> SyncReport:
+    """Run one sync of `source` (unless another process is syncing it)."""
+    started = time.monotonic()
+    report = SyncReport(source.name)
+    if not state.lock(source.name, source.kind, source.collection):
+        report.busy = True
+        return report
+    listing = Listing()
+    try:
+        state.started(source.name)
+        known = state.items(source.name)
+        connector = connector_for(source, settings, state.cursor(source.name))
+        try:
+            _write_changes(source, state, indexer or Indexer(settings, source.collection), connector, known,
+                           listing, report, on_progress)
+        finally:
+            connector.close()
+        _delete_gone(source, state, indexer or Indexer(settings, source.collection), known, listing, report,
+                     allow_mass_delete)
+    except (SourceError, KnowledgeBaseUnavailable) as exc:
+        report.error = str(exc)
+    finally:
+        report.requests, report.not_modified = listing.requests, listing.not_modified
+        report.errors = listing.errors
+        report.seconds = time.monotonic() - started
+        try:
+            state.finished(source.name, counts=report.counts, error=report.error or None,
+                           cursor=listing.cursor if listing.complete else None)
+        finally:
+            state.unlock(source.name)
+        _count(report)
+    return report
+
+
+def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: Connector, known: dict,
+                   listing: Listing, report: SyncReport, on_progress) -> None:
+    pending: dict[str, Fetched] = {}
+    renewed = time.monotonic()
+
+    def fetched() -> Iterator[RemoteDocument]:
+        for item in connector.documents(known, listing):
+            pending[item.document.source] = item
+            if on_progress:
+                on_progress(len(listing.present), listing.total, item.key)
+            yield item.document
+
+    def done(document: str) -> None:
+        nonlocal renewed
+        item = pending.pop(document)
+        state.save_item(source.name, item.key, document=document, content_hash=_hash_of(document, ingest),
+                        changed_at=item.changed_at, etag=item.etag, last_modified=item.last_modified,
+                        version=item.version)
+        if time.monotonic() - renewed > RENEW_EVERY:
+            state.renew(source.name)
+            renewed = time.monotonic()
+
+    ingest = IngestReport(collection=source.collection)
+    indexer.index_documents(fetched(), ingest, done)
+    report.changed, report.unchanged = len(ingest.indexed), len(listing.present) - len(ingest.indexed)
+    report.seen = len(listing.present)
+    listing.errors += [f"{s.path}: {s.reason}" for s in ingest.skipped]
+    if on_progress:
+        on_progress(len(listing.present), len(listing.present), "")
+
+
+def _hash_of(document: str, ingest: IngestReport) -> str:
+    return ingest.hashes.get(document, "")
+
+
+def _delete_gone(source, state: SyncStateStore, indexer: Indexer, known: dict, listing: Listing,
+                 report: SyncReport, allow_mass_delete: bool) -> None:
+    if not listing.complete:
+        return
+    gone = [key for key in known if key not in listing.present]
+    if not gone:
+        return
+    if mass_deletion(source, len(gone), len(known)) and not allow_mass_delete:
+        report.refused_deletions = len(gone)
+        log.warning("%s: %d of %d documents are gone at the origin; the mass-deletion guard removed none",
+                    source.name, len(gone), len(known))
+        return
+    indexer.remove_documents([known[key].document for key in gone])
+    state.drop_items(source.name, gone)
+    report.deleted = len(gone)
+
+
+def _count(report: SyncReport) -> None:
+    for what in ("seen", "changed", "deleted", "not_modified"):
+        metrics.SYNC_DOCUMENTS.labels(report.source, what).inc(getattr(report, what))
+    metrics.SYNC_ERRORS.labels(report.source).inc(len(report.errors) + bool(report.error))
+    if not report.error and not report.busy:
+        metrics.SYNC_LAST_SUCCESS.labels(report.source).set(datetime.now(timezone.utc).timestamp())
