@@ -31,6 +31,7 @@ CAUSES = {
 }
 DOCUMENT_ACTIONS = ("demote", "hide")
 MAX_FAILED_LOGINS = 5
+STALE_DAYS = 180  # a cited page not changed at its origin for this long is listed on the quality page
 LOCKOUT = timedelta(minutes=15)
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # OWASP's minimum for scrypt; ~50 ms a check
 
@@ -147,6 +148,9 @@ class Quality:
     models: dict[str, dict[str, list]] = field(default_factory=dict)  # model -> {answers, up, down, up_rate, abstention_rate}
     causes: dict[str, list[int]] = field(default_factory=dict)  # cause -> per day
     documents: list[tuple[str, str, int, int]] = field(default_factory=list)  # (collection, path, 👎, 👍)
+    # Synced pages answers cite that have not changed at their origin for STALE_DAYS:
+    # (collection, title, link or path, times cited, last updated as YYYY-MM-DD)
+    stale: list[tuple[str, str, str, int, str]] = field(default_factory=list)
 
 
 class ReviewStore:
@@ -414,7 +418,29 @@ class ReviewStore:
             ((c, p, down, up) for (c, p), (down, up) in documents.items() if down),
             key=lambda row: (-row[2], row[3], row[1]),
         )[:10]
+        result.stale = _stale(answers, datetime.combine(today, datetime.max.time(), timezone.utc))
         return result
+
+
+def _stale(answers, now: datetime) -> list[tuple[str, str, str, int, str]]:
+    """The synced pages most cited by these answers whose origin has not changed for STALE_DAYS."""
+    cited: dict[tuple[str, str], list] = {}
+    for _id, _created, _model, _outcome, collection, sources in answers:
+        for source in sources or []:
+            if not isinstance(source, dict) or not source.get("updated") or not source.get("path"):
+                continue
+            try:
+                updated = datetime.fromisoformat(source["updated"])
+            except ValueError:
+                continue
+            updated = updated if updated.tzinfo else updated.replace(tzinfo=timezone.utc)
+            entry = cited.setdefault((collection, source["path"]), [source.get("title") or "", source.get("url") or
+                                                                    source["path"], 0, updated])
+            entry[2] += 1
+            entry[3] = max(entry[3], updated)
+    rows = [(c, title, link, count, updated.date().isoformat())
+            for (c, _path), (title, link, count, updated) in cited.items() if now - updated > timedelta(days=STALE_DAYS)]
+    return sorted(rows, key=lambda row: (-row[3], row[4]))[:10]
 
 
 def _text(value) -> str | None:

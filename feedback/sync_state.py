@@ -126,11 +126,14 @@ class SyncState:
             ))
         return True
 
-    def renew(self, name: str, *, ttl: timedelta = LOCK_TTL) -> None:
+    def renew(self, name: str, *, ttl: timedelta = LOCK_TTL) -> bool:
+        """Extend the lock; False when this process no longer holds it (taken over)."""
+        table = SyncSourceRecord.__table__
         with Session(self.engine) as session, session.begin():
-            session.execute(update(SyncSourceRecord).where(
-                SyncSourceRecord.name == name, SyncSourceRecord.lock_owner == self.owner,
-            ).values(lock_expires=_now() + ttl))
+            renewed = session.execute(update(table).where(
+                table.c.name == name, table.c.lock_owner == self.owner,
+            ).values(lock_expires=_now() + ttl).returning(table.c.name)).first()
+        return renewed is not None
 
     def unlock(self, name: str) -> None:
         with Session(self.engine) as session, session.begin():
@@ -141,8 +144,12 @@ class SyncState:
     # ------------------------------------------------------------------ runs
 
     def started(self, name: str) -> None:
+        """A run begins: its cursor is cleared until the run ends well (a run killed midway must not
+        leave the last good run's cursor claiming its work was done)."""
         with Session(self.engine) as session, session.begin():
-            session.execute(update(SyncSourceRecord).where(SyncSourceRecord.name == name).values(last_started=_now()))
+            session.execute(update(SyncSourceRecord).where(SyncSourceRecord.name == name).values(
+                last_started=_now(), cursor=None,
+            ))
 
     def finished(self, name: str, *, counts: dict, error: str | None = None, cursor: str | None = None) -> None:
         """Record a run's end; a failed run keeps the cursor and counts one more failure."""

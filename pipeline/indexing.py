@@ -124,10 +124,11 @@ class RemoteDocument:
     root: str  # "sync:<source name>": whose it is
     updated: str = ""  # ISO 8601
     url_base: str = ""  # the site or forge its links point into: answers may link there (pipeline.links)
+    name: str = ""  # its path within the source, when its key does not end with it
 
     @property
     def path(self) -> PurePosixPath:  # its name, for a title when the page has none
-        return PurePosixPath(urlsplit(self.source).path or self.source)
+        return PurePosixPath(self.name or urlsplit(self.source).path or self.source)
 
     @property
     def file_url(self) -> str:
@@ -570,10 +571,19 @@ class Indexer:
         with self._target_store() as store:
             self._index_files(store, documents, self.indexed_state(store), report, None, on_done)
 
-    def remove_documents(self, sources: list[str]) -> int:
-        """Delete the chunks of these documents; the number of chunks deleted."""
+    def remove_documents(self, sources: list[str], *, root: str) -> int:
+        """Delete the chunks of these documents that `root` wrote (never another source's, were
+        their keys the same); the number of chunks deleted."""
         with self._target_store() as store:
-            return sum(self._delete(store, source) for source in sources)
+            return sum(store.delete_by_filter({"operator": "AND", "conditions": [
+                exact_filter("source", source), exact_filter("root", root),
+            ]}) for source in sources)
+
+    def complete_documents(self) -> set[str]:
+        """The documents the collection holds whole (every chunk of one version)."""
+        with self._target_store() as store:
+            return {source for source, entry in self.indexed_state(store).items()
+                    if len(entry.chunks) == 1 and entry.complete(next(iter(entry.chunks)))}
 
     @contextmanager
     def _target_store(self):

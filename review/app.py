@@ -24,7 +24,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from core import active_model
 from core.secret_files import read_or_create
 from core.settings import Settings
-from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, LOCKOUT, InboxFilter, ReviewError, ReviewStore
+from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, LOCKOUT, STALE_DAYS, InboxFilter, ReviewError, ReviewStore
 from feedback.store import FeedbackStore
 from review import charts
 
@@ -197,7 +197,8 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         data = reviews.quality(days)
         events = _model_events(settings)
         figures = charts.quality_figures(data, events)
-        return render_template("quality.html", figures=figures, documents=data.documents, days=days, causes=CAUSES)
+        return render_template("quality.html", figures=figures, documents=data.documents, stale=data.stale,
+                               stale_days=STALE_DAYS, days=days, causes=CAUSES)
 
     @app.get("/charts.js")
     def charting_library():

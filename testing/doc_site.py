@@ -22,6 +22,19 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         fault = self.site.fault
+        if fault == "robots500" and self.path == "/robots.txt":
+            self.site.log(self.path, 500)
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if fault == "sso" and self.path.endswith(".html"):  # the site moved behind a login page elsewhere
+            self.site.log(self.path, 302)
+            self.send_response(302)
+            self.send_header("Location", "https://login.example.com/sso?next=" + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if fault == "429":
             self.site.log(self.path, 429)
             self.send_response(429)
@@ -39,7 +52,7 @@ class _Handler(SimpleHTTPRequestHandler):
         super().do_GET()
 
     def send_response(self, code: int, message: str | None = None) -> None:
-        if code not in (429, 401):
+        if code not in (429, 401, 302, 500):
             self.site.log(self.path, code)
         super().send_response(code, message)
 
@@ -50,7 +63,7 @@ class _Handler(SimpleHTTPRequestHandler):
 class DocSite:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.fault = ""  # "", "429", "401"
+        self.fault = ""  # "", "429", "401", "sso" (pages redirect to a login elsewhere), "robots500"
         self.retry_after = 1
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()

@@ -282,6 +282,32 @@ def test_the_quality_page_charts_votes_abstentions_causes_and_documents(page):
     assert script.status_code == 200 and b"plotly" in script.data[:2000].lower()
 
 
+def test_the_quality_page_lists_cited_pages_that_have_not_changed_for_months(page):
+    from datetime import datetime, timedelta, timezone
+
+    client, store, reviews, ids = page
+    _login(client)
+    now = datetime.now(timezone.utc)
+
+    def cite(url: str, days_old: int, times: int) -> None:
+        source = Source(number=1, title=f"Page {days_old}", path=url, snippet="…", chunk_id="c", score=0.7, url=url,
+                        updated=(now - timedelta(days=days_old)).isoformat())
+        for n in range(times):
+            answer = Answer(question=f"q{n}", text="a [1]", sources=[source], retrieved=[source], model="m",
+                            collection="Docs")
+            store.record_answer(answer, platform="slack", user_id="u", channel="C1", thread=answer.id)
+
+    cite("https://docs.example.com/backups.html", 400, 3)  # often cited, a year old
+    cite("https://docs.example.com/vpn.html", 5, 5)  # often cited, fresh
+    cite("javascript:alert(1)", 300, 1)  # never a link
+    stale = reviews.quality(days=7).stale
+    assert [(row[2], row[3]) for row in stale] == [("https://docs.example.com/backups.html", 3), ("javascript:alert(1)", 1)]
+    html = client.get("/quality").get_data(as_text=True)
+    table = html[html.index('id="stale"'):]
+    assert '<a href="https://docs.example.com/backups.html"' in table and "vpn.html" not in table
+    assert 'href="javascript' not in table
+
+
 def test_reviewers_are_added_from_the_command_line(tmp_path):
     from typer.testing import CliRunner
 

@@ -173,8 +173,17 @@ class GitSource(_Source):
         return value
 
     @property
+    def public_repository(self) -> str:
+        """The repository's URL without credentials (`https://user:token@host/…` → `https://host/…`):
+        what chunks, logs and errors may show."""
+        parts = urlsplit(self.repository)
+        if parts.password is None and parts.username is None:
+            return self.repository
+        return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+
+    @property
     def location(self) -> str:
-        return f"{self.repository}@{self.branch}"
+        return f"{self.public_repository}@{self.branch}"
 
     def link(self, path: str, commit: str) -> str:
         if not self.web_url:
@@ -183,11 +192,51 @@ class GitSource(_Source):
         return FORGES[self.forge].format(web=self.web_url.rstrip("/"), ref=ref, path=path, ref_kind=self.link_to)
 
 
-Source = Annotated[WebsiteSource | GitSource, Field(discriminator="kind")]
+class ConfluenceSource(_Source):
+    """Pages of a Confluence Cloud space (REST API v2), with their PDF attachments if asked."""
+
+    kind: Literal["confluence"]
+    base_url: str = Field(description="The site's wiki address: https://acme.atlassian.net/wiki")
+    space: str = Field(description="The space key (ENG).")
+    email: str = Field(description="The account the API token belongs to (Basic auth).")
+    token_env: str = Field("TEAMBOT_CONFLUENCE_TOKEN", description="The environment variable holding the API token.")
+    attachments: bool = Field(False, description="Also sync the pages' PDF attachments.")
+    include_restricted: bool = Field(
+        False, description="Sync pages with view restrictions (theirs or an ancestor's) too. Off: they would reach "
+        "every channel that searches the collection.",
+    )
+    timeout: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return _http_url(value).rstrip("/")
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: str) -> str:
+        if not re.match(r"^~?[A-Za-z0-9_]{1,255}$", value):
+            raise ValueError(f"{value!r} is not a space key")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not re.match(r"^[A-Z_][A-Z0-9_]{0,99}$", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @property
+    def location(self) -> str:
+        return f"{self.base_url} space {self.space}"
+
+
+Source = Annotated[WebsiteSource | GitSource | ConfluenceSource, Field(discriminator="kind")]
+AnySource = WebsiteSource | GitSource | ConfluenceSource
 _ADAPTER = TypeAdapter(Source)
 
 
-def parse_sources(text: str, where: str = "sources file") -> dict[str, WebsiteSource | GitSource]:
+def parse_sources(text: str, where: str = "sources file") -> dict[str, AnySource]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -208,12 +257,32 @@ def parse_sources(text: str, where: str = "sources file") -> dict[str, WebsiteSo
         except ValidationError as exc:
             problems = "; ".join(_problem(err) for err in exc.errors())
             raise SourcesError(f"{where}: [sources.{name}] {problems}") from None
-    seen: dict[tuple[str, str], str] = {}
-    for name, source in sources.items():
-        # Two sources writing the same documents into one collection would delete each other's.
-        if (other := seen.setdefault((source.collection, source.location), name)) != name:
-            raise SourcesError(f"{where}: [sources.{name}] syncs the same {source.location} into {source.collection} as [sources.{other}]")
+    names = list(sources)
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            a, b = sources[name], sources[other]
+            # Two sources writing the same documents into one collection would replace each other's.
+            if a.collection == b.collection and a.kind == b.kind and _overlap(a, b):
+                raise SourcesError(f"{where}: [sources.{name}] syncs documents of {a.location} that [sources.{other}] "
+                                   f"also syncs into {a.collection}")
     return sources
+
+
+def _normal(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.netloc.lower()}{parts.path.rstrip('/')}/"
+
+
+def _overlap(a: AnySource, b: AnySource) -> bool:
+    if isinstance(a, WebsiteSource):
+        x, y = _normal(a.prefix), _normal(b.prefix)
+        return x.startswith(y) or y.startswith(x)
+    if isinstance(a, GitSource):
+        if _normal(a.repository) != _normal(b.repository) or a.branch != b.branch:
+            return False
+        x, y = a.paths or ("",), b.paths or ("",)
+        return any(p.startswith(q) or q.startswith(p) for p in x for q in y)
+    return _normal(a.base_url) == _normal(b.base_url) and a.space == b.space
 
 
 def _problem(err: dict) -> str:
@@ -222,11 +291,11 @@ def _problem(err: dict) -> str:
     if err["type"] == "union_tag_invalid":
         return f"kind: {message}"
     if err["type"] == "union_tag_not_found":
-        return "kind: missing (website or git)"
+        return "kind: missing (website, git or confluence)"
     return f"{key}: {message}" if key else message
 
 
-def load_sources(path: Path) -> dict[str, WebsiteSource | GitSource]:
+def load_sources(path: Path) -> dict[str, AnySource]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

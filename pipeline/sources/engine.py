@@ -14,6 +14,7 @@ is removed, and every document's version is kept (pipeline.sources.state) once i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,10 +25,10 @@ from core import metrics
 from core.errors import KnowledgeBaseUnavailable
 from core.settings import Settings
 from pipeline.indexing import Indexer, IngestReport, RemoteDocument
-from pipeline.sources.config import GitSource, WebsiteSource
+from pipeline.sources.config import AnySource
 
 log = logging.getLogger("teambot.sync")
-RENEW_EVERY = 30.0  # seconds between renewals of the source's lock during a run
+RENEW_EVERY = 60.0  # seconds between renewals of the source's lock during a run (it lasts LOCK_TTL, 5 min)
 
 
 class SourceError(RuntimeError):
@@ -69,7 +70,7 @@ class SyncStateStore(Protocol):
     """feedback.sync_state.SyncState, as the engine uses it."""
 
     def lock(self, name: str, kind: str, collection: str) -> bool: ...
-    def renew(self, name: str) -> None: ...
+    def renew(self, name: str) -> bool: ...
     def unlock(self, name: str) -> None: ...
     def started(self, name: str) -> None: ...
     def finished(self, name: str, *, counts: dict, error: str | None = None, cursor: str | None = None) -> None: ...
@@ -117,63 +118,115 @@ class SyncReport:
         return line
 
 
-def connector_for(source: WebsiteSource | GitSource, settings: Settings, cursor: str | None) -> Connector:
+def connector_for(source: AnySource, settings: Settings, cursor: str | None) -> Connector:
     if source.kind == "website":
         from pipeline.sources.website import WebsiteConnector
 
-        return WebsiteConnector(source)
+        return WebsiteConnector(source, cursor)
+    if source.kind == "confluence":
+        from pipeline.sources.confluence import ConfluenceConnector
+
+        return ConfluenceConnector(source)
     from pipeline.sources.git import GitConnector
 
     return GitConnector(source, settings.data_dir / "sync" / "git" / source.name, cursor)
 
 
-def mass_deletion(source: WebsiteSource | GitSource, gone: int, known: int) -> bool:
-    """Would removing `gone` of `known` documents be more than the source allows?"""
-    return gone >= source.max_delete_min and gone > source.max_delete_share * known
+def mass_deletion(source: AnySource, gone: int, known: int) -> bool:
+    """Would removing `gone` of `known` documents be more than the source allows? Emptying a source
+    always is (a robots.txt, a login wall, a wrong path makes a site or a repository look empty)."""
+    return (gone == known > 0) or (gone >= source.max_delete_min and gone > source.max_delete_share * known)
 
 
 def sync(
-    source: WebsiteSource | GitSource, state: SyncStateStore, settings: Settings, *,
+    source: AnySource, state: SyncStateStore, settings: Settings, *,
     allow_mass_delete: bool = False, indexer: Indexer | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> SyncReport:
-    """Run one sync of `source` (unless another process is syncing it)."""
+    """Run one sync of `source` (unless another process is syncing it). Never raises: a failure is
+    the report's `error`, recorded with the source's state."""
     started = time.monotonic()
     report = SyncReport(source.name)
     if not state.lock(source.name, source.kind, source.collection):
         report.busy = True
         return report
     listing = Listing()
+    heartbeat = _Heartbeat(state, source.name)
     try:
+        cursor = state.cursor(source.name)
         state.started(source.name)
+        indexer = indexer or Indexer(settings, source.collection)
         known = state.items(source.name)
-        connector = connector_for(source, settings, state.cursor(source.name))
+        # What the collection does not hold whole (dropped, rebuilt elsewhere, written by a run that
+        # died) is fetched again whatever its version says.
+        held = indexer.complete_documents()
+        current = {key: item for key, item in known.items() if item.document in held}
+        connector = connector_for(source, settings, cursor)
         try:
-            _write_changes(source, state, indexer or Indexer(settings, source.collection), connector, known,
-                           listing, report, on_progress)
+            _write_changes(source, state, indexer, connector, current, listing, report, on_progress)
         finally:
             connector.close()
-        _delete_gone(source, state, indexer or Indexer(settings, source.collection), known, listing, report,
-                     allow_mass_delete)
+        if not heartbeat.held():
+            raise SourceError("the source's lock was lost (another process took it over): nothing deleted")
+        _delete_gone(source, state, indexer, known, listing, report, allow_mass_delete)
     except (SourceError, KnowledgeBaseUnavailable) as exc:
         report.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one source's surprise must not stop the others' syncs
+        log.exception("%s: sync failed", source.name)
+        report.error = f"{type(exc).__name__}: {exc}"
     finally:
+        heartbeat.stop()
         report.requests, report.not_modified = listing.requests, listing.not_modified
         report.errors = listing.errors
         report.seconds = time.monotonic() - started
         try:
             state.finished(source.name, counts=report.counts, error=report.error or None,
-                           cursor=listing.cursor if listing.complete else None)
+                           cursor=listing.cursor if listing.complete and not report.error else None)
+        except Exception:  # noqa: BLE001 - the database is down: the report still says what happened
+            log.exception("%s: could not record the run", source.name)
         finally:
-            state.unlock(source.name)
+            try:
+                state.unlock(source.name)
+            except Exception:  # noqa: BLE001 - it expires by itself
+                log.exception("%s: could not release the lock", source.name)
         _count(report)
     return report
+
+
+class _Heartbeat:
+    """Renews the source's lock every RENEW_EVERY seconds while a run lasts (a git fetch, a long
+    rate-limit wait), and remembers whether it was ever found taken over."""
+
+    def __init__(self, state: SyncStateStore, name: str) -> None:
+        self.state, self.name = state, name
+        self._stop = threading.Event()
+        self._lost = False
+        self._thread = threading.Thread(target=self._run, name=f"teambot-sync-lock-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(RENEW_EVERY):
+            try:
+                if not self.state.renew(self.name):
+                    self._lost = True
+            except Exception:  # noqa: BLE001 - the database blinked: try again next time
+                log.warning("%s: could not renew the sync lock", self.name, exc_info=True)
+
+    def held(self) -> bool:
+        try:
+            still = self.state.renew(self.name)
+        except Exception:  # noqa: BLE001
+            still = False
+        return still and not self._lost
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: Connector, known: dict,
                    listing: Listing, report: SyncReport, on_progress) -> None:
     pending: dict[str, Fetched] = {}
-    renewed = time.monotonic()
 
     def fetched() -> Iterator[RemoteDocument]:
         for item in connector.documents(known, listing):
@@ -183,14 +236,10 @@ def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: C
             yield item.document
 
     def done(document: str) -> None:
-        nonlocal renewed
         item = pending.pop(document)
         state.save_item(source.name, item.key, document=document, content_hash=_hash_of(document, ingest),
                         changed_at=item.changed_at, etag=item.etag, last_modified=item.last_modified,
                         version=item.version)
-        if time.monotonic() - renewed > RENEW_EVERY:
-            state.renew(source.name)
-            renewed = time.monotonic()
 
     ingest = IngestReport(collection=source.collection)
     indexer.index_documents(fetched(), ingest, done)
@@ -217,7 +266,7 @@ def _delete_gone(source, state: SyncStateStore, indexer: Indexer, known: dict, l
         log.warning("%s: %d of %d documents are gone at the origin; the mass-deletion guard removed none",
                     source.name, len(gone), len(known))
         return
-    indexer.remove_documents([known[key].document for key in gone])
+    indexer.remove_documents([known[key].document for key in gone], root=f"sync:{source.name}")
     state.drop_items(source.name, gone)
     report.deleted = len(gone)
 

@@ -53,7 +53,7 @@ class GitConnector:
                 continue
             when = dates.get(path) or datetime.fromisoformat(self._git("show", "-s", "--format=%cI", commit).strip())
             document = RemoteDocument(
-                source=f"{self.source.repository}#{self.source.branch}:{path}", data=data,
+                source=f"{self.source.public_repository}#{self.source.branch}:{path}", data=data, name=path,
                 kind=SUPPORTED[PurePosixPath(path).suffix.lower()], url=self.source.link(path, commit),
                 root=f"sync:{self.source.name}", updated=when.isoformat(), url_base=self.source.web_url,
             )
@@ -70,7 +70,8 @@ class GitConnector:
             self._git("fetch", "--quiet", "--no-tags", "--", self.source.repository,
                       f"+refs/heads/{branch}:refs/heads/{branch}")
         except SourceError as exc:
-            raise SourceError(f"cannot fetch {branch} of {self.source.repository}: {exc}") from None
+            raise SourceError(f"cannot fetch {branch} of {self.source.public_repository}: "
+                              f"{str(exc).replace(self.source.repository, self.source.public_repository)}") from None
         return self._git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").strip()
 
     def _tree(self, commit: str) -> dict[str, str]:

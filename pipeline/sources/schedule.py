@@ -8,14 +8,14 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from pipeline.sources.config import GitSource, WebsiteSource
+from pipeline.sources.config import AnySource
 from pipeline.sources.engine import SyncReport
 
 log = logging.getLogger("teambot.sync")
 FIRST_RETRY = timedelta(minutes=1)
 
 
-def next_run(source: WebsiteSource | GitSource, last_finished: datetime | None, failures: int) -> datetime:
+def next_run(source: AnySource, last_finished: datetime | None, failures: int) -> datetime:
     if last_finished is None:
         return datetime.min.replace(tzinfo=timezone.utc)
     wait = source.interval if not failures else min(source.interval, FIRST_RETRY * 2 ** min(failures - 1, 20))
@@ -23,13 +23,18 @@ def next_run(source: WebsiteSource | GitSource, last_finished: datetime | None, 
 
 
 def run_schedule(
-    sources: list[WebsiteSource | GitSource], state, run_one: Callable[[WebsiteSource | GitSource], SyncReport],
+    sources: list[AnySource], state, run_one: Callable[[AnySource], SyncReport],
     stop: threading.Event,
 ) -> None:
     """Run each source when it is due until `stop` is set; `state.status()` says when each last ran."""
     busy_until: dict[str, datetime] = {}  # being synced by another process: looked at again later
     while not stop.is_set():
-        known = {s.name: s for s in state.status()}
+        try:
+            known = {s.name: s for s in state.status()}
+        except Exception:  # noqa: BLE001 - the database is down: look again in a minute
+            log.warning("cannot read the sources' state; trying again in a minute", exc_info=True)
+            stop.wait(FIRST_RETRY.total_seconds())
+            continue
         now = datetime.now(timezone.utc)
         when = {
             source.name: next_run(source, getattr(known.get(source.name), "last_finished", None),
