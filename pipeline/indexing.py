@@ -456,10 +456,9 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
-    def _ingest_once(
-        self, files: list[SourceFile], roots: list[Path], url_base: str | None, rebuild: bool,
-        on_progress: Callable[[Progress], None] | None, report: IngestReport,
-    ) -> None:
+    @contextmanager
+    def _layout(self):
+        """An admin connection and the collection's layout (made if it does not exist yet)."""
         try:
             client = admin_client(self.settings)
         except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
@@ -468,6 +467,15 @@ class Indexer:
             layout = collection_aliases.inspect(client, self.collection)
             if layout.target is None:
                 layout = collection_aliases.create(client, self.collection, self.settings)
+            yield client, layout
+        finally:
+            client.close()
+
+    def _ingest_once(
+        self, files: list[SourceFile], roots: list[Path], url_base: str | None, rebuild: bool,
+        on_progress: Callable[[Progress], None] | None, report: IngestReport,
+    ) -> None:
+        with self._layout() as (client, layout):
             if rebuild or layout.needs_rebuild:
                 reason = "; ".join(layout.problems) if layout.needs_rebuild else "asked for"
                 self._rebuild(client, layout, files, roots, url_base, report, on_progress, reason)
@@ -478,8 +486,6 @@ class Indexer:
                 files = _with_url_bases(files, state, url_base)
                 self._index_files(store, files, state, report, on_progress)
                 self._remove_gone(store, files, roots, state, report)
-        finally:
-            client.close()
 
     def _index_files(
         self, store, files: Iterable[Item], state: dict[str, FileState], report: IngestReport,
@@ -587,23 +593,15 @@ class Indexer:
 
     @contextmanager
     def _target_store(self):
-        try:
-            client = admin_client(self.settings)
-        except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
-            raise KnowledgeBaseUnavailable(f"cannot connect to Weaviate at {self.settings.weaviate_url}: {exc}") from exc
-        try:
-            layout = collection_aliases.inspect(client, self.collection)
-            if layout.target is None:
-                layout = collection_aliases.create(client, self.collection, self.settings)
-            elif layout.needs_rebuild:
+        """The store of the collection's current physical collection, for synced documents."""
+        with self._layout() as (client, layout):
+            if layout.needs_rebuild:
                 raise KnowledgeBaseUnavailable(
                     f"{self.collection} must be rebuilt first ({'; '.join(layout.problems)}): "
                     f"teambot ingest --rebuild --collection {self.collection}"
                 )
             collection_aliases.add_missing_properties(client, layout.target)
             yield document_store(self.settings, layout.target)
-        finally:
-            client.close()
 
     def _remove_gone(self, store, files: list[SourceFile], roots: list[Path], state, report: IngestReport) -> None:
         """Files gone from an ingested folder lose their chunks."""

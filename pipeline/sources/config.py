@@ -54,6 +54,12 @@ def parse_every(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _matching(value: str, pattern: str, what: str, shown: str | None = None) -> str:
+    if not re.match(pattern, value):
+        raise ValueError(f"{shown if shown is not None else value!r} is not {what}")
+    return shown if shown is not None else value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -120,9 +126,7 @@ class WebsiteSource(_Source):
     @field_validator("skip_classes")
     @classmethod
     def _classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if bad := [c for c in value if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$", c)]:
-            raise ValueError(f"{bad[0]!r} is not an HTML class name")
-        return value
+        return tuple(_matching(c, r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$", "an HTML class name") for c in value)
 
     @field_validator("sitemaps", "start_urls")
     @classmethod
@@ -168,9 +172,7 @@ class GitSource(_Source):
     @classmethod
     def _branch(cls, value: str) -> str:
         # Passed to git: no option-looking or ref-walking names.
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$", value) or ".." in value:
-            raise ValueError(f"{value!r} is not a branch name")
-        return value
+        return _matching(value.replace("..", "\0"), r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$", "a branch name", value)
 
     @property
     def public_repository(self) -> str:
@@ -215,16 +217,12 @@ class ConfluenceSource(_Source):
     @field_validator("space")
     @classmethod
     def _space(cls, value: str) -> str:
-        if not re.match(r"^~?[A-Za-z0-9_]{1,255}$", value):
-            raise ValueError(f"{value!r} is not a space key")
-        return value
+        return _matching(value, r"^~?[A-Za-z0-9_]{1,255}$", "a space key")
 
     @field_validator("token_env")
     @classmethod
     def _env(cls, value: str) -> str:
-        if not re.match(r"^[A-Z_][A-Z0-9_]{0,99}$", value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
+        return _matching(value, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")
 
     @property
     def location(self) -> str:
