@@ -40,8 +40,10 @@ class Page:
 
 
 class ConfluenceStandin:
-    def __init__(self, *, email: str = "bot@example.com", token: str = "") -> None:
+    def __init__(self, *, email: str = "bot@example.com", token: str = "", deployment: str = "cloud") -> None:
         self.email, self.token = email, token or secrets.token_urlsafe(16)
+        self.deployment = deployment  # "cloud" (API v2, Basic email:token) or "datacenter" (REST API, Bearer PAT)
+        self.context = "/wiki" if deployment == "cloud" else "/confluence"
         self.space_key, self.space_id = "ENG", "65537"
         self.pages: dict[str, Page] = {}
         self.page_size = MAX_LIMIT  # at most this many results per page, whatever the limit asked
@@ -71,7 +73,7 @@ class ConfluenceStandin:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}/wiki"
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}{self.context}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # ------------------------------------------------------------------ the space, as tests change it
@@ -106,12 +108,19 @@ class ConfluenceStandin:
             if self.budget <= 0:
                 return 429, {"code": 429, "message": "Rate limit exceeded"}, {"Retry-After": "1"}
             self.budget -= 1
-        expected = "Basic " + base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
+        if self.deployment == "cloud":
+            expected = "Basic " + base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
+        else:
+            expected = f"Bearer {self.token}"
         if authorization != expected:
             return 401, {"code": 401, "message": "Unauthorized; scope does not match"}, {}
         url = urlsplit(raw)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        parts = url.path.removeprefix("/wiki").strip("/").split("/")
+        if not url.path.startswith(self.context + "/"):
+            return 404, {"message": f"No route for {url.path}"}, {}
+        parts = url.path.removeprefix(self.context).strip("/").split("/")
+        if self.deployment == "datacenter":
+            return self._datacenter(parts, query)
         if parts[:3] == ["api", "v2", "spaces"] and len(parts) == 3:
             keys = set(query.get("keys", "").split(",")) if "keys" in query else {self.space_key}
             found = [self._space()] if self.space_key in keys else []
@@ -138,6 +147,10 @@ class ConfluenceStandin:
             if query.get("mediaType") not in (None, "application/pdf"):
                 items = []
             return self._list(url.path, query, items, self._attachment_json)
+        return self._answer_common(parts)
+
+    def _answer_common(self, parts: list[str]):
+        """What both deployments serve alike: attachment downloads and v1 read restrictions."""
         if parts[:2] == ["download", "attachments"] and len(parts) == 4 and parts[2] in self.pages:
             for name, data, _ in self.pages[parts[2]].attachments.values():
                 if quote(name) == parts[3]:
@@ -151,7 +164,71 @@ class ConfluenceStandin:
                          "size": len(readers)},
                 "group": {"results": [], "start": 0, "limit": 100, "size": 0},
             }}, {}
-        return 404, {"message": f"No route for {url.path}"}, {}
+        return 404, {"message": "No route for /" + "/".join(parts)}, {}
+
+    # ------------------------------------------------------------------ Data Center's REST API
+
+    def _datacenter(self, parts: list[str], query: dict):
+        if parts[:3] == ["rest", "api", "space"] and len(parts) == 4:
+            if parts[3] != self.space_key:
+                return 404, {"statusCode": 404, "message": f"No space with key : {parts[3]}"}, {}
+            return 200, {"id": int(self.space_id), "key": self.space_key, "name": "Engineering", "type": "global"}, {}
+        if parts[:3] == ["rest", "api", "content"] and len(parts) == 3:
+            if query.get("spaceKey") != self.space_key or query.get("type") != "page":
+                return 200, {"results": [], "start": 0, "limit": 25, "size": 0, "_links": {"base": self.base_url}}, {}
+            pages = sorted(self.pages.values(), key=lambda p: int(p.id))
+            return self._offsets("/rest/api/content", query, pages, lambda p: self._dc_page(p, query))
+        if parts[:3] == ["rest", "api", "content"] and len(parts) == 4:
+            page = self.pages.get(parts[3])
+            if page is None:
+                return 404, {"statusCode": 404, "message": f"No content found with id: ContentId{{id={parts[3]}}}"}, {}
+            return 200, self._dc_page(page, query), {}
+        if parts[:3] == ["rest", "api", "content"] and parts[4:] == ["child", "attachment"] and parts[3] in self.pages:
+            page = self.pages[parts[3]]
+            items = [(aid, page, *rest) for aid, rest in sorted(page.attachments.items())]
+            return self._offsets(f"/rest/api/content/{page.id}/child/attachment", query, items, self._dc_attachment)
+        if parts[:2] == ["download", "attachments"] or parts[4:] == ["restriction", "byOperation", "read"]:
+            return self._answer_common(parts)
+        return 404, {"message": "No route"}, {}
+
+    def _offsets(self, path: str, query: dict, items: list, render):
+        try:
+            start, limit = int(query.get("start", 0)), int(query.get("limit", 25))
+        except ValueError:
+            return 400, {"statusCode": 400, "message": "start and limit must be numbers"}, {}
+        limit = max(1, min(limit, self.page_size, 100))  # Data Center caps the limit silently
+        chunk = items[start : start + limit]
+        links = {"base": self.base_url, "context": self.context}
+        if start + limit < len(items):
+            rest = "&".join(f"{k}={v}" for k, v in query.items() if k not in ("start", "limit"))
+            links["next"] = f"{path}?{rest}&limit={limit}&start={start + limit}"
+        return 200, {"results": [render(i) for i in chunk], "start": start, "limit": limit, "size": len(chunk),
+                     "_links": links}, {}
+
+    def _dc_page(self, page: Page, query: dict) -> dict:
+        expand = set(query.get("expand", "").split(","))
+        item = {"id": page.id, "type": "page", "status": "current", "title": page.title,
+                "_links": {"webui": f"/display/{self.space_key}/{quote(page.title.replace(' ', '+'))}",
+                           "tinyui": f"/x/{page.id}"}}
+        if "version" in expand:
+            item["version"] = {"number": page.version, "when": page.created_at, "by": {"username": "docs"}}
+        if "ancestors" in expand:
+            chain, current = [], page.parent
+            while current:
+                chain.insert(0, {"id": current, "type": "page"})
+                current = self.pages[current].parent if current in self.pages else None
+            item["ancestors"] = chain
+        if "body.storage" in expand:
+            item["body"] = {"storage": {"value": page.body, "representation": "storage"}}
+        return item
+
+    def _dc_attachment(self, item) -> dict:
+        attachment_id, page, name, data, version = item
+        return {"id": attachment_id, "type": "attachment", "status": "current", "title": name,
+                "version": {"number": version, "when": page.created_at},
+                "extensions": {"mediaType": "application/pdf", "fileSize": len(data)},
+                "_links": {"download": f"/download/attachments/{page.id}/{quote(name)}?version={version}&api=v2",
+                           "webui": f"/pages/viewpageattachments.action?pageId={page.id}&preview={quote(name)}"}}
 
     def _list(self, path: str, query: dict, items: list, render):
         try:

@@ -132,6 +132,11 @@ def test_a_second_run_only_asks_whether_pages_changed(synced_site):
     report = engine.sync(s.source, s.state, s.settings)
     assert (report.changed, report.deleted, report.error) == (0, 0, "")
     assert s.site.statuses(before) == {304: len(s.site.pages())}  # conditional requests only, all 304
+    from core import metrics  # what `teambot sync` serves at /metrics
+
+    exposed = metrics.exposition().decode()
+    assert 'teambot_sync_documents_total{source="sqlite-docs",what="not_modified"}' in exposed
+    assert 'teambot_sync_last_success_timestamp_seconds{source="sqlite-docs"}' in exposed
 
 
 def test_an_edit_a_deletion_and_a_rename_reach_the_collection(synced_site):
@@ -465,7 +470,9 @@ EXPENSES_STORAGE = (
 )
 
 
-def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_out(services, tmp_path, monkeypatch):
+@pytest.mark.parametrize("deployment", ["cloud", "datacenter"])
+def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_out(services, tmp_path, monkeypatch,
+                                                                                   deployment):
     from feedback.store import FeedbackStore
     from feedback.sync_state import SyncState
     from pipeline.querying import AnswerService
@@ -473,8 +480,8 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
     from pipeline.sources.config import parse_sources
     from testing.confluence_standin import ConfluenceStandin
 
-    wiki = ConfluenceStandin()
-    wiki.page_size = 2  # Cloud may return fewer results than asked: the client must follow `next`
+    wiki = ConfluenceStandin(deployment=deployment)
+    wiki.page_size = 2  # fewer results than asked for (Cloud may, Data Center caps): the client must follow `next`
     expenses = wiki.add_page("Expenses", EXPENSES_STORAGE)
     on_call = wiki.add_page("On-call", "<h2>Handover</h2><p>The on-call rotation hands over on Mondays at 10:00.</p>")
     office = wiki.add_page("Office", "<p>The office is open from 8:00 to 19:00.</p>")
@@ -485,18 +492,21 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
     collection = unique_collection("Wiki")
     source = parse_sources(
         f'[sources.wiki]\nkind = "confluence"\ncollection = "{collection}"\nbase_url = "{wiki.base_url}"\n'
-        f'space = "ENG"\nemail = "{wiki.email}"\nattachments = true\nmax_delete_min = 1\nmax_delete_share = 0.9\n'
+        f'deployment = "{deployment}"\nspace = "ENG"\nattachments = true\nmax_delete_min = 1\nmax_delete_share = 0.9\n'
+        + (f'email = "{wiki.email}"\n' if deployment == "cloud" else "")  # Data Center: a personal access token
     )["wiki"]
+    link = (f"{wiki.base_url}/spaces/ENG/pages/{expenses.id}/" if deployment == "cloud"
+            else f"{wiki.base_url}/display/ENG/Expenses")
     state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
     body_fetches = lambda: sum(1 for path, _ in wiki.calls if path.rstrip("/").split("/")[-1].isdigit()
-                               and "/api/v2/pages/" in path)  # noqa: E731
+                               and ("/api/v2/pages/" in path or "/rest/api/content/" in path))  # noqa: E731
     try:
         report = engine.sync(source, state, services)
         assert (report.changed, report.error) == (4, "")  # three pages and the PDF
         stored = _complete(services, collection)
         assert not any("plinthar" in c["content"] for chunks in stored.values() for c in chunks)
         page_key = f"{wiki.base_url}/pages/viewpage.action?pageId={expenses.id}"
-        assert stored[page_key][0]["url"].startswith(f"{wiki.base_url}/spaces/ENG/pages/{expenses.id}/")
+        assert stored[page_key][0]["url"].startswith(link)
         assert any("250 EUR" in c["content"] for c in stored[page_key])  # macro bodies are text too
 
         fetched = body_fetches()
@@ -517,7 +527,7 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
             answer = service.ask("Which budget pays for taxis late at night?", collection=collection)
         finally:
             service.close()
-        assert any(s.url.startswith(f"{wiki.base_url}/spaces/ENG/pages/{expenses.id}/") for s in answer.sources), \
+        assert any(s.url.startswith(link) for s in answer.sources), \
             ([s.url for s in answer.sources], answer.text)
 
         monkeypatch.setenv("TEAMBOT_CONFLUENCE_TOKEN", "revoked")
@@ -548,3 +558,61 @@ def test_a_repository_token_never_shows_in_what_the_sync_says(weaviate, tmp_path
     report = engine.sync(source, state, settings)  # nothing listens on port 9: the fetch fails
     assert report.error.startswith("cannot fetch main of http://127.0.0.1:9/ops/handbook.git")
     assert "s3cret" not in report.summary() and "s3cret" not in str(state.status())
+
+
+def _export(path: Path, pages: dict[str, str], pdf: bytes | None = None) -> None:
+    """A Confluence HTML export as Confluence writes one: ENG/<Title>_<id>.html with breadcrumbs,
+    the page in div#main-content and a footer; ENG/attachments/<page id>/<attachment id>.pdf."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ENG/index.html", "<html><head><title>ENG : Engineering</title></head><body>Index</body></html>")
+        for name, body in pages.items():
+            title = name.rsplit("_", 1)[0].replace("-", " ")
+            archive.writestr(f"ENG/{name}", (
+                f"<html><head><title>ENG : {title}</title></head><body><div id='page'><div id='main-header'>"
+                f"<ol id='breadcrumbs'><li><a href='index.html'>Engineering</a></li></ol></div>"
+                f"<div id='content' class='view'><div id='main-content' class='wiki-content group'>{body}</div></div>"
+                f"<div id='footer'><section class='footer-body'><p>Document generated by Confluence</p></section></div>"
+                f"</div></body></html>"))
+        if pdf is not None:
+            archive.writestr("ENG/attachments/98307/98310.pdf", pdf)
+
+
+def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+    from pipeline.sources import engine
+    from pipeline.sources.config import parse_sources
+
+    zipped = tmp_path / "ENG-export.zip"
+    pages = {"Expenses_98306.html": EXPENSES_STORAGE,
+             "On-call_98307.html": "<h2>Handover</h2><p>The rotation hands over on Mondays at 10:00.</p>",
+             "Office_98308.html": "<p>The office is open from 8:00 to 19:00.</p>"}
+    _export(zipped, pages, pdf=(HANDBOOK / "benefits.pdf").read_bytes())
+    collection = unique_collection("Export")
+    source = parse_sources(
+        f'[sources.export]\nkind = "confluence-export"\ncollection = "{collection}"\npath = "{zipped}"\n'
+        f'base_url = "https://wiki.example.com"\nattachments = true\nmax_delete_min = 1\n'
+    )["export"]
+    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    try:
+        report = engine.sync(source, state, weaviate)
+        assert (report.changed, report.error) == (4, "")
+        stored = _complete(weaviate, collection)
+        expenses = stored[f"{zipped}#ENG/Expenses_98306.html"]
+        assert expenses[0]["title"] == "Expenses"
+        assert expenses[0]["url"].startswith("https://wiki.example.com/pages/viewpage.action?pageId=98306")
+        text = " ".join(c["content"] for chunks in stored.values() for c in chunks)
+        assert "250 EUR" in text and "Document generated by Confluence" not in text and "Engineering" not in text
+        pdf = stored[f"{zipped}#ENG/attachments/98307/98310.pdf"]
+        assert pdf[0]["url"].startswith("https://wiki.example.com/pages/viewpage.action?pageId=98307#page=")  # its page
+        assert engine.sync(source, state, weaviate).changed == 0  # the same export again
+        pages["Expenses_98306.html"] = EXPENSES_STORAGE.replace("22:00", "23:00")
+        del pages["Office_98308.html"]
+        _export(zipped, pages, pdf=(HANDBOOK / "benefits.pdf").read_bytes())  # a newer export
+        report = engine.sync(source, state, weaviate)
+        assert (report.changed, report.deleted) == (1, 1)
+        assert len(_complete(weaviate, collection)) == 3
+    finally:
+        drop_collection(weaviate, collection)

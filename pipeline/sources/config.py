@@ -195,12 +195,15 @@ class GitSource(_Source):
 
 
 class ConfluenceSource(_Source):
-    """Pages of a Confluence Cloud space (REST API v2), with their PDF attachments if asked."""
+    """Pages of a Confluence space (Cloud: REST API v2; Data Center: REST API), with their PDF
+    attachments if asked."""
 
     kind: Literal["confluence"]
-    base_url: str = Field(description="The site's wiki address: https://acme.atlassian.net/wiki")
+    deployment: Literal["cloud", "datacenter"] = Field("cloud", description="Confluence Cloud or Data Center.")
+    base_url: str = Field(description="The wiki's address: https://acme.atlassian.net/wiki, https://wiki.acme.com")
     space: str = Field(description="The space key (ENG).")
-    email: str = Field(description="The account the API token belongs to (Basic auth).")
+    email: str = Field("", description="Cloud: the account the API token belongs to (Basic auth). Data Center: "
+                       "empty, the token is a personal access token (Bearer).")
     token_env: str = Field("TEAMBOT_CONFLUENCE_TOKEN", description="The environment variable holding the API token.")
     attachments: bool = Field(False, description="Also sync the pages' PDF attachments.")
     include_restricted: bool = Field(
@@ -224,13 +227,38 @@ class ConfluenceSource(_Source):
     def _env(cls, value: str) -> str:
         return _matching(value, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")
 
+    @model_validator(mode="after")
+    def _account(self) -> "ConfluenceSource":
+        if self.deployment == "cloud" and not self.email:
+            raise ValueError("Confluence Cloud needs `email`: the account of the API token")
+        return self
+
     @property
     def location(self) -> str:
         return f"{self.base_url} space {self.space}"
 
 
-Source = Annotated[WebsiteSource | GitSource | ConfluenceSource, Field(discriminator="kind")]
-AnySource = WebsiteSource | GitSource | ConfluenceSource
+class ConfluenceExportSource(_Source):
+    """A Confluence space's HTML export (a zip file): no API, no token; synced again whenever the
+    file is replaced by a newer export."""
+
+    kind: Literal["confluence-export"]
+    path: Path = Field(description="The export's zip file.")
+    base_url: str = Field("", description="The wiki's address, for links to each page (none when empty).")
+    attachments: bool = Field(False, description="Also sync the PDF attachments in the export.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return _http_url(value).rstrip("/") if value else value
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+
+Source = Annotated[WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource, Field(discriminator="kind")]
+AnySource = WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource
 _ADAPTER = TypeAdapter(Source)
 
 
@@ -280,6 +308,8 @@ def _overlap(a: AnySource, b: AnySource) -> bool:
             return False
         x, y = a.paths or ("",), b.paths or ("",)
         return any(p.startswith(q) or q.startswith(p) for p in x for q in y)
+    if isinstance(a, ConfluenceExportSource):
+        return Path(a.path).resolve() == Path(b.path).resolve()
     return _normal(a.base_url) == _normal(b.base_url) and a.space == b.space
 
 
@@ -289,7 +319,7 @@ def _problem(err: dict) -> str:
     if err["type"] == "union_tag_invalid":
         return f"kind: {message}"
     if err["type"] == "union_tag_not_found":
-        return "kind: missing (website, git or confluence)"
+        return "kind: missing (website, git, confluence or confluence-export)"
     return f"{key}: {message}" if key else message
 
 

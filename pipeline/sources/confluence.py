@@ -1,5 +1,6 @@
-"""A Confluence Cloud space as a source, through the REST API v2 (and v1 for view restrictions, which
-v2 does not expose).
+"""A Confluence space as a source: Cloud through the REST API v2 (and v1 for view restrictions,
+which v2 does not expose), Data Center through its REST API (offset pagination, a personal access
+token as Bearer).
 
 - The space's pages are listed with their version numbers (cursor pagination, `_links.next`); a
   page's body (storage-format XHTML, read section by section as HTML) is fetched only when its
@@ -34,6 +35,7 @@ from pipeline.sources.website import MAX_RETRY_AFTER, RATE_LIMIT_TRIES, _retry_a
 
 log = logging.getLogger("teambot.sync.confluence")
 PAGE_LIMIT = 250  # v2's largest page of results
+DC_PAGE_LIMIT = 100  # Data Center's REST API caps content lists lower
 
 
 class ConfluenceConnector:
@@ -44,17 +46,19 @@ class ConfluenceConnector:
             raise SourceError(f"no Confluence API token: set {source.token_env}")
         parts = urlsplit(source.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.client = httpx.Client(timeout=source.timeout, auth=(source.email, token), follow_redirects=False,
-                                   headers={"Accept": "application/json"})
+        self.cloud = source.deployment == "cloud"
+        headers = {"Accept": "application/json"}
+        if not source.email:  # a Data Center personal access token
+            headers["Authorization"] = f"Bearer {token}"
+        self.client = httpx.Client(timeout=source.timeout, auth=(source.email, token) if source.email else None,
+                                   follow_redirects=False, headers=headers)
         self.sleep = sleep
 
     def close(self) -> None:
         self.client.close()
 
     def documents(self, known: dict, listing: Listing) -> Iterator[Fetched]:
-        space = self._space_id(listing)
-        pages = {p["id"]: p for p in self._all(f"{self.source.base_url}/api/v2/spaces/{space}/pages",
-                                               {"limit": PAGE_LIMIT, "status": "current"}, listing)}
+        pages = self._pages(listing)
         listing.total = len(pages)
         restricted = set() if self.source.include_restricted else self._restricted(pages, listing)
         for page_id, page in pages.items():
@@ -73,6 +77,22 @@ class ConfluenceConnector:
 
     # ------------------------------------------------------------------ pages
 
+    def _pages(self, listing: Listing) -> dict[str, dict]:
+        """id → {title, parentId, version: {number, createdAt}, _links: {webui}} of the space's pages."""
+        if self.cloud:
+            space = self._space_id(listing)
+            return {p["id"]: p for p in self._all(f"{self.source.base_url}/api/v2/spaces/{space}/pages",
+                                                  {"limit": PAGE_LIMIT, "status": "current"}, listing)}
+        if self._json(f"{self.source.base_url}/rest/api/space/{self.source.space}", {}, listing,
+                      missing_ok=True) is None:
+            raise SourceError(f"no space {self.source.space} at {self.source.base_url} (or the account cannot see it)")
+        pages = {}
+        params = {"spaceKey": self.source.space, "type": "page", "status": "current", "expand": "version,ancestors",
+                  "limit": DC_PAGE_LIMIT}
+        for item in self._all(f"{self.source.base_url}/rest/api/content", params, listing):
+            pages[item["id"]] = _from_datacenter(item)
+        return pages
+
     def _space_id(self, listing: Listing) -> str:
         found = self._json(f"{self.source.base_url}/api/v2/spaces", {"keys": self.source.space}, listing)["results"]
         if not found:
@@ -80,8 +100,13 @@ class ConfluenceConnector:
         return found[0]["id"]
 
     def _page(self, key: str, page_id: str, version: str, listing: Listing) -> Fetched | None:
-        page = self._json(f"{self.source.base_url}/api/v2/pages/{page_id}", {"body-format": "storage"}, listing,
-                          missing_ok=True)
+        if self.cloud:
+            page = self._json(f"{self.source.base_url}/api/v2/pages/{page_id}", {"body-format": "storage"}, listing,
+                              missing_ok=True)
+        else:
+            page = self._json(f"{self.source.base_url}/rest/api/content/{page_id}",
+                              {"expand": "body.storage,version"}, listing, missing_ok=True)
+            page = page and _from_datacenter(page)
         if page is None:
             return None
         title = page.get("title") or page_id
@@ -125,8 +150,15 @@ class ConfluenceConnector:
         return any((restrictions.get(kind) or {}).get("size", 0) > 0 for kind in ("user", "group"))
 
     def _attachments(self, page_id: str, known: dict, listing: Listing) -> Iterator[Fetched]:
-        url = f"{self.source.base_url}/api/v2/pages/{page_id}/attachments"
-        for item in self._all(url, {"limit": PAGE_LIMIT, "mediaType": "application/pdf"}, listing):
+        if self.cloud:
+            items = self._all(f"{self.source.base_url}/api/v2/pages/{page_id}/attachments",
+                              {"limit": PAGE_LIMIT, "mediaType": "application/pdf"}, listing)
+        else:
+            items = map(_from_datacenter, self._all(
+                f"{self.source.base_url}/rest/api/content/{page_id}/child/attachment",
+                {"expand": "version", "mediaType": "application/pdf", "limit": DC_PAGE_LIMIT}, listing,
+            ))
+        for item in items:
             key = f"attachment:{item['id']}"
             version = str(item["version"]["number"])
             listing.present.add(key)
@@ -157,8 +189,10 @@ class ConfluenceConnector:
             answer = self._json(url, params, listing)
             yield from answer.get("results") or []
             following = (answer.get("_links") or {}).get("next")
-            # `next` is a path on the site ("/wiki/api/v2/…?cursor=…") carrying every parameter.
-            url, params = (urljoin(self.origin, following), {}) if following else ("", {})
+            # `next` carries every parameter: Cloud's is a path on the site ("/wiki/api/v2/…?cursor=…"),
+            # Data Center's a path under the wiki's address ("/rest/api/content?…&start=100").
+            root = self.origin if self.cloud else self.source.base_url
+            url, params = (root + "/" + following.lstrip("/"), {}) if following else ("", {})
             if url and not url.startswith(self.source.base_url + "/"):
                 raise SourceError(f"the next page of results is off the site: {url}")
             if url in seen:
@@ -197,6 +231,21 @@ class ConfluenceConnector:
                 raise SourceError(f"{url}: HTTP {response.status_code}")
             return response
         raise SourceError(f"{urlsplit(url).netloc} keeps answering 429 (rate limited); try later")
+
+
+def _from_datacenter(item: dict) -> dict:
+    """A Data Center REST content item in the shape of Cloud v2's: parentId from the ancestors,
+    the version's date as createdAt, the download link where v2 has it."""
+    version = item.get("version") or {}
+    ancestors = item.get("ancestors") or []
+    links = item.get("_links") or {}
+    extensions = item.get("extensions") or {}
+    return {
+        **item, "parentId": ancestors[-1]["id"] if ancestors else None,
+        "version": {"number": version.get("number", 0), "createdAt": version.get("when")},
+        "downloadLink": links.get("download"), "fileSize": extensions.get("fileSize"),
+        "mediaType": extensions.get("mediaType"),
+    }
 
 
 def _when(value: str | None) -> datetime:

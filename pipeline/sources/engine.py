@@ -127,6 +127,10 @@ def connector_for(source: AnySource, settings: Settings, cursor: str | None) -> 
         from pipeline.sources.confluence import ConfluenceConnector
 
         return ConfluenceConnector(source)
+    if source.kind == "confluence-export":
+        from pipeline.sources.confluence_export import ConfluenceExportConnector
+
+        return ConfluenceExportConnector(source)
     from pipeline.sources.git import GitConnector
 
     return GitConnector(source, settings.data_dir / "sync" / "git" / source.name, cursor)
