@@ -616,3 +616,70 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
         assert len(_complete(weaviate, collection)) == 3
     finally:
         drop_collection(weaviate, collection)
+
+
+HANDBOOK_ID, EXPENSES_ID, VENDORS_ID, TAXI_ID = ("8f3a" * 8, "1b2c" * 8, "9a8b" * 8, "4d5e" * 8)
+
+
+def _notion_export(path: Path, expenses_title: str = "Expenses", expenses_folder: str = "",
+                   parts: bool = False) -> None:
+    """A Notion "Markdown & CSV" export as Notion writes one: `<Title> <id>.md` pages, subpages in
+    `<Title> <id>/`, a database as a CSV beside a folder of its rows; large ones as zips of parts."""
+    import io
+    import zipfile
+
+    top = f"Engineering Handbook {HANDBOOK_ID}"
+    files = {
+        f"{top}.md": "# Engineering Handbook\n\nHow the engineering team works.\n\n"
+                     f"[Expenses]({expenses_title.replace(' ', '%20')}%20{EXPENSES_ID}.md)\n",
+        f"{expenses_folder or top}/{expenses_title} {EXPENSES_ID}.md":
+            f"# {expenses_title}\n\nOwner: Finance\nTags: travel\n\n## Taxis\n\n"
+            "A taxi after 22:00 is paid by the team's travel budget, up to 60 EUR a ride.\n",
+        f"{top}/Vendors {VENDORS_ID}.csv": "Name,Contact\nAcme Taxi,dispatch@acme-taxi.example\n",
+        f"{top}/Vendors {VENDORS_ID}/Acme Taxi {TAXI_ID}.md":
+            "# Acme Taxi\n\nContact: dispatch@acme-taxi.example\n\nBook night rides through the dispatch address.\n",
+        f"{top}/diagram.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    if not parts:
+        path.write_bytes(buffer.getvalue())
+        return
+    with zipfile.ZipFile(path, "w") as outer:
+        outer.writestr("ExportBlock-5b1d0c2e-Part-1.zip", buffer.getvalue())
+
+
+def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one_page(weaviate, tmp_path):
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+    from pipeline.sources import engine
+    from pipeline.sources.config import parse_sources
+
+    zipped = tmp_path / "Export-notion.zip"
+    _notion_export(zipped)
+    collection = unique_collection("Notion")
+    source = parse_sources(f'[sources.notion]\nkind = "notion-export"\ncollection = "{collection}"\n'
+                           f'path = "{zipped}"\nmax_delete_min = 1\n')["notion"]
+    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    try:
+        report = engine.sync(source, state, weaviate)
+        assert (report.changed, report.error) == (3, "")  # two pages and a database row; no CSV, no image
+        stored = _complete(weaviate, collection)
+        expenses = next(chunks for key, chunks in stored.items() if EXPENSES_ID in key)
+        assert expenses[0]["title"] == "Expenses"
+        assert expenses[0]["url"].startswith(f"https://www.notion.so/{EXPENSES_ID}")
+        assert engine.sync(source, state, weaviate).changed == 0
+
+        # Renamed and moved under another page, in a newer export that comes in parts.
+        _notion_export(zipped, "Travel expenses", f"Engineering Handbook {HANDBOOK_ID}/Travel {'77aa' * 8}",
+                       parts=True)
+        report = engine.sync(source, state, weaviate)
+        assert (report.changed, report.deleted, report.error) == (2, 0, "")  # it, and the page linking to it
+        stored = _complete(weaviate, collection)
+        assert len(stored) == 3  # the renamed page replaced itself
+        titles = {chunks[0]["title"] for chunks in stored.values()}
+        assert titles == {"Engineering Handbook", "Travel expenses", "Acme Taxi"}
+    finally:
+        drop_collection(weaviate, collection)

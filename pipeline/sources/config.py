@@ -257,8 +257,27 @@ class ConfluenceExportSource(_Source):
         return str(self.path)
 
 
-Source = Annotated[WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource, Field(discriminator="kind")]
-AnySource = WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource
+class NotionExportSource(_Source):
+    """A Notion export ("Markdown & CSV", a zip file): pages and database rows as Markdown; synced
+    again whenever the file is replaced by a newer export."""
+
+    kind: Literal["notion-export"]
+    path: Path = Field(description="The export's zip file.")
+    base_url: str = Field("https://www.notion.so", description="Links go to <base_url>/<page id> (none when empty).")
+    attachments: bool = Field(False, description="Also sync the PDF files in the export.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return _http_url(value).rstrip("/") if value else value
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+
+AnySource = WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource | NotionExportSource
+Source = Annotated[AnySource, Field(discriminator="kind")]
 _ADAPTER = TypeAdapter(Source)
 
 
@@ -308,7 +327,7 @@ def _overlap(a: AnySource, b: AnySource) -> bool:
             return False
         x, y = a.paths or ("",), b.paths or ("",)
         return any(p.startswith(q) or q.startswith(p) for p in x for q in y)
-    if isinstance(a, ConfluenceExportSource):
+    if isinstance(a, (ConfluenceExportSource, NotionExportSource)):
         return Path(a.path).resolve() == Path(b.path).resolve()
     return _normal(a.base_url) == _normal(b.base_url) and a.space == b.space
 
@@ -319,7 +338,7 @@ def _problem(err: dict) -> str:
     if err["type"] == "union_tag_invalid":
         return f"kind: {message}"
     if err["type"] == "union_tag_not_found":
-        return "kind: missing (website, git, confluence or confluence-export)"
+        return "kind: missing (website, git, confluence, confluence-export or notion-export)"
     return f"{key}: {message}" if key else message
 
 

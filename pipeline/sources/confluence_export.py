@@ -1,78 +1,45 @@
 """A Confluence space's HTML export (Space tools → Export → HTML) as a source: the route that needs
-no API access. The zip is read in place (never extracted: no member can write outside it), each page
-is `<SPACE>/<Title>_<page id>.html` with its text in `div#main-content`, attachments under
-`<SPACE>/attachments/<page id>/`. A page is known by its id (by its file name in older exports), and its
-version is the zip member's CRC-32 and size, so a newer export changes only what changed. What an
-export holds is what its exporter could see: choose its collection accordingly.
+no API access. Each page is `<SPACE>/<Title>_<page id>.html` with its text in `div#main-content`,
+attachments are under `<SPACE>/attachments/<page id>/`. A page is known by its id (by its file name
+in older exports). What an export holds is what its exporter could see: choose its collection
+accordingly.
 """
 
 from __future__ import annotations
 
 import re
-import zipfile
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from html import escape
 from pathlib import PurePosixPath
 
 from lxml import etree
 from lxml import html as lxml_html
 
-from pipeline.indexing import MAX_FILE_BYTES, RemoteDocument
-from pipeline.sources.config import ConfluenceExportSource
-from pipeline.sources.engine import Fetched, Listing, SourceError
+from pipeline.sources.exports import ExportConnector
 
 _PAGE_ID = re.compile(r"_(\d+)\.html$")
 
 
-class ConfluenceExportConnector:
-    def __init__(self, source: ConfluenceExportSource) -> None:
-        self.source = source
+class ConfluenceExportConnector(ExportConnector):
+    def kind_of(self, name: str) -> str | None:
+        path = PurePosixPath(name)
+        if _attachment_page(name):
+            return "pdf" if self.source.attachments and path.suffix.lower() == ".pdf" else None
+        if path.suffix.lower() == ".html" and path.name != "index.html" and len(path.parts) == 2:
+            return "html"
+        return None
 
-    def close(self) -> None:
-        pass
+    def key_of(self, name: str) -> str:
+        page_id = _page_id(name)
+        return f"page:{page_id}" if page_id and not _attachment_page(name) else f"file:{name}"
 
-    def documents(self, known: dict, listing: Listing) -> Iterator[Fetched]:
-        try:
-            archive = zipfile.ZipFile(self.source.path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise SourceError(f"cannot read the export {self.source.path}: {exc}") from None
-        with archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            listing.total = len(members)
-            for member in members:
-                kind = _kind(member.filename, self.source.attachments)
-                if kind is None or not self.source.wants(member.filename):
-                    continue
-                key = _key(member.filename)
-                listing.present.add(key)
-                version = f"{member.CRC:08x}:{member.file_size}"
-                if (before := known.get(key)) is not None and before.version == version:
-                    continue
-                if member.file_size > MAX_FILE_BYTES or member.flag_bits & 0x1:
-                    listing.errors.append(f"{member.filename}: encrypted or larger than "
-                                          f"{MAX_FILE_BYTES // (1024 * 1024)} MiB")
-                    continue
-                with archive.open(member) as stream:
-                    data = stream.read(MAX_FILE_BYTES + 1)
-                if len(data) > MAX_FILE_BYTES:
-                    listing.errors.append(f"{member.filename}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-                    continue
-                if kind == "html":
-                    data = _page(data)
-                when = datetime(*member.date_time, tzinfo=timezone.utc)
-                document = RemoteDocument(
-                    source=f"{self.source.path}#{member.filename}", data=data, kind=kind, url=self._link(member.filename),
-                    root=f"sync:{self.source.name}", updated=when.isoformat(), url_base=self.source.base_url,
-                    name=member.filename,
-                )
-                yield Fetched(key, document, when, version=version)
+    def content(self, name: str, kind: str, data: bytes) -> bytes:
+        return _page(data) if kind == "html" else data
 
-    def _link(self, name: str) -> str:
-        if not self.source.base_url:
-            return ""
+    def link(self, name: str) -> str:
         page_id = _attachment_page(name) or _page_id(name)
-        return f"{self.source.base_url}/pages/viewpage.action?pageId={page_id}" if page_id else ""
+        if not self.source.base_url or not page_id:
+            return ""
+        return f"{self.source.base_url}/pages/viewpage.action?pageId={page_id}"
 
 
 def _attachment_page(name: str) -> str:
@@ -81,23 +48,9 @@ def _attachment_page(name: str) -> str:
     return parts[2] if len(parts) == 4 and parts[1] == "attachments" and parts[2].isdigit() else ""
 
 
-def _kind(name: str, attachments: bool) -> str | None:
-    path = PurePosixPath(name)
-    if _attachment_page(name):
-        return "pdf" if attachments and path.suffix.lower() == ".pdf" else None
-    if path.suffix.lower() == ".html" and path.name != "index.html" and len(path.parts) == 2:
-        return "html"
-    return None
-
-
 def _page_id(name: str) -> str:
     match = _PAGE_ID.search(name)
     return match.group(1) if match else ""
-
-
-def _key(name: str) -> str:
-    page_id = _page_id(name)
-    return f"page:{page_id}" if page_id and not _attachment_page(name) else f"file:{name}"
 
 
 def _page(data: bytes) -> bytes:

@@ -131,6 +131,10 @@ def connector_for(source: AnySource, settings: Settings, cursor: str | None) -> 
         from pipeline.sources.confluence_export import ConfluenceExportConnector
 
         return ConfluenceExportConnector(source)
+    if source.kind == "notion-export":
+        from pipeline.sources.notion_export import NotionExportConnector
+
+        return NotionExportConnector(source)
     from pipeline.sources.git import GitConnector
 
     return GitConnector(source, settings.data_dir / "sync" / "git" / source.name, cursor)
@@ -241,6 +245,9 @@ def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: C
 
     def done(document: str) -> None:
         item = pending.pop(document)
+        before = known.get(item.key)
+        if before is not None and before.document != document:  # renamed or moved: one page, not two
+            indexer.remove_documents([before.document], root=f"sync:{source.name}")
         state.save_item(source.name, item.key, document=document, content_hash=_hash_of(document, ingest),
                         changed_at=item.changed_at, etag=item.etag, last_modified=item.last_modified,
                         version=item.version)
