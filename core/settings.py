@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     )
     sources: Path | None = Field(
         None,
-        description="TOML file of synced sources (websites, git repositories) that `teambot sync` keeps in the "
-        "collections. See the README's \"Sources\".",
+        description="TOML file of synced sources (websites, git repositories, Confluence, Google Drive, Confluence "
+        "and Notion exports) that `teambot sync` keeps in the collections. See the README's \"Sources\".",
     )
     channel_rules: Path | None = Field(
         None,

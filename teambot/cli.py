@@ -23,7 +23,7 @@ feedback_app = typer.Typer(help="Inspect and export 👍/👎 feedback.", no_arg
 discord_app = typer.Typer()
 db_app = typer.Typer(help="The feedback database.", no_args_is_help=True)
 review_app = typer.Typer(help="The review page: inbox of bad answers, corrections, quality charts.")
-sources_app = typer.Typer(help="Synced sources (websites, git repositories): check the file, see their state.",
+sources_app = typer.Typer(help="Synced sources (websites, git repositories, Confluence, Google Drive, exports): check the file, see their state.",
                           no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(db_app, name="db")

@@ -408,6 +408,12 @@ def test_one_sync_of_a_source_at_a_time_and_a_dead_holder_does_not_block_it(stor
      'start_urls = ["https://docs.example.com/api/"]\n[sources.b]\nkind = "website"\ncollection = "Docs"\n'
      'prefix = "https://DOCS.example.com"\nstart_urls = ["https://docs.example.com/"]\n',
      "[sources.b] syncs documents of https://DOCS.example.com that [sources.a] also syncs into Docs"),
+    ('[sources.a]\nkind = "google-drive"\ncollection = "Docs"\nfolder = "1AbC"\n',
+     "[sources.a] domain: name the Workspace domain whose members may see what this source syncs"),
+    ('[sources.a]\nkind = "google-drive"\ncollection = "Docs"\nfolder = "1AbC\' or \'x\' in parents"\ndomain = "a.com"\n',
+     "[sources.a] folder: \"1AbC' or 'x' in parents\" is not a Drive id"),
+    ('[sources.a]\nkind = "confluence"\ncollection = "Docs"\nbase_url = "https://w.example/wiki"\nspace = "ENG"\n',
+     "[sources.a] Confluence Cloud needs `email`"),
 ])
 def test_a_bad_sources_file_names_the_table_and_key(tmp_path, text, says):
     from typer.testing import CliRunner
@@ -419,6 +425,17 @@ def test_a_bad_sources_file_names_the_table_and_key(tmp_path, text, says):
     result = CliRunner().invoke(app, ["sources", "check", str(path)], env={"TEAMBOT_DATA_DIR": str(tmp_path / "d")})
     assert result.exit_code == 2
     assert str(path) in result.output and says in result.output, result.output
+
+
+def test_the_readme_example_sources_file_is_valid():
+    import re
+
+    from pipeline.sources.config import parse_sources
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.findall(r"```toml\n(.*?)```", readme[readme.index("## Sources"):], re.S)[0]
+    kinds = {source.kind for source in parse_sources(example, "README").values()}
+    assert kinds == {"website", "git", "confluence", "confluence-export", "google-drive", "notion-export"}
 
 
 # ---------------------------------------------------------------- freshness
@@ -682,4 +699,112 @@ def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one
         titles = {chunks[0]["title"] for chunks in stored.values()}
         assert titles == {"Engineering Handbook", "Travel expenses", "Acme Taxi"}
     finally:
+        drop_collection(weaviate, collection)
+
+
+def _content_reads(drive) -> int:
+    """Exports and downloads: calls to /drive/v3/files/<id>/export or /drive/v3/files/<id> (alt=media)."""
+    return sum(1 for path, _ in drive.calls if path.endswith("/export") or
+               (path.startswith("/drive/v3/files/") and path.count("/") == 4))
+
+
+def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, tmp_path, monkeypatch):
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+    from pipeline.querying import AnswerService
+    from pipeline.sources import engine
+    from pipeline.sources.config import parse_sources
+    from testing.drive_standin import DOC, FOLDER, SHEET, SLIDES, DriveStandin
+
+    drive = DriveStandin()
+    drive.page_size = 2  # the client must follow nextPageToken
+    handbook = drive.add("Handbook", FOLDER)
+    policies = drive.add("Policies", FOLDER, parent=handbook.id)
+    travel = drive.add("Travel policy", DOC, b"<h1 class='c3'><span>Taxis</span></h1><p class='c1'><span>A taxi after "
+                       b"22:00 is paid by the team's travel budget, up to 60 EUR a ride.</span></p>", parent=policies.id)
+    drive.add("On-call rota", SHEET, {"March": [["Week", "Engineer"], ["10", "Ada"]],
+                                      "April": [["Week", "Engineer"], ["14", "Grace Quornet"]]}, parent=handbook.id)
+    slides = drive.add("All-hands", SLIDES, b"Quarterly all-hands\n\nThe office moves to Dock 5 in June.",
+                       parent=handbook.id)
+    pdf = drive.add("benefits.pdf", "application/pdf", (HANDBOOK / "benefits.pdf").read_bytes(), parent=handbook.id,
+                    shared_with="anyone")
+    drive.add("Salary review", DOC, b"<p>Review notes: plinthar.</p>", parent=handbook.id,
+              shared_with="user:hr-lead@acme.com")  # a few people only
+    drive.add("Partner notes", DOC, b"<p>Partner notes: plinthar.</p>", parent=handbook.id,
+              shared_with="domain:partner.example")  # another company's domain
+    drive.add("logo.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64), parent=handbook.id)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(drive.key_file(tmp_path)))
+    collection = unique_collection("Drive")
+    source = parse_sources(
+        f'[sources.drive]\nkind = "google-drive"\ncollection = "{collection}"\nfolder = "{handbook.id}"\n'
+        f'domain = "acme.com"\nendpoint = "{drive.api_endpoint}"\nmax_delete_min = 1\nmax_delete_share = 0.9\n'
+    )["drive"]
+    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    key = f"https://drive.google.com/open?id={travel.id}"
+    try:
+        report = engine.sync(source, state, services)
+        assert (report.changed, report.errors, report.error) == (4, [], "")  # the Doc, Sheet, Slides and PDF
+        stored = _complete(services, collection)
+        text = " ".join(c["content"] for chunks in stored.values() for c in chunks)
+        assert "plinthar" not in text and "Grace Quornet" in text  # every sheet, not only the first
+        assert stored[key][0]["title"] == "Travel policy"
+        assert stored[key][0]["url"].startswith(f"https://docs.google.com/document/d/{travel.id}/edit")
+
+        reads = _content_reads(drive)
+        assert engine.sync(source, state, services).changed == 0 and _content_reads(drive) == reads  # by version
+
+        drive.edit(travel, travel.content.replace(b"22:00", b"21:00"))
+        travel.name = "Travel and taxis"  # renamed too: still one file
+        drive.share(slides, "user:ceo@acme.com")  # its sharing narrowed
+        drive.remove(pdf)
+        report = engine.sync(source, state, services)
+        assert (report.changed, report.deleted, report.error) == (1, 2, "")
+        stored = _complete(services, collection)
+        assert len(stored) == 2 and stored[key][0]["title"] == "Travel and taxis"
+
+        service = AnswerService(services)
+        try:
+            answer = service.ask("Which budget pays for taxis late at night?", collection=collection)
+        finally:
+            service.close()
+        assert any(s.url.startswith(f"https://docs.google.com/document/d/{travel.id}/") for s in answer.sources), \
+            ([s.url for s in answer.sources], answer.text)
+
+        drive.revoked = True  # the key was deleted in the Cloud console
+        refused = engine.sync(source, state, services)
+        assert "refused the service account's key" in refused.error and refused.deleted == 0
+        drive.revoked = False
+        drive.budget = 0
+        monkeypatch.setattr("googleapiclient.http.time.sleep", lambda seconds: None)  # the client's own backoff
+        limited = engine.sync(source, state, services)
+        assert "rate limit" in limited.error and limited.deleted == 0 and len(_complete(services, collection)) == 2
+    finally:
+        drive.stop()
+        drop_collection(services, collection)
+
+
+def test_a_shared_drive_is_read_with_its_own_corpus(weaviate, tmp_path, monkeypatch):
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+    from pipeline.sources import engine
+    from pipeline.sources.config import parse_sources
+    from testing.drive_standin import DOC, DriveStandin
+
+    drive = DriveStandin()
+    shared = "0AHq3nWjW2kxRUk9PVA"  # a shared drive's id is its root folder's too
+    drive.add("Runbook", DOC, b"<p>Restart the queue with the drain command first.</p>", parent=shared, drive=shared)
+    monkeypatch.setenv("DRIVE_KEY", str(drive.key_file(tmp_path)))
+    collection = unique_collection("Drive")
+    source = parse_sources(
+        f'[sources.ops]\nkind = "google-drive"\ncollection = "{collection}"\nfolder = "{shared}"\ndrive = "{shared}"\n'
+        f'domain = "acme.com"\ncredentials_env = "DRIVE_KEY"\nendpoint = "{drive.api_endpoint}"\n'
+    )["ops"]
+    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    try:
+        report = engine.sync(source, state, weaviate)
+        assert (report.changed, report.errors, report.error) == (1, [], "")
+        assert "drain command" in " ".join(c["content"] for chunks in _complete(weaviate, collection).values()
+                                           for c in chunks)
+    finally:
+        drive.stop()
         drop_collection(weaviate, collection)

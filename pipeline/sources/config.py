@@ -276,7 +276,59 @@ class NotionExportSource(_Source):
         return str(self.path)
 
 
-AnySource = WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource | NotionExportSource
+class GoogleDriveSource(_Source):
+    """A Google Drive folder (in My Drive or a shared drive) and its subfolders, read by a service
+    account: Docs, Sheets and Slides exported, PDFs, Markdown and text files. A file is taken only
+    when it is shared with the whole `domain` (or with anyone with the link): one shared with a few
+    people would otherwise reach every channel of the collection (`include_unshared` opts in)."""
+
+    kind: Literal["google-drive"]
+    folder: str = Field(description="The folder's id (from its address); a shared drive's id for the whole drive.")
+    drive: str = Field("", description="The shared drive's id when the folder is in one.")
+    domain: str = Field("", description="The Google Workspace domain (acme.com) whose members may see the collection.")
+    include_unshared: bool = Field(False, description="Also take files not shared with the domain.")
+    credentials_env: str = Field(
+        "GOOGLE_APPLICATION_CREDENTIALS", description="The environment variable naming the service account's key file.",
+    )
+    endpoint: str = Field("", description="Another address of the Drive API (a proxy); empty: Google's.")
+    timeout: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("folder", "drive")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _matching(value, r"^[A-Za-z0-9_-]{0,200}$", "a Drive id") if value else value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return _matching(value.lower(), r"^[a-z0-9.-]+\.[a-z]{2,}$", "a domain name") if value else value
+
+    @field_validator("credentials_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        return _matching(value, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _http_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _scope(self) -> "GoogleDriveSource":
+        if not self.folder:
+            raise ValueError("folder: the id of the folder (or shared drive) to sync is required")
+        if not self.domain and not self.include_unshared:
+            raise ValueError("domain: name the Workspace domain whose members may see what this source syncs "
+                             "(or set include_unshared = true)")
+        return self
+
+    @property
+    def location(self) -> str:
+        return f"Google Drive folder {self.folder}"
+
+
+AnySource = (WebsiteSource | GitSource | ConfluenceSource | ConfluenceExportSource | NotionExportSource
+             | GoogleDriveSource)
 Source = Annotated[AnySource, Field(discriminator="kind")]
 _ADAPTER = TypeAdapter(Source)
 
@@ -327,6 +379,8 @@ def _overlap(a: AnySource, b: AnySource) -> bool:
             return False
         x, y = a.paths or ("",), b.paths or ("",)
         return any(p.startswith(q) or q.startswith(p) for p in x for q in y)
+    if isinstance(a, GoogleDriveSource):
+        return a.folder == b.folder
     if isinstance(a, (ConfluenceExportSource, NotionExportSource)):
         return Path(a.path).resolve() == Path(b.path).resolve()
     return _normal(a.base_url) == _normal(b.base_url) and a.space == b.space
@@ -338,7 +392,7 @@ def _problem(err: dict) -> str:
     if err["type"] == "union_tag_invalid":
         return f"kind: {message}"
     if err["type"] == "union_tag_not_found":
-        return "kind: missing (website, git, confluence, confluence-export or notion-export)"
+        return "kind: missing (website, git, confluence, google-drive, confluence-export or notion-export)"
     return f"{key}: {message}" if key else message
 
 

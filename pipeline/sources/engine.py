@@ -135,6 +135,10 @@ def connector_for(source: AnySource, settings: Settings, cursor: str | None) -> 
         from pipeline.sources.notion_export import NotionExportConnector
 
         return NotionExportConnector(source)
+    if source.kind == "google-drive":
+        from pipeline.sources.google_drive import DriveConnector
+
+        return DriveConnector(source)
     from pipeline.sources.git import GitConnector
 
     return GitConnector(source, settings.data_dir / "sync" / "git" / source.name, cursor)
