@@ -4,7 +4,8 @@ flow of developers.google.com/identity/protocols/oauth2/service-account) for the
 
 - `POST /token`: the JWT-bearer grant. The assertion must be an RS256 JWT signed by the service
   account's key (the stand-in made the key pair and wrote the key file), `iss` its email, `aud`
-  Google's token endpoint (what the reference requires wherever the token URI points), a `scope` granting Drive read access, not expired; otherwise 400 `invalid_grant`.
+  Google's token endpoint (what the reference requires wherever the token URI points), a `scope`
+  granting Drive read access, not expired; otherwise 400 `invalid_grant`.
 - Every API call needs `Authorization: Bearer <a token it issued>`; otherwise 401 with Google's
   JSON error body.
 - `GET /drive/v3/files`: `q` only as `'<folder id>' in parents and trashed = false` (anything else

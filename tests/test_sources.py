@@ -53,6 +53,14 @@ def _chunks(settings, collection: str) -> dict[str, list[dict]]:
         client.close()
 
 
+def _state(tmp_path: Path):
+    """A source state store in a fresh SQLite feedback database."""
+    from feedback.store import FeedbackStore
+    from feedback.sync_state import SyncState
+
+    return SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+
+
 def _complete(settings, collection: str) -> dict[str, list[dict]]:
     """The collection's documents; each must hold exactly its chunk_count chunks of one version."""
     stored = _chunks(settings, collection)
@@ -241,8 +249,6 @@ def test_the_bot_answers_from_the_site_with_a_link_to_the_page(synced_site, serv
 def test_a_page_cannot_claim_another_sites_address_and_robots_txt_is_obeyed(weaviate, tmp_path):
     """Crawled from a start page: a canonical link to another host is ignored, a canonical link to
     another page of the site makes the two one page, a folder robots.txt disallows is not fetched."""
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
 
@@ -265,7 +271,7 @@ def test_a_page_cannot_claim_another_sites_address_and_robots_txt_is_obeyed(weav
             f'[sources.crawl]\nkind = "website"\ncollection = "{collection}"\n'
             f'start_urls = ["{site.url}/docs/index.html"]\nprefix = "{site.url}/docs/"\n'
         )["crawl"]
-        state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+        state = _state(tmp_path)
         report = engine.sync(source, state, weaviate)
         assert report.error == ""
         stored = chunks_by_source(weaviate, collection)
@@ -287,8 +293,6 @@ def _git(repo: Path, *args: str, when: str = "2024-01-02T03:04:05+00:00") -> str
 
 
 def test_a_git_repository_syncs_by_commit_with_links_to_its_forge(services, tmp_path):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.querying import AnswerService
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
@@ -309,7 +313,7 @@ def test_a_git_repository_syncs_by_commit_with_links_to_its_forge(services, tmp_
         f'branch = "main"\npaths = ["docs/"]\nweb_url = "https://git.example.com/team/handbook"\nforge = "gitlab"\n'
         f'max_delete_min = 3\n'
     )["handbook"]
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     settings = services.model_copy(update={"data_dir": tmp_path / "data"})
     files = sorted(p.name for p in HANDBOOK.iterdir())
     link = "https://git.example.com/team/handbook/-/blob/{sha}/docs/{name}"
@@ -490,8 +494,6 @@ EXPENSES_STORAGE = (
 @pytest.mark.parametrize("deployment", ["cloud", "datacenter"])
 def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_out(services, tmp_path, monkeypatch,
                                                                                    deployment):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.querying import AnswerService
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
@@ -514,7 +516,7 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
     )["wiki"]
     link = (f"{wiki.base_url}/spaces/ENG/pages/{expenses.id}/" if deployment == "cloud"
             else f"{wiki.base_url}/display/ENG/Expenses")
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     body_fetches = lambda: sum(1 for path, _ in wiki.calls if path.rstrip("/").split("/")[-1].isdigit()
                                and ("/api/v2/pages/" in path or "/rest/api/content/" in path))  # noqa: E731
     try:
@@ -560,8 +562,6 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
 
 
 def test_a_repository_token_never_shows_in_what_the_sync_says(weaviate, tmp_path):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
 
@@ -571,7 +571,7 @@ def test_a_repository_token_never_shows_in_what_the_sync_says(weaviate, tmp_path
     )["repo"]
     assert "s3cret" not in source.location
     settings = weaviate.model_copy(update={"data_dir": tmp_path / "data"})
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     report = engine.sync(source, state, settings)  # nothing listens on port 9: the fetch fails
     assert report.error.startswith("cannot fetch main of http://127.0.0.1:9/ops/handbook.git")
     assert "s3cret" not in report.summary() and "s3cret" not in str(state.status())
@@ -597,8 +597,6 @@ def _export(path: Path, pages: dict[str, str], pdf: bytes | None = None) -> None
 
 
 def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
 
@@ -612,7 +610,7 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
         f'[sources.export]\nkind = "confluence-export"\ncollection = "{collection}"\npath = "{zipped}"\n'
         f'base_url = "https://wiki.example.com"\nattachments = true\nmax_delete_min = 1\n'
     )["export"]
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     try:
         report = engine.sync(source, state, weaviate)
         assert (report.changed, report.error) == (4, "")
@@ -669,8 +667,6 @@ def _notion_export(path: Path, expenses_title: str = "Expenses", expenses_folder
 
 
 def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one_page(weaviate, tmp_path):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
 
@@ -679,7 +675,7 @@ def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one
     collection = unique_collection("Notion")
     source = parse_sources(f'[sources.notion]\nkind = "notion-export"\ncollection = "{collection}"\n'
                            f'path = "{zipped}"\nmax_delete_min = 1\n')["notion"]
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     try:
         report = engine.sync(source, state, weaviate)
         assert (report.changed, report.error) == (3, "")  # two pages and a database row; no CSV, no image
@@ -709,8 +705,6 @@ def _content_reads(drive) -> int:
 
 
 def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, tmp_path, monkeypatch):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.querying import AnswerService
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
@@ -739,7 +733,7 @@ def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, 
         f'[sources.drive]\nkind = "google-drive"\ncollection = "{collection}"\nfolder = "{handbook.id}"\n'
         f'domain = "acme.com"\nendpoint = "{drive.api_endpoint}"\nmax_delete_min = 1\nmax_delete_share = 0.9\n'
     )["drive"]
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     key = f"https://drive.google.com/open?id={travel.id}"
     try:
         report = engine.sync(source, state, services)
@@ -784,8 +778,6 @@ def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, 
 
 
 def test_a_shared_drive_is_read_with_its_own_corpus(weaviate, tmp_path, monkeypatch):
-    from feedback.store import FeedbackStore
-    from feedback.sync_state import SyncState
     from pipeline.sources import engine
     from pipeline.sources.config import parse_sources
     from testing.drive_standin import DOC, DriveStandin
@@ -799,7 +791,7 @@ def test_a_shared_drive_is_read_with_its_own_corpus(weaviate, tmp_path, monkeypa
         f'[sources.ops]\nkind = "google-drive"\ncollection = "{collection}"\nfolder = "{shared}"\ndrive = "{shared}"\n'
         f'domain = "acme.com"\ncredentials_env = "DRIVE_KEY"\nendpoint = "{drive.api_endpoint}"\n'
     )["ops"]
-    state = SyncState(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    state = _state(tmp_path)
     try:
         report = engine.sync(source, state, weaviate)
         assert (report.changed, report.errors, report.error) == (1, [], "")

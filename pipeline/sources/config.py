@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator,
+)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _COLLECTION = re.compile(r"^[A-Z][_0-9A-Za-z]{0,127}$")
@@ -65,6 +67,12 @@ def _http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value
+
+
+# Secrets come from the environment; the file only names the variable.
+EnvName = Annotated[
+    str, AfterValidator(lambda v: _matching(v, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")),
+]
 
 
 class _Source(BaseModel):
@@ -204,7 +212,7 @@ class ConfluenceSource(_Source):
     space: str = Field(description="The space key (ENG).")
     email: str = Field("", description="Cloud: the account the API token belongs to (Basic auth). Data Center: "
                        "empty, the token is a personal access token (Bearer).")
-    token_env: str = Field("TEAMBOT_CONFLUENCE_TOKEN", description="The environment variable holding the API token.")
+    token_env: EnvName = Field("TEAMBOT_CONFLUENCE_TOKEN", description="The environment variable holding the API token.")
     attachments: bool = Field(False, description="Also sync the pages' PDF attachments.")
     include_restricted: bool = Field(
         False, description="Sync pages with view restrictions (theirs or an ancestor's) too. Off: they would reach "
@@ -222,11 +230,6 @@ class ConfluenceSource(_Source):
     def _space(cls, value: str) -> str:
         return _matching(value, r"^~?[A-Za-z0-9_]{1,255}$", "a space key")
 
-    @field_validator("token_env")
-    @classmethod
-    def _env(cls, value: str) -> str:
-        return _matching(value, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")
-
     @model_validator(mode="after")
     def _account(self) -> "ConfluenceSource":
         if self.deployment == "cloud" and not self.email:
@@ -238,32 +241,12 @@ class ConfluenceSource(_Source):
         return f"{self.base_url} space {self.space}"
 
 
-class ConfluenceExportSource(_Source):
-    """A Confluence space's HTML export (a zip file): no API, no token; synced again whenever the
-    file is replaced by a newer export."""
+class _ExportSource(_Source):
+    """An export a tool wrote (a zip file): no API, no token; synced again whenever the file is
+    replaced by a newer export."""
 
-    kind: Literal["confluence-export"]
     path: Path = Field(description="The export's zip file.")
-    base_url: str = Field("", description="The wiki's address, for links to each page (none when empty).")
-    attachments: bool = Field(False, description="Also sync the PDF attachments in the export.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _base(cls, value: str) -> str:
-        return _http_url(value).rstrip("/") if value else value
-
-    @property
-    def location(self) -> str:
-        return str(self.path)
-
-
-class NotionExportSource(_Source):
-    """A Notion export ("Markdown & CSV", a zip file): pages and database rows as Markdown; synced
-    again whenever the file is replaced by a newer export."""
-
-    kind: Literal["notion-export"]
-    path: Path = Field(description="The export's zip file.")
-    base_url: str = Field("https://www.notion.so", description="Links go to <base_url>/<page id> (none when empty).")
+    base_url: str = Field("", description="Where links to each page go (none when empty).")
     attachments: bool = Field(False, description="Also sync the PDF files in the export.")
 
     @field_validator("base_url")
@@ -274,6 +257,20 @@ class NotionExportSource(_Source):
     @property
     def location(self) -> str:
         return str(self.path)
+
+
+class ConfluenceExportSource(_ExportSource):
+    """A Confluence space's HTML export; `base_url` is the wiki's address."""
+
+    kind: Literal["confluence-export"]
+
+
+class NotionExportSource(_ExportSource):
+    """A Notion export ("Markdown & CSV"): pages and database rows as Markdown; links go to
+    <base_url>/<page id>."""
+
+    kind: Literal["notion-export"]
+    base_url: str = Field("https://www.notion.so", description="Links go to <base_url>/<page id> (none when empty).")
 
 
 class GoogleDriveSource(_Source):
@@ -287,7 +284,7 @@ class GoogleDriveSource(_Source):
     drive: str = Field("", description="The shared drive's id when the folder is in one.")
     domain: str = Field("", description="The Google Workspace domain (acme.com) whose members may see the collection.")
     include_unshared: bool = Field(False, description="Also take files not shared with the domain.")
-    credentials_env: str = Field(
+    credentials_env: EnvName = Field(
         "GOOGLE_APPLICATION_CREDENTIALS", description="The environment variable naming the service account's key file.",
     )
     endpoint: str = Field("", description="Another address of the Drive API (a proxy); empty: Google's.")
@@ -302,11 +299,6 @@ class GoogleDriveSource(_Source):
     @classmethod
     def _domain(cls, value: str) -> str:
         return _matching(value.lower(), r"^[a-z0-9.-]+\.[a-z]{2,}$", "a domain name") if value else value
-
-    @field_validator("credentials_env")
-    @classmethod
-    def _env(cls, value: str) -> str:
-        return _matching(value, r"^[A-Z_][A-Z0-9_]{0,99}$", "an environment variable name")
 
     @field_validator("endpoint")
     @classmethod
@@ -381,7 +373,7 @@ def _overlap(a: AnySource, b: AnySource) -> bool:
         return any(p.startswith(q) or q.startswith(p) for p in x for q in y)
     if isinstance(a, GoogleDriveSource):
         return a.folder == b.folder
-    if isinstance(a, (ConfluenceExportSource, NotionExportSource)):
+    if isinstance(a, _ExportSource):
         return Path(a.path).resolve() == Path(b.path).resolve()
     return _normal(a.base_url) == _normal(b.base_url) and a.space == b.space
 
