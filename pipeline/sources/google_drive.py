@@ -6,9 +6,11 @@ Drive v3 surface from its bundled discovery document, paging, retries of 429/5xx
   followed (they lead out of the folder); a file's path in the folder is what `include`/`exclude`
   match.
 - A file is known by its id (a rename or a move inside the folder is one file) and re-read only when
-  its `version` changed, which counts every change, its sharing included.
+  its `version` changed.
 - Sharing decides what is taken: a file must be readable by the whole `domain` or by anyone with the
-  link, unless the source opts in; a file whose sharing narrows is removed at the next run.
+  link, unless the source opts in. Checked every run (one permissions call a file: a folder's
+  sharing changes its files' without a version of theirs), so a file whose sharing narrows is
+  removed at the next run.
 - Docs are exported as HTML (headings become sections), Sheets as HTML per sheet (all sheets, where
   CSV would give only the first), Slides as text; PDFs, Markdown, HTML and text files are
   downloaded. Other types are left out.
@@ -89,12 +91,13 @@ class DriveConnector:
             if how is None or not self.source.wants(path):
                 continue
             key, version = f"file:{item['id']}", str(item.get("version", ""))
-            if (before := known.get(key)) is not None and before.version == version:
-                listing.present.add(key)
-                continue
+            # Checked every run: a folder's sharing changes what its files inherit without a new
+            # version of theirs. Not in `present`, a file whose sharing narrowed is removed.
             if not self.source.include_unshared and not self._shared(item, path, listing):
-                continue  # not in `present`: a file whose sharing narrowed is removed
+                continue
             listing.present.add(key)
+            if (before := known.get(key)) is not None and before.version == version:
+                continue
             data = self._read(item, path, how[0], listing)
             if data is None:
                 continue
