@@ -7,7 +7,8 @@ Confluence Cloud REST API v2 and v1) for the calls teambot makes:
   cursor pagination: `_links.next` and a `Link: <…>; rel="next"` header; a cursor it did not issue
   is a 400); `GET /wiki/api/v2/pages/{id}?body-format=storage` (404 for a page it does not have,
   400 for another body format); `GET /wiki/api/v2/pages/{id}/attachments`; the attachment's
-  `downloadLink`; `GET /wiki/rest/api/content/{id}/restriction/byOperation/read` (v1).
+  `downloadLink`; `GET /wiki/rest/api/content/{id}/restriction/byOperation/read` (v1; its user and
+  group restrictions only with `expand=restrictions.user,restrictions.group`).
 - A page's version number goes up with every edit (a rename is an edit); `createdAt` is the edit's.
 - Optional rate limit: after `budget` calls, 429 with Retry-After until `reset()`.
 Every call is logged (method, path, status) for the tests to count.
@@ -147,9 +148,9 @@ class ConfluenceStandin:
             if query.get("mediaType") not in (None, "application/pdf"):
                 items = []
             return self._list(url.path, query, items, self._attachment_json)
-        return self._answer_common(parts)
+        return self._answer_common(parts, query)
 
-    def _answer_common(self, parts: list[str]):
+    def _answer_common(self, parts: list[str], query: dict | None = None):
         """What both deployments serve alike: attachment downloads and v1 read restrictions."""
         if parts[:2] == ["download", "attachments"] and len(parts) == 4 and parts[2] in self.pages:
             for name, data, _ in self.pages[parts[2]].attachments.values():
@@ -159,11 +160,14 @@ class ConfluenceStandin:
         if parts[:4] == ["rest", "api", "content", parts[3] if len(parts) > 3 else ""] and \
                 parts[4:] == ["restriction", "byOperation", "read"] and parts[3] in self.pages:
             readers = self.pages[parts[3]].readers
-            return 200, {"operation": "read", "restrictions": {
-                "user": {"results": [{"type": "known", "accountId": r} for r in readers], "start": 0, "limit": 100,
-                         "size": len(readers)},
-                "group": {"results": [], "start": 0, "limit": 100, "size": 0},
-            }}, {}
+            expand = set((query or {}).get("expand", "").split(","))
+            restrictions = {"_expandable": {k: "" for k in ("user", "group") if f"restrictions.{k}" not in expand}}
+            if "restrictions.user" in expand:  # left out unless expanded, as the reference says
+                restrictions["user"] = {"results": [{"type": "known", "accountId": r} for r in readers], "start": 0,
+                                        "limit": 100, "size": len(readers)}
+            if "restrictions.group" in expand:
+                restrictions["group"] = {"results": [], "start": 0, "limit": 100, "size": 0}
+            return 200, {"operation": "read", "restrictions": restrictions}, {}
         return 404, {"message": "No route for /" + "/".join(parts)}, {}
 
     # ------------------------------------------------------------------ Data Center's REST API
@@ -188,7 +192,7 @@ class ConfluenceStandin:
             items = [(aid, page, *rest) for aid, rest in sorted(page.attachments.items())]
             return self._offsets(f"/rest/api/content/{page.id}/child/attachment", query, items, self._dc_attachment)
         if parts[:2] == ["download", "attachments"] or parts[4:] == ["restriction", "byOperation", "read"]:
-            return self._answer_common(parts)
+            return self._answer_common(parts, query)
         return 404, {"message": "No route"}, {}
 
     def _offsets(self, path: str, query: dict, items: list, render):

@@ -556,6 +556,11 @@ def test_a_confluence_space_syncs_by_page_version_and_leaves_restricted_pages_ou
         wiki.budget = 1  # the space lookup passes, the page list is rate limited
         limited = engine.sync(source, state, services)
         assert "429" in limited.error and limited.deleted == 0 and len(_complete(services, collection)) == 2
+        wiki.budget = None
+        office.readers = ["557058:facilities"]  # restricted now, with no new version
+        report = engine.sync(source, state, services)
+        assert (report.withdrawn, report.deleted, report.error) == (1, 0, "")
+        assert list(_complete(services, collection)) == [page_key]
     finally:
         wiki.stop()
         drop_collection(services, collection)
@@ -585,7 +590,7 @@ def _export(path: Path, pages: dict[str, str], pdf: bytes | None = None) -> None
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("ENG/index.html", "<html><head><title>ENG : Engineering</title></head><body>Index</body></html>")
         for name, body in pages.items():
-            title = name.rsplit("_", 1)[0].replace("-", " ")
+            title = name.rsplit("_", 1)[0].replace("-", " ") if "_" in name else "Q&amp;A"  # <id>.html: any title
             archive.writestr(f"ENG/{name}", (
                 f"<html><head><title>ENG : {title}</title></head><body><div id='page'><div id='main-header'>"
                 f"<ol id='breadcrumbs'><li><a href='index.html'>Engineering</a></li></ol></div>"
@@ -603,7 +608,8 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
     zipped = tmp_path / "ENG-export.zip"
     pages = {"Expenses_98306.html": EXPENSES_STORAGE,
              "On-call_98307.html": "<h2>Handover</h2><p>The rotation hands over on Mondays at 10:00.</p>",
-             "Office_98308.html": "<p>The office is open from 8:00 to 19:00.</p>"}
+             "Office_98308.html": "<p>The office is open from 8:00 to 19:00.</p>",
+             "98309.html": "<p>Q&amp;A: the canteen opens at noon.</p>"}  # a title a file name cannot spell
     _export(zipped, pages, pdf=(HANDBOOK / "benefits.pdf").read_bytes())
     collection = unique_collection("Export")
     source = parse_sources(
@@ -613,8 +619,10 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
     state = _state(tmp_path)
     try:
         report = engine.sync(source, state, weaviate)
-        assert (report.changed, report.error) == (4, "")
+        assert (report.changed, report.error) == (5, "")
         stored = _complete(weaviate, collection)
+        assert stored[f"{zipped}#ENG/98309.html"][0]["url"].startswith(
+            "https://wiki.example.com/pages/viewpage.action?pageId=98309")
         expenses = stored[f"{zipped}#ENG/Expenses_98306.html"]
         assert expenses[0]["title"] == "Expenses"
         assert expenses[0]["url"].startswith("https://wiki.example.com/pages/viewpage.action?pageId=98306")
@@ -628,7 +636,7 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
         _export(zipped, pages, pdf=(HANDBOOK / "benefits.pdf").read_bytes())  # a newer export
         report = engine.sync(source, state, weaviate)
         assert (report.changed, report.deleted) == (1, 1)
-        assert len(_complete(weaviate, collection)) == 3
+        assert len(_complete(weaviate, collection)) == 4
     finally:
         drop_collection(weaviate, collection)
 
@@ -636,13 +644,22 @@ def test_a_confluence_html_export_syncs_without_an_api(weaviate, tmp_path):
 HANDBOOK_ID, EXPENSES_ID, VENDORS_ID, TAXI_ID = ("8f3a" * 8, "1b2c" * 8, "9a8b" * 8, "4d5e" * 8)
 
 
-def _notion_export(path: Path, expenses_title: str = "Expenses", expenses_folder: str = "",
-                   parts: bool = False) -> None:
-    """A Notion "Markdown & CSV" export as Notion writes one: `<Title> <id>.md` pages, subpages in
-    `<Title> <id>/`, a database as a CSV beside a folder of its rows; large ones as zips of parts."""
+def _zipped(files: dict) -> bytes:
     import io
     import zipfile
 
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _notion_export(path: Path, expenses_title: str = "Expenses", expenses_folder: str = "",
+                   parts: bool = False) -> None:
+    """A Notion "Markdown & CSV" export as Notion writes one: `<Title> <id>.md` pages, subpages in
+    `<Title> <id>/`, a database as a CSV beside a folder of its rows; large ones as zips of parts.
+    A page's uploaded zip holds a page claiming the Expenses page's id: it must not be read."""
     top = f"Engineering Handbook {HANDBOOK_ID}"
     files = {
         f"{top}.md": "# Engineering Handbook\n\nHow the engineering team works.\n\n"
@@ -654,16 +671,10 @@ def _notion_export(path: Path, expenses_title: str = "Expenses", expenses_folder
         f"{top}/Vendors {VENDORS_ID}/Acme Taxi {TAXI_ID}.md":
             "# Acme Taxi\n\nContact: dispatch@acme-taxi.example\n\nBook night rides through the dispatch address.\n",
         f"{top}/diagram.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+        f"{top}/uploads.zip": _zipped({f"Payroll {EXPENSES_ID}.md": "# Payroll\n\nSalaries: plinthar.\n"}),
     }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    if not parts:
-        path.write_bytes(buffer.getvalue())
-        return
-    with zipfile.ZipFile(path, "w") as outer:
-        outer.writestr("ExportBlock-5b1d0c2e-Part-1.zip", buffer.getvalue())
+    export = _zipped(files)
+    path.write_bytes(_zipped({"ExportBlock-5b1d0c2e-Part-1.zip": export}) if parts else export)
 
 
 def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one_page(weaviate, tmp_path):
@@ -682,6 +693,7 @@ def test_a_notion_export_syncs_pages_and_database_rows_and_a_renamed_page_is_one
         stored = _complete(weaviate, collection)
         expenses = next(chunks for key, chunks in stored.items() if EXPENSES_ID in key)
         assert expenses[0]["title"] == "Expenses"
+        assert not any("plinthar" in c["content"] for chunks in stored.values() for c in chunks)
         assert expenses[0]["url"].startswith(f"https://www.notion.so/{EXPENSES_ID}")
         assert engine.sync(source, state, weaviate).changed == 0
 
@@ -752,7 +764,7 @@ def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, 
         drive.share(slides, "user:ceo@acme.com", bump=False)  # narrowed as a folder's would: no new version
         drive.remove(pdf)
         report = engine.sync(source, state, services)
-        assert (report.changed, report.deleted, report.error) == (1, 2, "")
+        assert (report.changed, report.deleted, report.withdrawn, report.error) == (1, 1, 1, "")
         stored = _complete(services, collection)
         assert len(stored) == 2 and stored[key][0]["title"] == "Travel and taxis"
 
@@ -772,6 +784,13 @@ def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, 
         monkeypatch.setattr("googleapiclient.http.time.sleep", lambda seconds: None)  # the client's own backoff
         limited = engine.sync(source, state, services)
         assert "rate limit" in limited.error and limited.deleted == 0 and len(_complete(services, collection)) == 2
+        drive.budget = None
+        for file in drive.files.values():  # the folder is no longer shared with the domain
+            if file.mime_type != FOLDER:
+                drive.share(file, "user:ada@acme.com", bump=False)
+        report = engine.sync(source, state, services)  # emptying the source: the guard would refuse a deletion
+        assert (report.withdrawn, report.refused_deletions, report.error) == (2, 0, "")
+        assert _complete(services, collection) == {}
     finally:
         drive.stop()
         drop_collection(services, collection)

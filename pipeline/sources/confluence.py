@@ -63,6 +63,9 @@ class ConfluenceConnector:
         restricted = set() if self.source.include_restricted else self._restricted(pages, listing)
         for page_id, page in pages.items():
             if page_id in restricted:
+                listing.withdrawn.add(f"page:{page_id}")  # restricted since it was synced, if it was
+                attached = f"{self.source.base_url}/pages/viewpage.action?pageId={page_id}#attachment-"
+                listing.withdrawn.update(k for k, item in known.items() if item.document.startswith(attached))
                 continue
             key = f"page:{page_id}"
             listing.present.add(key)
@@ -90,6 +93,8 @@ class ConfluenceConnector:
         params = {"spaceKey": self.source.space, "type": "page", "status": "current", "expand": "version,ancestors",
                   "limit": DC_PAGE_LIMIT}
         for item in self._all(f"{self.source.base_url}/rest/api/content", params, listing):
+            if "ancestors" not in item or "version" not in item:  # without them restrictions and changes go unseen
+                raise SourceError(f"page {item.get('id')} was listed without its ancestors or version")
             pages[item["id"]] = _from_datacenter(item)
         return pages
 
@@ -144,10 +149,19 @@ class ConfluenceConnector:
         return restricted
 
     def _has_read_restriction(self, page_id: str, listing: Listing) -> bool:
-        answer = self._json(f"{self.source.base_url}/rest/api/content/{page_id}/restriction/byOperation/read", {},
-                            listing)
-        restrictions = answer.get("restrictions") or {}
-        return any((restrictions.get(kind) or {}).get("size", 0) > 0 for kind in ("user", "group"))
+        answer = self._json(f"{self.source.base_url}/rest/api/content/{page_id}/restriction/byOperation/read",
+                            {"expand": "restrictions.user,restrictions.group"}, listing)
+        restrictions = answer.get("restrictions")
+        if not isinstance(restrictions, dict):
+            return True  # an answer that does not say proves nothing: restricted until it does
+        for kind in ("user", "group"):
+            entry = restrictions.get(kind)
+            if not isinstance(entry, dict):
+                return True
+            size = entry.get("size")
+            if (size if isinstance(size, int) else len(entry.get("results") or [None])) > 0:
+                return True
+        return False
 
     def _attachments(self, page_id: str, known: dict, listing: Listing) -> Iterator[Fetched]:
         if self.cloud:

@@ -16,7 +16,7 @@ from lxml import html as lxml_html
 
 from pipeline.sources.exports import ExportConnector
 
-_PAGE_ID = re.compile(r"_(\d+)\.html$")
+_PAGE_ID = re.compile(r"(?:^|_)(\d+)\.html$")  # <Title>_<id>.html, or <id>.html for a title it cannot spell
 
 
 class ConfluenceExportConnector(ExportConnector):
@@ -49,7 +49,7 @@ def _attachment_page(name: str) -> str:
 
 
 def _page_id(name: str) -> str:
-    match = _PAGE_ID.search(name)
+    match = _PAGE_ID.search(PurePosixPath(name).name)
     return match.group(1) if match else ""
 
 

@@ -57,6 +57,9 @@ class Listing:
     requests: int = 0
     not_modified: int = 0  # 304s
     errors: list[str] = field(default_factory=list)  # documents that could not be fetched (kept as they were)
+    # Keys the origin now shows to fewer people (a view restriction, sharing narrowed): removed at
+    # once, whatever else the run meets and whatever the mass-deletion guard would say.
+    withdrawn: set[str] = field(default_factory=set)
     total: int = 0  # documents expected, for progress (0: unknown)
 
 
@@ -91,6 +94,7 @@ class SyncReport:
     requests: int = 0
     errors: list[str] = field(default_factory=list)
     refused_deletions: int = 0
+    withdrawn: int = 0  # removed because the origin no longer shows them to everyone it did
     error: str = ""  # the run failed: nothing was deleted
     busy: bool = False  # another process is syncing it
     seconds: float = 0.0
@@ -98,7 +102,7 @@ class SyncReport:
     @property
     def counts(self) -> dict:
         return {k: getattr(self, k) for k in ("seen", "changed", "unchanged", "deleted", "not_modified", "requests",
-                                               "refused_deletions")} | {"errors": len(self.errors)}
+                                               "refused_deletions", "withdrawn")} | {"errors": len(self.errors)}
 
     def summary(self) -> str:
         if self.busy:
@@ -106,6 +110,9 @@ class SyncReport:
         line = (f"{self.source}: {self.seen} documents — {self.changed} changed, {self.unchanged} unchanged, "
                 f"{self.deleted} deleted; {self.requests} requests ({self.not_modified} not modified) "
                 f"in {self.seconds:.1f}s")
+        if self.withdrawn:
+            line += (f"\n{self.source}: {self.withdrawn} documents removed: the origin no longer shows them to "
+                     "everyone this collection reaches")
         if self.refused_deletions:
             line += (f"\n{self.source}: {self.refused_deletions} documents are gone at the origin, more than the "
                      "mass-deletion guard allows: none removed (sync with --allow-mass-delete if that is right)")
@@ -175,9 +182,10 @@ def sync(
         current = {key: item for key, item in known.items() if item.document in held}
         connector = connector_for(source, settings, cursor)
         try:
-            _write_changes(source, state, indexer, connector, current, listing, report, on_progress)
+            _write_changes(source, state, indexer, connector, current, known, listing, report, on_progress)
         finally:
             connector.close()
+            _withdraw(source, state, indexer, known, listing, report)
         if not heartbeat.held():
             raise SourceError("the source's lock was lost (another process took it over): nothing deleted")
         _delete_gone(source, state, indexer, known, listing, report, allow_mass_delete)
@@ -236,19 +244,25 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
-def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: Connector, known: dict,
-                   listing: Listing, report: SyncReport, on_progress) -> None:
+def _write_changes(source, state: SyncStateStore, indexer: Indexer, connector: Connector, current: dict,
+                   known: dict, listing: Listing, report: SyncReport, on_progress) -> None:
+    """Write what changed; `current` is what the collection holds whole (the connector skips it when
+    unchanged), `known` every document of the source's state."""
     pending: dict[str, Fetched] = {}
 
     def fetched() -> Iterator[RemoteDocument]:
-        for item in connector.documents(known, listing):
+        for item in connector.documents(current, listing):
+            if item.document.source in pending:  # yielded twice (two parents, two entries): once is enough
+                continue
             pending[item.document.source] = item
             if on_progress:
                 on_progress(len(listing.present), listing.total, item.key)
             yield item.document
 
     def done(document: str) -> None:
-        item = pending.pop(document)
+        item = pending.pop(document, None)
+        if item is None:
+            return
         before = known.get(item.key)
         if before is not None and before.document != document:  # renamed or moved: one page, not two
             indexer.remove_documents([before.document], root=f"sync:{source.name}")
@@ -269,6 +283,23 @@ def _hash_of(document: str, ingest: IngestReport) -> str:
     return ingest.hashes.get(document, "")
 
 
+def _withdraw(source, state: SyncStateStore, indexer: Indexer, known: dict, listing: Listing,
+              report: SyncReport) -> None:
+    gone = sorted(key for key in listing.withdrawn if key in known)
+    if not gone:
+        return
+    try:
+        indexer.remove_documents([known[key].document for key in gone], root=f"sync:{source.name}")
+        state.drop_items(source.name, gone)
+    except Exception as exc:  # noqa: BLE001 - said, and tried again next run (they are still withdrawn there)
+        log.exception("%s: could not remove %d withdrawn documents", source.name, len(gone))
+        listing.errors.append(f"{len(gone)} documents no longer shown to everyone could not be removed: {exc}")
+        return
+    for key in gone:
+        known.pop(key)
+    report.withdrawn = len(gone)
+
+
 def _delete_gone(source, state: SyncStateStore, indexer: Indexer, known: dict, listing: Listing,
                  report: SyncReport, allow_mass_delete: bool) -> None:
     if not listing.complete:
@@ -287,7 +318,7 @@ def _delete_gone(source, state: SyncStateStore, indexer: Indexer, known: dict, l
 
 
 def _count(report: SyncReport) -> None:
-    for what in ("seen", "changed", "deleted", "not_modified"):
+    for what in ("seen", "changed", "deleted", "withdrawn", "not_modified"):
         metrics.SYNC_DOCUMENTS.labels(report.source, what).inc(getattr(report, what))
     metrics.SYNC_ERRORS.labels(report.source).inc(len(report.errors) + bool(report.error))
     if not report.error and not report.busy:

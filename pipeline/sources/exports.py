@@ -1,13 +1,17 @@
 """What the export routes share: a zip a tool exported (Confluence's HTML, Notion's Markdown) read in
-place, never extracted (no member can write anywhere), one level of zips inside it (Notion splits
-large exports into parts), each entry versioned by its CRC-32 and size so a newer export re-embeds
-only what changed, oversized or encrypted entries reported and left as they were.
+place, never extracted (no member can write anywhere); a route that splits large exports into parts
+(Notion) has its top-level `.zip` entries read as parts (a zip attached to a page is not one); each
+entry versioned by its CRC-32 and size so a newer export re-embeds only what changed; an entry that
+is oversized, encrypted or damaged is reported and left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,11 +20,15 @@ from pipeline.indexing import MAX_FILE_BYTES, RemoteDocument
 from pipeline.sources.engine import Fetched, Listing, SourceError
 
 _MIB = 1024 * 1024
+MAX_PART_BYTES = 16 * 1024 * _MIB  # a part is copied out of the export to be read: at most this much
+_DAMAGED = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, OSError)
 
 
 class ExportConnector:
     """A connector over an export's entries; a route says which entries it takes (`kind_of`), the
     key each is known by (`key_of`, so a renamed page is one page), its text (`content`) and link."""
+
+    parts = False  # the export may come as zips of parts inside the zip
 
     def __init__(self, source) -> None:
         self.source = source
@@ -42,7 +50,7 @@ class ExportConnector:
 
     def documents(self, known: dict, listing: Listing) -> Iterator[Fetched]:
         with contextlib.ExitStack() as stack:
-            entries = list(_entries(self.source.path, stack))
+            entries = list(_entries(self.source.path, stack, self.parts))
             listing.total = len(entries)
             for archive, member in entries:
                 name = member.filename
@@ -50,6 +58,9 @@ class ExportConnector:
                 if kind is None or not self.source.wants(name):
                     continue
                 key = self.key_of(name)
+                if key in listing.present:
+                    listing.errors.append(f"{name}: a second entry for {key}; the first is kept")
+                    continue
                 listing.present.add(key)
                 version = f"{member.CRC:08x}:{member.file_size}"
                 if (before := known.get(key)) is not None and before.version == version:
@@ -60,8 +71,12 @@ class ExportConnector:
                 if member.file_size > MAX_FILE_BYTES:
                     listing.errors.append(f"{name}: larger than {MAX_FILE_BYTES // _MIB} MiB")
                     continue
-                with archive.open(member) as stream:
-                    data = stream.read(MAX_FILE_BYTES + 1)
+                try:
+                    with archive.open(member) as stream:
+                        data = stream.read(MAX_FILE_BYTES + 1)
+                except _DAMAGED as exc:
+                    listing.errors.append(f"{name}: cannot be read from the export ({exc})")
+                    continue
                 if len(data) > MAX_FILE_BYTES:  # the directory lied about the size
                     listing.errors.append(f"{name}: larger than {MAX_FILE_BYTES // _MIB} MiB")
                     continue
@@ -74,16 +89,34 @@ class ExportConnector:
                 yield Fetched(key, document, when, version=version)
 
 
-def _entries(path: Path, stack: contextlib.ExitStack) -> Iterator[tuple[zipfile.ZipFile, zipfile.ZipInfo]]:
+def _entries(path: Path, stack: contextlib.ExitStack,
+             parts: bool) -> Iterator[tuple[zipfile.ZipFile, zipfile.ZipInfo]]:
     archive = _open(path, stack, str(path))
     for member in archive.infolist():
         if member.is_dir():
             continue
-        if member.filename.lower().endswith(".zip"):
-            inner = _open(archive.open(member), stack, f"{path}#{member.filename}")
+        if parts and "/" not in member.filename and member.filename.lower().endswith(".zip"):
+            inner = _part(archive, member, stack, path)
             yield from ((inner, m) for m in inner.infolist() if not m.is_dir())
         else:
             yield archive, member
+
+
+def _part(archive: zipfile.ZipFile, member: zipfile.ZipInfo, stack: contextlib.ExitStack,
+          path: Path) -> zipfile.ZipFile:
+    """A part, copied to a temporary file: reading a zip inside a compressed entry in place would
+    decompress it again for every one of its entries."""
+    shown = f"{path}#{member.filename}"
+    if member.file_size > MAX_PART_BYTES:
+        raise SourceError(f"the export's part {shown} is larger than {MAX_PART_BYTES // _MIB} MiB")
+    copy = stack.enter_context(tempfile.TemporaryFile(prefix="teambot-export-"))
+    try:
+        with archive.open(member) as stream:
+            shutil.copyfileobj(stream, copy, 1024 * 1024)
+    except _DAMAGED as exc:
+        raise SourceError(f"cannot read the export's part {shown}: {exc}") from None
+    copy.seek(0)
+    return _open(copy, stack, shown)
 
 
 def _open(file, stack: contextlib.ExitStack, shown: str) -> zipfile.ZipFile:

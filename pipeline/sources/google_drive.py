@@ -19,10 +19,12 @@ Drive v3 surface from its bundled discovery document, paging, retries of 429/5xx
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from html import escape
@@ -91,12 +93,21 @@ class DriveConnector:
             if how is None or not self.source.wants(path):
                 continue
             key, version = f"file:{item['id']}", str(item.get("version", ""))
+            if key in listing.present:  # a file with two parents in the folder
+                continue
+            before = known.get(key)
             # Checked every run: a folder's sharing changes what its files inherit without a new
-            # version of theirs. Not in `present`, a file whose sharing narrowed is removed.
-            if not self.source.include_unshared and not self._shared(item, path, listing):
+            # version of theirs. A file no longer shared with the domain is withdrawn at once.
+            shared = True if self.source.include_unshared else self._shared(item, path, listing)
+            if shared is False:
+                listing.withdrawn.add(key)
+                continue
+            if shared is None:  # could not tell this time: kept as it was, or not taken yet
+                if before is not None:
+                    listing.present.add(key)
                 continue
             listing.present.add(key)
-            if (before := known.get(key)) is not None and before.version == version:
+            if before is not None and before.version == version:
                 continue
             data = self._read(item, path, how[0], listing)
             if data is None:
@@ -133,8 +144,9 @@ class DriveConnector:
                 request = self.service.files().list_next(request, answer)
         return found
 
-    def _shared(self, item: dict, path: str, listing: Listing) -> bool:
-        """Can every member of the domain read it (or anyone with the link)?"""
+    def _shared(self, item: dict, path: str, listing: Listing) -> bool | None:
+        """Can every member of the domain read it (or anyone with the link)? None: Drive could not
+        say this time (a 5xx)."""
         request = self.service.permissions().list(fileId=item["id"], supportsAllDrives=True, pageSize=100,
                                                   fields="nextPageToken, permissions(type,domain,role)")
         try:
@@ -147,7 +159,8 @@ class DriveConnector:
                         return True
                 request = self.service.permissions().list_next(request, answer)
         except _Unreadable as exc:
-            listing.errors.append(f"{path}: cannot read who may see it ({exc}); left out")
+            listing.errors.append(f"{path}: cannot read who may see it ({exc})")
+            return None if exc.transient else False
         return False
 
     # ------------------------------------------------------------------ content
@@ -165,7 +178,11 @@ class DriveConnector:
             listing.errors.append(f"{path}: {exc}")
             return None
         if how == "application/zip":
-            return _sheets(item.get("name", ""), data)
+            try:
+                return _sheets(item.get("name", ""), data)
+            except ValueError as exc:
+                listing.errors.append(f"{path}: {exc}")
+                return None
         return data
 
     def _execute(self, request, listing: Listing, what: str, *, whole: bool = True):
@@ -181,14 +198,14 @@ class DriveConnector:
         except RefreshError as exc:
             raise SourceError(f"Google refused the service account's key: {_first(exc)}") from None
         except HttpError as exc:
-            status, reason = exc.resp.status, exc.error_details and exc.error_details[0].get("reason", "")
+            status, reason = exc.resp.status, _reason(exc)
             if status == 401:
                 raise SourceError("Google refused the credentials (HTTP 401)") from None
-            if status == 429 or reason in ("userRateLimitExceeded", "rateLimitExceeded"):
+            if status == 429 or reason.lower() in ("userratelimitexceeded", "ratelimitexceeded", "resource_exhausted"):
                 raise SourceError(f"Google Drive keeps answering that the rate limit is exceeded ({what})") from None
             if whole:
-                raise SourceError(f"{what}: HTTP {status} {reason or exc.reason}") from None
-            raise _Unreadable(f"HTTP {status} {reason or exc.reason}") from None
+                raise SourceError(f"{what}: HTTP {status} {reason}") from None
+            raise _Unreadable(f"HTTP {status} {reason}", transient=status >= 500) from None
         except (httplib2.HttpLib2Error, TransportError, OSError) as exc:
             raise SourceError(f"cannot reach Google Drive: {exc}") from None
 
@@ -196,23 +213,44 @@ class DriveConnector:
 class _Unreadable(Exception):
     """One file could not be read; the rest of the run goes on."""
 
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _reason(exc) -> str:
+    """Drive's reason for an error (`errors[0].reason`, else its status), read from the body: the
+    client's own `error_details` is a string for some bodies."""
+    try:
+        error = json.loads(exc.content).get("error") or {}
+        first = (error.get("errors") or [{}])[0]
+        return str(first.get("reason") or error.get("status") or exc.resp.reason or "")
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return str(getattr(exc.resp, "reason", "") or "")
+
 
 def _sheets(name: str, data: bytes) -> bytes:
     """A spreadsheet's HTML export (a zip of one page per sheet) as one page: a section per sheet."""
     parts = [f"<html><head><title>{escape(name)}</title></head><body><h1>{escape(name)}</h1>"]
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            left = MAX_FILE_BYTES  # what the sheets may add up to, unpacked
             for member in archive.infolist():
                 if not member.filename.endswith(".html") or "/" in member.filename:
                     continue
+                with archive.open(member) as stream:
+                    html = stream.read(left + 1)
+                left -= len(html)
+                if left < 0:
+                    raise ValueError(f"its sheets are larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB as HTML")
                 try:
-                    page = lxml_html.fromstring(archive.read(member))
+                    page = lxml_html.fromstring(html)
                 except (etree.ParserError, ValueError):
                     continue
                 tables = "".join(lxml_html.tostring(t, encoding="unicode") for t in page.xpath("//table"))
                 parts.append(f"<h2>{escape(member.filename.removesuffix('.html'))}</h2>{tables}")
-    except zipfile.BadZipFile:
-        return data  # the converter will say it cannot read it
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not a readable export of its sheets: {exc}") from None
     return ("".join(parts) + "</body></html>").encode()
 
 

@@ -16,6 +16,8 @@ _ID = re.compile(r"(?:^|[ -])([0-9a-f]{32})$")
 
 
 class NotionExportConnector(ExportConnector):
+    parts = True
+
     def kind_of(self, name: str) -> str | None:
         suffix = PurePosixPath(name).suffix.lower()
         if suffix == ".md" and _page_id(name):
