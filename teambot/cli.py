@@ -441,6 +441,8 @@ def sources_status(as_json: bool = typer.Option(False, "--json")) -> None:
             line += f"\n  last run failed ({r.failures} in a row): {r.last_error}"
         if r.counts.get("refused_deletions"):
             line += f"\n  {r.counts['refused_deletions']} deletions refused by the mass-deletion guard"
+        if r.counts.get("withdrawn"):
+            line += f"\n  {r.counts['withdrawn']} documents withdrawn: no longer shown to everyone at the origin"
         typer.echo(line)
 
 

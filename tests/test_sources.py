@@ -791,6 +791,7 @@ def test_a_drive_folder_syncs_what_the_domain_may_see_by_file_version(services, 
         report = engine.sync(source, state, services)  # emptying the source: the guard would refuse a deletion
         assert (report.withdrawn, report.refused_deletions, report.error) == (2, 0, "")
         assert _complete(services, collection) == {}
+        assert next(r for r in state.status() if r.name == "drive").counts["withdrawn"] == 2  # sources status
     finally:
         drive.stop()
         drop_collection(services, collection)
