@@ -17,13 +17,13 @@ Every call is logged (method, path, status) for the tests to count.
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
+
+from testing.json_api import JsonApiHandler, serve
 
 MAX_LIMIT = 250
 
@@ -55,27 +55,12 @@ class ConfluenceStandin:
         self._next_id = 98305
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonApiHandler):
             def do_GET(self) -> None:  # noqa: N802
-                status, body, headers = standin._answer(self.path, self.headers.get("Authorization", ""))
-                with standin._lock:
-                    standin.calls.append((urlsplit(self.path).path, status))
-                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes)
-                                 else "application/json;charset=UTF-8")
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(*standin._answer(self.path, self.headers.get("Authorization", "")))
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve(self, Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}{self.context}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # ------------------------------------------------------------------ the space, as tests change it
 

@@ -35,13 +35,14 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from testing.json_api import JsonApiHandler, serve
 
 FOLDER = "application/vnd.google-apps.folder"
 DOC = "application/vnd.google-apps.document"
@@ -98,32 +99,18 @@ class DriveStandin:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonApiHandler):
             def do_GET(self) -> None:  # noqa: N802
-                self._reply(*standin._api(self.path, self.headers.get("Authorization", "")))
+                self.reply(*standin._api(self.path, self.headers.get("Authorization", "")))
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
-                self._reply(*standin._token(self.path, self.rfile.read(length).decode()))
+                self.reply(*standin._token(self.path, self.rfile.read(length).decode()))
 
-            def _reply(self, status: int, body, content_type: str = "application/json; charset=UTF-8") -> None:
-                with standin._lock:
-                    standin.calls.append((urlsplit(self.path).path, status))
-                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve(self, Handler)
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
         self.api_endpoint = f"{self.origin}/drive/v3/"
         self.token_uri = f"{self.origin}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # ------------------------------------------------------------------ the drive, as tests change it
 
@@ -233,7 +220,7 @@ class DriveStandin:
             if file.mime_type in EXPORTS or file.mime_type == FOLDER:
                 return _error(403, "fileNotDownloadable", "Only files with binary content can be downloaded. "
                               "Use Export with Docs Editors files.", "PERMISSION_DENIED")
-            return 200, file.content, file.mime_type
+            return 200, file.content, {"Content-Type": file.mime_type}
         if parts[2:] == ["export"]:
             return self._export(file, query.get("mimeType", ""))
         if parts[2:] == ["permissions"]:
@@ -295,7 +282,7 @@ class DriveStandin:
         data = _exported(file, mime_type)
         if len(data) > EXPORT_LIMIT:
             return _error(403, "exportSizeLimitExceeded", "This file is too large to be exported.", "PERMISSION_DENIED")
-        return 200, data, mime_type
+        return 200, data, {"Content-Type": mime_type}
 
 
 def _exported(file: File, mime_type: str) -> bytes:
