@@ -25,6 +25,10 @@ ERRORS = Counter(
 FEEDBACK = Counter(
     "teambot_feedback", "Votes recorded, by platform and value (up, down).", ["platform", "value"], registry=REGISTRY,
 )
+SEARCH_HEDGES = Counter(
+    "teambot_search_hedges_total", "Searches sent again to another Weaviate node because the first was slow to answer.",
+    registry=REGISTRY,
+)
 SEARCHES_RUNNING = Gauge(
     "teambot_searches_running", "Knowledge-base searches running now (a hung server shows as searches that stay).",
     registry=REGISTRY,

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import httpx
@@ -45,10 +45,15 @@ from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_ci
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
-from pipeline.stores import document_store, embedder_path, forget_store, node_health_path
+from pipeline.stores import document_store, embedder_path, forget_store, live_nodes, node_health_path, replicas_needed
 
 log = logging.getLogger("teambot.answer")
 NODE_CHECK_SECONDS = 0.5  # a search running longer has its node's readiness checked this often
+# A search in a cluster still unanswered after this is sent again to another node, and the first
+# answer wins. Searches take 0.03-0.2 s; a coordinator whose QUORUM read waits on a dead replica
+# or a Raft election (5-15 s after the leader dies, at Weaviate's production timeouts) holds one
+# for that long, while a second request is answered at once.
+HEDGE_AFTER_SECONDS = 1.5
 # Control characters (tabs and newlines aside) and lone surrogates, as binary or mis-decoded
 # input carries them, mean nothing in a question and break encoders further down.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
@@ -109,6 +114,11 @@ class Retrieval:
         return self.gate.run(documents=documents, query_embedding=embedding)
 
 
+class QuorumLost(ConnectionError):
+    """Too few Weaviate nodes are live to answer at the configured consistency level: retrying
+    soon would not help, so it is not retried."""
+
+
 class PastDeadline(Exception):
     """Raised from the streaming callback: the generation ran past its wall-clock deadline."""
 
@@ -159,7 +169,7 @@ class AnswerService:
             model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True
         )
         self._embedder.warm_up()
-        self._retrieval: dict[str, Retrieval] = {}
+        self._retrieval: dict[tuple[str, tuple[str, int] | None], Retrieval] = {}  # by collection, node
         self._generators: dict[str, OllamaChatGenerator] = {}
         self.prompt_builder = prompt_builder()
         self._lock = threading.Lock()
@@ -170,10 +180,11 @@ class AnswerService:
         }
         self._retry = resilience.RetryPolicy(attempts=settings.retry_attempts, backoff=settings.retry_backoff)
         self._guard = LeakGuard.from_settings(settings)
-        # Searches run here so that a hung one can be abandoned after retrieval_timeout; a thread per
-        # generation, so that waiting for a thread never counts against that timeout.
+        # Searches run here so that a hung one can be abandoned after retrieval_timeout; two threads
+        # per generation (a search and its hedge), so that waiting for a thread never counts
+        # against that timeout.
         self._search_pool = ThreadPoolExecutor(
-            settings.answer_workers + SPARE_SEARCH_THREADS, thread_name_prefix="teambot-search"
+            2 * settings.answer_workers + SPARE_SEARCH_THREADS, thread_name_prefix="teambot-search"
         )
         self._probe = httpx.Client(timeout=min(2.0, settings.retrieval_timeout))  # see _weaviate_ready
         self.feedback = feedback or FeedbackSources()
@@ -224,12 +235,13 @@ class AnswerService:
 
     # ------------------------------------------------------------------ components
 
-    def retrieval(self, collection: str) -> Retrieval:
+    def retrieval(self, collection: str, node: tuple[str, int] | None = None) -> Retrieval:
+        """The retrieval for `collection`, on the first live Weaviate node or on `node`."""
         with self._lock:
-            if collection not in self._retrieval:
-                store = document_store(self.settings, collection)
+            if (collection, node) not in self._retrieval:
+                store = document_store(self.settings, collection, node=node)
                 top_k = self.settings.top_k
-                self._retrieval[collection] = Retrieval(
+                self._retrieval[(collection, node)] = Retrieval(
                     embedder=self._embedder,
                     retriever=WeaviateHybridRetriever(document_store=store, top_k=top_k, alpha=self.settings.alpha),
                     boost=FeedbackBoost(collection, top_k, self.settings.document_boost_max, votes=self._votes,
@@ -239,7 +251,7 @@ class AnswerService:
                     gate=RelevanceGate(self.settings.min_similarity),
                     node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
-            return self._retrieval[collection]
+            return self._retrieval[(collection, node)]
 
     def chat_generator(self, model: str):
         """The Ollama chat component for `model` (a published fine-tune can become active at any time)."""
@@ -318,7 +330,7 @@ class AnswerService:
     def _search_resiliently(self, question: str, collection: str) -> dict:
         return resilience.call(
             lambda: self._search(question, collection), policy=self._retry, breaker=self.breakers["weaviate"],
-            is_failure=is_unavailable, is_retryable=is_retryable,
+            is_failure=is_unavailable, is_retryable=lambda exc: is_retryable(exc) and not isinstance(exc, QuorumLost),
         )
 
     def _search(self, question: str, collection: str) -> dict:
@@ -330,29 +342,49 @@ class AnswerService:
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {retrieval.node} is not ready")
 
-        def search() -> dict:
+        def search(retrieval: Retrieval) -> dict:
             with metrics.SEARCHES_RUNNING.track_inprogress():
                 return retrieval.run(question)
 
-        future = self._search_pool.submit(search)
-        deadline = time.monotonic() + self.settings.retrieval_timeout
+        running: dict[Future, Retrieval] = {self._search_pool.submit(search, retrieval): retrieval}
+        started = time.monotonic()
+        deadline = started + self.settings.retrieval_timeout
+        hedge_at = started + HEDGE_AFTER_SECONDS if len(self.settings.weaviate_nodes) > 1 else float("inf")
+        first_error: BaseException | None = None
         try:
-            # A search slower than usual is watched: if its node stops answering (killed mid-search),
-            # weaviate-client would retry it there with backoff until the timeout; instead it fails
-            # now, as retryable, and the retry goes to a live node.
             while True:
-                try:
-                    return future.result(timeout=max(0.0, min(NODE_CHECK_SECONDS, deadline - time.monotonic())))
-                except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    stopped = not self._weaviate_ready(retrieval.node)
-                if stopped:  # raised outside the handler: not a timeout, so it is retried
-                    future.cancel()
-                    self._forget(collection)
-                    raise ConnectionError(f"Weaviate at {retrieval.node} stopped answering")
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError
+                done, _ = wait(running, timeout=min(NODE_CHECK_SECONDS, deadline - now, max(0.0, hedge_at - now)),
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    if future.exception() is None:
+                        return future.result()
+                    first_error = first_error or future.exception()
+                if not running:  # every request failed: the first one's error says why
+                    raise first_error
+                if time.monotonic() >= hedge_at:
+                    hedge_at = float("inf")
+                    hedge = self._hedge(collection, retrieval.node)
+                    running[self._search_pool.submit(search, hedge)] = hedge
+                    metrics.SEARCH_HEDGES.inc()
+                    continue
+                if done:
+                    continue
+                # A search slower than usual is watched: if its node stops answering (killed
+                # mid-search), weaviate-client would retry it there with backoff until the timeout;
+                # instead it is dropped, and with no other one running it fails now, as retryable,
+                # and the retry goes to a live node.
+                for future, on in list(running.items()):
+                    if not self._weaviate_ready(on.node):
+                        future.cancel()
+                        del running[future]
+                        if not running:
+                            self._forget(collection)
+                            raise ConnectionError(f"Weaviate at {on.node} stopped answering")
         except TimeoutError:
-            future.cancel()
             self._forget(collection)
             raise TimeoutError(f"search in {collection} took longer than {self.settings.retrieval_timeout:.0f}s") from None
         except Exception as exc:
@@ -366,6 +398,22 @@ class AnswerService:
             if is_unavailable(exc):
                 self._forget(collection)
             raise
+        finally:
+            for future in running:  # the slower request, or those left when the search failed
+                future.cancel()
+
+    def _hedge(self, collection: str, node: str) -> Retrieval:
+        """The retrieval of `collection` on a live node other than `node`. Raises QuorumLost when
+        too few nodes are live for the consistency level: the search would wait out its timeout."""
+        live = live_nodes(self.settings, timeout=NODE_CHECK_SECONDS)
+        needed = replicas_needed(self.settings)
+        if len(live) < needed:
+            raise QuorumLost(
+                f"{len(live)} of {len(self.settings.weaviate_nodes)} Weaviate nodes answer; a "
+                f"{self.settings.weaviate_consistency} search needs {needed}"
+            )
+        others = [n for n in live if n[0] != node]
+        return self.retrieval(collection, node=others[0]) if others else self.retrieval(collection)
 
     def _weaviate_ready(self, node: str) -> bool:
         # One pooled client: a fresh `httpx.get` per question built an SSL context and opened a
@@ -380,7 +428,8 @@ class AnswerService:
         may still be running on the old connection: it is closed once they have timed out."""
         forget_store(self.settings, collection, close_after=2 * self.settings.retrieval_timeout)
         with self._lock:
-            self._retrieval.pop(collection, None)
+            for key in [k for k in self._retrieval if k[0] == collection]:
+                del self._retrieval[key]
 
     def ask(
         self,

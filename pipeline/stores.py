@@ -168,6 +168,21 @@ def live_node(settings: Settings, timeout: float = 1.0, wait: float = 0.0) -> tu
         time.sleep(readiness.POLL)
 
 
+def live_nodes(settings: Settings, timeout: float = 1.0) -> list[tuple[str, int]]:
+    """(REST URL, gRPC port) of every configured Weaviate node whose REST and gRPC ports both answer."""
+    return [
+        (url, grpc) for url, grpc in settings.weaviate_nodes
+        if readiness.weaviate_ready(url, grpc, api_key=settings.weaviate_key, path=node_health_path(settings),
+                                    timeout=timeout)
+    ]
+
+
+def replicas_needed(settings: Settings) -> int:
+    """How many copies must answer a search or write at the configured consistency level."""
+    factor = settings.weaviate_replication_factor
+    return {"ONE": 1, "QUORUM": factor // 2 + 1, "ALL": factor}[settings.weaviate_consistency] if factor > 1 else 1
+
+
 def exact_filter(field: str, value: str, operator: str = "==") -> dict:
     """A Haystack filter on a chunk property; refuses a property whose `==` would match by words."""
     if field not in EXACT_FIELDS:
@@ -183,14 +198,17 @@ def check_collection_name(name: str) -> str:
     return name
 
 
-def document_store(settings: Settings, collection: str | None = None) -> WeaviateDocumentStore:
-    """The store for one collection; cached so its client connection is reused across requests."""
+def document_store(
+    settings: Settings, collection: str | None = None, *, node: tuple[str, int] | None = None,
+) -> WeaviateDocumentStore:
+    """The store for one collection; cached so its client connection is reused across requests.
+    On the first live node, or on `node` (REST URL, gRPC port) when given: a hedged search's."""
     name = check_collection_name(collection or settings.collection)
-    key = _key(settings, name)
+    key = _key(settings, name) + ((node,) if node else ())
     with _lock:
         if key not in _stores:
             api_key = settings.weaviate_key
-            url, grpc_port = live_node(settings)
+            url, grpc_port = node or live_node(settings)
             store = _Store(
                 url=url,
                 grpc_port=grpc_port,
@@ -215,16 +233,16 @@ def forget_store(settings: Settings, collection: str, *, close_after: float = 0.
     """Drop a cached store (after its collection was deleted, or its server restarted): the next
     use connects afresh. `close_after`: seconds before its connection is closed, for searches
     still running on it (a failed search drops the store other searches may be using)."""
+    prefix = _key(settings, collection)
     with _lock:
-        store = _stores.pop(_key(settings, collection), None)
-    if store is None:
-        return
-    if close_after > 0:
-        timer = threading.Timer(close_after, _close, args=(store,))
-        timer.daemon = True
-        timer.start()
-    else:
-        _close(store)
+        gone = [_stores.pop(key) for key in [k for k in _stores if k[: len(prefix)] == prefix]]
+    for store in gone:
+        if close_after > 0:
+            timer = threading.Timer(close_after, _close, args=(store,))
+            timer.daemon = True
+            timer.start()
+        else:
+            _close(store)
 
 
 def forget_stores(settings: Settings) -> None:

@@ -18,6 +18,7 @@ class TcpProxy:
         self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self._open: list[socket.socket] = []
+        self.accepted = 0  # connections relayed so far
         self._stop = threading.Event()
         self.holding = threading.Event()  # set once a chunk is held back (a request on the wire, stalled)
         threading.Thread(target=self._accept, daemon=True).start()
@@ -46,6 +47,7 @@ class TcpProxy:
                 client.close()
                 continue
             self._open += [client, server]
+            self.accepted += 1
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
 

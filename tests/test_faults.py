@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -462,6 +463,36 @@ def test_a_search_that_hangs_gives_up_and_frees_its_thread(handbook):
             while metrics.SEARCHES_RUNNING._value.get() > 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert metrics.SEARCHES_RUNNING._value.get() == 0  # the hung search ended by itself
+        finally:
+            service.close()
+
+
+def test_a_search_stalled_on_one_node_is_answered_by_another_at_once(handbook):
+    """Two ways to one knowledge base, as two nodes of a cluster: the first node takes the search
+    and never answers (its gRPC stalls, its REST still says it is alive). The search is sent again
+    to the other node and answered in about HEDGE_AFTER_SECONDS, not at the retrieval timeout."""
+    from core import metrics
+    from pipeline.querying import HEDGE_AFTER_SECONDS, AnswerService
+    from tests.tcp_proxy import TcpProxy
+
+    settings = handbook.service.settings
+    with TcpProxy(settings.weaviate_grpc_port) as grpc, TcpProxy(urlsplit(settings.weaviate_url).port) as rest:
+        config = settings.model_copy(update={
+            "weaviate_grpc_port": grpc.port, "retrieval_timeout": 20.0, "retry_attempts": 1,
+            "weaviate_peers": [f"http://127.0.0.1:{rest.port}?grpc={settings.weaviate_grpc_port}"],
+        })
+        service = AnswerService(config)
+        try:
+            assert service.retrieve(QUESTION, handbook.collection)[0]  # on the first node, through its proxy
+            grpc.mode = "stall"
+            hedged = metrics.SEARCH_HEDGES._value.get()
+            started = time.monotonic()
+            docs, _, _ = service.retrieve(QUESTION, handbook.collection)
+            took = time.monotonic() - started
+            assert "Ledgerly" in " ".join(d.content for d in docs)
+            assert metrics.SEARCH_HEDGES._value.get() == hedged + 1
+            assert HEDGE_AFTER_SECONDS <= took < config.retrieval_timeout / 2, took
+            assert rest.accepted, "the second search did not go to the other node"
         finally:
             service.close()
 

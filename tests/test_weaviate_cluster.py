@@ -3,8 +3,10 @@ teambot's collections replicated on all three and searched and written at QUORUM
 
 One scenario, as an operator would live it: index the handbook; kill the node the bot talks to
 (SIGKILL) while questions keep coming and another folder is being ingested: every question is
-answered and the ingest completes from the other nodes; restart the node on its data dir and it
-catches up; then with two nodes down the bot says the knowledge base is unavailable, at once.
+answered (one that the cluster holds up while it elects a new Raft leader is sent again to the
+other live node) and the ingest completes from the other nodes; restart the node on its data dir
+and it catches up; then with two nodes down the bot says the knowledge base is unavailable, at
+once, not at the search timeout.
 Answers use the real pipeline up to the model (embedder, hybrid search, relevance gate, prompt),
 with the scripted generator in Ollama's place: the subject is the knowledge base.
 """
@@ -57,7 +59,6 @@ def cluster(settings, weaviate, tmp_path_factory):
     config = settings.model_copy(update={
         "data_dir": data, "weaviate_url": f"http://127.0.0.1:{base}", "weaviate_grpc_port": base + 50,
         "weaviate_replication_factor": 3, "weaviate_consistency": "QUORUM", "retry_backoff": 0.2,
-        "retrieval_timeout": 6.0,
     })
     config = config.model_copy(update={"weaviate_peers": weaviate_cluster.peers_setting(config, 3).split(",")})
     env = {"TEAMBOT_DATA_DIR": str(data), "TEAMBOT_WEAVIATE_URL": config.weaviate_url,
@@ -155,13 +156,15 @@ def test_a_replicated_knowledge_base_survives_a_node_and_says_so_when_two_are_go
     written = ingest["report"].chunks_written
     _wait(lambda: _same_counts(config, runbooks) == written, 120, "node 0 to catch up")
 
-    # Two nodes down: no quorum. A clear error, soon, not a hang.
+    # Two nodes down: no quorum. A clear error, soon: the search is not left to its timeout.
     for node in members[1:]:
         weaviate_cluster.kill_node(config, node)
     started = time.monotonic()
     with pytest.raises(KnowledgeBaseUnavailable) as caught:
         service.ask(QUESTIONS[0], collection="Handbook")
-    assert time.monotonic() - started < config.retrieval_timeout * 2
+    took = time.monotonic() - started
+    assert took < config.retrieval_timeout / 2, took
+    assert "1 of 3 Weaviate nodes answer" in str(caught.value)
     assert caught.value.user_message == "The knowledge base is unavailable, try again shortly."
     status = CliRunner().invoke(app, ["services", "status"], env=env)
     assert status.exit_code == 1 and "weaviate-1 DOWN" in status.output
