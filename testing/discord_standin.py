@@ -39,10 +39,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+# Discord's API answers through Google's front end, which adds `Via` to every response; discord.py
+# takes a 429 without it for a Cloudflare ban and raises instead of waiting out `retry_after`.
+VIA = {"Via": "1.1 google"}
+
+
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     # Exactly "application/json", no charset, as Discord sends it (discord.py compares the header).
     return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={"Content-Type": "application/json", **(headers or {})})
+                        headers={"Content-Type": "application/json", **VIA, **(headers or {})})
 
 
 CONTENT_LIMIT = 2000  # characters of message content
@@ -233,7 +238,7 @@ class DiscordStandIn:
             self.refused.append((path, 10008))
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if result is None:
-            return web.Response(status=204)
+            return web.Response(status=204, headers=VIA)
         if result == "unknown route":
             return _json({"message": "404: Not Found", "code": 0}, status=404)
         return _json(result)
