@@ -405,7 +405,8 @@ class AnswerService:
     def _hedge(self, collection: str, node: str) -> Retrieval:
         """The retrieval of `collection` on a live node other than `node`. Raises QuorumLost when
         too few nodes are live for the consistency level: the search would wait out its timeout."""
-        live = live_nodes(self.settings, timeout=NODE_CHECK_SECONDS)
+        # A dead node refuses at once; a live one slowed by load gets as long as the readiness probe.
+        live = live_nodes(self.settings, timeout=min(2.0, self.settings.retrieval_timeout))
         needed = replicas_needed(self.settings)
         if len(live) < needed:
             raise QuorumLost(

@@ -160,8 +160,7 @@ def live_node(settings: Settings, timeout: float = 1.0, wait: float = 0.0) -> tu
     deadline = time.monotonic() + wait
     while True:
         for url, grpc in nodes:
-            if readiness.weaviate_ready(url, grpc, api_key=settings.weaviate_key, path=node_health_path(settings),
-                                        timeout=timeout):
+            if _node_live(settings, url, grpc, timeout):
                 return url, grpc
         if time.monotonic() >= deadline:
             return nodes[0]
@@ -170,11 +169,12 @@ def live_node(settings: Settings, timeout: float = 1.0, wait: float = 0.0) -> tu
 
 def live_nodes(settings: Settings, timeout: float = 1.0) -> list[tuple[str, int]]:
     """(REST URL, gRPC port) of every configured Weaviate node whose REST and gRPC ports both answer."""
-    return [
-        (url, grpc) for url, grpc in settings.weaviate_nodes
-        if readiness.weaviate_ready(url, grpc, api_key=settings.weaviate_key, path=node_health_path(settings),
+    return [(url, grpc) for url, grpc in settings.weaviate_nodes if _node_live(settings, url, grpc, timeout)]
+
+
+def _node_live(settings: Settings, url: str, grpc: int, timeout: float) -> bool:
+    return readiness.weaviate_ready(url, grpc, api_key=settings.weaviate_key, path=node_health_path(settings),
                                     timeout=timeout)
-    ]
 
 
 def replicas_needed(settings: Settings) -> int:
@@ -237,12 +237,7 @@ def forget_store(settings: Settings, collection: str, *, close_after: float = 0.
     with _lock:
         gone = [_stores.pop(key) for key in [k for k in _stores if k[: len(prefix)] == prefix]]
     for store in gone:
-        if close_after > 0:
-            timer = threading.Timer(close_after, _close, args=(store,))
-            timer.daemon = True
-            timer.start()
-        else:
-            _close(store)
+        _close_later(store, close_after)
 
 
 def forget_stores(settings: Settings) -> None:
@@ -252,9 +247,16 @@ def forget_stores(settings: Settings) -> None:
     with _lock:
         gone = [_stores.pop(key) for key in [k for k in _stores if k[0] == nodes]]
     for store in gone:
-        timer = threading.Timer(2 * settings.retrieval_timeout, _close, args=(store,))
-        timer.daemon = True
-        timer.start()
+        _close_later(store, 2 * settings.retrieval_timeout)
+
+
+def _close_later(store, seconds: float) -> None:
+    if seconds <= 0:
+        _close(store)
+        return
+    timer = threading.Timer(seconds, _close, args=(store,))
+    timer.daemon = True
+    timer.start()
 
 
 def _close(store) -> None:
