@@ -11,7 +11,8 @@ exactly steps × batch-size examples, so both see the same tokens. Ours is
 gradient-checkpointing choice as ours (`--trl-defaults` keeps TRL's defaults for those instead).
 Ours evaluates and checkpoints periodically during `teambot train`; here both only train.
 
-Each run is a fresh subprocess, alternating, so its peak memory is its own:
+Each run is a fresh subprocess, alternating (on a GPU after one uncounted run of each, since the
+first process pays for the driver's first use), so its peak memory is its own:
 `torch.cuda.max_memory_allocated` on CUDA, `ru_maxrss` (whole process, model load included)
 on CPU. Both get the same number of torch threads. Reports tokens/s (all tokens of the
 examples; answer tokens separately) and the ratio. Needs `pip install -e '.[train]'`.
@@ -155,28 +156,35 @@ def worker(which: str, data: Path, steps: int, batch_size: int, max_length: int,
     }
 
 
-def run(steps: int, batch_size: int, max_length: int, repeats: int, base: str, threads: int, trl_defaults: bool) -> dict:
+def run(steps: int, batch_size: int, max_length: int, repeats: int, base: str, threads: int, trl_defaults: bool,
+        warmup: bool = False) -> dict:
     runs: dict[str, list[dict]] = {"ours": [], "raw": []}
     with tempfile.TemporaryDirectory(prefix="teambot-bench-") as tmp:
         data = Path(tmp) / "train.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in examples(steps * batch_size)))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         load_before = load()
+        # On a GPU the first process of all pays for the driver's and libraries' first use (a
+        # first run took 1.8x as long as the same run after it): one run of each, not counted.
+        order = [(False, "ours"), (False, "raw")] if warmup else []
         for i in range(repeats):
-            for which in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
-                command = [sys.executable, "-m", "bench.training_throughput", "--worker", which, "--data", str(data),
-                           "--steps", str(steps), "--batch-size", str(batch_size), "--max-length", str(max_length),
-                           "--base", base] + (["--trl-defaults"] if trl_defaults else [])
-                proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-                if proc.returncode != 0 or not lines:
-                    raise RuntimeError(f"{which} training run failed:\n{proc.stderr[-3000:]}")
+            order += [(True, which) for which in (("ours", "raw") if i % 2 == 0 else ("raw", "ours"))]
+        for counted, which in order:
+            command = [sys.executable, "-m", "bench.training_throughput", "--worker", which, "--data", str(data),
+                       "--steps", str(steps), "--batch-size", str(batch_size), "--max-length", str(max_length),
+                       "--base", base] + (["--trl-defaults"] if trl_defaults else [])
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"{which} training run failed:\n{proc.stderr[-3000:]}")
+            if counted:
                 runs[which].append(json.loads(lines[-1]))
         load_after = load()
     ours, raw = runs["ours"], runs["raw"]
     return {
         "base": base, "steps": steps, "batch_size": batch_size, "max_length": max_length, "repeats": repeats,
-        "torch_threads": threads, "trl_defaults": trl_defaults, "learning_rate": LEARNING_RATE, "lora": LORA,
+        "torch_threads": threads, "trl_defaults": trl_defaults, "warmup": warmup, "learning_rate": LEARNING_RATE,
+        "lora": LORA,
         "tokens": ours[0]["tokens"], "answer_tokens": ours[0]["answer_tokens"], "device": ours[0]["device"],
         "ours_tokens_per_s": median([r["tokens_per_s"] for r in ours]),
         "raw_tokens_per_s": median([r["tokens_per_s"] for r in raw]),
@@ -187,6 +195,12 @@ def run(steps: int, batch_size: int, max_length: int, repeats: int, base: str, t
     }
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -195,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="Runs of each trainer (each a fresh process).")
     parser.add_argument("--base", default="gemma3-270m", help="Base model, as `teambot train --base` takes it.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: idle cores).")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                        help="One uncounted run of each first (default: on a GPU).")
     parser.add_argument("--trl-defaults", action="store_true", help="Raw run keeps TRL's precision/checkpointing defaults.")
     parser.add_argument("--worker", choices=["ours", "raw"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -208,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, min(cores, cores - round(os.getloadavg()[0])))
-    result = run(args.steps, args.batch_size, args.max_length, args.repeats, args.base, threads, args.trl_defaults)
+    warmup = args.warmup if args.warmup is not None else _cuda()
+    result = run(args.steps, args.batch_size, args.max_length, args.repeats, args.base, threads, args.trl_defaults,
+                 warmup)
     print(f"training: {result['base']} on {result['device']}, {args.steps} steps × batch {args.batch_size} "
           f"({result['tokens']} tokens, {result['answer_tokens']} answer tokens), {threads} thread(s), "
           f"load {result['load_before']} → {result['load_after']}")
