@@ -8,7 +8,8 @@ batch API (no embedding time), grown to each size in turn. At each size the ques
 bench/qa_set.json are asked, alternating ours and raw per question:
 - ours: `AnswerService.retrieve` (query embedding, hybrid search, relevance gate);
 - raw: `SentenceTransformer.encode` + `collection.query.hybrid(query, vector, alpha, limit)`,
-  with BM25 on `content` and the vectors returned, as ours does (the gate needs them).
+  with BM25 on `content` and the vectors returned, as ours does (the gate needs them), and the
+  page cap (`chunks_per_page`) applied to its 3 × top_k results in a loop.
 `--threads N` sets torch's CPU threads for both (default: torch's own choice, one per core).
 The collection is deleted at the end. Needs the real Weaviate; 50k takes minutes to fill.
 """
@@ -24,6 +25,7 @@ from bench import corpus
 from bench.harness import (
     ROOT, drop_collections, load, percentile, ratio, raw_client, scratch_name, table, timed, write_result,
 )
+from pipeline.diversity import POOL
 from pipeline.indexing import Indexer
 from pipeline.querying import AnswerService
 from pipeline.stores import embedder_path
@@ -78,11 +80,21 @@ def run(sizes: list[int], queries: int, threads: int | None = None) -> dict:
 
         def raw(question: str):
             vector = model.encode(question, normalize_embeddings=True, show_progress_bar=False)
+            cap, k = settings.chunks_per_page, settings.top_k
             result = collection.query.hybrid(
-                query=question, vector=vector.tolist(), alpha=settings.alpha, limit=settings.top_k,
+                query=question, vector=vector.tolist(), alpha=settings.alpha, limit=k * POOL if cap else k,
                 query_properties=["content"], include_vector=True, return_metadata=MetadataQuery(score=True),
             )
-            return [o.properties["_original_id"] for o in result.objects]
+            if not cap:
+                return [o.properties["_original_id"] for o in result.objects]
+            # The page cap: the first `cap` chunks of each page, topped up from the rest in order.
+            per_page: dict[str, int] = {}
+            kept, rest = [], []
+            for o in result.objects:
+                page = o.properties["source"]
+                (kept if per_page.get(page, 0) < cap else rest).append(o.properties["_original_id"])
+                per_page[page] = per_page.get(page, 0) + 1
+            return kept[:k] + rest[: max(0, k - len(kept))]
 
         have = handbook_chunks
         for size in sorted(sizes):

@@ -84,6 +84,7 @@ class Answer:
     prompt: list[dict[str, str]] = field(default_factory=list)  # chat messages sent to the model
     timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, retrieve, generate, total
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    searched: str = ""  # what was searched, when not the question itself: a follow-up made standalone
     reviewed_from: str = ""  # served from a reviewer's approved correction of that answer
 
     @property

@@ -15,7 +15,7 @@ QUESTIONS = Counter(
     "uncited, stopped, invalid, rate_limited, busy, not_allowed, error).", ["platform", "outcome"], registry=REGISTRY,
 )
 STAGE_SECONDS = Histogram(
-    "teambot_stage_seconds", "Time spent per answering stage (retrieve, generate, total).", ["stage"],
+    "teambot_stage_seconds", "Time spent per answering stage (rewrite, retrieve, generate, total).", ["stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160), registry=REGISTRY,
 )
 ERRORS = Counter(
@@ -28,6 +28,10 @@ FEEDBACK = Counter(
 SEARCH_HEDGES = Counter(
     "teambot_search_hedges_total", "Searches sent again to another Weaviate node because the first was slow to answer.",
     registry=REGISTRY,
+)
+FOLLOWUP_REWRITES = Counter(
+    "teambot_followup_rewrites", "Follow-ups the model was asked to rewrite before the search, by what was searched "
+    "(rewritten; subject when the rewrite failed).", ["method"], registry=REGISTRY,
 )
 SEARCHES_RUNNING = Gauge(
     "teambot_searches_running", "Knowledge-base searches running now (a hung server shows as searches that stay).",

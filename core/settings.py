@@ -142,6 +142,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds ingest spends extracting one PDF's text; it keeps the pages read by then.",
     )
     top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
+    chunks_per_page: int = Field(
+        2, ge=0, le=50, description="At most this many of the chunks given to the model come from one page (0 = no cap).",
+    )
     alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight: 0 = BM25 only, 1 = vector only.")
     min_similarity: float = Field(
         0.30, ge=-1, le=1, description="Below this cosine similarity the bot abstains."
@@ -158,6 +161,13 @@ class Settings(BaseSettings):
     )
     recency_half_life_days: float = Field(180.0, gt=0, description="Age at which recency_weight lowers a page by half of it.")
     history_turns: int = Field(3, ge=0, le=20, description="Thread turns carried into follow-ups.")
+    followup_search: Literal["subject", "rewrite", "glue"] = Field(
+        "subject", description="How a follow-up is searched: with the previous question's subject words (subject), "
+        "rewritten into a standalone question by the model (rewrite), or glued to the previous question (glue).",
+    )
+    rewrite_timeout: float = Field(
+        15.0, gt=0, description="Seconds a follow-up's rewrite by the model may take before the subject search is made instead.",
+    )
     max_question_chars: int = Field(4000, ge=100, description="Longer questions are refused.")
 
     # --- chat platforms (secrets: never printed) ---

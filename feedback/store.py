@@ -81,6 +81,8 @@ class AnswerRecord(Base):
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Who could see it when it was given (bots.conversation.Question.audience); None before 0007.
     audience: Mapped[str | None] = mapped_column(String(16))
+    # A follow-up searched as a standalone question (pipeline.followups); None when searched as asked.
+    searched: Mapped[str | None] = mapped_column(Text)
 
     ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
 
@@ -217,7 +219,7 @@ class FeedbackStore:
             ],
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
             abstained=answer.abstained, outcome=answer.outcome.value, model=answer.model, timings=answer.timings,
-            sources=[asdict(s) for s in answer.sources], audience=audience,
+            sources=[asdict(s) for s in answer.sources], audience=audience, searched=answer.searched or None,
         )
         with Session(self.engine) as session, session.begin():
             session.merge(record)

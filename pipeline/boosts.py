@@ -5,7 +5,8 @@ bounded multiplier on its chunks' hybrid scores: `max_boost ** lean` with
 `lean = (up - down) / (up + down + PRIOR_VOTES)`, so between 1/max_boost and max_boost (0.5×–2× by
 default), 1× with no votes, and a handful of votes moves it only part of the way. The retriever
 fetches CANDIDATES × top_k chunks, at least MIN_CANDIDATES (when some document has a boost;
-otherwise the search is as without boosts); the boosted scores choose and order the top_k the model sees. A reviewer can
+otherwise the search is as without boosts); the boosted scores order them, and the page cap
+(pipeline/diversity.py) keeps the top_k the model sees. A reviewer can
 demote a document (the lower bound, whatever its votes) or hide it (never given to the model).
 """
 
@@ -53,7 +54,7 @@ def recency(updated: str, now: datetime, weight: float, half_life_days: float) -
 
 @component
 class FeedbackBoost:
-    """Re-ranks retrieved chunks by their documents' boosts and keeps the best `top_k`.
+    """Re-ranks retrieved chunks by their documents' boosts (all of them: the page cap keeps top_k).
 
     The votes and overrides are read in the background every `refresh_s` seconds
     (pipeline/refresh.py): a search never waits on the feedback database, and when it cannot be
@@ -103,4 +104,4 @@ class FeedbackBoost:
                     doc = replace(doc, score=(doc.score or 0.0) * factor, meta={**doc.meta, "boost": round(factor, 3)})
                 boosted.append(doc)
             documents = sorted(boosted, key=lambda d: d.score or 0.0, reverse=True)
-        return {"documents": documents[: self.top_k]}
+        return {"documents": documents}

@@ -39,7 +39,9 @@ from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout,
 from core.settings import Settings
 from pipeline import resilience
 from pipeline.boosts import FeedbackBoost
+from pipeline.diversity import PageDiversity
 from pipeline.feedback_sources import FeedbackSources
+from pipeline.followups import FollowUpRewriter, glued, with_subject
 from pipeline.reviewed import Reviewed, ReviewedAnswers
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.links import LinkPolicy
@@ -98,19 +100,23 @@ class RelevanceGate:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """Query embedding → hybrid search → boosts from votes → relevance gate, for one collection."""
+    """Query embedding → hybrid search → boosts from votes → page diversity → relevance gate, for
+    one collection."""
 
     embedder: SentenceTransformersTextEmbedder
     retriever: WeaviateHybridRetriever
     boost: FeedbackBoost
+    diversity: PageDiversity
     gate: RelevanceGate
     node: str  # the Weaviate node its store talks to
 
     def run(self, question: str) -> dict:
         embedding = self.embedder.run(text=question)["embedding"]
-        # More candidates only when some document has a boost: otherwise the search is as it was.
-        documents = self.retriever.run(query=question, query_embedding=embedding, top_k=self.boost.candidates())["documents"]
+        # More candidates only when boosts or the page cap choose among them: otherwise the search is as it was.
+        fetch = max(self.boost.candidates(), self.diversity.candidates())
+        documents = self.retriever.run(query=question, query_embedding=embedding, top_k=fetch)["documents"]
         documents = self.boost.run(documents=documents)["documents"]
+        documents = self.diversity.run(documents=documents)["documents"]
         return self.gate.run(documents=documents, query_embedding=embedding)
 
 
@@ -172,6 +178,7 @@ class AnswerService:
         self._retrieval: dict[tuple[str, tuple[str, int] | None], Retrieval] = {}  # by collection, node
         self._generators: dict[str, OllamaChatGenerator] = {}
         self.prompt_builder = prompt_builder()
+        self.rewriter = FollowUpRewriter(settings.ollama_url, settings.rewrite_timeout)
         self._lock = threading.Lock()
         # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
         self.breakers = {
@@ -248,6 +255,7 @@ class AnswerService:
                                         refresh_s=self.settings.document_votes_refresh, overrides=self._overrides,
                                         recency_weight=self.settings.recency_weight,
                                         half_life_days=self.settings.recency_half_life_days),
+                    diversity=PageDiversity(top_k, self.settings.chunks_per_page),
                     gate=RelevanceGate(self.settings.min_similarity),
                     node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
@@ -448,18 +456,20 @@ class AnswerService:
         question = self.validate(question)
         collection = collection or self.settings.collection
         history = list(history)[-self.settings.history_turns :] if self.settings.history_turns else []
-        # Follow-ups ("and how long does that take?") retrieve with the previous question as context.
-        search_text = f"{history[-1].question}\n{question}" if history else question
         if not history and (reviewed := self.reviewed_match(question, collection)):
             return self._reviewed_answer(question, collection, *reviewed, on_token, started)
+        # The fine-tune only where it learned from every collection searched (its scope).
+        model = model_for(self.settings, collection)
+        search_text, rewrite_seconds = self.search_text(question, history, model)
         documents, similarities, timings = self.retrieve(search_text, collection)
+        if rewrite_seconds:
+            timings["rewrite"] = rewrite_seconds
         links = LinkPolicy.for_documents(documents, self.settings.link_hosts)
         answer = Answer(
-            # The fine-tune only where it learned from every collection searched (its scope).
-            question=question, text="", sources=[], model=model_for(self.settings, collection),
+            question=question, text="", sources=[], model=model,
             collection=collection if isinstance(collection, str) else "+".join(dict.fromkeys(collection)),
             retrieved=[_source(i, d, s, links) for i, (d, s) in enumerate(zip(documents, similarities), 1)],
-            timings=timings,
+            timings=timings, searched=search_text if search_text != question else "",
         )
         if documents:
             guarded = self._guard.stream(on_token, links)
@@ -471,6 +481,20 @@ class AnswerService:
                 on_token(ABSTAIN)
         timings["total"] = time.perf_counter() - started
         return answer
+
+    def search_text(self, question: str, history: Sequence[Turn], model: str) -> tuple[str, float]:
+        """What a question is searched as (pipeline/followups.py), and the seconds a model's rewrite
+        took: a follow-up made standalone as configured; a first question as asked."""
+        if not history:
+            return question, 0.0
+        method = self.settings.followup_search
+        if method == "glue":
+            return glued(question, history), 0.0
+        if method == "subject":
+            return with_subject(question, history), 0.0
+        out = self.rewriter.run(question=question, history=list(history), model=model)
+        metrics.FOLLOWUP_REWRITES.labels(method=out["method"]).inc()
+        return out["question"], out["seconds"]
 
     def _reviewed_answer(self, question: str, collection: str | Sequence[str], reviewed: Reviewed, similarity: float,
                          on_token: Callable[[str], None] | None, started: float) -> Answer:

@@ -21,6 +21,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # The website sync tests serve a real documentation site: SQLite's C interface pages (sqlite3-doc).
 [ -d /usr/share/doc/sqlite3/c3ref ] || missing+=(sqlite3-doc)
+# Retrieval tests and benchmarks read real reference pages: PostgreSQL 15's (postgresql-doc-15).
+[ -d /usr/share/doc/postgresql-doc-15/html ] || missing+=(postgresql-doc-15)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

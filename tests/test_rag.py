@@ -134,6 +134,57 @@ def test_follow_up_carries_the_thread(handbook):
     assert "28 days" in answer.prompt[2]["content"]
 
 
+def test_a_follow_up_is_searched_with_what_the_thread_is_about_and_recorded(handbook, tmp_path):
+    from feedback.store import FeedbackStore
+
+    history = [Turn("Which tool pages the on-call engineer?", "PagerTree pages the primary on-call engineer [1].")]
+    answer = handbook.service.ask("How long until it escalates?", collection=handbook.collection, history=history)
+    assert answer.searched == "How long until it escalates?\ntool pages on-call engineer"
+    assert Path(answer.retrieved[0].path).name == "on-call.md"
+    assert "15 minutes" in answer.text
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
+    store.record_answer(answer, platform="slack", user_id="U1", channel="C1", thread="1.1")
+    assert store.get_answer(answer.id).searched == answer.searched  # the review page shows it
+    first = handbook.service.ask("Which tool pages the on-call engineer?", collection=handbook.collection)
+    assert first.searched == ""
+
+
+POSTGRESQL_PAGES = Path("/usr/share/doc/postgresql-doc-15/html")  # Debian's postgresql-doc-15 (scripts/bootstrap.sh)
+
+
+@pytest.fixture(scope="module")
+def routine_pages(services):
+    """Eight real reference pages about PostgreSQL functions and procedures, where one long page
+    (CREATE FUNCTION) shares many words with most questions."""
+    from pipeline.indexing import Indexer
+
+    names = ("call", "createprocedure", "dropprocedure", "alterprocedure", "createfunction", "do", "dropfunction",
+             "alterfunction")
+    collection = unique_collection("Routines")
+    Indexer(services, collection).ingest([POSTGRESQL_PAGES / f"sql-{name}.html" for name in names])
+    yield collection
+    drop_collection(services, collection)
+
+
+def test_one_page_does_not_take_several_of_the_places_given_to_the_model_when_capped(services, routine_pages):
+    from pipeline.querying import AnswerService
+
+    question = "How do I run a one-off block of PL/pgSQL code without creating a function?"
+    pages = {}
+    for cap in (0, 1):
+        service = AnswerService(services.model_copy(update={"chunks_per_page": cap}))
+        try:
+            docs, _, _ = service.retrieve(question, routine_pages)
+        finally:
+            service.close()
+        pages[cap] = [Path(d.meta["source"]).name for d in docs]
+    assert len(pages[0]) == len(pages[1]) == services.top_k
+    assert len(set(pages[0])) < len(pages[0])  # uncapped, one page fills two places…
+    assert len(set(pages[1])) == len(pages[1])  # …capped, each place is another page
+    assert set(pages[0]) < set(pages[1])  # the pages found before are all still there, best first
+    assert pages[1][0] == pages[0][0]
+
+
 @pytest.mark.parametrize("question", ["", "   \n\t ", "x" * 5000])
 def test_empty_and_huge_questions_get_a_clear_message(handbook, question):
     with pytest.raises(InvalidQuestion) as excinfo:

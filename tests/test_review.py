@@ -149,6 +149,19 @@ def test_a_form_without_its_csrf_token_is_refused(page):
     assert reviews.document_overrides("Handbook") == {}
 
 
+def test_the_answer_view_shows_what_a_follow_up_was_searched_as(page, store_url):
+    client, store, _, ids = page
+    _login(client)
+    source = Source(number=1, title="On-call", path="handbook/on-call.md", snippet="15 minutes", chunk_id="c", score=0.6)
+    follow = Answer(question="How long until it escalates?", text="15 minutes [1].", sources=[source], retrieved=[source],
+                    model="teambot-dev", collection="Handbook", searched=f"How long until it escalates?\n{XSS}")
+    store.record_answer(follow, platform="slack", user_id="asker", channel="C1", thread="t1")
+    html = client.get(f"/answers/{follow.id}").get_data(as_text=True)
+    assert 'id="searched"' in html and "How long until it escalates?" in html
+    assert XSS not in html and "&lt;script&gt;" in html
+    assert 'id="searched"' not in client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+
+
 def test_user_text_is_escaped_everywhere_it_is_shown(page):
     client, _, _, ids = page
     _login(client)
