@@ -119,13 +119,17 @@ def answers(settings: Settings, collection: str, answerable: list[dict], unanswe
             answer = service.ask(item["q"], collection=collection)
             correct = not answer.abstained and any(e.lower() in answer.text.lower() for e in item["expect"])
             cited = item["file"] in {Path(s.path).name for s in answer.sources}
+            # Without the grounding check (pipeline/grounding.py), the draft would have been shown.
+            correct_unchecked = correct or any(e.lower() in answer.draft.lower() for e in item["expect"] if answer.draft)
             rows.append({"q": item["q"], "answer": answer.text, "correct": correct, "cites_gold": cited,
-                         "abstained": answer.abstained})
+                         "abstained": answer.abstained, "outcome": answer.outcome.value, "draft": answer.draft,
+                         "correct_unchecked": correct_unchecked})
         abstained = []
         for question in unanswerable:
             answer = service.ask(question, collection=collection)
             abstained.append(answer.abstained)
-            rows.append({"q": question, "answer": answer.text, "abstained": answer.abstained, "unanswerable": True})
+            rows.append({"q": question, "answer": answer.text, "abstained": answer.abstained, "unanswerable": True,
+                         "outcome": answer.outcome.value, "draft": answer.draft})
     finally:
         service.close()
     n = len(answerable)
@@ -134,6 +138,9 @@ def answers(settings: Settings, collection: str, answerable: list[dict], unanswe
         "answer_cites_gold": sum(r["cites_gold"] for r in rows[:n]) / n,
         "answer_false_abstentions": sum(r["abstained"] for r in rows[:n]),
         "unanswerable_abstained": sum(abstained) / len(abstained),
+        "ungrounded_answerable": sum(r["outcome"] == "ungrounded" for r in rows[:n]),
+        "ungrounded_unanswerable": sum(r["outcome"] == "ungrounded" for r in rows[n:]),
+        "answer_correct_unchecked": sum(r["correct_unchecked"] for r in rows[:n]) / n,
         "seconds": time.perf_counter() - started, "rows": rows,
     }
 
@@ -258,7 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
         a = result["answers"]
         print(f"answers ({result['answerable']} answerable, {result['unanswerable']} not): key fact present "
               f"{a['answer_correct']:.3f}, gold page cited {a['answer_cites_gold']:.3f}, false abstentions "
-              f"{a['answer_false_abstentions']}, unanswerable abstained {a['unanswerable_abstained']:.3f}")
+              f"{a['answer_false_abstentions']}, unanswerable abstained {a['unanswerable_abstained']:.3f}; "
+              f"the grounding check replaced {a['ungrounded_answerable']} answers to answerable questions (key fact "
+              f"present without it {a['answer_correct_unchecked']:.3f}) and {a['ungrounded_unanswerable']} to "
+              f"unanswerable ones")
     if result["followups"]:
         f = result["followups"]
         print(f"follow-ups ({f['threads']} two-turn threads, second turn; rewrites by {f['model']}: p50 "

@@ -83,6 +83,8 @@ def fill(sent: str, text: str, room: int) -> tuple[str, str]:
     else:
         end, start = _cut(text, room - len(_CLOSE_FENCE))
         head, rest = text[:end].rstrip(), text[start:].lstrip("\n")
+        if not rest:  # only line breaks were left over: they begin the next message, so that the
+            rest = text[len(head):]  # words streamed after them are not run into this one's last line
     if (sent + head).count(FENCE) % 2 == 1:
         head, rest = head + _CLOSE_FENCE, FENCE + "\n" + rest
     return head, rest

@@ -17,6 +17,7 @@ class Outcome(str, Enum):
     WITHHELD = "withheld"  # the guard stopped a reply that repeated the instructions or a secret
     UNCITED = "uncited"  # a channel that requires citations got an answer that cites none: not shown
     STOPPED = "stopped"  # the asker stopped it mid-answer: what was shown until then
+    UNGROUNDED = "ungrounded"  # a sentence no passage supported (pipeline/grounding.py): the abstention shown
 
 
 # What an answer the asker stopped ends with, on every platform.
@@ -85,6 +86,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, retrieve, generate, total
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     searched: str = ""  # what was searched, when not the question itself: a follow-up made standalone
+    draft: str = ""  # the model's text when something else was shown instead (an ungrounded answer)
     reviewed_from: str = ""  # served from a reviewer's approved correction of that answer
 
     @property

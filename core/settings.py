@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     min_similarity: float = Field(
         0.30, ge=-1, le=1, description="Below this cosine similarity the bot abstains."
     )
+    min_support: float = Field(
+        0.0, ge=0, le=1, description="An answer whose sentences' mean cosine similarity to the passages it cites "
+        "is below this is replaced by the abstention (0 = no check; 0.35 measured).",
+    )
     document_boost_max: float = Field(
         2.0, ge=1.0, le=10.0,
         description="Votes on answers move the cited documents' ranking within 1/this×–this× (1 = off).",

@@ -83,6 +83,8 @@ class AnswerRecord(Base):
     audience: Mapped[str | None] = mapped_column(String(16))
     # A follow-up searched as a standalone question (pipeline.followups); None when searched as asked.
     searched: Mapped[str | None] = mapped_column(Text)
+    # The model's text when the asker was shown something else (an ungrounded answer); None otherwise.
+    draft: Mapped[str | None] = mapped_column(Text)
 
     ratings: Mapped[list["RatingRecord"]] = relationship(back_populates="answer", order_by="RatingRecord.updated_at")
 
@@ -220,6 +222,7 @@ class FeedbackStore:
             context=answer.context, prompt=answer.prompt, answer_text=answer.text,
             abstained=answer.abstained, outcome=answer.outcome.value, model=answer.model, timings=answer.timings,
             sources=[asdict(s) for s in answer.sources], audience=audience, searched=answer.searched or None,
+            draft=answer.draft or None,
         )
         with Session(self.engine) as session, session.begin():
             session.merge(record)

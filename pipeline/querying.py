@@ -43,6 +43,7 @@ from pipeline.diversity import PageDiversity
 from pipeline.feedback_sources import FeedbackSources
 from pipeline.followups import FollowUpRewriter, glued, with_subject
 from pipeline.reviewed import Reviewed, ReviewedAnswers
+from pipeline.grounding import GroundingCheck
 from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_citations
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
@@ -179,6 +180,7 @@ class AnswerService:
         self._generators: dict[str, OllamaChatGenerator] = {}
         self.prompt_builder = prompt_builder()
         self.rewriter = FollowUpRewriter(settings.ollama_url, settings.rewrite_timeout)
+        self.grounding = GroundingCheck(self._embedder)
         self._lock = threading.Lock()
         # Each server gets a breaker: when it keeps failing, questions fail fast for a while.
         self.breakers = {
@@ -475,6 +477,8 @@ class AnswerService:
             guarded = self._guard.stream(on_token, links)
             text, prompt, ended = self._generate(answer, history, documents, guarded, started, stop)
             self._settle(answer, text, prompt, guarded, ended)
+            if answer.outcome is Outcome.ANSWERED and not ended and self.settings.min_support > 0:
+                self._ground(answer, documents)
         else:  # nothing relevant: the model is not asked to invent something
             answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
             if on_token:
@@ -576,6 +580,20 @@ class AnswerService:
                 raise
         timings["generate"] = time.perf_counter() - started
         return text, prompt, ended
+
+    def _ground(self, answer: Answer, documents: list[Document]) -> None:
+        """An answer its cited passages do not support (pipeline/grounding.py) is not shown: the
+        asker gets the abstention (and the hand-off where there are experts), the review page the draft."""
+        numbers = {s.number for s in answer.sources}
+        cited = [d for i, d in enumerate(documents, 1) if i in numbers] or documents
+        started = time.perf_counter()
+        out = self.grounding.run(answer=answer.text, documents=cited)
+        answer.timings["ground"] = time.perf_counter() - started
+        if out["support"] < self.settings.min_support:
+            log.info("answer %s in %s not supported by its passages (%.3f < %.2f): %r", answer.id, answer.collection,
+                     out["support"], self.settings.min_support, out["weakest"][:120])
+            answer.draft, answer.text, answer.sources = answer.text, ABSTAIN, []
+            answer.outcome = Outcome.UNGROUNDED
 
     def _settle(self, answer: Answer, text: str, prompt: list, guarded: GuardedStream, ended: str) -> None:
         """What the user is shown, and the outcome, sources and prompt recorded with it."""

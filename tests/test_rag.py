@@ -94,12 +94,12 @@ def test_stop_ends_a_real_generation_at_its_next_token(handbook):
             stopped_at.append(time.perf_counter())
 
     answer = handbook.service.ask("Explain, step by step, how expense claims are filed and approved.",
-                                  on_token=on_token, stop=stop)
+                                  collection=handbook.collection, on_token=on_token, stop=stop)
     ended = time.perf_counter()
     assert stop.is_set() and answer.outcome is Outcome.STOPPED
     assert ended - stopped_at[0] < 5.0
     assert answer.text == "".join(shown).strip() and answer.text.endswith(STOPPED_NOTE)  # as shown, note included
-    assert not handbook.service.ask("Which tool do expense claims go in?").abstained
+    assert not handbook.service.ask("Which tool do expense claims go in?", collection=handbook.collection).abstained
 
 
 def test_cli_ask_prints_answer_and_sources(handbook, monkeypatch):
@@ -147,6 +147,29 @@ def test_a_follow_up_is_searched_with_what_the_thread_is_about_and_recorded(hand
     assert store.get_answer(answer.id).searched == answer.searched  # the review page shows it
     first = handbook.service.ask("Which tool pages the on-call engineer?", collection=handbook.collection)
     assert first.searched == ""
+
+
+def test_an_answer_its_passages_do_not_support_is_replaced_by_the_abstention(services, handbook, tmp_path):
+    from core.answer import Outcome
+    from feedback.store import FeedbackStore
+    from pipeline.querying import AnswerService
+
+    question = "How many days of paid vacation do full-time employees get?"
+    strict = AnswerService(services.model_copy(update={"min_support": 0.99}))  # no sentence is that close
+    try:
+        shown: list[str] = []
+        answer = strict.ask(question, collection=handbook.collection, on_token=shown.append)
+    finally:
+        strict.close()
+    assert answer.outcome is Outcome.UNGROUNDED and answer.abstained
+    assert answer.text == ABSTAIN and answer.sources == [] and answer.draft
+    assert "".join(shown).strip()  # it was streamed: the platforms replace the shown text (bots tests)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
+    store.record_answer(answer, platform="slack", user_id="U1", channel="C1", thread="1.1")
+    record = store.get_answer(answer.id)
+    assert (record.outcome, record.answer_text, record.draft) == ("ungrounded", ABSTAIN, answer.draft)
+    usual = handbook.service.ask(question, collection=handbook.collection)  # no check by default
+    assert usual.outcome is Outcome.ANSWERED and not usual.draft and "ground" not in usual.timings
 
 
 POSTGRESQL_PAGES = Path("/usr/share/doc/postgresql-doc-15/html")  # Debian's postgresql-doc-15 (scripts/bootstrap.sh)

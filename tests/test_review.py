@@ -162,6 +162,19 @@ def test_the_answer_view_shows_what_a_follow_up_was_searched_as(page, store_url)
     assert 'id="searched"' not in client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
 
 
+def test_the_answer_view_shows_the_draft_of_an_answer_its_passages_did_not_support(page):
+    client, store, _, ids = page
+    _login(client)
+    replaced = Answer(question="When is payday?", text="I don't know from the documents I have.", sources=[],
+                      model="teambot-dev", collection="Handbook", outcome=Outcome.UNGROUNDED,
+                      draft=f"Payday is the 25th, according to the documents. {XSS}")
+    store.record_answer(replaced, platform="slack", user_id="asker", channel="C1", thread="t2")
+    html = client.get(f"/answers/{replaced.id}").get_data(as_text=True)
+    assert 'id="draft"' in html and "Payday is the 25th" in html and "outcome ungrounded" in html
+    assert XSS not in html
+    assert 'id="draft"' not in client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+
+
 def test_user_text_is_escaped_everywhere_it_is_shown(page):
     client, _, _, ids = page
     _login(client)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from bots.formatting import FENCE, fill, split_text
 from bots.slack.app import question_text
@@ -83,6 +83,7 @@ def test_split_text_cuts_a_link_only_when_it_alone_exceeds_the_limit():
 @given(st.lists(st.sampled_from(["Ledgerly holds claims. ", "see " + MD_LINK + " ", "\n\n", "\n", FENCE, "x" * 40,
                                  "ledgerly submit --receipt r.pdf\n"]), max_size=80),
        st.integers(min_value=0, max_value=300))
+@example(pieces=["```", "ledgerly submit --receipt r.pdf\n", "\n\n", "\n\n"], room=38)  # only line breaks left over
 def test_fill_cuts_streaming_text_within_the_room_and_keeps_code_blocks_closed(pieces, room):
     """What `fill` leaves in a filling message fits its room (plus a closing fence), a code block
     open at the cut is closed there and reopened after, and nothing is lost but whitespace."""

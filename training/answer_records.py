@@ -4,8 +4,9 @@ data (training/preference.py)."""
 from __future__ import annotations
 
 # Outcomes the asker did not see as the model wrote them: withheld by the leak guard, replaced
-# where citations are required, or stopped mid-answer. A vote on them says nothing of the text.
-NOT_SHOWN = {"withheld", "uncited", "stopped"}
+# where citations are required or where no passage supported it, or stopped mid-answer. A vote on
+# them says nothing of the text.
+NOT_SHOWN = {"withheld", "uncited", "ungrounded", "stopped"}
 
 
 def source_paths(record) -> list[str]:

@@ -1,0 +1,54 @@
+"""The check after generation (pipeline/grounding.py): an answer is shown only when each of its
+sentences is supported by a passage it cites. The answering path is in test_rag.py."""
+
+from __future__ import annotations
+
+import pytest
+from haystack import Document
+
+from core.settings import load_settings
+from pipeline.grounding import GroundingCheck, claims
+
+EXPENSES = ("Submit expense claims in Ledgerly within 30 days of purchase. Claims over 250 EUR need your "
+            "manager's approval before you submit them.")
+
+
+def test_the_sentences_checked_are_the_statements_without_citations_code_or_fragments():
+    answer = "Submit claims in Ledgerly [1]. Yes.\n\n```sh\nledgerly submit --all\n```\nClaims over 250 EUR need approval [1][2]."
+    assert claims(answer) == ["Submit claims in Ledgerly.", "Claims over 250 EUR need approval."]
+    assert claims("") == []
+
+
+@pytest.fixture(scope="module")
+def check():
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersDocumentEmbedder, SentenceTransformersTextEmbedder,
+    )
+
+    from pipeline.stores import embedder_path
+
+    path = embedder_path(load_settings())
+    text = SentenceTransformersTextEmbedder(model=path, local_files_only=True, progress_bar=False,
+                                            normalize_embeddings=True)
+    text.warm_up()
+    docs = SentenceTransformersDocumentEmbedder(model=path, local_files_only=True, progress_bar=False,
+                                                normalize_embeddings=True)
+    docs.warm_up()
+    passage = docs.run(documents=[Document(content=EXPENSES)])["documents"]
+    return GroundingCheck(text), passage
+
+
+def test_an_answer_from_the_passage_is_supported_and_an_invented_one_is_not(check):
+    grounding, passage = check
+    supported = grounding.run(answer="You submit expense claims in Ledgerly, within 30 days of buying [1].",
+                              documents=passage)
+    invented = grounding.run(answer="Salaries are paid on the 25th of each month by bank transfer [1]. The "
+                                    "payroll team sends payslips by email.", documents=passage)
+    mixed = grounding.run(answer="You submit expense claims in Ledgerly [1]. Salaries are paid on the 25th of "
+                                 "each month by bank transfer.", documents=passage)
+    minimum = 0.35  # the threshold measured in the README
+    assert supported["support"] >= 0.5 > minimum
+    assert invented["support"] < minimum
+    assert invented["support"] < mixed["support"] < supported["support"]
+    assert mixed["weakest"].startswith("Salaries are paid")
+    assert grounding.run(answer="Yes [1].", documents=passage)["support"] == 1.0  # nothing to check
