@@ -17,7 +17,7 @@ class Outcome(str, Enum):
     WITHHELD = "withheld"  # the guard stopped a reply that repeated the instructions or a secret
     UNCITED = "uncited"  # a channel that requires citations got an answer that cites none: not shown
     STOPPED = "stopped"  # the asker stopped it mid-answer: what was shown until then
-    UNGROUNDED = "ungrounded"  # a sentence no passage supported (pipeline/grounding.py): the abstention shown
+    UNGROUNDED = "ungrounded"  # its cited passages did not support it (pipeline/grounding.py): the abstention shown
 
 
 # What an answer the asker stopped ends with, on every platform.

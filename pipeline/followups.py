@@ -6,7 +6,7 @@ task ("create") back into the search, which then finds the page already answered
 search it, chosen by `followup_search` (measured in bench/retrieval_quality.py --followups):
 
 - `subject` (default): the follow-up, then the previous question's subject words: its words less
-  function words and task verbs ("sequence starts 1000"). No model call.
+  function words and task verbs ("sequence 1000"). No model call.
 - `rewrite`: the served model rewrites it, with the thread's last question, into one question
   that names what it is about, under a tight token budget. When it cannot (slow, down, a reply
   that is not a question) the `subject` search is made instead: a rewrite is never worth failing
