@@ -40,6 +40,10 @@ class HttpServer:
         self.server_port = int(self._server.effective_port)  # waitress gives it as a string
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        # The loop closes its sockets (the trigger among them) on its way out; shutdown() wakes it
+        # through the trigger only while it is open: a closed descriptor's number may be reused.
+        self._closing = threading.Lock()
+        self._closed = False
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         try:
@@ -47,13 +51,17 @@ class HttpServer:
                 wasyncore.loop(timeout=poll_interval, map=self._server._map, count=1)
         finally:
             # On the loop's own thread: no socket is closed under a poll in progress.
-            wasyncore.close_all(self._server._map)
+            with self._closing:
+                wasyncore.close_all(self._server._map)
+                self._closed = True
             self._server.task_dispatcher.shutdown()
             self._stopped.set()
 
     def shutdown(self) -> None:
         self._stopping.set()
-        self._server.pull_trigger()
+        with self._closing:
+            if not self._closed:
+                self._server.pull_trigger()
         self._stopped.wait()
 
     def server_close(self) -> None:

@@ -584,7 +584,9 @@ class AnswerService:
     def _ground(self, answer: Answer, documents: list[Document]) -> None:
         """An answer its cited passages do not support (pipeline/grounding.py) is not shown: the
         asker gets the abstention (and the hand-off where there are experts), the review page the draft."""
-        numbers = {s.number for s in answer.sources}
+        # The passages its text cites; all of them when it cites none (answer.sources then holds the
+        # best one only, to show, which is no measure of what the answer rests on).
+        numbers = {int(n) for n in CITATION.findall(answer.text)}
         cited = [d for i, d in enumerate(documents, 1) if i in numbers] or documents
         started = time.perf_counter()
         out = self.grounding.run(answer=answer.text, documents=cited)

@@ -52,3 +52,21 @@ def test_an_answer_from_the_passage_is_supported_and_an_invented_one_is_not(chec
     assert invented["support"] < mixed["support"] < supported["support"]
     assert mixed["weakest"].startswith("Salaries are paid")
     assert grounding.run(answer="Yes [1].", documents=passage)["support"] == 1.0  # nothing to check
+
+
+def test_an_answer_that_cites_nothing_is_checked_against_every_passage_it_was_given(check):
+    from core.answer import Answer, Outcome, Source
+    from pipeline.querying import AnswerService
+
+    grounding, passage = check
+    other = grounding.embedder.run(text="The Tagus meeting room seats twelve people and has a projector.")["embedding"]
+    documents = [Document(content="Tagus room", embedding=other, meta={"source": "office.txt"}), *passage]
+    service = AnswerService(load_settings().model_copy(update={"min_support": 0.35}))  # no server is asked
+    try:
+        shown = Source(number=1, title="Office", path="office.txt", snippet="Tagus room", chunk_id="c", score=0.4)
+        answer = Answer(question="Where do expense claims go?", text="You submit expense claims in Ledgerly within "
+                        "30 days of purchase.", sources=[shown], retrieved=[shown], model="m", collection="C")
+        service._ground(answer, documents)  # uncited: the best passage is shown, but every passage counts
+    finally:
+        service.close()
+    assert answer.outcome is Outcome.ANSWERED and not answer.draft
