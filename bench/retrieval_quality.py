@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.harness import RESULTS, ROOT, drop_collections, load, scratch_name, table, write_result
+from bench.harness import RESULTS, ROOT, drop_collections, load, percentile, scratch_name, table, write_result
 from pipeline import stores
 from pipeline.indexing import Indexer
 from core.active_model import model_for
@@ -169,8 +169,7 @@ def followups(settings: Settings, collection: str) -> dict:
     rows = [{"search": method, "recall@1": sum(r == 1 for r in found if r) / n,
              "recall@5": sum(r <= 5 for r in found if r) / n, "mrr": sum(1 / r for r in found if r) / n}
             for method, found in ranks.items()]
-    seconds.sort()
-    return {"threads": n, "rows": rows, "rewrite_p50_s": seconds[n // 2], "rewrite_p95_s": seconds[int(0.95 * (n - 1))],
+    return {"threads": n, "rows": rows, "rewrite_p50_s": percentile(seconds, 50), "rewrite_p95_s": percentile(seconds, 95),
             "rewrite_fallbacks": fallbacks, "rewrites": rewrites, "model": model}
 
 
