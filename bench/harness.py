@@ -158,3 +158,48 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+class RawEncoder:
+    """The configured embedder driven by its own library, as a user of it would: sentence-transformers'
+    `encode`, or an onnxruntime session with the tokenizer and mean pooling. `encode(texts, query)`
+    gives normalized vectors, with the query or passage prefix the model expects."""
+
+    def __init__(self, settings) -> None:
+        from pipeline.embedders import embedder_path, embedder_spec
+
+        self.spec = embedder_spec(settings)
+        if not self.spec.onnx:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(embedder_path(settings), device="cpu", local_files_only=True)
+            self.dim = self.model.get_embedding_dimension()
+            return
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        from core.packaged_models import onnx_embedder
+
+        graph, tokenizer = onnx_embedder(settings, self.spec.name)
+        self.session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        self.tokenizer.enable_truncation(max_length=self.spec.max_tokens)
+        self.tokenizer.enable_padding()
+        self.dim = self.session.get_outputs()[0].shape[-1]
+
+    def encode(self, texts: list[str], query: bool, batch_size: int = 32):
+        import numpy as np
+
+        prefix = self.spec.query_prefix if query else self.spec.passage_prefix
+        texts = [prefix + t for t in texts]
+        if not self.spec.onnx:
+            return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            encodings = self.tokenizer.encode_batch(texts[start : start + batch_size])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+            out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)

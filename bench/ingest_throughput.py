@@ -4,7 +4,8 @@
 
 Ours: `pipeline.indexing.Indexer.ingest` on a folder (read, hash, convert, split, embed, write).
 Raw: the very chunks our splitter makes of those files (same text, same title/section prefix our
-embedder adds), encoded with `SentenceTransformer(model).encode` and written with
+embedder adds), encoded by the configured embedder's own library (`bench.harness.RawEncoder`:
+sentence-transformers' `encode`, or onnxruntime with the tokenizer) and written with
 weaviate-client's `collection.data.insert_many`. Corpora: `generated` handbook-like Markdown pages
 (bench/corpus.py), or `postgresql`: the 218 real HTML reference pages of Debian's
 `postgresql-doc-15` (big pages, paths that share words).
@@ -24,11 +25,11 @@ from pathlib import Path
 
 from bench import corpus
 from bench.harness import (
-    alternate, drop_collections, load, median, ratio, raw_client, schema, scratch_name, table, timed, write_result,
+    RawEncoder, alternate, drop_collections, load, median, ratio, raw_client, schema, scratch_name, table, timed,
+    write_result,
 )
 from bench.retrieval_quality import POSTGRESQL_DOCS
 from pipeline.indexing import EMBED_BATCH, WRITE_BATCH, Indexer, _sha256
-from pipeline.stores import embedder_path
 from core.settings import load_settings
 
 
@@ -38,7 +39,7 @@ def our_chunks(indexer: Indexer, paths: list[Path]) -> list:
 
 
 def embedding_text(doc) -> str:
-    # What SentenceTransformersDocumentEmbedder(meta_fields_to_embed=["title", "section"]) encodes.
+    # What the document embedder encodes after its passage prefix: title and section, then the text.
     meta = [str(doc.meta[k]) for k in ("title", "section") if doc.meta.get(k) is not None]
     return "\n".join([*meta, doc.content or ""])
 
@@ -68,7 +69,6 @@ def edit(paths: list[Path], round_: int) -> None:
 
 
 def run(corpus_name: str, docs: int, repeats: int, changed: int, folder: Path) -> dict:
-    from sentence_transformers import SentenceTransformer
     from weaviate.classes.data import DataObject
     from weaviate.classes.query import Filter
     from weaviate.util import generate_uuid5
@@ -80,13 +80,12 @@ def run(corpus_name: str, docs: int, repeats: int, changed: int, folder: Path) -
     try:
         probe = Indexer(settings, scratch_name("IngestProbe"))
         chunk_seconds, chunks = timed(lambda: our_chunks(probe, paths))
-        model = SentenceTransformer(embedder_path(settings), device="cpu", local_files_only=True)
-        model.encode([embedding_text(c) for c in chunks[:8]], batch_size=EMBED_BATCH, normalize_embeddings=True)
+        model = RawEncoder(settings)
+        model.encode([embedding_text(c) for c in chunks[:8]], query=False, batch_size=EMBED_BATCH)
         probe.embedder.warm_up()
 
         def raw_write(name: str, batch: list) -> None:
-            vectors = model.encode([embedding_text(c) for c in batch], batch_size=EMBED_BATCH,
-                                   normalize_embeddings=True, show_progress_bar=False)
+            vectors = model.encode([embedding_text(c) for c in batch], query=False, batch_size=EMBED_BATCH)
             objects = [DataObject(properties={"_original_id": c.id, "content": c.content, **c.meta},
                                   uuid=generate_uuid5(c.id), vector=v.tolist()) for c, v in zip(batch, vectors)]
             for start in range(0, len(objects), WRITE_BATCH):

@@ -7,10 +7,12 @@ find real chunks) plus generated filler chunks with random unit vectors, written
 batch API (no embedding time), grown to each size in turn. At each size the questions of
 bench/qa_set.json are asked, alternating ours and raw per question:
 - ours: `AnswerService.retrieve` (query embedding, hybrid search, relevance gate);
-- raw: `SentenceTransformer.encode` + `collection.query.hybrid(query, vector, alpha, limit)`,
+- raw: the embedder's own library (`bench.harness.RawEncoder`: sentence-transformers, or onnxruntime
+  with the tokenizer) + `collection.query.hybrid(query, vector, alpha, limit)`,
   with BM25 on `content` and the vectors returned, as ours does (the gate needs them), and the
   page cap (`chunks_per_page`) applied to its 3 × top_k results in a loop.
-`--threads N` sets torch's CPU threads for both (default: torch's own choice, one per core).
+`--threads N` sets torch's CPU threads for both, with a torch embedder (default: torch's own choice,
+one per core); onnxruntime takes one per core.
 The collection is deleted at the end. Needs the real Weaviate; 50k takes minutes to fill.
 """
 
@@ -23,12 +25,11 @@ from pathlib import Path
 
 from bench import corpus
 from bench.harness import (
-    ROOT, drop_collections, load, percentile, ratio, raw_client, scratch_name, table, timed, write_result,
+    ROOT, RawEncoder, drop_collections, load, percentile, ratio, raw_client, scratch_name, table, timed, write_result,
 )
 from pipeline.diversity import POOL
 from pipeline.indexing import Indexer
 from pipeline.querying import AnswerService
-from pipeline.stores import embedder_path
 from core.settings import load_settings
 
 HANDBOOK = ROOT / "examples" / "handbook"
@@ -55,14 +56,13 @@ def fill(collection, start: int, stop: int, dim: int) -> None:
 
 
 def run(sizes: list[int], queries: int, threads: int | None = None) -> dict:
-    import torch
-    from sentence_transformers import SentenceTransformer
     from weaviate.classes.query import MetadataQuery
 
-    if threads:
-        torch.set_num_threads(threads)
-
     settings = load_settings()
+    if threads:
+        import torch  # only a torch embedder reads it
+
+        torch.set_num_threads(threads)
     name = scratch_name("Retrieval")
     client = raw_client(settings)
     rows = []
@@ -70,16 +70,16 @@ def run(sizes: list[int], queries: int, threads: int | None = None) -> dict:
         report = Indexer(settings, name).ingest([HANDBOOK])
         handbook_chunks = report.chunks_written
         service = AnswerService(settings)
-        model = SentenceTransformer(embedder_path(settings), device="cpu", local_files_only=True)
+        model = RawEncoder(settings)
         collection = client.collections.use(name)
-        dim = model.get_embedding_dimension()
+        dim = model.dim
 
         def ours(question: str):
             docs, _, _ = service.retrieve(question, name)
             return [d.id for d in docs]
 
         def raw(question: str):
-            vector = model.encode(question, normalize_embeddings=True, show_progress_bar=False)
+            vector = model.encode([question], query=True)[0]
             cap, k = settings.chunks_per_page, settings.top_k
             result = collection.query.hybrid(
                 query=question, vector=vector.tolist(), alpha=settings.alpha, limit=k * POOL if cap else k,
@@ -133,7 +133,7 @@ def run(sizes: list[int], queries: int, threads: int | None = None) -> dict:
     finally:
         client.close()
         drop_collections(settings, [name])
-    return {"top_k": settings.top_k, "alpha": settings.alpha, "torch_threads": torch.get_num_threads(), "sizes": rows}
+    return {"top_k": settings.top_k, "alpha": settings.alpha, "embedder": settings.embedder, "threads": threads, "sizes": rows}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not sizes or min(sizes) < 1:
         parser.error("--sizes needs at least one positive size")
     result = run(sizes, args.queries, args.threads)
-    print(f"retrieval latency (ms), top_k {result['top_k']}, alpha {result['alpha']}, "
-          f"{result['torch_threads']} torch thread(s)")
+    print(f"retrieval latency (ms), top_k {result['top_k']}, alpha {result['alpha']}, embedder {result['embedder']}, "
+          f"{result['threads'] or 'default'} threads")
     print(table(
         ["chunks", "ours p50", "ours p95", "raw p50", "raw p95", "ratio p50", "ratio p95", "same top-k", "load 1m"],
         [[r["objects"], r["ours_p50"] * 1000, r["ours_p95"] * 1000, r["raw_p50"] * 1000, r["raw_p95"] * 1000,

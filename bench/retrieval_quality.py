@@ -37,6 +37,7 @@ from pipeline import stores
 from pipeline.indexing import Indexer
 from core.active_model import model_for
 from core.answer import Turn
+from pipeline.embedders import min_similarity
 from pipeline.followups import glued, with_subject
 from pipeline.querying import AnswerService
 from core.settings import Settings, load_settings
@@ -191,8 +192,8 @@ def run(corpus_name: str, grid: bool, with_answers: bool, html: str = "sections"
     if collection:  # an already ingested copy of the corpus, scored at the configured settings only
         found = search_all(base, collection, answerable, unanswerable)
         row = {"chunk_words": base.chunk_words, "overlap": base.chunk_overlap, "bm25": "content only",
-               "alpha": base.alpha, "min_similarity": base.min_similarity, "ms_per_search": found["ms_per_search"],
-               **score(found, answerable, base.top_k, base.min_similarity)}
+               "alpha": base.alpha, "min_similarity": min_similarity(base), "ms_per_search": found["ms_per_search"],
+               **score(found, answerable, base.top_k, min_similarity(base))}
         answered = answers(base, collection, answerable, unanswerable) if with_answers else None
         follow = followups(base, collection) if with_followups else None
         return {"corpus": corpus_name, "html_converter": html, "files": len(files), "answerable": len(answerable),
@@ -203,7 +204,7 @@ def run(corpus_name: str, grid: bool, with_answers: bool, html: str = "sections"
         thresholds = [0.2, 0.25, 0.3, 0.35, 0.4]
     else:
         chunkings, alphas = [(base.chunk_words, base.chunk_overlap)], [base.alpha]
-        weightings, thresholds = ["content only"], [base.min_similarity]
+        weightings, thresholds = ["content only"], [min_similarity(base)]
     rows, created, answered, follow = [], [], None, None
     default_bm25 = stores.BM25_PROPERTIES
     try:

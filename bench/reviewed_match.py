@@ -5,7 +5,8 @@ is worse than generating one).
 Pairs of (reviewed question, new question) from the sample handbook's topics: paraphrases (the
 same question asked otherwise: should be served the reviewed answer) and near misses (same
 topic, same words, another question: should not). Prints precision and recall of "served" per
-threshold, with the project's embedder (all-MiniLM-L6-v2, normalized).
+threshold, with the configured embedder (TEAMBOT_EMBEDDER, normalized); pipeline/embedders.py keeps
+each embedder's threshold (`same_question`).
 
     python -m bench.reviewed_match
 """

@@ -26,6 +26,13 @@ class NoDocuments(TeambotError):
     user_message = "There are no documents to answer from here yet: ask an admin to index some with `teambot ingest`."
 
 
+class EmbedderMismatch(TeambotError):
+    """The collection was embedded in another vector space than the configured embedder's."""
+
+    user_message = ("The documents here were indexed with another embedder than the one this bot searches with: "
+                    "an admin must re-index them (`teambot ingest --rebuild`).")
+
+
 class ModelUnavailable(TeambotError):
     user_message = "The language model is unavailable, try again shortly."
 

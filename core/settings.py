@@ -125,8 +125,10 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     embedder: str = Field(
-        "all-MiniLM-L6-v2",
-        description="Sentence-transformers model: a path, or the packaged `all-MiniLM-L6-v2`.",
+        "all-MiniLM-L6-v2-int8",
+        description="`all-MiniLM-L6-v2-int8` or `e5-small-v2-int8` (ONNX, no torch), or on sentence-transformers "
+        "(`teambot[torch-embedder]`) the packaged `all-MiniLM-L6-v2` or a model folder. Changing it rebuilds "
+        "collections of another vector space at their next ingest.",
     )
     chunk_words: int = Field(120, ge=20, le=2000, description="Words per chunk.")
     chunk_overlap: int = Field(30, ge=0, le=1000, description="Words shared by neighbouring chunks.")
@@ -146,8 +148,9 @@ class Settings(BaseSettings):
         2, ge=0, le=50, description="At most this many of the chunks given to the model come from one page (0 = no cap).",
     )
     alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight: 0 = BM25 only, 1 = vector only.")
-    min_similarity: float = Field(
-        0.30, ge=-1, le=1, description="Below this cosine similarity the bot abstains."
+    min_similarity: float | None = Field(
+        None, ge=-1, le=1, description="Below this cosine similarity the bot abstains; unset, the threshold tuned "
+        "for the embedder (pipeline/embedders.py: 0.30 for all-MiniLM-L6-v2).",
     )
     min_support: float = Field(
         0.0, ge=0, le=1, description="An answer whose sentences' mean cosine similarity to the passages it cites "
@@ -248,9 +251,10 @@ class Settings(BaseSettings):
     review_secret_key: SecretStr | None = Field(
         None, description="Signs the review page's session cookies; empty = a random key kept in `data_dir`."
     )
-    reviewed_answer_similarity: float = Field(
-        0.86, ge=0, le=1.01,
-        description="A new question at least this similar (cosine) to a reviewed one gets its approved answer; >1 = off.",
+    reviewed_answer_similarity: float | None = Field(
+        None, ge=0, le=1.01,
+        description="A new question at least this similar (cosine) to a reviewed one gets its approved answer; >1 = off; "
+        "unset, the threshold measured for the embedder (0.86 for all-MiniLM-L6-v2).",
     )
 
     @field_validator("channel_collections", mode="before")

@@ -15,7 +15,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from pipeline.stores import COLLECTION_PROPERTIES, collection_settings
+from pipeline.embedders import embedder_spec
+from pipeline.stores import COLLECTION_PROPERTIES, collection_settings, embedding_space
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ def add_missing_properties(client, target: str) -> None:
             collection.config.add_property(Property(name=wanted["name"], data_type=DataType(wanted["dataType"][0])))
 
 
-def inspect(client, name: str) -> Layout:
+def inspect(client, name: str, settings=None) -> Layout:
+    """What `name` is; with `settings`, a collection embedded in another vector space than the
+    configured embedder's must be rebuilt too."""
     alias = client.alias.get(alias_name=name)
     if alias is not None:
         target, aliased = alias.collection, True
@@ -64,7 +67,12 @@ def inspect(client, name: str) -> Layout:
         target, aliased = name, False
     else:
         return Layout(name, None, False)
-    problems = schema_problems(client.collections.use(target).config.get())
+    config = client.collections.use(target).config.get()
+    problems = schema_problems(config)
+    if settings is not None:
+        have, wanted = embedding_space(config), embedder_spec(settings).space
+        if have != wanted:
+            problems += (f"its vectors are {have}'s, TEAMBOT_EMBEDDER={settings.embedder} embeds as {wanted}",)
     if not aliased:
         problems += ("a plain collection, not an alias",)
     return Layout(name, target, aliased, problems)

@@ -36,7 +36,7 @@ class GroundingCheck:
     nothing to check) and its weakest sentence."""
 
     def __init__(self, embedder) -> None:
-        self.embedder = embedder  # a warmed-up SentenceTransformersTextEmbedder (normalized)
+        self.embedder = embedder  # a warmed-up text embedder of pipeline.embedders (normalized)
 
     @component.output_types(support=float, weakest=str)
     def run(self, answer: str, documents: list[Document]) -> dict:

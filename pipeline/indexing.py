@@ -31,15 +31,15 @@ from haystack import Document, Pipeline, component
 from haystack.components.converters import TextFileToDocument
 from haystack.components.preprocessors import DocumentCleaner, MarkdownHeaderSplitter
 from haystack.dataclasses import ByteStream
-from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
 
 from pipeline import collection_aliases
 from core.errors import KnowledgeBaseUnavailable
+from pipeline.embedders import document_embedder, embedder_spec
 from pipeline.html_converter import HTMLSectionConverter, strip_anchor
 from pipeline.pdf_converter import CUT_SHORT, PDFTextConverter
 from pipeline.resilience import is_unavailable
 from pipeline.stores import (
-    META_FIELDS, admin_client, document_store, embedder_path, exact_filter, forget_store, forget_stores,
+    META_FIELDS, admin_client, document_store, embedding_space, exact_filter, forget_store, forget_stores,
 )
 from core.settings import Settings
 
@@ -339,10 +339,14 @@ class Indexer:
         self.chunker.add_component("numberer", ChunkNumberer())
         self.chunker.connect("cleaner", "splitter")
         self.chunker.connect("splitter", "numberer")
-        self.embedder = SentenceTransformersDocumentEmbedder(
-            model=embedder_path(settings), local_files_only=True, progress_bar=False,
-            normalize_embeddings=True, meta_fields_to_embed=["title", "section"], batch_size=EMBED_BATCH,
-        )
+        self.embedder = document_embedder(settings, meta_fields_to_embed=["title", "section"], batch_size=EMBED_BATCH)
+
+    def _embed_again(self, chunks: list[dict]) -> list[list[float]]:
+        """Vectors for stored chunks (their properties), embedded as ingest embeds them."""
+        self.embedder.warm_up()
+        documents = [Document(content=c.get("content") or "", meta={k: c.get(k) for k in ("title", "section")})
+                     for c in chunks]
+        return [d.embedding for d in self.embedder.run(documents=documents)["documents"]]
 
     # --------------------------------------------------------------- state in Weaviate
 
@@ -464,7 +468,7 @@ class Indexer:
         except Exception as exc:  # noqa: BLE001 - refused, unauthorised: Weaviate cannot be used
             raise KnowledgeBaseUnavailable(f"cannot connect to Weaviate at {self.settings.weaviate_url}: {exc}") from exc
         try:
-            layout = collection_aliases.inspect(client, self.collection)
+            layout = collection_aliases.inspect(client, self.collection, self.settings)
             if layout.target is None:
                 layout = collection_aliases.create(client, self.collection, self.settings)
             yield client, layout
@@ -638,9 +642,12 @@ class Indexer:
                 elsewhere.append(source)
         target = collection_aliases.new_target(client, self.collection, self.settings)
         store = document_store(self.settings, target)
+        # Chunks of another vector space are embedded again from their text, not copied with their vectors.
+        same_space = embedding_space(previous.collection.config.get()) == embedder_spec(self.settings).space
         try:
             self._index_files(store, files, {}, report, on_progress)
-            report.copied = _copy_chunks(previous.collection, store.collection, set(elsewhere))
+            report.copied = _copy_chunks(previous.collection, store.collection, set(elsewhere),
+                                         embed=None if same_space else self._embed_again)
             collection_aliases.switch(client, layout, target)
         finally:
             forget_store(self.settings, target)
@@ -717,23 +724,30 @@ def _with_url_bases(files: list[SourceFile], state: dict[str, FileState], url_ba
     return [SourceFile(f.path, f.root, known.get(str(f.root), "")) for f in files]
 
 
-def _copy_chunks(source_collection, target_collection, sources: set[str]) -> int:
-    """Copy the chunks of `sources`, vectors included, from one collection to another."""
+def _copy_chunks(source_collection, target_collection, sources: set[str], embed=None) -> int:
+    """Copy the chunks of `sources` from one collection to another: vectors included, or with
+    vectors from `embed` (properties → vectors) when given."""
     from weaviate.classes.data import DataObject
 
     if not sources:
         return 0
     batch, copied = [], 0
-    for obj in source_collection.iterator(include_vector=True):
+
+    def write(batch) -> int:
+        if embed is not None:
+            vectors = embed([props for props, _, _ in batch])
+            batch = [(props, uuid, vector) for (props, uuid, _), vector in zip(batch, vectors)]
+        return _insert(target_collection, [DataObject(properties=p, uuid=u, vector=v) for p, u, v in batch])
+
+    for obj in source_collection.iterator(include_vector=embed is None):
         if obj.properties.get("source") not in sources:
             continue
         vector = obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector
-        props = {k: v for k, v in obj.properties.items() if v is not None}
-        batch.append(DataObject(properties=props, uuid=obj.uuid, vector=vector))
+        batch.append(({k: v for k, v in obj.properties.items() if v is not None}, obj.uuid, vector))
         if len(batch) == WRITE_BATCH:
-            copied += _insert(target_collection, batch)
+            copied += write(batch)
             batch = []
-    return copied + (_insert(target_collection, batch) if batch else 0)
+    return copied + (write(batch) if batch else 0)
 
 
 def _insert(collection, objects) -> int:

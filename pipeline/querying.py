@@ -20,6 +20,7 @@ import logging
 import re
 import threading
 import time
+from typing import Any
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -28,14 +29,15 @@ import httpx
 import numpy as np
 from haystack import Document, component
 from haystack.dataclasses import StreamingChunk
-from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 from haystack_integrations.components.generators.ollama import OllamaChatGenerator
 from haystack_integrations.components.retrievers.weaviate import WeaviateHybridRetriever
 
 from core import metrics
 from core.active_model import model_for
 from core.answer import STOPPED_NOTE, Answer, Outcome, Source, Turn
-from core.errors import InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments
+from core.errors import (
+    EmbedderMismatch, InvalidQuestion, KnowledgeBaseUnavailable, ModelTimeout, ModelUnavailable, NoDocuments,
+)
 from core.settings import Settings
 from pipeline import resilience
 from pipeline.boosts import FeedbackBoost
@@ -48,7 +50,10 @@ from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_ci
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
-from pipeline.stores import document_store, embedder_path, forget_store, live_nodes, node_health_path, replicas_needed
+from pipeline.embedders import embedder_spec, min_similarity, same_question, text_embedder
+from pipeline.stores import (
+    document_store, embedding_space, forget_store, live_nodes, node_health_path, replicas_needed,
+)
 
 log = logging.getLogger("teambot.answer")
 NODE_CHECK_SECONDS = 0.5  # a search running longer has its node's readiness checked this often
@@ -62,6 +67,7 @@ HEDGE_AFTER_SECONDS = 1.5
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 SPARE_SEARCH_THREADS = 2  # for searches abandoned after retrieval_timeout, until their query times out
 MISSING_COLLECTION_RECHECK = 0.3  # seconds
+SPACE_RECHECK = 60.0  # seconds between reads of the vector space a collection holds
 CUT_OFF = "\n\n_(Cut off: the answer took longer than {seconds:.0f} seconds.)_"
 STOPPED = "\n\n" + STOPPED_NOTE
 # Every generation is seeded: the same prompt gives the same answer, so one retried after its
@@ -104,8 +110,9 @@ class Retrieval:
     """Query embedding → hybrid search → boosts from votes → page diversity → relevance gate, for
     one collection."""
 
-    embedder: SentenceTransformersTextEmbedder
+    embedder: Any  # a text embedder of pipeline.embedders
     retriever: WeaviateHybridRetriever
+    store: Any  # the retriever's document store
     boost: FeedbackBoost
     diversity: PageDiversity
     gate: RelevanceGate
@@ -172,10 +179,10 @@ class AnswerService:
     def __init__(self, settings: Settings, feedback: FeedbackSources | None = None) -> None:
         self.settings = settings
         # One embedder for every collection; loaded now, not on the first question.
-        self._embedder = SentenceTransformersTextEmbedder(
-            model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True
-        )
+        self._embedder = text_embedder(settings)
         self._embedder.warm_up()
+        self.space = embedder_spec(settings).space
+        self._spaces: dict[str, tuple[str, float]] = {}  # collection → the vector space it holds, when read
         self._retrieval: dict[tuple[str, tuple[str, int] | None], Retrieval] = {}  # by collection, node
         self._generators: dict[str, OllamaChatGenerator] = {}
         self.prompt_builder = prompt_builder()
@@ -221,12 +228,12 @@ class AnswerService:
     def reviewed_match(self, question: str, collection: str | Sequence[str]) -> tuple[Reviewed, float] | None:
         """The approved reviewed answer for `question` in these collections, if one matches closely
         and came from these collections alone."""
-        if self.feedback.reviewed_answers is None or self.settings.reviewed_answer_similarity > 1:
+        if self.feedback.reviewed_answers is None or same_question(self.settings) > 1:
             return None
         names = [collection] if isinstance(collection, str) else list(dict.fromkeys(collection))
         with self._lock:
             sets = [self._reviewed.setdefault(name, ReviewedAnswers(
-                name, self.embed, self.feedback.reviewed_answers, self.settings.reviewed_answer_similarity,
+                name, self.embed, self.feedback.reviewed_answers, same_question(self.settings),
                 self.settings.document_votes_refresh,
             )) for name in names]
         sets = [s for s in sets if s]
@@ -253,12 +260,13 @@ class AnswerService:
                 self._retrieval[(collection, node)] = Retrieval(
                     embedder=self._embedder,
                     retriever=WeaviateHybridRetriever(document_store=store, top_k=top_k, alpha=self.settings.alpha),
+                    store=store,
                     boost=FeedbackBoost(collection, top_k, self.settings.document_boost_max, votes=self._votes,
                                         refresh_s=self.settings.document_votes_refresh, overrides=self._overrides,
                                         recency_weight=self.settings.recency_weight,
                                         half_life_days=self.settings.recency_half_life_days),
                     diversity=PageDiversity(top_k, self.settings.chunks_per_page),
-                    gate=RelevanceGate(self.settings.min_similarity),
+                    gate=RelevanceGate(min_similarity(self.settings)),
                     node=getattr(store, "node_url", "") or self.settings.weaviate_url,
                 )
             return self._retrieval[(collection, node)]
@@ -297,7 +305,8 @@ class AnswerService:
         self, question: str, collection: str | Sequence[str] | None = None,
     ) -> tuple[list[Document], list[float], dict[str, float]]:
         """The best chunks for `question` and their cosine similarities; from several collections,
-        the best of all of them (top_k in all), a missing one skipped while another answers."""
+        the best of all of them (top_k in all), a missing one (or one of another vector space) skipped
+        while another answers."""
         if collection is None or isinstance(collection, str):
             return self._retrieve_one(question, collection or self.settings.collection)
         found: list[tuple[float, Document]] = []
@@ -305,7 +314,7 @@ class AnswerService:
         for name in dict.fromkeys(collection):
             try:
                 documents, similarities, _ = self._retrieve_one(question, name)
-            except NoDocuments as exc:
+            except (NoDocuments, EmbedderMismatch) as exc:  # the others still answer
                 log.warning("searching %s: %s", name, exc)
                 missing.append(exc)
                 continue
@@ -351,6 +360,16 @@ class AnswerService:
         if not self._weaviate_ready(retrieval.node):
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {retrieval.node} is not ready")
+        try:
+            self._check_space(collection, retrieval)
+        except Exception as exc:
+            if is_missing_collection(exc):
+                raise NoDocuments(
+                    f"collection {collection} does not exist",
+                    user_message=f"There are no documents to answer from here yet: an admin can index some "
+                    f"with `teambot ingest -c {collection} FOLDER`.",
+                ) from None
+            raise
 
         def search(retrieval: Retrieval) -> dict:
             with metrics.SEARCHES_RUNNING.track_inprogress():
@@ -411,6 +430,19 @@ class AnswerService:
         finally:
             for future in running:  # the slower request, or those left when the search failed
                 future.cancel()
+
+    def _check_space(self, collection: str, retrieval: Retrieval) -> None:
+        """Refuse to search a collection embedded by an embedder of another space: its similarities
+        would be noise. Read again every SPACE_RECHECK seconds (a rebuild can switch what it holds)."""
+        known = self._spaces.get(collection)
+        if known is None or time.monotonic() - known[1] > SPACE_RECHECK:
+            config = retrieval.store.collection.config.get()
+            known = self._spaces[collection] = (embedding_space(config), time.monotonic())
+        if known[0] != self.space:
+            raise EmbedderMismatch(
+                f"{collection} holds vectors of {known[0]}; TEAMBOT_EMBEDDER={self.settings.embedder} embeds in "
+                f"{self.space}: teambot ingest --rebuild -c {collection}"
+            )
 
     def _hedge(self, collection: str, node: str) -> Retrieval:
         """The retrieval of `collection` on a live node other than `node`. Raises QuorumLost when

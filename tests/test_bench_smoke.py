@@ -10,7 +10,7 @@ import math
 import pytest
 
 from bench import (
-    answer_overhead, bot_load, discord_load, ingest_throughput, retrieval_latency, retrieval_quality, sync_throughput,
+    answer_overhead, bot_load, discord_load, embedders, ingest_throughput, retrieval_latency, retrieval_quality, sync_throughput,
     training_throughput,
 )
 from bench.harness import raw_client
@@ -82,6 +82,21 @@ def test_retrieval_quality_scores_an_ingested_collection_as_it_is(handbook, tmp_
     assert record["collection"] == handbook.collection and row["recall@5"] >= 0.95
     with pytest.raises(SystemExit):
         retrieval_quality.main(["--corpus", "handbook", "--collection", handbook.collection, "--grid"])
+
+
+def test_embedders_are_compared_on_the_same_questions_with_a_gate_tuned_for_each(scratch_collections, tmp_path, capsys):
+    record, printed = _ran(embedders.main, ["--corpora", "handbook", "--embedders", "all-MiniLM-L6-v2-int8,e5-small-v2-int8"],
+                           tmp_path, capsys)
+    minilm, e5 = record["rows"]
+    assert "tuned gate" in printed and (minilm["embedder"], e5["embedder"]) == ("all-MiniLM-L6-v2-int8", "e5-small-v2-int8")
+    assert minilm["chunks"] == e5["chunks"] and minilm["ingest_speedup"] == 1.0
+    assert minilm["recall@5"] >= 0.95 and e5["recall@5"] >= 0.95
+    # e5 scores everything high: the gate that suits MiniLM lets every question through, its own does not.
+    assert e5["tuned_gate"] > 0.7 > minilm["tuned_gate"] and e5["abstention_at_tuned"] > e5["abstention_accuracy"]
+    for tried in record["embedders"]:  # the ONNX embedders need no sentence-transformers in the bot
+        assert tried["startup"]["sentence_transformers"] is False and _positive(tried["startup"]["max_rss_mib"])
+    with pytest.raises(SystemExit):
+        embedders.main(["--embedders", "word2vec"])
 
 
 def test_retrieval_latency_finds_what_the_raw_query_finds(scratch_collections, tmp_path, capsys):

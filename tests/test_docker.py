@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,23 @@ def test_dockerfile_copies_only_files_that_exist_and_runs_the_bot_as_a_non_root_
     users = [args for kind, args in instructions if kind == "USER"]
     assert users and users[-1] not in ("root", "0")
     runs = " ".join(args for kind, args in instructions if kind == "RUN")
-    assert "useradd" in runs and "download.pytorch.org/whl/cpu" in runs
+    assert "useradd" in runs and "onnx_embedder" in runs  # the embedder is in the image, not fetched at run time
     assert "uv export --frozen" in runs and "--extra train" not in runs  # locked versions, no training stack
     assert "pip install --no-deps ." in runs
     assert ("ENTRYPOINT", '["teambot"]') in instructions
+
+
+def test_the_bot_image_installs_no_torch():
+    """What the Dockerfile's `uv export` installs: the bot embeds on onnxruntime, without torch."""
+    runs = " ".join(args for kind, args in _instructions(DOCKERFILE) if kind == "RUN")
+    export = re.search(r"uv export ([^&]*?) -o ", runs)
+    assert export, runs
+    uv = Path(sys.executable).parent / "uv"
+    locked = subprocess.run([str(uv), "export", *export.group(1).split(), "--no-header"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    names = {line.split("==")[0].strip() for line in locked.splitlines() if "==" in line}
+    assert {"onnxruntime", "tokenizers", "haystack-ai", "slack-bolt"} <= names
+    assert not names & {"torch", "transformers", "sentence-transformers", "nvidia-cublas-cu12", "triton"}, names
 
 
 def test_compose_services_use_the_pinned_images_with_health_checks_and_volumes(compose):

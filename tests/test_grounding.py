@@ -21,18 +21,11 @@ def test_the_sentences_checked_are_the_statements_without_citations_code_or_frag
 
 @pytest.fixture(scope="module")
 def check():
-    from haystack_integrations.components.embedders.sentence_transformers import (
-        SentenceTransformersDocumentEmbedder, SentenceTransformersTextEmbedder,
-    )
+    from pipeline.embedders import document_embedder, text_embedder
 
-    from pipeline.stores import embedder_path
-
-    path = embedder_path(load_settings())
-    text = SentenceTransformersTextEmbedder(model=path, local_files_only=True, progress_bar=False,
-                                            normalize_embeddings=True)
+    text = text_embedder(load_settings())
     text.warm_up()
-    docs = SentenceTransformersDocumentEmbedder(model=path, local_files_only=True, progress_bar=False,
-                                                normalize_embeddings=True)
+    docs = document_embedder(load_settings())
     docs.warm_up()
     passage = docs.run(documents=[Document(content=EXPENSES)])["documents"]
     return GroundingCheck(text), passage

@@ -16,7 +16,8 @@ from tests.feedback_data import DOWNVOTED_ONLY, FEEDBACK, render_prompt, seed_fe
 from teambot.cli import app
 from core.settings import load_settings
 from core import active_model as active
-from training.export import QUESTION_SIMILARITY, ExportRefused, export, normalize_question, project_embedder
+from pipeline.embedders import embedder_spec
+from training.export import ExportRefused, export, normalize_question, project_embedder
 from training.scores import abstention_rate, citation_compliance, rouge_l, token_f1
 from training.scrub import scrub
 
@@ -123,7 +124,7 @@ def test_no_source_document_or_paraphrase_group_is_in_two_splits(seeded, exporte
     # Paraphrases by the project's embedder: none across splits, though answered from two pages.
     questions = _all(exported)
     vectors = project_embedder(settings)([e["question"] for e in questions])
-    similar = vectors @ vectors.T >= QUESTION_SIMILARITY
+    similar = vectors @ vectors.T >= embedder_spec(settings).alike
     for a, b in zip(*similar.nonzero()):
         assert split_of[id(questions[a])] == split_of[id(questions[b])], (questions[a]["question"], questions[b]["question"])
     by_question = _by_question(questions)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from core.secret_files import make_private, private_dir
 from core.settings import Settings
+from pipeline.embedders import embedder_spec
 from pipeline.prompts import is_abstention
 from training import preference
 from training.answer_records import NOT_SHOWN, source_paths
@@ -58,9 +59,6 @@ from training.splits import SPLITS, export_dir, write_split
 
 # Share of the examples in each held-out split, at least (whole groups); the rest train.
 HELD_OUT = {"test": 0.15, "dev": 0.15}
-# Cosine similarity (all-MiniLM-L6-v2, normalized) above which two questions are one group:
-# paraphrases of a question score 0.8–0.98, different questions about one topic 0.4–0.75.
-QUESTION_SIMILARITY = 0.8
 CHARS_PER_TOKEN = 3.0  # conservative for English prose when no tokenizer is at hand
 TOKENS_PER_MESSAGE = 6  # role markers and separators the chat template adds
 # Slack conversation ids: D… a direct message, G… a group DM (or a private channel of old).
@@ -318,7 +316,8 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     # One grouping for SFT examples and preference rows: a 👎 answer lands in its question's split.
     nodes = examples + voted
     vectors = (embed or project_embedder(settings))([n["question"] for n in nodes]) if len(nodes) > 1 else None
-    groups = _groups(nodes, vectors)
+    alike = embedder_spec(settings).alike  # paraphrases one group (MiniLM: 0.8; different questions 0.4–0.75)
+    groups = _groups(nodes, vectors, alike)
     result.groups = len(groups)
     split_of: dict[str, str] = {}
     for key in sorted(groups, key=bucket):
@@ -329,7 +328,7 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
             if "messages" in node:
                 node["group"] = key
                 getattr(result, split).append(node)
-    same_question = _question_clusters(voted, None if vectors is None else vectors[len(examples):])
+    same_question = _question_clusters(voted, None if vectors is None else vectors[len(examples):], alike)
     result.preference, result.preference_too_long = preference.build(
         voted, same_question, split_of, count_tokens, result.max_tokens, SPLITS,
     )
@@ -346,33 +345,26 @@ def _reviews(store) -> dict:
 
 
 def project_embedder(settings: Settings):
-    """The answering pipeline's embedder (the packaged MiniLM by default), for whole batches."""
+    """The answering pipeline's question embedder (pipeline.embedders), as the bot embeds questions."""
 
     def embed(texts: list[str]):
         import numpy as np
-        from haystack import Document
-        from haystack_integrations.components.embedders.sentence_transformers import (
-            SentenceTransformersDocumentEmbedder,
-        )
 
-        from pipeline.stores import embedder_path
+        from pipeline.embedders import text_embedder
 
         if not texts:
             return np.zeros((0, 0))
-        embedder = SentenceTransformersDocumentEmbedder(
-            model=embedder_path(settings), local_files_only=True, progress_bar=False, normalize_embeddings=True,
-        )
+        embedder = text_embedder(settings)
         embedder.warm_up()
-        documents = embedder.run(documents=[Document(content=t) for t in texts])["documents"]
-        return np.array([d.embedding for d in documents], dtype=np.float32)
+        return np.array([embedder.run(text=t)["embedding"] for t in texts], dtype=np.float32)
 
     return embed
 
 
-def _similar(vectors):
-    """Index pairs (a < b) of questions at least QUESTION_SIMILARITY alike."""
+def _similar(vectors, alike: float):
+    """Index pairs (a < b) of questions at least `alike` similar."""
     for start in range(0, len(vectors), 1024):  # blocks: memory stays flat on large exports
-        similar = vectors[start:start + 1024] @ vectors.T >= QUESTION_SIMILARITY
+        similar = vectors[start:start + 1024] @ vectors.T >= alike
         for a, b in zip(*similar.nonzero()):
             if start + a < b:
                 yield start + int(a), int(b)
@@ -392,7 +384,7 @@ class _UnionFind:
         self.parent[self.find(i)] = self.find(j)
 
 
-def _groups(examples: list[dict], vectors) -> dict[str, list[dict]]:
+def _groups(examples: list[dict], vectors, alike: float) -> dict[str, list[dict]]:
     sets = _UnionFind(len(examples))
     by_path: dict[str, int] = {}
     for i, example in enumerate(examples):
@@ -401,7 +393,7 @@ def _groups(examples: list[dict], vectors) -> dict[str, list[dict]]:
                 sets.union(i, by_path[path])
             by_path.setdefault(path, i)
     if vectors is not None:
-        for a, b in _similar(vectors):
+        for a, b in _similar(vectors, alike):
             sets.union(a, b)
     members: dict[int, list[dict]] = {}
     for i, example in enumerate(examples):
@@ -414,11 +406,11 @@ def _groups(examples: list[dict], vectors) -> dict[str, list[dict]]:
     return groups
 
 
-def _question_clusters(items: list[dict], vectors) -> dict[str, str]:
+def _question_clusters(items: list[dict], vectors, alike: float) -> dict[str, str]:
     """answer id -> its question's cluster: near-identical questions after the same thread turns."""
     sets = _UnionFind(len(items))
     if vectors is not None:
-        for a, b in _similar(vectors):
+        for a, b in _similar(vectors, alike):
             if items[a]["thread_context"] == items[b]["thread_context"]:
                 sets.union(a, b)
     return {item["answer_id"]: items[sets.find(i)]["answer_id"] for i, item in enumerate(items)}
