@@ -150,11 +150,12 @@ class Settings(BaseSettings):
     alpha: float = Field(0.5, ge=0, le=1, description="Hybrid weight: 0 = BM25 only, 1 = vector only.")
     min_similarity: float | None = Field(
         None, ge=-1, le=1, description="Below this cosine similarity the bot abstains; unset, the threshold tuned "
-        "for the embedder (pipeline/embedders.py: 0.30 for all-MiniLM-L6-v2).",
+        "for the embedder (pipeline/embedders.py: 0.32 for all-MiniLM-L6-v2-int8).",
     )
-    min_support: float = Field(
-        0.0, ge=0, le=1, description="An answer whose sentences' mean cosine similarity to the passages it cites "
-        "is below this is replaced by the abstention (0 = no check; 0.35 measured).",
+    min_support: float | None = Field(
+        None, ge=0, le=1, description="An answer whose sentences' mean cosine similarity to the passages it cites "
+        "is below this is replaced by the abstention (0 = no check); unset, the threshold measured for the embedder "
+        "(0.35 for all-MiniLM-L6-v2).",
     )
     document_boost_max: float = Field(
         2.0, ge=1.0, le=10.0,

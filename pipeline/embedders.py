@@ -39,6 +39,7 @@ class Embedder:
     gate: float = 0.30  # the relevance gate (bench/embedders.py)
     same_question: float = 0.86  # a reviewed answer serves a new question this close (bench/reviewed_match.py)
     alike: float = 0.80  # training keeps questions this close in one split (training/export.py)
+    support: float = 0.35  # an answer's mean sentence support below this is not shown (pipeline/grounding.py)
 
 
 EMBEDDERS = {
@@ -46,7 +47,8 @@ EMBEDDERS = {
     "all-MiniLM-L6-v2-int8": Embedder("all-MiniLM-L6-v2-int8", "all-MiniLM-L6-v2", onnx=True, gate=0.32),
     # e5 puts every pair of texts between 0.7 and 1: questions on one topic reach 0.96 (reviewed_match).
     "e5-small-v2-int8": Embedder("e5-small-v2-int8", "e5-small-v2", onnx=True, query_prefix="query: ",
-                                 passage_prefix="passage: ", max_tokens=512, gate=0.84, same_question=0.96, alike=0.93),
+                                 passage_prefix="passage: ", max_tokens=512, gate=0.84, same_question=0.96, alike=0.93,
+                                 support=0.0),  # the grounding check is not measured for e5: off
 }
 
 
@@ -68,6 +70,11 @@ def same_question(settings: Settings) -> float:
     else the one measured for the embedder."""
     configured = settings.reviewed_answer_similarity
     return configured if configured is not None else embedder_spec(settings).same_question
+
+
+def min_support(settings: Settings) -> float:
+    """The grounding check's threshold (0: no check): TEAMBOT_MIN_SUPPORT, else the one measured for the embedder."""
+    return settings.min_support if settings.min_support is not None else embedder_spec(settings).support
 
 
 def embedder_path(settings: Settings) -> str:

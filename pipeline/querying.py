@@ -50,7 +50,7 @@ from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_ci
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
-from pipeline.embedders import embedder_spec, min_similarity, same_question, text_embedder
+from pipeline.embedders import embedder_spec, min_similarity, min_support, same_question, text_embedder
 from pipeline.stores import (
     document_store, embedding_space, forget_store, live_nodes, node_health_path, replicas_needed,
 )
@@ -360,27 +360,19 @@ class AnswerService:
         if not self._weaviate_ready(retrieval.node):
             self._forget(collection)
             raise ConnectionError(f"Weaviate at {retrieval.node} is not ready")
-        try:
-            self._check_space(collection, retrieval)
-        except Exception as exc:
-            if is_missing_collection(exc):
-                raise NoDocuments(
-                    f"collection {collection} does not exist",
-                    user_message=f"There are no documents to answer from here yet: an admin can index some "
-                    f"with `teambot ingest -c {collection} FOLDER`.",
-                ) from None
-            raise
 
         def search(retrieval: Retrieval) -> dict:
             with metrics.SEARCHES_RUNNING.track_inprogress():
                 return retrieval.run(question)
 
-        running: dict[Future, Retrieval] = {self._search_pool.submit(search, retrieval): retrieval}
-        started = time.monotonic()
-        deadline = started + self.settings.retrieval_timeout
-        hedge_at = started + HEDGE_AFTER_SECONDS if len(self.settings.weaviate_nodes) > 1 else float("inf")
+        running: dict[Future, Retrieval] = {}
         first_error: BaseException | None = None
         try:
+            self._check_space(collection, retrieval)
+            running[self._search_pool.submit(search, retrieval)] = retrieval
+            started = time.monotonic()
+            deadline = started + self.settings.retrieval_timeout
+            hedge_at = started + HEDGE_AFTER_SECONDS if len(self.settings.weaviate_nodes) > 1 else float("inf")
             while True:
                 now = time.monotonic()
                 if now >= deadline:
@@ -509,7 +501,7 @@ class AnswerService:
             guarded = self._guard.stream(on_token, links)
             text, prompt, ended = self._generate(answer, history, documents, guarded, started, stop)
             self._settle(answer, text, prompt, guarded, ended)
-            if answer.outcome is Outcome.ANSWERED and not ended and self.settings.min_support > 0:
+            if answer.outcome is Outcome.ANSWERED and not ended and min_support(self.settings) > 0:
                 self._ground(answer, documents)
         else:  # nothing relevant: the model is not asked to invent something
             answer.text, answer.outcome = ABSTAIN, Outcome.ABSTAINED
@@ -623,9 +615,9 @@ class AnswerService:
         started = time.perf_counter()
         out = self.grounding.run(answer=answer.text, documents=cited)
         answer.timings["ground"] = time.perf_counter() - started
-        if out["support"] < self.settings.min_support:
+        if out["support"] < min_support(self.settings):
             log.info("answer %s in %s not supported by its passages (%.3f < %.2f): %r", answer.id, answer.collection,
-                     out["support"], self.settings.min_support, out["weakest"][:120])
+                     out["support"], min_support(self.settings), out["weakest"][:120])
             answer.draft, answer.text, answer.sources = answer.text, ABSTAIN, []
             answer.outcome = Outcome.UNGROUNDED
 

@@ -168,8 +168,8 @@ def test_an_answer_its_passages_do_not_support_is_replaced_by_the_abstention(ser
     store.record_answer(answer, platform="slack", user_id="U1", channel="C1", thread="1.1")
     record = store.get_answer(answer.id)
     assert (record.outcome, record.answer_text, record.draft) == ("ungrounded", ABSTAIN, answer.draft)
-    usual = handbook.service.ask(question, collection=handbook.collection)  # no check by default
-    assert usual.outcome is Outcome.ANSWERED and not usual.draft and "ground" not in usual.timings
+    usual = handbook.service.ask(question, collection=handbook.collection)  # checked by default, and supported
+    assert usual.outcome is Outcome.ANSWERED and not usual.draft and "ground" in usual.timings
 
 
 POSTGRESQL_PAGES = Path("/usr/share/doc/postgresql-doc-15/html")  # Debian's postgresql-doc-15 (scripts/bootstrap.sh)
