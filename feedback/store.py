@@ -540,16 +540,22 @@ _PG_UPGRADE_LOCK = 0x7465616D626F74  # pg_advisory_xact_lock key: "teambot"
 
 @contextmanager
 def _upgrade_transaction(engine: Engine):
-    with _UPGRADING, engine.begin() as connection:
+    with _UPGRADING, _file_lock(engine), engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
-            yield connection
-        elif engine.url.database and engine.url.database != ":memory:":
-            with open(f"{engine.url.database}.upgrade-lock", "a", opener=private_opener) as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-                yield connection
-        else:
-            yield connection
+        yield connection
+
+
+@contextmanager
+def _file_lock(engine: Engine):
+    """SQLite's upgrade lock, held until the upgrade's transaction has committed: released any
+    earlier, the next process reads the old revision and runs the same migration again."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        yield
+        return
+    with open(f"{engine.url.database}.upgrade-lock", "a", opener=private_opener) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

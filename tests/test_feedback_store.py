@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from core.answer import Answer, Outcome
@@ -129,6 +131,8 @@ def test_votes_cast_at_once_all_land_and_the_last_one_per_user_wins(store):
 
 
 def _open_at_once(url: str, barrier, failures) -> None:
+    # A slow disk: each commit takes a while, so a lock let go before its upgrade commits shows.
+    event.listen(Engine, "commit", lambda connection: time.sleep(0.5))
     barrier.wait()
     try:
         FeedbackStore(url).engine.dispose()
