@@ -142,7 +142,7 @@ class Conversations:
         # Feedback helps at once: the service reads votes, reviewers' verdicts and approved
         # corrections from this store, until the bot closes.
         if service is not None:
-            service.use_feedback(_feedback_from(store))
+            service.use_feedback(feedback_from(store))
         self.limiter = limiter or RateLimiter.from_settings(settings)
         self.rules = rules or ChannelRules.from_settings(settings)
         self.reminders = Reminders(store)
@@ -428,7 +428,7 @@ class Reminders:
                 log.exception("could not remind the asker of answer %s", answer_id)
 
 
-def _feedback_from(store: FeedbackStore) -> FeedbackSources:
+def feedback_from(store: FeedbackStore) -> FeedbackSources:
     from feedback.reviews import ReviewStore
     from pipeline.reviewed import Reviewed
 

@@ -50,6 +50,7 @@ from pipeline.guard import CITATION, WITHHELD, GuardedStream, LeakGuard, only_ci
 from pipeline.links import LinkPolicy
 from pipeline.prompts import ABSTAIN, SYSTEM_PROMPT, as_messages, is_abstention, prompt_builder
 from pipeline.resilience import is_missing_collection, is_retryable, is_timeout, is_unavailable
+from pipeline.query_adapter import QueryAdapter
 from pipeline.embedders import embedder_spec, min_similarity, min_support, same_question, text_embedder
 from pipeline.stores import (
     document_store, embedding_space, forget_store, live_nodes, node_health_path, replicas_needed,
@@ -111,6 +112,7 @@ class Retrieval:
     one collection."""
 
     embedder: Any  # a text embedder of pipeline.embedders
+    adapter: QueryAdapter
     retriever: WeaviateHybridRetriever
     store: Any  # the retriever's document store
     boost: FeedbackBoost
@@ -120,9 +122,10 @@ class Retrieval:
 
     def run(self, question: str) -> dict:
         embedding = self.embedder.run(text=question)["embedding"]
+        searched = self.adapter.run(embedding=embedding)["embedding"]
         # More candidates only when boosts or the page cap choose among them: otherwise the search is as it was.
         fetch = max(self.boost.candidates(), self.diversity.candidates())
-        documents = self.retriever.run(query=question, query_embedding=embedding, top_k=fetch)["documents"]
+        documents = self.retriever.run(query=question, query_embedding=searched, top_k=fetch)["documents"]
         documents = self.boost.run(documents=documents)["documents"]
         documents = self.diversity.run(documents=documents)["documents"]
         return self.gate.run(documents=documents, query_embedding=embedding)
@@ -259,6 +262,7 @@ class AnswerService:
                 top_k = self.settings.top_k
                 self._retrieval[(collection, node)] = Retrieval(
                     embedder=self._embedder,
+                    adapter=QueryAdapter(self.settings, collection, self.space),
                     retriever=WeaviateHybridRetriever(document_store=store, top_k=top_k, alpha=self.settings.alpha),
                     store=store,
                     boost=FeedbackBoost(collection, top_k, self.settings.document_boost_max, votes=self._votes,

@@ -574,8 +574,13 @@ def train(
     lora_dropout: float = typer.Option(0.05, min=0.0, max=0.9),
     method: str = typer.Option("sft", help="sft (👍 answers and corrections), dpo (preference pairs) or kto (👍/👎)."),
     from_run: str = typer.Option("auto", help="dpo/kto: the SFT run to start from (auto: the latest of this base; none: the base)."),
+    retrieval: bool = typer.Option(False, "--retrieval", help="Train a query adapter (retrieval) from the export's "
+                                   "retrieval pairs instead of the model; --run-id, --max-steps and --seed apply."),
 ) -> None:
     """LoRA fine-tune the base model on the exported feedback dataset (also under `accelerate launch`)."""
+    if retrieval:
+        _train_query_adapter(run_id, max_steps, seed)
+        return
     from training.bases import UnknownBase
     from training.train import TrainError, TrainOptions
     from training.train import train as run_training
@@ -612,6 +617,28 @@ def train(
     typer.echo(f"adapter: {run_dir / 'adapter'}\nnext: teambot eval --run {run_dir.name}")
 
 
+def _train_query_adapter(run_id: str | None, max_steps: int, seed: int) -> None:
+    from training.query_adapter import QueryAdapterError, QueryAdapterOptions, train_query_adapter
+
+    options = QueryAdapterOptions(run_id=run_id, seed=seed)
+    if max_steps > 0:
+        options.steps = max_steps
+    try:
+        run_dir = train_query_adapter(_settings(), options, log=lambda m: typer.echo(m, err=True))
+    except QueryAdapterError as exc:
+        _fail(str(exc))
+    report = json.loads((run_dir / "report.json").read_text())
+    before, after = report["retrieval"]["before"], report["retrieval"]["after"]
+    typer.echo(f"run {run_dir.name}: held-out search over {after['questions']} questions: recall@1 "
+               f"{before['recall@1']:.3f} → {after['recall@1']:.3f}, recall@5 {before['recall@5']:.3f} → "
+               f"{after['recall@5']:.3f}, MRR {before['mrr']:.3f} → {after['mrr']:.3f}")
+    gate = report["gate"]
+    if gate["promotable"]:
+        typer.echo(f"promotable; next: teambot publish --run {run_dir.name} --activate")
+    else:
+        typer.echo(f"not promotable: {'; '.join(gate['reasons'])}")
+
+
 @app.command("eval")
 def evaluate(
     run: str = typer.Option("latest", help="Run id under data_dir/runs, or latest."),
@@ -639,6 +666,7 @@ def publish(
     activate: bool = typer.Option(False, "--activate", help="Answer with it from the next question on (no restart)."),
     force: bool = typer.Option(False, "--force", help="Publish even if it was not evaluated or does not beat its base."),
     rollback: bool = typer.Option(False, "--rollback", help="Switch back to the previously active model."),
+    retrieval: bool = typer.Option(False, "--retrieval", help="With --rollback: the query adapter, not the model."),
     quantize: str = typer.Option("auto", help="auto (q8_0 under 1B parameters, else q4_K_M), none, q4_K_M, q4_K_S, q8_0."),
     route: str = typer.Option("auto", help="auto (ADAPTER on the base where Ollama can), adapter, or merged."),
 ) -> None:
@@ -650,9 +678,11 @@ def publish(
     if rollback:
         if run:
             _fail("--rollback takes no --run")
-        model = active_model.rollback(settings)
-        scope = active_model.active_scope(settings)
-        typer.echo(f"active model: {model}" + (f" (for {', '.join(sorted(scope))})" if scope else ""))
+        kind = "query_adapter" if retrieval else "model"
+        model = active_model.rollback(settings, kind)
+        scope = active_model.active_scope(settings, kind)
+        label = "active query adapter" if retrieval else "active model"
+        typer.echo(f"{label}: {model or 'none'}" + (f" (for {', '.join(sorted(scope))})" if scope and model else ""))
         return
     if not run:
         _fail("which run? pass --run RUN (or --run latest), or --rollback")
@@ -667,13 +697,17 @@ def publish(
     except (RunNotFound, PublishRefused, ValueError) as exc:
         _fail(str(exc))
     detail = published.route + (f", {published.quantization}" if published.quantization else "")
-    typer.echo(f"published {published.model} ({detail}, {published.seconds:.0f}s) to {settings.ollama_url}")
+    where = settings.data_dir / "query_adapters" if published.route == "query adapter" else settings.ollama_url
+    typer.echo(f"published {published.model} ({detail}, {published.seconds:.0f}s) to {where}")
     if published.served:
         served = published.served
         from training.evaluate import format_served
 
         typer.echo(format_served(served))
-    if activate:
+    if activate and published.route == "query adapter":
+        typer.echo(f"active query adapter: {published.model} for {', '.join(published.scope or [])} (was "
+                   f"{published.previous_active or 'none'}); undo with `teambot publish --rollback --retrieval`")
+    elif activate:
         typer.echo(f"active model: {published.model} for {', '.join(published.scope or [])}, {settings.model} for the "
                    f"other collections (was {published.previous_active}); undo with `teambot publish --rollback`")
 

@@ -155,3 +155,28 @@ def test_training_throughput_trains_both_on_the_same_tokens(tmp_path, capsys):
     assert ours["steps"] == raw["steps"] == 1
     assert ours["tokens"] == raw["tokens"] > ours["answer_tokens"] > 0  # same examples, answers masked the same
     assert _positive(ours["tokens_per_s"], raw["tokens_per_s"], ours["peak_memory_mib"], raw["peak_memory_mib"])
+
+
+def test_the_learning_loop_runs_the_team_s_votes_through_every_stage(services, tmp_path, capsys):
+    """The small mode: 12 questions asked and voted on, exported, a query adapter and SFT and DPO runs
+    trained, gated and published through the product's commands, and 8 held-out questions scored
+    at each stage. Whether the loop helps is the full run's to say (README); here, that it runs."""
+    from bench import learning_loop, loop_questions
+
+    record, printed = _ran(learning_loop.main, ["--small", "--work", str(tmp_path / "loop")], tmp_path, capsys)
+    splits = loop_questions.small(loop_questions.split(loop_questions.build()), learning_loop.SMALL_QUESTIONS)
+    train_pages = {q.page for q in splits["train"] if q.page}
+    assert not train_pages & {q.page for q in splits["held_out"] if q.page}  # nothing held out was voted on
+    assert record["questions"] == {**record["questions"], "train": len(splits["train"]), "held_out": len(splits["held_out"])}
+    votes = record["team_votes"]
+    assert votes["up"] + votes["down"] == len(splits["train"]) and votes["corrected"] == votes["down"]
+    stages = record["stages"]
+    assert list(stages) == ["base", "base + reviewed answers and boosts", "SFT", "DPO"]
+    for label, stage in stages.items():
+        assert stage["key_fact"]["n"] + stage["abstention_accuracy"]["n"] == len(splits["held_out"])
+        assert stage["key_fact"]["low"] <= stage["key_fact"]["mean"] <= stage["key_fact"]["high"]
+    # Each stage was answered by what it says: the base, then the published SFT and DPO models.
+    assert stages["base"]["models"] == [record["served_base"]]
+    assert stages["SFT"]["models"] == ["teambot-ft-loop-sft"] and stages["DPO"]["models"] == ["teambot-ft-loop-dpo"]
+    assert {"run": "loop-sft"}.items() <= record["runs"]["sft"].items()
+    assert "without adapter" in record["retrieval"] and "held-out" in printed and "gold page cited" in printed

@@ -51,7 +51,7 @@ from core.secret_files import make_private, private_dir
 from core.settings import Settings
 from pipeline.embedders import embedder_spec
 from pipeline.prompts import is_abstention
-from training import preference
+from training import preference, retrieval_pairs
 from training.answer_records import NOT_SHOWN, source_paths
 from training.bases import resolve_base, tokenizer_file
 from training.scrub import scrub
@@ -102,6 +102,7 @@ class ExportResult:
     max_tokens: int = 0
     preference: preference.PreferenceData = field(default_factory=preference.PreferenceData)
     preference_too_long: int = 0
+    retrieval: dict[str, list[dict]] = field(default_factory=dict)  # split -> query adapter pairs
     out_dir: Path | None = None
     # {"collections": [...], "include_channels": [...]}: what the data may come from (sorted).
     scope: dict = field(default_factory=dict)
@@ -117,6 +118,7 @@ class ExportResult:
             "groups": self.groups, "dropped": dict(self.dropped), "max_tokens": self.max_tokens,
             "token_counter": self.token_counter,
             "preference": {**self.preference.summary(), "dropped_too_long": self.preference_too_long},
+            "retrieval": {split: len(rows) for split, rows in self.retrieval.items()},
         }
 
     def format(self) -> str:
@@ -134,6 +136,8 @@ class ExportResult:
                 lines.append(f"{label}: " + ", ".join(f"{s} {n}" for s, n in pref[method].items()))
         if pref["kto"]:
             lines.append(f"KTO desirable / undesirable: {pref['kto_desirable']} / {pref['kto_undesirable']}")
+        if any(self.retrieval.values()):
+            lines.append("retrieval pairs (query adapter): " + ", ".join(f"{s} {len(r)}" for s, r in self.retrieval.items()))
         lines.append(f"lengths counted with: {self.token_counter} (limit {self.max_tokens} tokens)")
         if self.out_dir:
             lines.append(f"written to: {self.out_dir}")
@@ -285,6 +289,7 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     result.token_counter = count_tokens.kind
     latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
     voted: list[dict] = []  # every answer that is a preference signal
+    pairs: list[dict] = []  # every answer that says which passages answer its question
     reviews = _reviews(store)
     for record, ratings in store.rated_answers():
         result.rated += 1
@@ -301,6 +306,8 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
         item = preference.voted_item(record, vote, correction, prompt, context)
         if item:
             voted.append(item)
+        if found := retrieval_pairs.pair(record, vote, correction):
+            pairs.append(found)
         example, reason = _example(record, vote, correction, prompt, context, kind)
         if reason:
             result.dropped[reason] += 1
@@ -314,21 +321,30 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
         latest[key] = example
     examples = list(latest.values())
     # One grouping for SFT examples and preference rows: a 👎 answer lands in its question's split.
-    nodes = examples + voted
+    nodes = examples + voted + pairs
     vectors = (embed or project_embedder(settings))([n["question"] for n in nodes]) if len(nodes) > 1 else None
     alike = embedder_spec(settings).alike  # paraphrases one group (MiniLM: 0.8; different questions 0.4–0.75)
     groups = _groups(nodes, vectors, alike)
     result.groups = len(groups)
     split_of: dict[str, str] = {}
+    # Shares of the SFT examples, or of the retrieval pairs where they are more (a team whose
+    # answers are long or few is still a team whose votes say which passages answer).
+    filled = {s: [0, 0] for s in SPLITS}
     for key in sorted(groups, key=bucket):
-        held_out = [s for s in HELD_OUT if len(getattr(result, s)) < HELD_OUT[s] * len(examples)]
+        held_out = [s for s in HELD_OUT if filled[s][0] < HELD_OUT[s] * len(examples)
+                    or filled[s][1] < HELD_OUT[s] * len(pairs) and len(pairs) > len(examples)]
         split = held_out[0] if held_out else "train"
         for node in groups[key]:
             split_of[node["answer_id"]] = split
             if "messages" in node:
                 node["group"] = key
                 getattr(result, split).append(node)
-    same_question = _question_clusters(voted, None if vectors is None else vectors[len(examples):], alike)
+                filled[split][0] += 1
+            elif "positives" in node:
+                filled[split][1] += 1
+    voted_vectors = None if vectors is None else vectors[len(examples):len(examples) + len(voted)]
+    same_question = _question_clusters(voted, voted_vectors, alike)
+    result.retrieval = {split: [p for p in pairs if split_of.get(p["answer_id"]) == split] for split in SPLITS}
     result.preference, result.preference_too_long = preference.build(
         voted, same_question, split_of, count_tokens, result.max_tokens, SPLITS,
     )
@@ -457,6 +473,9 @@ def write(result: ExportResult, out_dir: Path) -> Path:
         (staging / method).mkdir()
         for split, rows in getattr(result.preference, method).items():
             write_split(staging / method / f"{split}.jsonl", rows)
+    (staging / "retrieval").mkdir()
+    for split, rows in result.retrieval.items():
+        write_split(staging / "retrieval" / f"{split}.jsonl", rows)
     (staging / "summary.json").write_text(json.dumps(result.summary(), indent=2))
     make_private(staging)  # `datasets` writes its files with the umask's mode
     shutil.rmtree(out_dir, ignore_errors=True)

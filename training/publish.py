@@ -222,10 +222,39 @@ def publish_merged(
     return quantization
 
 
+def publish_query_adapter(settings: Settings, run_dir: Path, *, activate: bool, force: bool) -> Published:
+    """A retrieval run's map copied to data_dir/query_adapters/ (every bot host reads it from the data
+    dir) and, with `activate`, searched with for the questions of its scope from the next one on."""
+    from pipeline.query_adapter import KIND, adapter_name, adapter_path
+
+    check_quality(run_dir, force)
+    started = time.monotonic()
+    config = runs.read_json(run_dir / "config.json")
+    scope = config.get("scope")
+    if activate and not scope:
+        raise PublishRefused(f"run {run_dir.name} records no scope")
+    name = adapter_name(run_dir.name)
+    target = adapter_path(settings, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_suffix(".partial")
+    shutil.copyfile(run_dir / "query_adapter.npz", staging)
+    staging.replace(target)  # whole or not at all: a bot may load it at any moment
+    previous = set_active_model(settings, name, scope=scope, kind=KIND) if activate else None
+    seconds = time.monotonic() - started
+    runs.write_json(run_dir / "published.json", {
+        "model": name, "route": "query adapter", "path": str(target), "activated": activate, "scope": scope,
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+    })
+    return Published(model=name, route="query adapter", quantization=None, previous_active=previous, seconds=seconds,
+                     scope=scope)
+
+
 def publish(
     settings: Settings, run_dir: Path, *, activate: bool = False, force: bool = False, quantize: str = "auto",
     route: str = "auto", log=print,
 ) -> Published:
+    if (run_dir / "query_adapter.npz").is_file():
+        return publish_query_adapter(settings, run_dir, activate=activate, force=force)
     check_quality(run_dir, force)
     choose_quantization(quantize, 0)  # reject a bad value before any work
     if route not in ROUTES:

@@ -4,6 +4,7 @@
                     collections its data came from (where the published model may answer)
     train.jsonl     the examples trained on; dev.jsonl (early stopping) and test.jsonl (the gate)
     adapter/        the LoRA adapter (peft) and the tokenizer with its chat template
+    query_adapter.npz  instead, for `teambot train --retrieval`: the query adapter (training/query_adapter.py)
     metrics.json    train/eval loss history, training-set loss before and after
     report.json     `teambot eval`: base / active / candidate on the test split, the gate, the served scores
     published.json  `teambot publish`: the Ollama model made from it
@@ -53,7 +54,7 @@ def resolve_run(settings: Settings, run: str) -> Path:
         known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
         hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
         raise RunNotFound(f"no training run {run!r} under {root}{hint}")
-    if not (path / "adapter").is_dir():
+    if not (path / "adapter").is_dir() and not (path / "query_adapter.npz").is_file():
         raise RunNotFound(f"run {run!r} has no adapter: its training did not finish")
     return path
 
