@@ -16,12 +16,13 @@ votes (`--noise`) is flipped, as people misclick.
 
 Then the product's own commands, as an operator runs them (`teambot feedback export`, `train
 --retrieval`, `train`, `eval`, `publish --activate`; subprocesses on this run's data directory):
-a query adapter from the votes, an SFT run on the route's base, a DPO run on the SFT run; each is
-gated and published (a run the gate refuses is published with --force to be measured, and the
+an SFT run on the route's base, a DPO run on the SFT run, then a query adapter from the same votes
+(last, so that the model stages measure the model alone); each is gated and published (a run the gate refuses is published with --force to be measured, and the
 table says so). After each stage the held-out questions are asked through `AnswerService` with
 what is active, and scored: key fact stated, gold page cited, abstention on unanswerable
 questions, hallucinated links (a URL the sources do not hold, or a [n] no passage has), answer
-length and latency, each with a 95 % bootstrap interval. Retrieval is scored on the held-out
+length and latency, each with a 95 % bootstrap interval, and each stage's change against the base
+with a paired interval (the same questions resampled together). Retrieval is scored on the held-out
 questions too (recall@1/5, MRR of the gold page), with the query adapter off and on, and the
 base model once more with the immediate mechanisms on (reviewed answers served, documents
 boosted or demoted by votes).
@@ -56,7 +57,6 @@ SMALL_QUESTIONS = 20
 SMALL_DISTRACTORS = {"sql-vacuum.html", "app-psql.html", "runtime-config-query.html"}
 ROUTES = {"smollm2": ("smollm2-135m", "adapter"), "qwen": ("qwen2.5-coder-0.5b", "merged")}
 URL = re.compile(r"https?://[^\s)>\]]+")
-CITED = re.compile(r"\[(\d{1,2})\]")
 
 
 @dataclass
@@ -71,11 +71,13 @@ class Team:
 
 def score(answer, question: loop_questions.Question) -> dict:
     """What the held-out table counts for one answer."""
+    from pipeline.guard import CITATION
     from pipeline.prompts import is_abstention
 
     abstained = answer.abstained or is_abstention(answer.text)
-    cited = {Path(s.path).name for s in answer.sources}
-    numbers = {int(n) for n in CITED.findall(answer.text)}
+    numbers = {int(n) for n in CITATION.findall(answer.text)}
+    # Pages the text cites by number: an answer citing nothing lists its best passage as a source, unasked.
+    cited = {Path(s.path).name for s in answer.retrieved if s.number in numbers}
     known_links = {s.url for s in answer.retrieved if s.url} | {s.path for s in answer.retrieved}
     invented = [u for u in URL.findall(answer.text) if u.rstrip(".,;") not in known_links]
     invented += [n for n in numbers if n > len(answer.retrieved)]
@@ -115,6 +117,14 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def paired_delta(rows: list[dict], reference: list[dict], key: str, rounds: int = 2000, seed: int = 0) -> dict:
+    """The stage's mean minus the reference stage's on the same answerable questions, with a 95 %
+    interval from resampling the questions (paired: each question's two answers move together)."""
+    before = {r["id"]: float(r[key]) for r in reference if r["answerable"]}
+    diffs = [float(r[key]) - before[r["id"]] for r in rows if r["answerable"] and r["id"] in before]
+    return bootstrap(diffs, rounds, seed)
+
+
 def oracle(row: dict, question: loop_questions.Question, rng: random.Random, team: Team) -> tuple[int, str]:
     """The team's vote on one answer and why."""
     if row["answerable"]:
@@ -135,7 +145,8 @@ def correction(answer, question: loop_questions.Question) -> str:
     if question.kind == "unanswerable":
         return "I don't know: the documentation does not cover this."
     number = next((s.number for s in answer.retrieved if Path(s.path).name == question.page), None)
-    return f"{question.answer} [{number}]" if number else f"{question.answer} (See {question.page}.)"
+    text = f"`{question.subject}`: {question.answer}" if question.form == "task" else question.answer
+    return f"{text} [{number}]" if number else f"{text} (See {question.page}.)"
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -203,25 +214,30 @@ def vote(settings: Settings, store, asked: list[tuple], team: Team) -> dict:
 def retrieval_ranks(settings: Settings, questions, adapted: bool) -> dict:
     """Gold-page ranks of the held-out answerable questions, searched as the bot searches, with the
     active query adapter or without one."""
+    from pipeline.embedders import embedder_spec
+    from pipeline.query_adapter import QueryAdapter
     from training.export import project_embedder
     from training.query_adapter import measures, search_ranks
-    from pipeline.query_adapter import KIND, QueryMap, adapter_path
-    from core.active_model import model_for
 
     answerable = [q for q in questions if q.kind != "unanswerable"]
     pairs = [{"question": q.q, "collection": settings.collection, "sources": [str(loop_questions.DOCS / q.page)]}
              for q in answerable]
-    name = model_for(settings, settings.collection, kind=KIND) if adapted else ""
-    mapping = QueryMap.load(adapter_path(settings, name)) if name else None
     vectors = project_embedder(settings)([p["question"] for p in pairs])
-    return {**measures(search_ranks(settings, pairs, vectors, mapping)), "adapter": name or None}
+    name = ""
+    if adapted:  # mapped as the bots map them: the component the search runs
+        adapter = QueryAdapter(settings, settings.collection, embedder_spec(settings).space)
+        mapped = [adapter.run(embedding=v.tolist()) for v in vectors]
+        vectors, name = np.array([m["embedding"] for m in mapped], dtype=np.float32), mapped[0]["adapter"] if mapped else ""
+    return {**measures(search_ranks(settings, pairs, vectors, None)), "adapter": name or None}
 
 
 def held_out(settings: Settings, questions, label: str, results: dict, **options) -> None:
     started = time.monotonic()
     asked = ask_all(settings, questions, **options)
     rows = [row for _, _, row in asked]
-    results["stages"][label] = {**summarize(rows), "minutes": round((time.monotonic() - started) / 60, 1),
+    base = results["stages"].get("base", {}).get("rows")
+    deltas = {f"{key} vs base": paired_delta(rows, base, key) for key in ("key_fact", "gold_cited")} if base else {}
+    results["stages"][label] = {**summarize(rows), **deltas, "minutes": round((time.monotonic() - started) / 60, 1),
                                 "models": sorted({r["model"] for r in rows}), "rows": rows}
     s = results["stages"][label]
     print(f"{label}: key fact {s['key_fact']['mean']:.3f} [{s['key_fact']['low']:.3f}, {s['key_fact']['high']:.3f}], "
@@ -290,12 +306,6 @@ def run(route: str, *, small: bool, train_n: int, held_out_n: int, team: Team, s
     export = teambot(settings, "feedback", "export", "--collections", settings.collection)
     results["export"] = export.stdout
     steps = ["--max-steps", str(sft_steps)]
-    done = teambot(settings, "train", "--retrieval", "--run-id", "loop-retrieval", check=False)
-    if done.returncode == 0:
-        results["runs"]["retrieval"] = publish(settings, "loop-retrieval")
-        results["retrieval"]["with adapter"] = retrieval_ranks(settings, held_questions, adapted=True)
-    else:
-        results["runs"]["retrieval"] = {"refused": (done.stdout + done.stderr).strip()[-400:]}
 
     # Batches of 2 (× 2 accumulated for the full run): PostgreSQL prompts are long, and 4 of them
     # at 2,048 tokens take 15 GB on the CPU.
@@ -312,6 +322,15 @@ def run(route: str, *, small: bool, train_n: int, held_out_n: int, team: Team, s
     teambot(settings, "eval", "--run", "loop-dpo", *judged, check=False)
     results["runs"]["dpo"] = publish(settings, "loop-dpo", publish_route)
     held_out(settings, held_questions, "DPO", results)
+
+    # Retrieval last, so that the model stages above measure the model alone.
+    done = teambot(settings, "train", "--retrieval", "--run-id", "loop-retrieval", check=False)
+    if done.returncode == 0:
+        results["runs"]["retrieval"] = publish(settings, "loop-retrieval")
+        results["retrieval"]["with adapter"] = retrieval_ranks(settings, held_questions, adapted=True)
+        held_out(settings, held_questions, "DPO + query adapter", results)
+    else:
+        results["runs"]["retrieval"] = {"refused": (done.stdout + done.stderr).strip()[-400:]}
     results["minutes"] = round((time.monotonic() - started) / 60, 1)
     results["load"] = load()
     return results
@@ -354,6 +373,11 @@ def report(results: dict) -> str:
                      f"{s['words']['mean']:.0f}", f"{s['seconds']['mean']:.1f}"])
     lines = [table(["held-out", "key fact", "gold page cited", "abstains (unanswerable)", "hallucinated links",
                     "words", "s/answer"], rows)]
+    deltas = [[label, *(f"{s[k]['mean']:+.3f} [{s[k]['low']:+.2f}, {s[k]['high']:+.2f}]"
+                        for k in ("key_fact vs base", "gold_cited vs base"))]
+              for label, s in results["stages"].items() if "key_fact vs base" in s]
+    if deltas:
+        lines.append(table(["paired, vs base", "key fact", "gold page cited"], deltas))
     retrieval = results["retrieval"]
     if retrieval:
         lines.append(table(["held-out search", "R@1", "R@5", "MRR", "questions"],

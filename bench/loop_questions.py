@@ -388,12 +388,16 @@ def _rarest(words: list[str], df: Counter, k: int) -> list[str]:
 
 
 def key_fact_present(answer: str, question: Question) -> bool:
-    """Whether `answer` states the gold fact: at least half of the key terms (rounded up) are in it.
+    """Whether `answer` states the gold fact: at least half of the key terms (rounded up) are in it,
+    and for a task question the subject it asks for.
 
     A key term the question itself contains proves nothing and is not counted: an errcode's code
     or condition name is one of its two terms and the question names the other.
     """
     if question.kind == "unanswerable" or not question.key_terms:
+        return False
+    # A task question describes its subject: the answer must name it (a rare word alone is not the answer).
+    if question.form == "task" and question.subject and not _in_text(question.subject, answer):
         return False
     terms = [t for t in question.key_terms if not _in_text(t, question.q)] or list(question.key_terms)
     return sum(_in_text(t, answer) for t in terms) >= math.ceil(len(terms) / 2)

@@ -104,6 +104,7 @@ def set_active_model(settings, name: str, scope: Iterable[str] | None = None, ki
     current = active_model(settings, kind)
     previous = history(settings, kind)
     if current != name:
+        # From no query adapter: rolling back past the first one leaves none active, as before it.
         previous = (previous + [current])[-HISTORY_LIMIT:]
     # Each model keeps its own scope, so that a rollback restores it with the model.
     scopes = {m: s for m, s in _scopes(settings, kind).items() if m in previous and m != name}

@@ -66,32 +66,43 @@ class QueryAdapter:
     """The active query adapter of a collection applied to a question's embedding (unchanged
     when none is active for it, or when the active one was trained in another vector space)."""
 
-    def __init__(self, settings, collection: str, space: str) -> None:
-        self.settings, self.collection, self.space = settings, collection, space
-        self._loaded: dict[str, QueryMap | None] = {}
+    def __init__(self, settings, collection: str, space: str, dimensions: int | None = None) -> None:
+        self.settings, self.collection, self.space, self.dimensions = settings, collection, space, dimensions
+        # name -> (the file's mtime and size when read, its map or None): a republished or mended
+        # file is read again, a damaged one is not re-read (nor re-logged) per question.
+        self._loaded: dict[str, tuple[tuple[int, int], QueryMap | None]] = {}
         self._lock = threading.Lock()
 
     @component.output_types(embedding=list[float], adapter=str)
     def run(self, embedding: list[float]) -> dict:
         name = model_for(self.settings, self.collection, kind=KIND)  # re-read per question: activation needs no restart
-        mapping = self._map(name) if name else None
+        mapping = self._map(name, len(embedding)) if name else None
         if mapping is None:
             return {"embedding": embedding, "adapter": ""}
         return {"embedding": mapping.apply(np.asarray(embedding, dtype=np.float32)).tolist(), "adapter": name}
 
-    def _map(self, name: str) -> QueryMap | None:
+    def _map(self, name: str, dimensions: int) -> QueryMap | None:
+        path = adapter_path(self.settings, name)
+        try:
+            stat = path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = (0, -1)
         with self._lock:
-            if name not in self._loaded:
-                path = adapter_path(self.settings, name)
-                try:
-                    mapping = QueryMap.load(path)
-                except (OSError, ValueError, KeyError) as exc:
-                    # Missing or damaged: search as without one rather than fail every question.
-                    log.warning("query adapter %s is active but unreadable (%s): searching without it", path, exc)
-                    mapping = None
-                if mapping is not None and mapping.space != self.space:
-                    log.warning("query adapter %s maps %s vectors, not %s: searching without it", name, mapping.space,
-                                self.space)
-                    mapping = None
-                self._loaded[name] = mapping
-            return self._loaded[name]
+            known = self._loaded.get(name)
+            if known is None or known[0] != version:
+                self._loaded[name] = (version, self._read(name, path, dimensions))
+            return self._loaded[name][1]
+
+    def _read(self, name: str, path: Path, dimensions: int) -> QueryMap | None:
+        # Whatever is wrong with it, search as without one rather than fail every question.
+        try:
+            mapping = QueryMap.load(path)
+        except Exception as exc:  # noqa: BLE001 - numpy raises EOFError, BadZipFile, zlib.error, ValueError…
+            log.warning("query adapter %s is active but unreadable (%s): searching without it", path, exc)
+            return None
+        if mapping.space != self.space or mapping.up.shape[0] != dimensions:
+            log.warning("query adapter %s maps %d-dimensional %s vectors, not %d-dimensional %s ones: searching "
+                        "without it", name, mapping.up.shape[0], mapping.space, dimensions, self.space)
+            return None
+        return mapping

@@ -259,5 +259,6 @@ def _model_events(settings: Settings) -> list[dict]:
             found.append({"at": published["published_at"], "event": "published", "model": published["model"]})
         except (OSError, ValueError, KeyError):
             continue
-    adapters = [{**e, "model": f"{e['model']} (query adapter)"} for e in active_model.events(settings, "query_adapter")]
+    adapters = [{**e, "model": f"{e.get('model', '')} (query adapter)"}
+                for e in active_model.events(settings, "query_adapter")]
     return sorted(found + active_model.events(settings) + adapters, key=lambda e: str(e.get("at", "")))

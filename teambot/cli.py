@@ -625,7 +625,7 @@ def _train_query_adapter(run_id: str | None, max_steps: int, seed: int) -> None:
         options.steps = max_steps
     try:
         run_dir = train_query_adapter(_settings(), options, log=lambda m: typer.echo(m, err=True))
-    except QueryAdapterError as exc:
+    except (QueryAdapterError, ValueError) as exc:
         _fail(str(exc))
     report = json.loads((run_dir / "report.json").read_text())
     before, after = report["retrieval"]["before"], report["retrieval"]["after"]
@@ -684,6 +684,8 @@ def publish(
         label = "active query adapter" if retrieval else "active model"
         typer.echo(f"{label}: {model or 'none'}" + (f" (for {', '.join(sorted(scope))})" if scope and model else ""))
         return
+    if retrieval:
+        _fail("--retrieval goes with --rollback; a query adapter's run is published by its --run like a model's")
     if not run:
         _fail("which run? pass --run RUN (or --run latest), or --rollback")
     from training.publish import PublishRefused
@@ -691,7 +693,7 @@ def publish(
     from training.runs import RunNotFound, resolve_run
 
     try:
-        run_dir = resolve_run(settings, run)
+        run_dir = resolve_run(settings, run, any_kind=True)
         published = publish_run(settings, run_dir, activate=activate, force=force, quantize=quantize, route=route,
                                 log=lambda m: typer.echo(m, err=True))
     except (RunNotFound, PublishRefused, ValueError) as exc:

@@ -289,7 +289,7 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     result.token_counter = count_tokens.kind
     latest: dict[tuple, dict] = {}  # (thread context, question) -> example; rated_answers() is oldest first
     voted: list[dict] = []  # every answer that is a preference signal
-    pairs: list[dict] = []  # every answer that says which passages answer its question
+    latest_pair: dict[tuple, dict] = {}  # (question, collection) -> the latest answer saying which passages answer it
     reviews = _reviews(store)
     for record, ratings in store.rated_answers():
         result.rated += 1
@@ -307,7 +307,7 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
         if item:
             voted.append(item)
         if found := retrieval_pairs.pair(record, vote, correction):
-            pairs.append(found)
+            latest_pair[(normalize_question(found["question"]), found["collection"])] = found
         example, reason = _example(record, vote, correction, prompt, context, kind)
         if reason:
             result.dropped[reason] += 1
@@ -320,6 +320,7 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
             result.dropped["duplicate"] += 1
         latest[key] = example
     examples = list(latest.values())
+    pairs = list(latest_pair.values())
     # One grouping for SFT examples and preference rows: a 👎 answer lands in its question's split.
     nodes = examples + voted + pairs
     vectors = (embed or project_embedder(settings))([n["question"] for n in nodes]) if len(nodes) > 1 else None
@@ -327,8 +328,8 @@ def build_examples(settings: Settings, store, *, max_tokens: int | None = None, 
     groups = _groups(nodes, vectors, alike)
     result.groups = len(groups)
     split_of: dict[str, str] = {}
-    # Shares of the SFT examples, or of the retrieval pairs where they are more (a team whose
-    # answers are long or few is still a team whose votes say which passages answer).
+    # Shares of the SFT examples, or of the retrieval pairs where they are more (long answers are
+    # dropped from SFT, yet still say which passages answer).
     filled = {s: [0, 0] for s in SPLITS}
     for key in sorted(groups, key=bucket):
         held_out = [s for s in HELD_OUT if filled[s][0] < HELD_OUT[s] * len(examples)

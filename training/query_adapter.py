@@ -9,7 +9,7 @@ learns the very space the search runs in, and nothing is re-indexed.
 
 Early stopping on the dev split; the gate searches the collection (Weaviate's hybrid search, as
 the bot searches, without boosts) for every test question with and without the map and refuses a
-map under which recall@5 or MRR drops. Publishing copies the map to `data_dir/query_adapters/`;
+map under which recall@5 or MRR drops, against no map and against the map active now. Publishing copies the map to `data_dir/query_adapters/`;
 activation and rollback are core.active_model's, kind "query_adapter" (pipeline/query_adapter.py
 applies it).
 """
@@ -206,16 +206,36 @@ def measures(ranks: list[int | None]) -> dict:
             "mrr": round(mrr(ranks), 4)}
 
 
-def gate(before: dict, after: dict, minimum: int = 5) -> dict:
+MIN_TEST = 5  # test questions the gate needs
+
+
+def gate(before: dict, after: dict, active: dict | None = None, minimum: int = MIN_TEST) -> dict:
+    """Promotable when neither recall@5 nor MRR drops against searching without a map, nor against
+    the map active now, and one of them rises."""
     reasons = []
     if after["questions"] < minimum:
         reasons.append(f"only {after['questions']} test questions (need {minimum})")
-    for key in ("recall@5", "mrr"):
-        if after[key] < before[key]:
-            reasons.append(f"{key} drops {before[key]:.3f} → {after[key]:.3f}")
+    for label, reference in (("without a map", before), ("with the active map", active)):
+        for key in ("recall@5", "mrr"):
+            if reference is not None and after[key] < reference[key]:
+                reasons.append(f"{key} {reference[key]:.3f} {label} → {after[key]:.3f}")
     if not reasons and after["mrr"] <= before["mrr"] and after["recall@5"] <= before["recall@5"]:
         reasons.append("no better than searching without it")
     return {"promotable": not reasons, "reasons": reasons}
+
+
+def active_map(settings: Settings, collections: list[str]) -> tuple[str, QueryMap | None]:
+    """The adapter active for these collections now, if any."""
+    from core.active_model import model_for
+    from pipeline.query_adapter import KIND, adapter_path
+
+    name = model_for(settings, collections, kind=KIND)
+    if not name:
+        return "", None
+    try:
+        return name, QueryMap.load(adapter_path(settings, name))
+    except Exception:  # noqa: BLE001 - an unreadable map serves nothing: the bots search without it
+        return name, None
 
 
 def train_query_adapter(settings: Settings, options: QueryAdapterOptions, log=print) -> Path:
@@ -225,12 +245,16 @@ def train_query_adapter(settings: Settings, options: QueryAdapterOptions, log=pr
     pairs, scope = load_pairs(settings)
     # As for SFT examples (TEAMBOT_TRAIN_MIN_EXAMPLES): fewer, and a map learns a handful of questions.
     minimum = settings.train_min_examples
-    if len(pairs["train"]) < minimum or not pairs["test"]:
+    if len(pairs["train"]) < minimum or len(pairs["test"]) < MIN_TEST:
         raise QueryAdapterError(
             f"the export holds {len(pairs['train'])} training and {len(pairs['test'])} test retrieval pairs (need "
-            f"{minimum} and some): collect more 👍 answers that cite their sources, or corrections that do"
+            f"{minimum} and {MIN_TEST}): collect more 👍 answers that cite their sources, or corrections that do"
         )
-    collections = scope.get("collections") or sorted({r["collection"] for rows in pairs.values() for r in rows})
+    # Its scope: the collections its training pairs came from (an export's other collections were not learned).
+    collections = sorted({r["collection"] for r in pairs["train"]} & set(scope.get("collections") or []))
+    if not collections:
+        raise QueryAdapterError("the export's retrieval pairs come from no collection of its scope")
+    pairs = {s: [r for r in rows if r["collection"] in collections] for s, rows in pairs.items()}
     space = check_space(settings, collections)
     started = time.monotonic()
     run_id = runs.check_run_id(options.run_id or f"retrieval-{runs.new_run_id()}")
@@ -248,15 +272,24 @@ def train_query_adapter(settings: Settings, options: QueryAdapterOptions, log=pr
         raise QueryAdapterError(f"only {len(rows['train'].positives)} training pairs still have their passages in Weaviate")
     log(f"training a rank-{options.rank} query adapter on {len(rows['train'].positives)} pairs "
         f"({len(ids)} passages), dev {len(rows['dev'].positives)}, test {len(pairs['test'])}")
+    dev = rows["dev"]
+    if not dev.positives:  # early stopping needs something: a fifth of train, then not trained on
+        cut = max(1, len(rows["train"].positives) // 5)
+        train = rows["train"]
+        dev = _Rows(train.questions[:cut], train.positives[:cut], train.negatives[:cut])
+        rows["train"] = _Rows(train.questions[cut:], train.positives[cut:], train.negatives[cut:])
+        log(f"no dev pairs: early stopping on {cut} training pairs held back")
     # The dev split ranks among the passages its own pairs name: the ones the search showed for those questions.
-    dev_ids = sorted({i for r in (rows["dev"].positives + rows["dev"].negatives) for i in r})
+    dev_ids = sorted({i for r in (dev.positives + dev.negatives) for i in r})
     dev_local = {g: j for j, g in enumerate(dev_ids)}
-    dev_rows = _Rows(rows["dev"].questions, [[dev_local[i] for i in p] for p in rows["dev"].positives], [])
+    dev_rows = _Rows(dev.questions, [[dev_local[i] for i in p] for p in dev.positives], [])
     mapping, history = fit(rows["train"], passages, dev_rows, passages[dev_ids] if dev_ids else passages[:0], options,
                            space, log)
     before = measures(search_ranks(settings, pairs["test"], questions["test"], None))
     after = measures(search_ranks(settings, pairs["test"], questions["test"], mapping))
-    verdict = gate(before, after)
+    active_name, active = active_map(settings, collections)
+    now = measures(search_ranks(settings, pairs["test"], questions["test"], active)) if active else None
+    verdict = gate(before, after, now)
     log(f"test search: recall@5 {before['recall@5']:.3f} → {after['recall@5']:.3f}, MRR {before['mrr']:.3f} → "
         f"{after['mrr']:.3f}: {'promotable' if verdict['promotable'] else '; '.join(verdict['reasons'])}")
     run_dir.mkdir(parents=True)
@@ -266,5 +299,6 @@ def train_query_adapter(settings: Settings, options: QueryAdapterOptions, log=pr
         "options": options.__dict__, "pairs": {s: len(pairs[s]) for s in SPLITS},
     })
     runs.write_json(run_dir / "metrics.json", {**history, "seconds": round(time.monotonic() - started, 1)})
-    runs.write_json(run_dir / "report.json", {"retrieval": {"before": before, "after": after}, "gate": verdict})
+    runs.write_json(run_dir / "report.json", {"retrieval": {"before": before, "after": after, "active": now,
+                                                            "active_name": active_name or None}, "gate": verdict})
     return run_dir

@@ -2,11 +2,12 @@
 
 Written by `teambot feedback export` beside the SFT data (`data_dir/sft/retrieval/`), from the
 same answers in the same scope, split by the same groups:
-- a 👍 answer shown as written: the passages it cited are positives;
+- a 👍 answer shown as written: the passages its text cites ([n]) are positives;
 - a 👎 answer with a correction (a reviewer's outranks the users'): the passages the correction
   cites by number ([n] as the model was given them) are positives;
-- the other passages the search returned for that question are hard negatives: the search put
-  them in front of the model and they were not what answered it.
+- the other passages the search returned for that question (of other pages) are hard negatives:
+  the search put them in front of the model and they were not what answered it.
+The question is what was searched: a follow-up's standalone rewrite where there was one.
 An answer that cites nothing, or searched several collections (a passage's collection is not
 recorded), gives no pair.
 """
@@ -19,24 +20,28 @@ from training.scrub import scrub
 
 
 def pair(record, vote: int, correction: str | None) -> dict | None:
-    question = (record.question or "").strip()
+    # What was searched: a follow-up's standalone rewrite, else the question (the map moves that text's embedding).
+    question = (record.searched or record.question or "").strip()
     if not question or "+" in (record.collection or "+"):
         return None
     retrieved = [s for s in record.retrieved or [] if isinstance(s, dict) and s.get("chunk_id")]
     if vote > 0 and record.outcome not in NOT_SHOWN:
-        cited = {s.get("chunk_id") for s in record.sources or [] if isinstance(s, dict) and s.get("chunk_id")}
+        text = record.answer_text or ""
     elif vote < 0 and correction:
-        numbers = {int(n) for n in CITATION.findall(correction)}
-        cited = {s["chunk_id"] for s in retrieved if s.get("number") in numbers}
+        text = correction
     else:
         return None
+    # The [n] the text cites, not the answer's sources: an answer citing nothing shows its best passage
+    # there, and learning that would teach the search what it already ranks first.
+    numbers = {int(n) for n in CITATION.findall(text)}
+    cited = [s for s in retrieved if s.get("number") in numbers]
     if not cited:
         return None
-    paths = sorted({s["path"] for s in retrieved if s["chunk_id"] in cited and s.get("path")}
-                   | {s.get("path") for s in record.sources or [] if isinstance(s, dict) and s.get("chunk_id") in cited
-                      and s.get("path")})
+    paths = {s.get("path") for s in cited if s.get("path")}
     return {
         "answer_id": record.id, "question": scrub(question), "collection": record.collection,
-        "positives": sorted(cited), "negatives": [s["chunk_id"] for s in retrieved if s["chunk_id"] not in cited],
-        "sources": paths,
+        "positives": sorted({s["chunk_id"] for s in cited}),
+        # Another passage of a cited page is no wrong answer: the gate and the benchmark count pages.
+        "negatives": [s["chunk_id"] for s in retrieved if s not in cited and s.get("path") not in paths],
+        "sources": sorted(paths),
     }

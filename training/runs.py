@@ -41,8 +41,9 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def resolve_run(settings: Settings, run: str) -> Path:
-    """The directory of run `run` ("latest": the most recently finished run)."""
+def resolve_run(settings: Settings, run: str, *, any_kind: bool = False) -> Path:
+    """The directory of run `run` ("latest": the most recently finished model run); a query
+    adapter's run (`train --retrieval`) only with `any_kind` (publishing takes both)."""
     root = runs_dir(settings)
     if run == "latest":
         done = [p for p in root.glob("*/adapter") if p.is_dir()] if root.is_dir() else []
@@ -54,7 +55,12 @@ def resolve_run(settings: Settings, run: str) -> Path:
         known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
         hint = f"; known runs: {', '.join(known[-5:])}" if known else ""
         raise RunNotFound(f"no training run {run!r} under {root}{hint}")
-    if not (path / "adapter").is_dir() and not (path / "query_adapter.npz").is_file():
+    if (path / "query_adapter.npz").is_file() and not (path / "adapter").is_dir():
+        if any_kind:
+            return path
+        raise RunNotFound(f"run {run!r} is a query adapter (`teambot train --retrieval`): there is no model to "
+                          "evaluate or train on; publish it with `teambot publish --run RUN`")
+    if not (path / "adapter").is_dir():
         raise RunNotFound(f"run {run!r} has no adapter: its training did not finish")
     return path
 
