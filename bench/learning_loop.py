@@ -184,7 +184,7 @@ def ask_all(settings: Settings, questions, *, feedback: bool = False, store=None
             answer = service.ask(question.q, collection=settings.collection)
             if record:
                 store.record_answer(answer, platform="slack", user_id=f"U{i % 7}", workspace="T1", channel="CLOOP",
-                                    thread=f"{i}.000")
+                                    thread=f"{i}.000", audience="public")
             done.append((question, answer, score(answer, question)))
             if i % 25 == 0:
                 print(f"  asked {i}/{len(questions)}", flush=True)

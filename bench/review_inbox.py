@@ -21,11 +21,13 @@ from feedback.reviews import InboxFilter, ReviewRecord, ReviewStore
 from feedback.store import AnswerRecord, FeedbackStore, RatingRecord
 
 FILTERS = {
-    "👎 first, page 1": InboxFilter(),
-    "👎 first, page 40": InboxFilter(page=40),
-    "any vote, one collection": InboxFilter(vote="any", collection="Sales"),
-    "👎, one model, last 7 days": InboxFilter(model="teambot-ft-3", since=date.today() - timedelta(days=7)),
-    "👎 with a reason, not reviewed": InboxFilter(has_reason=True, reviewed="no"),
+    "the default queue (👎 or help asked, not reviewed)": InboxFilter(),
+    "👎 first, page 1": InboxFilter(vote="down", reviewed="any"),
+    "👎 first, page 40": InboxFilter(vote="down", reviewed="any", page=40),
+    "any vote, one collection": InboxFilter(vote="any", reviewed="any", collection="Sales"),
+    "👎, one model, last 7 days": InboxFilter(vote="down", reviewed="any", model="teambot-ft-3",
+                                             since=date.today() - timedelta(days=7)),
+    "👎 with a reason, not reviewed": InboxFilter(vote="down", has_reason=True, reviewed="no"),
 }
 
 

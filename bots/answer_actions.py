@@ -1,6 +1,6 @@
 """What people do with an answer, the same on every platform: vote (buttons, reactions, the 👎
 form's note), take a reaction's vote back, ask the channel's experts for help, mark that resolved,
-and share a private answer with the channel.
+share a private answer with the channel, and keep what the experts write in a hand-off's thread.
 
 The platform packages parse the click or reaction and show the outcome; the decisions (who may,
 what is stored, which rule applies) and the sentences people read are here, once. Calls are
@@ -10,8 +10,10 @@ blocking (the store): Discord makes them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from bots.channel_rules import ChannelRule
 from bots.conversation import Conversations
@@ -37,6 +39,9 @@ NOT_YOUR_ANSWER = "Only the person who asked can share this answer."
 SHARED = "Shared with the channel. ✅"
 SHARE_FAILED = "Sorry, I couldn't share that answer right now. Please try again shortly."
 STOPPING = "Stopping your answer."
+# An expert's reply often starts by tagging the asker ("<@U0ALICE> it goes in …"; Discord: "<@123>"):
+# the draft answer is for whoever asks next.
+LEADING_MENTIONS = re.compile(r"^(?:\s*<@!?[A-Za-z0-9]+>[\s,:;-]*)+")
 NOTHING_TO_STOP = "You have no answer in progress here."
 
 
@@ -172,6 +177,37 @@ class AnswerActions:
             return ALREADY_RESOLVED
         metrics.observe_handoff(self.platform, "resolved")
         return handoff
+
+    def expert_reply(self, channel: str | None, thread: str | None, message_id: str, user: str, text: str,
+                     groups: Callable[[ChannelRule], frozenset[str]], *where: str | int | None,
+                     posted_at: datetime | None = None) -> bool:
+        """A message in a thread: kept if it is an expert's reply to a waiting hand-off there (True:
+        it is meant for the asker, not a question for the bot). The asker's own messages, whoever
+        asked for help, and people who are not experts of the channel's rule are not kept: only
+        an expert's words become a draft answer."""
+        text = LEADING_MENTIONS.sub("", text).strip()
+        handoff = self.store.handoff_in_thread(self.platform, channel, thread)
+        if handoff is None or handoff.resolved_at is not None or not text:
+            return False
+        record = self.store.get_answer(handoff.answer_id)
+        if record is None or self.store.user_hash(self.platform, user) in (record.user_hash, handoff.requested_by):
+            return False
+        rule = self.rule_of(record, *where)
+        if not rule.is_expert(user, groups(rule)):
+            return False
+        return self.store.add_expert_reply(handoff.id, platform=self.platform, message_id=message_id, user_id=user,
+                                           text=text, posted_at=posted_at)
+
+    def people_answering(self, channel: str | None, thread: str | None) -> bool:
+        """Whether a hand-off waits in this thread: its messages are then for the people helping,
+        and the bot answers there only when it is mentioned."""
+        handoff = self.store.handoff_in_thread(self.platform, channel, thread)
+        return handoff is not None and handoff.resolved_at is None
+
+    def expert_reply_changed(self, message_id: str, text: str | None) -> bool:
+        """A kept reply edited (`text`) or deleted (None): the draft follows until it is reviewed."""
+        text = (LEADING_MENTIONS.sub("", text).strip() or None) if text is not None else None  # emptied: gone
+        return self.store.edit_expert_reply(self.platform, message_id, text)
 
     def shareable(self, answer_id: str, user: str, *where: str | int | None) -> Shareable | str:
         """A private answer its asker shares with the channel, or what to tell the user. After

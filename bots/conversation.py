@@ -126,7 +126,8 @@ class Answering(Protocol):
     def validate(self, question: str) -> str: ...
 
     def ask(self, question: str, *, collection: str | Sequence[str] | None = None, history: Sequence[Turn] = (),
-            on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> Answer: ...
+            on_token: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+            place: tuple[str, str] | None = None) -> Answer: ...
 
     def use_feedback(self, feedback: FeedbackSources | None) -> None: ...
 
@@ -303,6 +304,7 @@ class Conversations:
             answer = self.service.ask(
                 question.text, collection=question.collections, history=history,
                 on_token=None if rule.citations_required else reply.token, stop=stop,
+                place=(question.platform, question.channel or ""),
             )
             if rule.citations_required and answer.outcome is Outcome.ANSWERED and not answer.cited:
                 answer = _without_source(answer, rule)
@@ -437,8 +439,11 @@ def feedback_from(store: FeedbackStore) -> FeedbackSources:
     def reviewed_answers(collection: str) -> list[Reviewed]:
         # Follow-ups are left out: "and for contractors?" means what its thread said, and only first
         # questions are matched.
+        # Kept to its conversation unless everyone could read it there (answers before 0007 did not say).
         return [Reviewed(answer.id, answer.question, review.correction, list(answer.sources or []),
-                         frozenset(answer.collection.split("+")))
+                         frozenset(answer.collection.split("+")),
+                         None if answer.audience == "public" else (answer.platform, answer.channel or ""),
+                         review.updated_at.timestamp() if review.updated_at else 0.0)
                 for answer, review in reviews.approved_corrections(collection)
                 if sum(1 for m in answer.prompt or [] if isinstance(m, dict) and m.get("role") == "user") <= 1]
 

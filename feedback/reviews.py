@@ -19,7 +19,9 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from feedback.store import AnswerRecord, Base, FeedbackStore, RatingRecord, _aware, _now
+from feedback.store import (
+    AnswerRecord, Base, ExpertReplyRecord, FeedbackStore, HandoffRecord, RatingRecord, _aware, _now,
+)
 
 CAUSES = {
     "retrieval_missed": "retrieval missed the right passage",
@@ -109,13 +111,15 @@ def check_password(password: str, stored: str) -> bool:
 
 @dataclass
 class InboxFilter:
-    vote: str = "down"  # down, up, none (no votes), any
+    # attention (more 👎 than 👍, or a person was asked for help), down, up, none (no votes), any,
+    # expert (an expert answered its hand-off)
+    vote: str = "attention"
     collection: str = ""
     model: str = ""
     since: date | None = None
     until: date | None = None
     has_reason: bool = False
-    reviewed: str = "any"  # any, yes, no
+    reviewed: str = "no"  # any, yes, no: the inbox shrinks as answers are reviewed
     page: int = 1
     per_page: int = 25
 
@@ -133,6 +137,18 @@ class InboxRow:
     reasons: int
     reviewed: bool
     cause: str | None
+    expert: bool = False  # an expert answered its resolved hand-off: a draft to review
+    corrections: int = 0  # users' suggested corrections (the 👎 form)
+
+
+@dataclass(frozen=True)
+class ExpertDraft:
+    """What the experts wrote in a resolved hand-off's thread, joined in order: a draft answer."""
+
+    text: str
+    replies: int
+    experts: int
+    resolved_at: datetime
 
 
 @dataclass
@@ -227,21 +243,35 @@ class ReviewStore:
                 func.sum(case((RatingRecord.value > 0, 1), else_=0)).label("up"),
                 func.sum(case((RatingRecord.value < 0, 1), else_=0)).label("down"),
                 func.sum(case((and_(RatingRecord.reason.is_not(None), RatingRecord.reason != ""), 1), else_=0)).label("reasons"),
+                func.sum(case((and_(RatingRecord.correction.is_not(None), RatingRecord.correction != ""), 1),
+                              else_=0)).label("corrections"),
             ).group_by(RatingRecord.answer_id).subquery()
         )
         up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        expert = (
+            select(ExpertReplyRecord.id).join(HandoffRecord, HandoffRecord.id == ExpertReplyRecord.handoff_id)
+            .where(HandoffRecord.answer_id == AnswerRecord.id, HandoffRecord.resolved_at.is_not(None),
+                   ExpertReplyRecord.deleted.is_(False))
+            .exists()
+        )
         query = (
-            select(AnswerRecord, up, down, func.coalesce(votes.c.reasons, 0), ReviewRecord.answer_id, ReviewRecord.cause)
+            select(AnswerRecord, up, down, func.coalesce(votes.c.reasons, 0), ReviewRecord.answer_id, ReviewRecord.cause,
+                   expert, func.coalesce(votes.c.corrections, 0))
             .outerjoin(votes, votes.c.answer_id == AnswerRecord.id)
             .outerjoin(ReviewRecord, ReviewRecord.answer_id == AnswerRecord.id)
         )
         conditions = []
-        if f.vote == "down":
+        if f.vote == "attention":
+            helped = select(HandoffRecord.id).where(HandoffRecord.answer_id == AnswerRecord.id).exists()
+            conditions.append(or_(down > up, helped))
+        elif f.vote == "down":
             conditions.append(down > up)
         elif f.vote == "up":
             conditions.append(up > down)
         elif f.vote == "none":
             conditions.append(up + down == 0)
+        elif f.vote == "expert":
+            conditions.append(expert)
         if f.collection:  # answered from it, alone or with others ("A+B")
             c = AnswerRecord.collection
             conditions.append(or_(c == f.collection, c.startswith(f.collection + "+", autoescape=True),
@@ -253,8 +283,8 @@ class ReviewStore:
             conditions.append(AnswerRecord.created_at >= datetime.combine(f.since, datetime.min.time(), timezone.utc))
         if f.until:
             conditions.append(AnswerRecord.created_at < datetime.combine(f.until + timedelta(days=1), datetime.min.time(), timezone.utc))
-        if f.has_reason:
-            conditions.append(votes.c.reasons > 0)
+        if f.has_reason:  # a reason or a suggested correction: something a user wrote
+            conditions.append(or_(votes.c.reasons > 0, votes.c.corrections > 0))
         if f.reviewed == "yes":
             conditions.append(ReviewRecord.answer_id.is_not(None))
         elif f.reviewed == "no":
@@ -269,8 +299,8 @@ class ReviewStore:
         rows = [
             InboxRow(id=a.id, created_at=_aware(a.created_at), question=a.question, answer=a.answer_text,
                      collection=a.collection, model=a.model, up=int(u), down=int(d), reasons=int(r),
-                     reviewed=reviewed is not None, cause=cause)
-            for a, u, d, r, reviewed, cause in page
+                     reviewed=reviewed is not None, cause=cause, expert=bool(by_expert), corrections=int(c))
+            for a, u, d, r, reviewed, cause, by_expert, c in page
         ]
         return rows, int(total or 0)
 
@@ -286,6 +316,19 @@ class ReviewStore:
     def review(self, answer_id: str) -> ReviewRecord | None:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(ReviewRecord, answer_id)
+
+    def expert_draft(self, answer_id: str) -> ExpertDraft | None:
+        """The experts' answer to the answer's resolved hand-off, as it stands now (edits and
+        deletions in the thread followed), or None."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            handoff = session.scalars(select(HandoffRecord).where(HandoffRecord.answer_id == answer_id)).first()
+        if handoff is None or handoff.resolved_at is None:
+            return None
+        replies = self.store.expert_replies(handoff.id)
+        if not replies:
+            return None
+        return ExpertDraft("\n\n".join(r.text for r in replies), len(replies), len({r.author for r in replies}),
+                           _aware(handoff.resolved_at))
 
     def events(self, subject: str) -> list[ReviewEventRecord]:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -131,6 +131,7 @@ class HandoffRecord(Base):
     """Someone asked for a person's help with an answer: one per answer, reopened if asked again."""
 
     __tablename__ = "handoffs"
+    __table_args__ = (Index("ix_handoffs_conversation", "platform", "channel", "thread"),)  # every thread reply asks
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), unique=True)
@@ -142,6 +143,25 @@ class HandoffRecord(Base):
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[str | None] = mapped_column(String(64))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ExpertReplyRecord(Base):
+    """A message an expert wrote in a hand-off's thread while it was open: resolving the hand-off
+    makes the replies, joined in order, a draft answer for the review page. Edits and deletions
+    are followed (`edit_expert_reply`); a deleted reply keeps its row, without its text."""
+
+    __tablename__ = "expert_replies"
+    __table_args__ = (UniqueConstraint("platform", "message_id", name="one_row_per_reply"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))  # user hash
+    text: Mapped[str] = mapped_column(Text)
+    posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted: Mapped[bool] = mapped_column(default=False)
 
 
 class UnknownAnswer(LookupError):
@@ -333,6 +353,57 @@ class FeedbackStore:
                 .where(HandoffRecord.id == handoff_id, HandoffRecord.resolved_at.is_(None))
                 .values(resolved_at=_now(), resolved_by=self.user_hash(platform, user_id))
             ).rowcount > 0
+
+    def handoff_in_thread(self, platform: str, channel: str | None, thread: str | None) -> HandoffRecord | None:
+        """The newest hand-off of an answer given in this thread, waiting or resolved."""
+        if not channel or not thread:
+            return None
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(
+                select(HandoffRecord).where(HandoffRecord.platform == platform, HandoffRecord.channel == channel,
+                                            HandoffRecord.thread == thread)
+                .order_by(HandoffRecord.requested_at.desc(), HandoffRecord.id.desc()).limit(1)
+            ).first()
+
+    def handoff_for_message(self, platform: str, message_id: str) -> HandoffRecord | None:
+        """The hand-off that `message_id` (the message tagging the experts) belongs to."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(select(HandoffRecord).where(HandoffRecord.platform == platform,
+                                                               HandoffRecord.message_id == message_id)).first()
+
+    def add_expert_reply(self, handoff_id: int, *, platform: str, message_id: str, user_id: str, text: str,
+                         posted_at: datetime | None = None) -> bool:
+        """An expert's message in a waiting hand-off's thread; False if the hand-off was resolved
+        meanwhile (or the message was recorded already). `posted_at`: when the platform says it
+        was written (events may be handled out of order)."""
+        with Session(self.engine) as session, session.begin():
+            handoff = session.get(HandoffRecord, handoff_id, with_for_update=True)
+            if handoff is None or handoff.resolved_at is not None:
+                return False
+            insert = _dialect_insert(self.engine)
+            return session.execute(insert(ExpertReplyRecord).values(
+                handoff_id=handoff_id, platform=platform, message_id=message_id,
+                author=self.user_hash(platform, user_id), text=text, posted_at=posted_at or _now(),
+            ).on_conflict_do_nothing(index_elements=["platform", "message_id"])).rowcount > 0
+
+    def edit_expert_reply(self, platform: str, message_id: str, text: str | None) -> bool:
+        """An expert's reply edited (`text`) or deleted (None); False if it is not one."""
+        values = {"text": text, "edited_at": _now()} if text is not None else {"text": "", "deleted": True}
+        with Session(self.engine) as session, session.begin():
+            return session.execute(update(ExpertReplyRecord).where(
+                ExpertReplyRecord.platform == platform, ExpertReplyRecord.message_id == message_id,
+            ).values(**values)).rowcount > 0
+
+    def expert_replies(self, handoff_id: int) -> list[ExpertReplyRecord]:
+        """A hand-off's expert replies still standing, in the order they were written."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(
+                select(ExpertReplyRecord).where(ExpertReplyRecord.handoff_id == handoff_id,
+                                                ExpertReplyRecord.deleted.is_(False))
+                # Within one instant, the platform's ids (Slack's ts, Discord's snowflakes) keep the order.
+                .order_by(ExpertReplyRecord.posted_at, func.length(ExpertReplyRecord.message_id),
+                          ExpertReplyRecord.message_id)
+            ))
 
     def handoff_stats(self) -> HandoffStats:
         with Session(self.engine) as session:

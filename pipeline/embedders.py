@@ -40,6 +40,7 @@ class Embedder:
     same_question: float = 0.86  # a reviewed answer serves a new question this close (bench/reviewed_match.py)
     alike: float = 0.80  # training keeps questions this close in one split (training/export.py)
     support: float = 0.35  # an answer's mean sentence support below this is not shown (pipeline/grounding.py)
+    same_topic: float = 0.45  # unanswered questions this close are one gap (review/gaps.py; tests/test_gaps.py)
 
 
 EMBEDDERS = {
@@ -48,7 +49,8 @@ EMBEDDERS = {
     # e5 puts every pair of texts between 0.7 and 1: questions on one topic reach 0.96 (reviewed_match).
     "e5-small-v2-int8": Embedder("e5-small-v2-int8", "e5-small-v2", onnx=True, query_prefix="query: ",
                                  passage_prefix="passage: ", max_tokens=512, gate=0.84, same_question=0.96, alike=0.93,
-                                 support=0.0),  # the grounding check is not measured for e5: off
+                                 support=0.0,  # the grounding check is not measured for e5: off
+                                 same_topic=0.86),
 }
 
 

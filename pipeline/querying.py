@@ -228,9 +228,11 @@ class AnswerService:
         vectors = np.array([self._embedder.run(text=t)["embedding"] for t in texts], dtype=np.float32).reshape(len(texts), -1)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    def reviewed_match(self, question: str, collection: str | Sequence[str]) -> tuple[Reviewed, float] | None:
+    def reviewed_match(self, question: str, collection: str | Sequence[str],
+                       place: tuple[str, str] | None = None) -> tuple[Reviewed, float] | None:
         """The approved reviewed answer for `question` in these collections, if one matches closely
-        and came from these collections alone."""
+        and came from these collections alone (and, if it was given in a private conversation,
+        from `place`: (platform, channel))."""
         if self.feedback.reviewed_answers is None or same_question(self.settings) > 1:
             return None
         names = [collection] if isinstance(collection, str) else list(dict.fromkeys(collection))
@@ -244,7 +246,7 @@ class AnswerService:
             return None
         vector = self.embed([question])[0]
         readable = frozenset(names)
-        matches = [m for m in (s.match(vector, readable) for s in sets) if m]
+        matches = [m for m in (s.match(vector, readable, place) for s in sets) if m]
         return max(matches, key=lambda m: m[1]) if matches else None
 
     def close(self) -> None:
@@ -478,15 +480,17 @@ class AnswerService:
         history: Sequence[Turn] = (),
         on_token: Callable[[str], None] | None = None,
         stop: threading.Event | None = None,
+        place: tuple[str, str] | None = None,
     ) -> Answer:
         """Answer `question` from `collection` (or the best of several), streaming what may be
         shown to `on_token`. Setting `stop` ends the generation at its next token: the answer is
-        what was shown so far, with the outcome `stopped`."""
+        what was shown so far, with the outcome `stopped`. `place` is the asking conversation
+        (platform, channel): reviewed answers kept to a private one are served only there."""
         started = time.perf_counter()
         question = self.validate(question)
         collection = collection or self.settings.collection
         history = list(history)[-self.settings.history_turns :] if self.settings.history_turns else []
-        if not history and (reviewed := self.reviewed_match(question, collection)):
+        if not history and (reviewed := self.reviewed_match(question, collection, place)):
             return self._reviewed_answer(question, collection, *reviewed, on_token, started)
         # The fine-tune only where it learned from every collection searched (its scope).
         model = model_for(self.settings, collection)

@@ -3,8 +3,14 @@ new questions that match the reviewed question closely (cosine similarity of the
 embeddings at least `reviewed_answer_similarity`), with the sources of the reviewed answer and a
 "reviewed answer" mark. Only where the asking channel searches every collection the reviewed
 answer came from: an answer reviewed in a channel that reads Finance and the handbook quotes
-Finance, and a channel that reads the handbook alone never sees it. The threshold is measured in
+Finance, and a channel that reads the handbook alone never sees it. An answer given where not
+everyone could read it (a private channel, a DM: the experts there may have written what only its
+members may know) is served only in that same conversation. The threshold is measured in
 bench/reviewed_match.py: paraphrases above it, different questions on the same topic below.
+
+One question, one answer: where several approved answers (say a reviewer's correction and
+later an expert's answer to the same question) have questions this similar, in the same scope,
+only the most recently reviewed one is served: they are merged, not doubled.
 
 Only first questions are matched: a follow-up ("and for part-time staff?") means what its thread
 says, which the reviewed question's thread may not have said.
@@ -27,10 +33,12 @@ class Reviewed:
     correction: str
     sources: list[dict] = field(default_factory=list)  # as the reviewed answer showed them
     collections: frozenset[str] = frozenset()  # every collection the reviewed answer was answered from
+    place: tuple[str, str] | None = None  # (platform, channel) it is kept to; None: wherever the collections are read
+    reviewed_at: float = 0.0  # when the review was last saved (seconds since the epoch): the newest of duplicates wins
 
-    def readable_from(self, collections: frozenset[str]) -> bool:
-        """Whether a channel searching `collections` may be shown this answer and its sources."""
-        return bool(self.collections) and self.collections <= collections
+    def readable_from(self, collections: frozenset[str], place: tuple[str, str] | None = None) -> bool:
+        """Whether a channel searching `collections` (at `place`) may be shown this answer and its sources."""
+        return bool(self.collections) and self.collections <= collections and self.place in (None, place)
 
 
 # collection -> the approved corrections answered from it
@@ -57,13 +65,15 @@ class ReviewedAnswers:
         if missing:
             for item, vector in zip(missing, self.embed([i.question for i in missing])):
                 self._known[(item.answer_id, item.question)] = vector
-        return items, np.array([self._known[(i.answer_id, i.question)] for i in items], dtype=np.float32)
+        vectors = np.array([self._known[(i.answer_id, i.question)] for i in items], dtype=np.float32)
+        return _newest_of_duplicates(items, vectors, self.threshold)
 
-    def match(self, question_vector: np.ndarray, readable: frozenset[str]) -> tuple[Reviewed, float] | None:
+    def match(self, question_vector: np.ndarray, readable: frozenset[str],
+              place: tuple[str, str] | None = None) -> tuple[Reviewed, float] | None:
         """The reviewed answer whose question is most similar, if similar enough, among those a
-        channel searching the `readable` collections may see."""
+        channel searching the `readable` collections (at `place`) may see."""
         items, vectors = self._state.get()
-        allowed = np.array([item.readable_from(readable) for item in items], dtype=bool)
+        allowed = np.array([item.readable_from(readable, place) for item in items], dtype=bool)
         if not allowed.any():
             return None
         similarities = np.where(allowed, vectors @ question_vector, -np.inf)
@@ -72,3 +82,16 @@ class ReviewedAnswers:
 
     def __bool__(self) -> bool:
         return bool(self._state.get()[0])
+
+
+def _newest_of_duplicates(items: list[Reviewed], vectors: np.ndarray, threshold: float) -> tuple[list[Reviewed], np.ndarray]:
+    """Of reviewed answers to the same question (similarity at the threshold or above) in the same
+    scope, the most recently reviewed one."""
+    kept: list[int] = []
+    for i in sorted(range(len(items)), key=lambda i: items[i].reviewed_at, reverse=True):
+        scope = (items[i].collections, items[i].place)
+        if not any((items[k].collections, items[k].place) == scope and float(vectors[k] @ vectors[i]) >= threshold
+                   for k in kept):
+            kept.append(i)
+    kept.sort()
+    return [items[i] for i in kept], vectors[kept] if kept else vectors[:0]

@@ -99,6 +99,15 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
     def csrf_refused(error: CSRFError):
         return render_template("error.html", message=f"The form was refused: {error.description} Reload the page and try again."), 400
 
+    @app.errorhandler(404)
+    def not_found(_error):
+        return render_template("error.html", message="There is no such page here.", back=True), 404
+
+    @app.errorhandler(500)
+    def failed(_error):
+        return render_template("error.html", message="Something went wrong on our side; the error was logged.",
+                               back=True), 500
+
     @app.get("/healthz")
     def healthz():
         return {"ok": True}
@@ -148,17 +157,21 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         if record is None:
             abort(404)
         if request.method == "POST":
+            form = {"correction": request.form.get("correction"), "cause": request.form.get("cause") or None,
+                    "exclude": request.form.get("exclude") == "on", "approved": request.form.get("approved") == "on"}
             try:
-                changed = reviews.save_review(
-                    answer_id, g.reviewer, correction=request.form.get("correction"),
-                    cause=request.form.get("cause") or None, exclude=request.form.get("exclude") == "on",
-                    approved=request.form.get("approved") == "on",
-                )
+                changed = reviews.save_review(answer_id, g.reviewer, **form)
             except ReviewError as exc:
-                flash(str(exc), "error")
-            else:
-                flash(f"Saved ({', '.join(changed)})." if changed else "Nothing changed.", "ok")
+                # Shown again as typed: a refused save loses nothing.
+                return answer_page(record, form=form, error=str(exc)), 422
+            flash(f"Saved ({', '.join(changed)})." if changed else "Nothing changed.", "ok")
             return redirect(url_for("answer", answer_id=answer_id))
+        return answer_page(record, start=request.args.get("from", type=int))
+
+    def answer_page(record, *, form: dict | None = None, error: str | None = None, start: int | None = None) -> str:
+        """The answer, its passages, votes and review form: `form` as typed (after a refused save),
+        else the saved review, else the chosen user correction (`start`) or the experts' draft."""
+        answer_id = record.id
         shown = {s.get("path"): s for s in record.sources or [] if isinstance(s, dict)}
         passages = [
             {"number": p.get("number", i), "title": p.get("title", ""), "path": p.get("path", ""),
@@ -168,10 +181,18 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         ]
         overrides = {path: action for name in record.collection.split("+")
                      for path, action in reviews.document_overrides(name).items()}
+        ratings, review, expert = store.ratings(answer_id), reviews.review(answer_id), reviews.expert_draft(answer_id)
+        if form is None:
+            chosen = next((r.correction for r in ratings if r.id == start and r.correction), None)
+            form = {"correction": chosen or (review.correction if review and review.correction else None)
+                    or (expert.text if expert else ""),
+                    "cause": review.cause if review else None, "exclude": bool(review and review.exclude),
+                    "approved": bool(review and review.approved)}
         return render_template(
-            "answer.html", a=record, passages=passages, ratings=store.ratings(answer_id),
-            history=_thread_before(store, record), review=reviews.review(answer_id),
-            events=reviews.events(f"answer:{answer_id}"), causes=CAUSES, overrides=overrides,
+            "answer.html", a=record, passages=passages, ratings=ratings,
+            history=_thread_before(store, record), review=review, form=form, error=error, expert=expert,
+            events=[{"at": e.at, "reviewer": e.reviewer, "words": _in_words(e)} for e in reviews.events(f"answer:{answer_id}")],
+            causes=CAUSES, overrides=overrides,
             actions=DOCUMENT_ACTIONS,
         )
 
@@ -199,6 +220,20 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         figures = charts.quality_figures(data, events)
         return render_template("quality.html", figures=figures, documents=data.documents, stale=data.stale,
                                stale_days=STALE_DAYS, days=days, causes=CAUSES)
+
+    @cache
+    def embed_questions():
+        from review.gaps import question_embedder
+
+        return question_embedder(settings)  # loaded on the first visit of /gaps, then kept
+
+    @app.get("/gaps")
+    def gaps():
+        from pipeline.embedders import embedder_spec
+        from review.gaps import find_gaps
+
+        found = find_gaps(store, embed_questions(), embedder_spec(settings).same_topic, include_closed=True)
+        return render_template("gaps.html", gaps=found)
 
     @app.get("/charts.js")
     def charting_library():
@@ -230,16 +265,34 @@ def _inbox_filter(args) -> InboxFilter:
     def text(name: str) -> str:  # PostgreSQL refuses NUL in text
         return args.get(name, "")[:128].replace("\0", "")
 
-    vote = args.get("vote", "down")
-    reviewed = args.get("reviewed", "any")
+    vote = args.get("vote", "attention")
+    reviewed = args.get("reviewed", "no")
     until = day("until")
     return InboxFilter(
-        vote=vote if vote in ("down", "up", "none", "any") else "down",
+        vote=vote if vote in ("attention", "down", "up", "none", "any", "expert") else "attention",
         collection=text("collection"), model=text("model"),
         since=day("since"), until=until if until != date.max else None,  # the last day there is: no upper bound
-        has_reason=args.get("has_reason") == "on", reviewed=reviewed if reviewed in ("any", "yes", "no") else "any",
+        has_reason=args.get("has_reason") == "on", reviewed=reviewed if reviewed in ("any", "yes", "no") else "no",
         page=min(max(1, args.get("page", 1, type=int) or 1), MAX_PAGE), per_page=25,
     )
+
+
+FIELD_WORDS = {"correction": "the correction", "cause": "the cause", "exclude": "exclusion from training",
+               "approved": "approval to be served"}
+
+
+def _in_words(event) -> str:
+    """A review event as a sentence: "approved the correction to be served", not "approved: false → true"."""
+    field, old, new = event.field, event.old, event.new
+    if field == "approved":
+        return "approved the correction to be served" if new == "true" else "withdrew the approval to serve it"
+    if field == "exclude":
+        return "excluded it from training" if new == "true" else "let it back into training"
+    if field == "cause":
+        new, old = CAUSES.get(new or "", new), CAUSES.get(old or "", old)
+    if not new:
+        return f"removed {FIELD_WORDS.get(field, field)} ({old})"
+    return f"set {FIELD_WORDS.get(field, field)} to “{new}”" + (f" (was “{old}”)" if old else "")
 
 
 def _thread_before(store: FeedbackStore, record) -> list:

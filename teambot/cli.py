@@ -385,6 +385,35 @@ def feedback_stats(as_json: bool = typer.Option(False, "--json", help="Print the
         )
 
 
+@feedback_app.command("gaps")
+def feedback_gaps(
+    as_json: bool = typer.Option(False, "--json", help="Print the gaps as JSON."),
+    closed: bool = typer.Option(False, "--closed", help="List the closed gaps too."),
+) -> None:
+    """Questions the documents don't answer: abstentions, hand-offs and 👎 a reviewer put down to
+    retrieval, grouped by question, most asked first, with the documents the bot came closest with."""
+    from feedback.store import FeedbackStore
+    from pipeline.embedders import embedder_spec
+    from review.gaps import find_gaps, question_embedder
+
+    settings = _settings()
+    gaps = find_gaps(FeedbackStore.from_settings(settings), question_embedder(settings),
+                     embedder_spec(settings).same_topic, include_closed=closed)
+    if as_json:
+        typer.echo(json.dumps([g.as_dict() for g in gaps], indent=2, ensure_ascii=False))
+        return
+    if not gaps:
+        typer.echo("No gaps: every question found an answer, or nobody said otherwise.")
+        return
+    for g in gaps:
+        state = f"  (closed: {g.closed_by})" if g.closed else ""
+        typer.echo(f"{g.count}× {g.questions[0]}{state}")
+        for question in g.questions[1:3]:
+            typer.echo(f"     also: {question}")
+        if g.documents:
+            typer.echo("     closest: " + ", ".join(path for path, _ in g.documents))
+
+
 @app.command("rules")
 def rules_check(path: Path = typer.Argument(..., help="A channel rules file (TOML).")) -> None:
     """Check a channel rules file and print the rule of each channel in it."""

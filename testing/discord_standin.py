@@ -136,7 +136,11 @@ class DiscordStandIn:
         self._limits[route_prefix] = [times, retry_after]
 
     def snowflake(self) -> int:
-        return next(self._ids)
+        """A new id: the time in its high bits as Discord's are (discord.py reads `created_at`
+        from them), and always above the last one."""
+        self._last_id = max(next(self._ids), discord.utils.time_snowflake(datetime.now(timezone.utc)),
+                            getattr(self, "_last_id", 0) + 1)
+        return self._last_id
 
     # ------------------------------------------------------------------ identities
 
@@ -515,6 +519,18 @@ class DiscordStandIn:
         message = self.message_payload(self.snowflake(), channel_id, author, content, **extra)
         self.messages[int(message["id"])] = message
         return message
+
+    def message_update(self, message: dict, content: str) -> dict:
+        """MESSAGE_UPDATE: its author edited `message` (a whole message object, as Discord sends it)."""
+        edited = {**message, "content": content, "edited_timestamp": _now()}
+        self.messages[int(message["id"])] = edited
+        return edited
+
+    def message_delete(self, message: dict) -> dict:
+        """MESSAGE_DELETE: only the ids, as Discord sends them."""
+        self.messages.pop(int(message["id"]), None)
+        return {"id": message["id"], "channel_id": message["channel_id"],
+                **({"guild_id": message["guild_id"]} if "guild_id" in message else {})}
 
     def thread_create(self, thread_id: int, name: str = "question") -> dict:
         return {**self.thread_payload(thread_id, self.channel_id, name), "newly_created": True}

@@ -81,10 +81,11 @@ class ScriptedAnswers(AnswerService):
         if self.pipeline:  # a scripted reply reads no feedback
             super().use_feedback(feedback)
 
-    def ask(self, question, *, collection=None, history=(), on_token=None, stop=None) -> Answer:
-        self.calls.append({"question": question, "collection": collection, "history": list(history)})
+    def ask(self, question, *, collection=None, history=(), on_token=None, stop=None, place=None) -> Answer:
+        self.calls.append({"question": question, "collection": collection, "history": list(history), "place": place})
         if self.pipeline:
-            return super().ask(question, collection=collection, history=history, on_token=on_token, stop=stop)
+            return super().ask(question, collection=collection, history=history, on_token=on_token, stop=stop,
+                               place=place)
         question = self.validate(question)
         said, outcome = [], Outcome.ANSWERED
         for piece in self.pieces(question):

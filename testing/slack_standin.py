@@ -816,6 +816,26 @@ def channel_message(text: str, *, user: str | None = "U0ALICE", channel: str = "
     return event
 
 
+def message_changed(original: dict, text: str) -> dict:
+    """Its author edited `original` (a message event): the `message_changed` event Slack sends,
+    the message as it is now inside, hidden, with its own event ts."""
+    ts = _message_ts()
+    message = {k: v for k, v in original.items() if k in ("type", "user", "bot_id", "text", "ts", "thread_ts", "team")}
+    return {"type": "message", "subtype": "message_changed", "hidden": True, "channel": original["channel"],
+            "channel_type": original.get("channel_type", "channel"), "ts": ts, "event_ts": ts,
+            "message": {**message, "text": text, "edited": {"user": original.get("user"), "ts": ts}},
+            "previous_message": message}
+
+
+def message_deleted(original: dict) -> dict:
+    """Its author deleted `original`: `message_deleted`, naming it by `deleted_ts`."""
+    ts = _message_ts()
+    previous = {k: v for k, v in original.items() if k in ("type", "user", "text", "ts", "thread_ts")}
+    return {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": original["channel"],
+            "channel_type": original.get("channel_type", "channel"), "ts": ts, "event_ts": ts,
+            "deleted_ts": original["ts"], "previous_message": previous}
+
+
 _message_counter = itertools.count(1)
 
 

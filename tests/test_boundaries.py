@@ -180,6 +180,53 @@ def test_finance_knowledge_stays_in_finance(config, corpora, standin, store, log
     assert BAND not in logs.getvalue()
 
 
+def test_an_answer_reviewed_in_a_private_conversation_is_served_only_there(config, corpora, tmp_path):
+    """What experts write in a private channel or a DM may be for its members only: approved, it
+    answers the same question there, and not in a public channel, another private one, a DM or
+    the CLI, even one reading the same collections. A public channel's reviewed answer is served
+    wherever its collections are read; one question reviewed twice is served once, the newest."""
+    from bots.conversation import feedback_from
+    from core.answer import Answer
+
+    _, public, _ = corpora
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", user_salt="test")
+    reviews = ReviewStore(store)
+    asked = {"G0PRIVATE": ("private_channel", "Which room is the offsite kickoff in?", "Room Tejo, floor 2 (ROOM-4411)."),
+             "C0OPEN": ("public", "Where is the printer on floor 3?", "Next to the kitchen (PRINTER-8120).")}
+    for channel, (audience, question, correction) in asked.items():
+        answer = Answer(question=question, text="I don't know.", sources=[], model="teambot-dev", collection=public,
+                        prompt=[{"role": "user", "content": question}])
+        store.record_answer(answer, platform="slack", user_id="U0ALICE", channel=channel, thread="1.0",
+                            audience=audience)
+        reviews.save_review(answer.id, "rita", correction=correction, cause=None, exclude=False, approved=True)
+    service = AnswerService(config)
+    service.use_feedback(feedback_from(store))
+    try:
+        private_q, open_q = asked["G0PRIVATE"][1], asked["C0OPEN"][1]
+        served = wait_until(lambda: service.reviewed_match(private_q, public, ("slack", "G0PRIVATE")), timeout=60)
+        assert "ROOM-4411" in served[0].correction
+        for elsewhere in (("slack", "C0OPEN"), ("slack", "G0OTHER"), ("slack", "D0BOB"), ("discord", "G0PRIVATE"), None):
+            assert service.reviewed_match(private_q, public, elsewhere) is None, elsewhere
+        for anywhere in (("slack", "C0OPEN"), ("slack", "G0OTHER"), ("discord", "123"), None):
+            assert "PRINTER-8120" in service.reviewed_match(open_q, public, anywhere)[0].correction
+        answered = service.ask(private_q, collection=public, place=("slack", "C0OPEN"))
+        assert "ROOM-4411" not in answered.text and answered.model != "reviewed"
+
+        # The same question answered again later (an expert's draft, approved): merged, not doubled.
+        again = Answer(question=open_q, text="On floor 3.", sources=[], model="teambot-dev", collection=public,
+                       prompt=[{"role": "user", "content": open_q}])
+        store.record_answer(again, platform="slack", user_id="U0BOB", channel="C0OPEN", thread="2.0", audience="public")
+        reviews.save_review(again.id, "rita", correction="It moved to room 3.14 (PRINTER-9000).", cause=None,
+                            exclude=False, approved=True)
+        newest = wait_until(lambda: (m := service.reviewed_match(open_q, public, None)) and "PRINTER-9000" in
+                            m[0].correction and m, timeout=60)
+        reviewed = service._reviewed[public]._state.get()[0]
+        assert [r.correction for r in reviewed if r.question == open_q] == [newest[0].correction]
+    finally:
+        service.close()
+        store.engine.dispose()
+
+
 def test_a_poisoned_page_cannot_phish_ping_everyone_or_pose_as_a_link(config, corpora, standin, store):
     _, public, _ = corpora
     # The model echoes the page's attack word for word, and ends on whitespace (the streamed and

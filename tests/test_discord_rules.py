@@ -27,6 +27,7 @@ from bots.answer_actions import (
 from bots.conversation import NO_SOURCE, NO_SOURCE_HELP, NOT_ALLOWED, REMINDER
 from bots.discord.app import PRIVATE_HINT, TeambotDiscord
 from bots.discord.handoff import WAITING
+from feedback.reviews import ReviewStore
 from feedback.store import FeedbackStore
 from testing.discord_standin import EPHEMERAL, DiscordStandIn, custom_ids, logged_in, settle
 from testing.doubles import EXPENSES, ScriptedAnswers
@@ -530,3 +531,61 @@ def test_rules_file_changes_take_effect_without_a_restart(settings, store, tmp_p
     assert [b["content"] for b in said(standin, s.help)] == [NO_EXPERTS]
     assert len(s.third) == 3 and s.error and "not valid TOML" in s.error
     assert s.fourth[-1]["content"] == NOT_ALLOWED and len(s.fourth) == 4
+
+
+# ---------------------------------------------------------------- what the experts answer
+
+
+def test_the_experts_replies_to_a_hand_off_become_a_draft_answer(ruled, store):
+    """Replies to the hand-off by the channel's experts (a user, a role) are kept in order with
+    their edits and deletions, and not answered by the bot; the asker's, a stranger's and another
+    bot's are not kept; resolving makes the draft, and later replies do not join it."""
+    service = scripted(ruled)
+
+    async def scenario():
+        standin = DiscordStandIn()
+        people = team(standin)
+        bot = TeambotDiscord(ruled, service, store)
+        async with logged_in(bot, standin):
+            s = SimpleNamespace()
+            post(bot, standin, EXPENSES_QUESTION, HELP, author=people.asker)
+            await settle()
+            [answer] = standin.bot_messages(HELP)
+            s.answer_id = answer_id_of(answer)
+            click(bot, standin, answer, f"teambot:handoff:{s.answer_id}", people.asker)
+            await settle()
+            handoff = dict(public(standin, HELP)[-1])
+            s.asked_before, s.said_before = len(service.calls), len(standin.bot_messages(HELP))
+
+            def reply(text: str, author: dict) -> dict:
+                return post(bot, standin, text, HELP, author=author, reply_to=handoff)
+
+            first = reply(f"<@{ASKER}> Claims go in Ledgerly.", people.expert)
+            reply("Is there any news on this?", people.stranger)
+            reply("Thanks, waiting for it.", people.asker)
+            reply("Is the db-1 disk alert critical?", standin.other_bot)
+            reply("Which receipts? Attach every receipt to the claim.", people.supporter)  # an expert by role
+            wrong = reply("Sorry, wrong thread.", people.supporter)
+            await settle()  # edited and deleted a moment later, as people do
+            bot._connection.parse_message_update(standin.message_update(first, f"<@{ASKER}> Claims go in Ledgerly "
+                                                                               "within 30 days."))
+            bot._connection.parse_message_delete(standin.message_delete(wrong))
+            await settle()
+            s.draft_before = ReviewStore(store).expert_draft(s.answer_id)
+            s.asked = [c["question"] for c in service.calls[s.asked_before:]]
+            s.said = standin.bot_messages(HELP)[s.said_before:]
+
+            click(bot, standin, handoff, custom_ids(handoff)[0], people.expert)
+            await settle()
+            reply("PS: your manager approves it next.", people.expert)
+            await settle()
+            s.refused = standin.refused
+        return s
+
+    s = run(scenario())
+    assert s.asked == [] and s.said == []  # none of it was taken for a question to the bot
+    assert s.draft_before is None  # not before the hand-off is resolved
+    draft = ReviewStore(store).expert_draft(s.answer_id)
+    assert draft.text == "Claims go in Ledgerly within 30 days.\n\nWhich receipts? Attach every receipt to the claim."
+    assert (draft.replies, draft.experts) == (2, 2)
+    assert s.refused == []

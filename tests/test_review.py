@@ -192,7 +192,7 @@ def test_the_inbox_filters_pages_and_puts_the_worst_first(page):
     _login(client)
     for i in range(30):  # more 👎 answers than a page holds
         _answer(store, f"Question {i:02d}?", "Wrong.", votes=(-1,))
-    html = client.get("/").get_data(as_text=True)  # default: 👎 more than 👍
+    html = client.get("/?vote=down&reviewed=any").get_data(as_text=True)  # 👎 more than 👍
     assert "32 answers" in html and "How many vacation days do I get?" in html  # 2 × 👎 first
     assert html.index("How many vacation days") < html.index("Question 29?")  # then the newest of one 👎 each
     assert "When is the Lisbon office open?" not in html
@@ -229,7 +229,9 @@ def test_a_review_is_saved_with_its_trail_and_changes_the_training_export(page, 
         ("cause", None, "wrong_despite_passage", "maria"), ("approved", "false", "true", "maria"),
     }
     page_after = client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
-    assert "Full-time employees get 28 days [1]." in page_after and "correction: — →" in page_after
+    assert "Full-time employees get 28 days [1]." in page_after
+    assert "maria set the correction to “Full-time employees get 28 days [1].”" in page_after  # history in words
+    assert "maria approved the correction to be served" in page_after
     # An approved correction must exist; an unknown cause is refused.
     with pytest.raises(ReviewError):
         reviews.save_review(ids["none"], "maria", correction="", cause=None, exclude=False, approved=True)
@@ -372,7 +374,7 @@ def test_the_inbox_counts_what_a_bare_query_counts(store_url):
 
     store = FeedbackStore(store_url, user_salt="test")
     fill(store, 600)
-    rows, total = ReviewStore(store).inbox(InboxFilter())
+    rows, total = ReviewStore(store).inbox(InboxFilter(vote="down", reviewed="any"))
     with store.engine.connect() as connection:
         bare = connection.execute(text(
             "SELECT count(*) FROM (SELECT answer_id FROM ratings GROUP BY answer_id HAVING "
@@ -380,3 +382,53 @@ def test_the_inbox_counts_what_a_bare_query_counts(store_url):
     assert total == bare > 25 and len(rows) == 25 and all(r.down > r.up for r in rows)
     assert [r.down - r.up for r in rows] == sorted((r.down - r.up for r in rows), reverse=True)
     store.engine.dispose()
+
+
+def test_the_queue_shows_what_needs_a_person_and_a_refused_save_keeps_what_was_typed(page):
+    client, store, reviews, ids = page
+    _login(client)
+    helped = _answer(store, "Where is the VPN guide?", "I don't know.", outcome=Outcome.ABSTAINED)
+    handoff, _ = store.request_handoff(helped, platform="slack", user_id="asker")
+    corrected = _answer(store, "How long is parental leave?", "Two weeks.", votes=(-1,))
+    store.rate(corrected, platform="slack", user_id="U0", value=-1, correction="Sixteen weeks, paid [1].")
+
+    # The default inbox: more 👎 than 👍, or a person asked for help, and not reviewed yet.
+    inbox = client.get("/").get_data(as_text=True)
+    assert '<meta name="viewport"' in inbox
+    for question in ("How many vacation days", "Where is the VPN guide?", "How long is parental leave?"):
+        assert question in inbox
+    assert "When is the Lisbon office open?" not in inbox and "Who approves my vacation?" not in inbox
+    assert re.search(r"How long is parental leave\?.*?<td>0</td><td>1</td>", inbox, re.S)  # 0 reasons, 1 correction
+
+    # The user's correction starts the review in one click.
+    answer_page = client.get(f"/answers/{corrected}").get_data(as_text=True)
+    start = re.search(r'href="([^"]+)#review" class="start-from"', answer_page).group(1).replace("&amp;", "&")
+    started = client.get(start).get_data(as_text=True)
+    assert re.search(r'<textarea[^>]*>Sixteen weeks, paid \[1\].</textarea>', started)
+
+    # Refused (approved and excluded at once): the page comes back with everything as typed.
+    typed = "Sixteen weeks, paid, from the day of birth [1]."
+    refused = client.post(f"/answers/{corrected}", data={
+        "csrf_token": _csrf(started), "correction": typed, "cause": "outdated_document", "exclude": "on",
+        "approved": "on"})
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "Not saved: an answer excluded from training is not served" in html
+    assert f">{typed}</textarea>" in html and 'value="outdated_document" selected' in html
+    assert re.search(r'id="exclude" checked', html) and re.search(r'id="approved" checked', html)
+    assert reviews.review(corrected) is None
+
+    # Reviewed answers leave the default inbox; the experts' draft is what an expert answered.
+    reviews.save_review(ids["bad"], "maria", correction="28 days [1].", cause=None, exclude=False, approved=False)
+    assert "How many vacation days" not in client.get("/").get_data(as_text=True)
+    store.add_expert_reply(handoff.id, platform="slack", message_id="1.1", user_id="U0MARIA",
+                           text="The VPN guide is on the IT wiki.")
+    assert "expert's draft" not in client.get("/?vote=expert&reviewed=any").get_data(as_text=True)  # still waiting
+    store.resolve_handoff(handoff.id, platform="slack", user_id="U0MARIA")
+    assert "expert's draft" in client.get("/?vote=expert").get_data(as_text=True)
+    drafted = client.get(f"/answers/{helped}").get_data(as_text=True)
+    assert 'id="expert-answer">The VPN guide is on the IT wiki.</pre>' in drafted
+    assert ">The VPN guide is on the IT wiki.</textarea>" in drafted
+
+    missing = client.get("/answers/no-such-answer")
+    assert missing.status_code == 404 and "There is no such page here." in missing.get_data(as_text=True)
+    assert "Back to the inbox" in missing.get_data(as_text=True)

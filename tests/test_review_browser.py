@@ -134,6 +134,15 @@ def review_page(recorded):
     server.server_close()
 
 
+# Form controls with no label, no aria-label, and (buttons) no text of their own.
+UNLABELLED = """
+return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.outerHTML.slice(0, 100));
+"""
+
+
 def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(recorded, review_page, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as until
@@ -176,8 +185,23 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         browser.find_element(By.ID, "approved").click()
         browser.find_element(By.ID, "save").click()
         wait.until(until.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash.ok"), "Saved"))
-        assert "maria · correction" in browser.find_element(By.ID, "events").text
+        assert "maria set the correction to" in browser.find_element(By.ID, "events").text  # in words
         browser.save_screenshot(str(screenshots / "review-answer.png"))
+
+        # Every control is labelled (what a screen reader announces), and on a 390 px phone the
+        # inbox and the answer need no sideways scrolling (wide tables scroll inside themselves).
+        for path in ("/?vote=any&reviewed=any", f"/answers/{answer_id}", "/gaps"):
+            browser.get(base + path)
+            assert browser.execute_script(UNLABELLED) == [], path
+        browser.set_window_size(390, 844)
+        try:
+            for path, name in (("/?vote=any&reviewed=any", "inbox"), (f"/answers/{answer_id}", "answer")):
+                browser.get(base + path)
+                assert browser.execute_script("return document.documentElement.scrollWidth") <= \
+                    browser.execute_script("return window.innerWidth"), path
+                browser.save_screenshot(str(screenshots / f"review-{name}-phone.png"))
+        finally:
+            browser.set_window_size(1400, 1100)
 
         browser.get(f"{base}/answers/{xss_id}")
         assert "<script>window.pwned" in browser.find_element(By.ID, "question").text

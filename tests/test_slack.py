@@ -178,7 +178,7 @@ def test_an_answer_that_fails_midway_keeps_its_words_and_says_why(settings, stor
     config = _settings(settings)
 
     class FailsMidway(ScriptedAnswers):
-        def ask(self, question, *, collection=None, history=(), on_token=None, stop=None):
+        def ask(self, question, *, collection=None, history=(), on_token=None, stop=None, place=None):
             on_token("Expense claims go in")
             # the first words reach Slack
             standin.wait_for(lambda calls: any(c.args.get("channel") == "C0MIDWAY" and "Expense claims go in"

@@ -24,6 +24,7 @@ from bots.conversation import NO_SOURCE, NOT_ALLOWED, REMINDER
 from bots.slack.app import SlackBot
 from bots.slack.blocks import HANDOFF, REASON_BLOCK, RESOLVE, SHARE, WAITING
 from bots.slack.reply import SlackPrivateReply
+from feedback.reviews import InboxFilter, ReviewStore
 from feedback.store import FeedbackStore
 from testing import slack_standin as slack
 from testing.doubles import LEDGERLY, ScriptedAnswers
@@ -344,3 +345,45 @@ def test_the_rules_file_is_validated_with_errors_that_say_where(tmp_path):
     assert looks_like_question("the VPN keeps dropping, any idea why?")
     assert not looks_like_question("Thanks, the new printer works now.")
     assert not looks_like_question("ok?") and not looks_like_question("lunch at 12")
+
+
+def test_the_experts_replies_in_a_hand_off_thread_become_a_draft_answer(bot, store):
+    """After "I need more help", what the channel's experts write in the thread is kept, in order,
+    with their edits and deletions, and the bot does not answer it (even when it reads like a
+    question, or tags the asker); the asker, a bystander and another app are left out; resolving
+    makes the draft, and nothing written after that joins it."""
+    reply = bot.answered(slack.channel_message(EXPENSES, channel="C0HELPDESK"))
+    thread = reply.last.thread_ts
+    _click(bot, reply.last, HANDOFF)
+    handoff = bot.standin.wait_for(lambda _c: [m for m in bot.standin.thread("C0HELPDESK", thread) if m.button(RESOLVE)])[0]
+    asked_before = len(bot.service.calls)
+
+    def say(text: str, user: str | None = "U0MARIA", **extra) -> dict:
+        event = slack.channel_message(text, channel="C0HELPDESK", user=user, thread_ts=thread, **extra)
+        assert bot.event(event).status_code == 200
+        return event
+
+    first = say("<@U0ALICE> Expense claims go in Ledgerly, not by email.")
+    say("Same problem here.", user="U0BOB")  # a bystander
+    say("Thanks, I'll wait.", user="U0ALICE")  # the asker
+    say("Build 1234 passed.", user=None, bot_id="B0CI")  # another app
+    say("Where do the receipts go? Attach them to the claim itself.", user="U0IGOR")  # an expert by user group
+    wrong = say("Ignore me, wrong thread.", user="U0IGOR")
+    assert bot.event(slack.message_changed(first, "<@U0ALICE> Expense claims go in Ledgerly within 30 days, "
+                                                  "not by email.")).status_code == 200
+    assert bot.event(slack.message_deleted(wrong)).status_code == 200
+    bot.settle()
+    assert [c["question"] for c in bot.service.calls[asked_before:] if c["question"] != "are you there?"] == []
+    reviews = ReviewStore(store)
+    assert reviews.expert_draft(reply.answer_id) is None  # not before it is resolved
+
+    _click(bot, handoff, RESOLVE, user="U0MARIA")
+    bot.standin.wait_call("chat.update", ts=handoff.ts)
+    say("PS: your manager approves it next.")
+    bot.settle()
+    draft = reviews.expert_draft(reply.answer_id)
+    assert draft.text == ("Expense claims go in Ledgerly within 30 days, not by email.\n\n"
+                          "Where do the receipts go? Attach them to the claim itself.")
+    assert (draft.replies, draft.experts) == (2, 2)
+    rows, _ = reviews.inbox(InboxFilter(vote="expert"))
+    assert [(r.id, r.expert) for r in rows] == [(reply.answer_id, True)]

@@ -102,6 +102,15 @@ class TeambotDiscord(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await handle_message(self, message)
 
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        # Raw: an expert's reply edited long after it left discord.py's message cache is still followed.
+        content, author = payload.data.get("content"), (payload.data.get("author") or {}).get("id")
+        if content is not None and (self.user is None or author != str(self.user.id)):  # not its own streaming
+            await asyncio.to_thread(self.actions.expert_reply_changed, str(payload.message_id), content)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await asyncio.to_thread(self.actions.expert_reply_changed, str(payload.message_id), None)
+
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is not None:
             await record_reaction(self.actions, payload, bot_id=self.user.id)
@@ -163,6 +172,8 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
         return  # never answer itself (other bots only where the rule says so)
     if message.type not in (discord.MessageType.default, discord.MessageType.reply):
         return  # pins, joins, thread notices…
+    if await _for_the_people(client, message, me.id):
+        return
     channel = message.channel
     guild_id = message.guild.id if message.guild else None
     rule = client.conversations.rule_for(channel.id, _parent_id(channel), guild_id, direct=guild_id is None)
@@ -190,6 +201,41 @@ async def handle_message(client: TeambotDiscord, message: discord.Message) -> No
         if thread is not None:  # else answer inline: lacking the permission is no reason to stay silent
             target = ChannelReply(thread, asker=message.author)
     await ask(client, conversation, target)
+
+
+async def _conversation_of(client: TeambotDiscord, message: discord.Message) -> tuple[str, str] | None:
+    """(channel, thread) of the answer conversation a message is in, as answers record them: a
+    thread, or a reply to an answer given inline or to the message that tagged the experts."""
+    channel = message.channel
+    if isinstance(channel, discord.Thread):
+        return str(channel.parent_id), str(channel.id)
+    if message.reference is None or not message.reference.message_id or message.guild is None:
+        return None
+    thread_key = await _replied_answer_thread(client, message)
+    if thread_key is None:
+        handoff = await asyncio.to_thread(client.store.handoff_for_message, PLATFORM, str(message.reference.message_id))
+        thread_key = handoff.thread if handoff else None
+    return (str(channel.id), thread_key) if thread_key else None
+
+
+async def _for_the_people(client: TeambotDiscord, message: discord.Message, bot_id: int) -> bool:
+    """A message in a conversation whose hand-off waits: an expert's reply is kept for the draft
+    answer (bots.answer_actions decides who counts), and nothing there is a question for the bot
+    unless it is mentioned."""
+    try:
+        where = await _conversation_of(client, message)
+        if where is None:
+            return False
+        user = message.author
+        if not user.bot and await asyncio.to_thread(client.actions.expert_reply, *where, str(message.id), str(user.id),
+                                                    message.content, lambda _rule: role_ids(user), message.channel.id,
+                                                    posted_at=message.created_at):
+            return True
+        mentioned = any(u.id == bot_id for u in message.mentions)
+        return not mentioned and await asyncio.to_thread(client.actions.people_answering, *where)
+    except Exception:  # noqa: BLE001 - the message is then handled as any other
+        log.exception("could not tell whether message %s is for the people helping", message.id)
+        return False
 
 
 def _question(

@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -98,6 +98,14 @@ class MentionSafeClient(WebClient):
                  params: dict | None = None, **kwargs):
         return super().api_call(api_method, json=defuse_mass_mentions(json), data=defuse_mass_mentions(data),
                                 params=defuse_mass_mentions(params), **kwargs)
+
+
+def _posted_at(ts: str) -> datetime | None:
+    """A message's ts is when Slack took it (seconds since the epoch): the thread's own order."""
+    try:
+        return datetime.fromtimestamp(float(ts), timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 class SlackBot:
@@ -223,18 +231,40 @@ class SlackBot:
         # follow-ups in channel threads the bot answers in, and, where the channel's rule says so,
         # plain questions. A message that mentions anyone is left alone: a mention of the bot
         # arrives as app_mention as well, and one of someone else is meant for them.
-        if self._own(event, context) or event.get("subtype") not in _HUMAN_SUBTYPES | {"bot_message"}:
+        if self._own(event, context) or self._expert_reply(event, context, client):
+            return
+        if event.get("subtype") not in _HUMAN_SUBTYPES | {"bot_message"}:
             return
         text = event.get("text") or ""
         direct = event.get("channel_type") == "im"
         if not direct and "<@" in text:
             return
+        thread = event.get("thread_ts")
+        if not direct and thread and thread != event.get("ts") and self.actions.people_answering(event.get("channel"), thread):
+            return  # a hand-off waits here: the thread is for the people helping (a mention still asks the bot)
         team = body.get("team_id") or event.get("team")
         rule = self._rule(event.get("channel"), team)
         addressed = direct or self._is_follow_up(event)
         from_bot = bool(event.get("bot_id")) or event.get("subtype") == "bot_message"
         if self.conversations.wanted(rule, text, addressed=addressed, from_bot=from_bot):
             self._take_question(event, team, context.bot_user_id, client, rule)
+
+    def _expert_reply(self, event: dict, context, client: WebClient) -> bool:
+        """An expert's reply in a waiting hand-off's thread (kept for the draft answer, and not
+        answered: mentions of the asker included), or an edit or deletion of one. True when taken."""
+        subtype = event.get("subtype")
+        if subtype == "message_changed":  # the bot's own streamed edits arrive as these too
+            message = event.get("message") or {}
+            return bool(message.get("ts")) and not self._own(message, context) and self.actions.expert_reply_changed(message["ts"], message.get("text") or "")
+        if subtype == "message_deleted":
+            return bool(event.get("deleted_ts")) and self.actions.expert_reply_changed(event["deleted_ts"], None)
+        thread, user = event.get("thread_ts"), event.get("user")
+        if subtype not in _HUMAN_SUBTYPES or event.get("bot_id") or not user or not thread or thread == event.get("ts"):
+            return False
+        return self.actions.expert_reply(
+            event.get("channel"), thread, event["ts"], user, event.get("text") or "",
+            lambda rule: self.directory.groups_of(client, user, rule.expert_groups), posted_at=_posted_at(event["ts"]),
+        )
 
     def _is_follow_up(self, event: dict) -> bool:
         """A reply in a channel thread where the bot has answered (`_on_message` has already
