@@ -32,6 +32,7 @@ CAUSES = {
     "not_answerable": "not answerable from the documents",
 }
 DOCUMENT_ACTIONS = ("demote", "hide")
+ROLES = ("admin", "reviewer")
 MAX_FAILED_LOGINS = 5
 STALE_DAYS = 180  # a cited page not changed at its origin for this long is listed on the quality page
 LOCKOUT = timedelta(minutes=15)
@@ -47,6 +48,19 @@ class ReviewerRecord(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # +1 ends every session
+    role: Mapped[str] = mapped_column(String(16), default="reviewer", server_default="reviewer")  # admin | reviewer
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class ClaimRecord(Base):
+    """A reviewer took an answer to review: others opening it are told, and a second save over
+    theirs is refused (the form's `seen` stamp)."""
+
+    __tablename__ = "review_claims"
+
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ReviewRecord(Base):
@@ -83,8 +97,17 @@ class DocumentOverrideRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+def stamp(review) -> str:
+    """A review's version, as the review form carries it (empty: not reviewed yet)."""
+    return _aware(review.updated_at).isoformat() if review is not None and review.updated_at else ""
+
+
 class ReviewError(ValueError):
     pass
+
+
+class ReviewConflict(ReviewError):
+    """Another reviewer saved the review after this one opened it."""
 
 
 @cache
@@ -178,8 +201,11 @@ class ReviewStore:
 
     # ------------------------------------------------------------------ reviewers
 
-    def add_reviewer(self, name: str, password: str) -> bool:
-        """Create the reviewer, or set a new password (and unlock); True when created."""
+    def add_reviewer(self, name: str, password: str, role: str | None = None) -> bool:
+        """Create the reviewer (the first one an admin, later ones reviewers unless `role` says), or
+        set a new password (and unlock; the role changes only when given); True when created."""
+        if role not in (None, *ROLES):
+            raise ReviewError(f"a role is one of {', '.join(ROLES)}")
         name = name.strip()
         if not name or len(name) > 64:
             raise ReviewError("a reviewer name is 1 to 64 characters")
@@ -188,9 +214,16 @@ class ReviewStore:
         with Session(self.engine) as session, session.begin():
             reviewer = session.get(ReviewerRecord, name)
             if reviewer is None:
-                session.add(ReviewerRecord(name=name, password_hash=hash_password(password), created_at=_now()))
+                if role is None:  # the first one made manages the others
+                    admins = session.scalar(select(func.count()).select_from(ReviewerRecord)
+                                            .where(ReviewerRecord.role == "admin"))
+                    role = "reviewer" if admins else "admin"
+                session.add(ReviewerRecord(name=name, password_hash=hash_password(password), created_at=_now(),
+                                           role=role, disabled=False))
                 return True
             reviewer.password_hash, reviewer.failed_logins, reviewer.locked_until = hash_password(password), 0, None
+            if role:
+                reviewer.role = role
             reviewer.session_version = ReviewerRecord.session_version + 1  # the sessions open end
             return False
 
@@ -202,7 +235,7 @@ class ReviewStore:
         now, r = _now(), ReviewerRecord
         with Session(self.engine) as session:
             reviewer = session.get(r, name)
-        usable = reviewer is not None and not (_aware(reviewer.locked_until) or now) > now
+        usable = reviewer is not None and not reviewer.disabled and not (_aware(reviewer.locked_until) or now) > now
         stored = reviewer.password_hash if usable else _dummy_hash()
         right = check_password(password, stored) and usable
         unlocked = and_(r.name == name, or_(r.locked_until.is_(None), r.locked_until <= now))
@@ -223,7 +256,7 @@ class ReviewStore:
         password or a logout ends every session, a copy of the cookie kept from before included."""
         with Session(self.engine) as session:
             reviewer = session.get(ReviewerRecord, name)
-            if reviewer is None or (_aware(reviewer.locked_until) or _now()) > _now():
+            if reviewer is None or reviewer.disabled or (_aware(reviewer.locked_until) or _now()) > _now():
                 return None
             return hashlib.sha256(f"{reviewer.session_version}${reviewer.password_hash}".encode()).hexdigest()[:32]
 
@@ -232,6 +265,51 @@ class ReviewStore:
         with self.engine.begin() as connection:
             connection.execute(update(ReviewerRecord).where(ReviewerRecord.name == name)
                                .values(session_version=ReviewerRecord.session_version + 1))
+
+    def reviewers(self) -> list[ReviewerRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(select(ReviewerRecord).order_by(ReviewerRecord.name)))
+
+    def role_of(self, name: str) -> str | None:
+        with Session(self.engine) as session:
+            reviewer = session.get(ReviewerRecord, name)
+            return None if reviewer is None or reviewer.disabled else reviewer.role
+
+    def set_disabled(self, name: str, disabled: bool, *, by: str | None = None) -> bool:
+        """Disable (every session ends, no login) or enable a reviewer; True when it changed. The
+        last admin who can log in is never disabled, nor an admin by themself."""
+        with Session(self.engine) as session, session.begin():
+            reviewer = session.get(ReviewerRecord, name, with_for_update=True)
+            if reviewer is None:
+                raise ReviewError(f"no reviewer {name!r}")
+            if disabled and by == name:
+                raise ReviewError("you cannot disable yourself")
+            if disabled and reviewer.role == "admin" and session.scalar(
+                    select(func.count()).select_from(ReviewerRecord).where(
+                        ReviewerRecord.role == "admin", ReviewerRecord.disabled.is_(False))) <= 1:
+                raise ReviewError("the last admin cannot be disabled")
+            if reviewer.disabled == disabled:
+                return False
+            reviewer.disabled = disabled
+            reviewer.session_version = ReviewerRecord.session_version + 1
+            return True
+
+    # ------------------------------------------------------------------ who is on an answer
+
+    def take(self, answer_id: str, reviewer: str) -> str | None:
+        """`reviewer` takes the answer; returns who had it before, if someone else did."""
+        with Session(self.engine) as session, session.begin():
+            claim = session.get(ClaimRecord, answer_id, with_for_update=True)
+            before = claim.reviewer if claim is not None and claim.reviewer != reviewer else None
+            if claim is None:
+                session.add(ClaimRecord(answer_id=answer_id, reviewer=reviewer, at=_now()))
+            else:
+                claim.reviewer, claim.at = reviewer, _now()
+            return before
+
+    def claim(self, answer_id: str) -> ClaimRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(ClaimRecord, answer_id)
 
     # ------------------------------------------------------------------ inbox
 
@@ -317,6 +395,63 @@ class ReviewStore:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(ReviewRecord, answer_id)
 
+    def next_in_queue(self, f: InboxFilter, after: str) -> str | None:
+        """The answer to open after `after` in the queue `f` (its first page of 100, in order):
+        the one that followed it, else the first still in it."""
+        rows, _ = self.inbox(InboxFilter(**{**f.__dict__, "page": 1, "per_page": 100}))
+        ids = [r.id for r in rows]
+        if after in ids and ids.index(after) + 1 < len(ids):
+            return ids[ids.index(after) + 1]
+        return next((i for i in ids if i != after), None)
+
+    def bulk(self, answer_ids: list[str], reviewer: str, action: str, cause: str | None) -> int:
+        """One action on many answers from the inbox: "reviewed" (marked reviewed as they are),
+        "exclude" (from training; an approved correction is then withdrawn from serving) or "cause"
+        (set). Other parts of each review are kept. Returns how many answers changed."""
+        if action not in ("reviewed", "exclude", "cause"):
+            raise ReviewError(f"unknown action {action!r}")
+        if action == "cause" and cause not in CAUSES:
+            raise ReviewError("choose the cause to set")
+        if not answer_ids:
+            raise ReviewError("no answers were selected")
+        changed = 0
+        for answer_id in dict.fromkeys(answer_ids):
+            review = self.review(answer_id)
+            current = {"correction": review.correction if review else None, "cause": review.cause if review else None,
+                       "exclude": bool(review and review.exclude), "approved": bool(review and review.approved)}
+            if action == "reviewed":
+                changed += self._mark_reviewed(answer_id, reviewer)
+                continue
+            wanted = {**current, **({"exclude": True, "approved": False} if action == "exclude" else {"cause": cause})}
+            changed += bool(self.save_review(answer_id, reviewer, **wanted))
+        return changed
+
+    def _mark_reviewed(self, answer_id: str, reviewer: str) -> bool:
+        """A review with nothing to change: the answer leaves the "not reviewed" queue."""
+        if self.store.get_answer(answer_id) is None:
+            raise ReviewError(f"no answer {answer_id}")
+        with Session(self.engine) as session, session.begin():
+            if session.get(ReviewRecord, answer_id, with_for_update=True) is not None:
+                return False
+            at = _now()
+            session.add(ReviewRecord(answer_id=answer_id, correction=None, cause=None, exclude=False, approved=False,
+                                     reviewer=reviewer, updated_at=at))
+            session.add(ReviewEventRecord(subject=f"answer:{answer_id}", reviewer=reviewer, at=at, field="reviewed",
+                                          old=None, new="true"))
+        return True
+
+    def export_rows(self) -> list[dict]:
+        """Every review with its answer, for the CSV/JSONL export."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(AnswerRecord, ReviewRecord)
+                                   .join(ReviewRecord, ReviewRecord.answer_id == AnswerRecord.id)
+                                   .order_by(ReviewRecord.updated_at)).all()
+        return [{"answer_id": a.id, "asked_at": _aware(a.created_at).isoformat(), "platform": a.platform,
+                 "collection": a.collection, "model": a.model, "question": a.question, "answer": a.answer_text,
+                 "correction": r.correction or "", "cause": r.cause or "", "excluded": r.exclude,
+                 "approved": r.approved, "reviewer": r.reviewer, "reviewed_at": _aware(r.updated_at).isoformat()}
+                for a, r in rows]
+
     def expert_draft(self, answer_id: str) -> ExpertDraft | None:
         """The experts' answer to the answer's resolved hand-off, as it stands now (edits and
         deletions in the thread followed), or None."""
@@ -337,8 +472,10 @@ class ReviewStore:
             ))
 
     def save_review(self, answer_id: str, reviewer: str, *, correction: str | None, cause: str | None,
-                    exclude: bool, approved: bool) -> list[str]:
-        """Write the review; returns the fields that changed (each one an event in the trail)."""
+                    exclude: bool, approved: bool, seen: str | None = None) -> list[str]:
+        """Write the review; returns the fields that changed (each one an event in the trail).
+        `seen`: the review's stamp when the form was opened (`stamp`); if another reviewer has
+        saved since, nothing is written (ReviewConflict)."""
         correction = (correction or "").strip() or None
         cause = cause or None
         if cause is not None and cause not in CAUSES:
@@ -352,6 +489,9 @@ class ReviewStore:
         new = {"correction": correction, "cause": cause, "exclude": exclude, "approved": approved}
         with Session(self.engine) as session, session.begin():
             review = session.get(ReviewRecord, answer_id, with_for_update=True)
+            if seen is not None and stamp(review) != seen and review is not None and review.reviewer != reviewer:
+                raise ReviewConflict(f"{review.reviewer} saved this review at {_aware(review.updated_at):%H:%M} UTC "
+                                     "while you were editing it; see the History below")
             if review is None:
                 review = ReviewRecord(answer_id=answer_id, correction=None, cause=None, exclude=False, approved=False,
                                       reviewer=reviewer, updated_at=_now())
@@ -409,6 +549,12 @@ class ReviewStore:
                 select(DocumentOverrideRecord.path, DocumentOverrideRecord.action)
                 .where(DocumentOverrideRecord.collection == collection)
             ).all())
+
+    def reviewed_since(self, days: int) -> int:
+        """Answers whose review was saved in the last `days` days."""
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(ReviewRecord)
+                                      .where(ReviewRecord.updated_at >= _now() - timedelta(days=days))) or 0)
 
     # ------------------------------------------------------------------ quality over time
 

@@ -204,6 +204,7 @@ def engine_for(url: str) -> Engine:
         # SQLite would create the database 0644, and its -wal/-shm with the database's mode: made
         # here first, empty (an empty database to SQLite) and 0600, all three are the owner's only.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        _to_wal(path)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -615,6 +616,21 @@ def _upgrade_transaction(engine: Engine):
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
         yield connection
+
+
+def _to_wal(path: Path) -> None:
+    """Put a new database in WAL mode once, under the upgrade lock: two processes converting it at
+    the same moment both need its exclusive lock, and SQLite refuses one at once ("database is
+    locked", no busy wait: each holds the shared lock the other waits for)."""
+    import sqlite3
+
+    with open(f"{path}.upgrade-lock", "a", opener=private_opener) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        connection = sqlite3.connect(path, timeout=30)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
 
 
 @contextmanager

@@ -11,20 +11,25 @@ autoescaping): questions, answers, passages and reasons are user text.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.datastructures import MultiDict
 
 from core import active_model
 from core.secret_files import read_or_create
 from core.settings import Settings
-from feedback.reviews import CAUSES, DOCUMENT_ACTIONS, LOCKOUT, STALE_DAYS, InboxFilter, ReviewError, ReviewStore
+from feedback.reviews import (
+    CAUSES, DOCUMENT_ACTIONS, LOCKOUT, ROLES, STALE_DAYS, InboxFilter, ReviewConflict, ReviewError, ReviewStore, stamp,
+)
 from feedback.store import FeedbackStore
 from review import charts
 
@@ -78,7 +83,7 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
             # (Not cleared otherwise: the login form's CSRF token lives in the session, and the
             # browser's own requests, such as /favicon.ico, come here while the form is shown.)
             return redirect(url_for("login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
-        g.reviewer = name
+        g.reviewer, g.role = name, reviews.role_of(name)
         return None
 
     @app.after_request
@@ -98,6 +103,10 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError):
         return render_template("error.html", message=f"The form was refused: {error.description} Reload the page and try again."), 400
+
+    @app.errorhandler(403)
+    def forbidden(_error):
+        return render_template("error.html", message="That is not yours to do.", back=True), 403
 
     @app.errorhandler(404)
     def not_found(_error):
@@ -146,10 +155,39 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
             f.page = pages
             rows, total = reviews.inbox(f)
         collections, models = reviews.facets()
+        args = {k: v for k, v in request.args.items() if k in FILTER_KEYS}
         return render_template(
             "inbox.html", rows=rows, total=total, f=f, pages=pages, collections=collections, models=models,
-            causes=CAUSES, args={k: v for k, v in request.args.items() if k in FILTER_KEYS},
+            causes=CAUSES, args=args, queue=urlencode(args),
         )
+
+    @app.post("/bulk")
+    def bulk():
+        ids, action, cause = request.form.getlist("ids"), request.form.get("action", ""), request.form.get("cause") or None
+        try:
+            changed = reviews.bulk(ids, g.reviewer, action, cause)
+        except ReviewError as exc:
+            flash(f"Nothing was changed: {exc}", "error")
+        else:
+            flash(f"{changed} of {len(ids)} answers changed.", "ok")
+        return redirect(url_for("inbox") + "?" + _queue(request.form.get("queue", "")))
+
+    @app.get("/reviews.<fmt>")
+    def export_reviews(fmt: str):
+        rows = reviews.export_rows()
+        if fmt == "jsonl":
+            body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+            return Response(body, mimetype="application/x-ndjson",
+                            headers={"Content-Disposition": "attachment; filename=teambot-reviews.jsonl"})
+        if fmt != "csv":
+            abort(404)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["answer_id"])
+        writer.writeheader()
+        for row in rows:  # a cell a spreadsheet would run as a formula is written as text
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+        return Response(out.getvalue(), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=teambot-reviews.csv"})
 
     @app.route("/answers/<answer_id>", methods=["GET", "POST"])
     def answer(answer_id: str):
@@ -159,16 +197,26 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         if request.method == "POST":
             form = {"correction": request.form.get("correction"), "cause": request.form.get("cause") or None,
                     "exclude": request.form.get("exclude") == "on", "approved": request.form.get("approved") == "on"}
+            queue = _queue(request.form.get("queue", ""))
             try:
-                changed = reviews.save_review(answer_id, g.reviewer, **form)
+                changed = reviews.save_review(answer_id, g.reviewer, **form, seen=request.form.get("seen", ""))
+            except ReviewConflict as exc:  # another reviewer saved first: theirs stays, this one is shown as typed
+                return answer_page(record, form=form, error=str(exc), queue=queue), 409
             except ReviewError as exc:
                 # Shown again as typed: a refused save loses nothing.
-                return answer_page(record, form=form, error=str(exc)), 422
+                return answer_page(record, form=form, error=str(exc), queue=queue), 422
             flash(f"Saved ({', '.join(changed)})." if changed else "Nothing changed.", "ok")
-            return redirect(url_for("answer", answer_id=answer_id))
-        return answer_page(record, start=request.args.get("from", type=int))
+            if request.form.get("next"):
+                following = reviews.next_in_queue(_inbox_filter(MultiDict(parse_qsl(queue))), answer_id)
+                if following is None:
+                    flash("That was the last answer in this queue.", "ok")
+                    return redirect(url_for("inbox") + "?" + queue)
+                return redirect(url_for("answer", answer_id=following, queue=queue or None))
+            return redirect(url_for("answer", answer_id=answer_id, queue=queue or None))
+        return answer_page(record, start=request.args.get("from", type=int), queue=_queue(request.args.get("queue", "")))
 
-    def answer_page(record, *, form: dict | None = None, error: str | None = None, start: int | None = None) -> str:
+    def answer_page(record, *, form: dict | None = None, error: str | None = None, start: int | None = None,
+                    queue: str = "") -> str:
         """The answer, its passages, votes and review form: `form` as typed (after a refused save),
         else the saved review, else the chosen user correction (`start`) or the experts' draft."""
         answer_id = record.id
@@ -192,9 +240,39 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
             "answer.html", a=record, passages=passages, ratings=ratings,
             history=_thread_before(store, record), review=review, form=form, error=error, expert=expert,
             events=[{"at": e.at, "reviewer": e.reviewer, "words": _in_words(e)} for e in reviews.events(f"answer:{answer_id}")],
-            causes=CAUSES, overrides=overrides,
-            actions=DOCUMENT_ACTIONS,
+            causes=CAUSES, overrides=overrides, actions=DOCUMENT_ACTIONS, queue=queue, seen=stamp(review),
+            claim=reviews.claim(answer_id),
         )
+
+    @app.post("/answers/<answer_id>/take")
+    def take(answer_id: str):
+        if store.get_answer(answer_id) is None:
+            abort(404)
+        before = reviews.take(answer_id, g.reviewer)
+        flash(f"You took it over from {before}: they will see that you have it." if before else
+              "It is yours: other reviewers opening it are told.", "ok")
+        return redirect(url_for("answer", answer_id=answer_id, queue=_queue(request.form.get("queue", "")) or None))
+
+    @app.route("/reviewers", methods=["GET", "POST"])
+    def reviewers_page():
+        if g.role != "admin":
+            return render_template("error.html", message="Only an admin manages reviewers.", back=True), 403
+        if request.method == "POST":
+            name, action = request.form.get("name", "").strip(), request.form.get("action", "")
+            try:
+                if action in ("add", "reset"):
+                    created = reviews.add_reviewer(name, request.form.get("password", ""),
+                                                   request.form.get("role") or None)
+                    flash(f"{name}: {'added' if created else 'new password set, unlocked'}.", "ok")
+                elif action in ("disable", "enable"):
+                    reviews.set_disabled(name, action == "disable", by=g.reviewer)
+                    flash(f"{name}: {action}d.", "ok")
+                else:
+                    raise ReviewError("unknown action")
+            except ReviewError as exc:
+                flash(f"{name or 'Reviewer'}: {exc}.", "error")
+            return redirect(url_for("reviewers_page"))
+        return render_template("reviewers.html", people=reviews.reviewers(), roles=ROLES)
 
     @app.post("/documents")
     def document():
@@ -218,8 +296,11 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         data = reviews.quality(days)
         events = _model_events(settings)
         figures = charts.quality_figures(data, events)
+        _, open_down = reviews.inbox(InboxFilter(vote="down", reviewed="no", per_page=1))
+        summary = {"models": charts.up_rates(data), "open_down": open_down, "reviewed_week": reviews.reviewed_since(7)}
         return render_template("quality.html", figures=figures, documents=data.documents, stale=data.stale,
-                               stale_days=STALE_DAYS, days=days, causes=CAUSES)
+                               stale_days=STALE_DAYS, days=days, causes=CAUSES, summary=summary,
+                               alt=charts.text_alternatives(data, events))
 
     @cache
     def embed_questions():
@@ -237,8 +318,12 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
 
     @app.get("/charts.js")
     def charting_library():
-        return Response(_plotly_js(), mimetype="application/javascript",
-                        headers={"Cache-Control": "public, max-age=86400"})
+        # 4.8 MB as it is, 1.5 MB gzipped: sent compressed to every browser that takes it.
+        headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return Response(_plotly_js_gzip(), mimetype="application/javascript",
+                            headers={**headers, "Content-Encoding": "gzip"})
+        return Response(_plotly_js(), mimetype="application/javascript", headers=headers)
 
     @app.template_filter("when")
     def when(moment) -> str:
@@ -249,10 +334,28 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
 
 
 @cache
+def _plotly_js_gzip() -> bytes:
+    import gzip
+
+    return gzip.compress(_plotly_js().encode(), compresslevel=9, mtime=0)
+
+
+@cache
 def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
+
+
+def _queue(text: str) -> str:
+    """An inbox filter carried through the answer pages (the queue "save & next" walks), with
+    only the filter's own keys."""
+    return urlencode([(k, v) for k, v in parse_qsl(text[:2000]) if k in FILTER_KEYS])
+
+
+def _cell(value) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _inbox_filter(args) -> InboxFilter:
@@ -286,6 +389,8 @@ def _in_words(event) -> str:
     field, old, new = event.field, event.old, event.new
     if field == "approved":
         return "approved the correction to be served" if new == "true" else "withdrew the approval to serve it"
+    if field == "reviewed":
+        return "marked it reviewed"
     if field == "exclude":
         return "excluded it from training" if new == "true" else "let it back into training"
     if field == "cause":

@@ -777,6 +777,7 @@ def review(
 def review_add_user(
     name: str,
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    role: str = typer.Option(None, "--role", help="admin (also manages reviewers) or reviewer (the default for a new one)."),
 ) -> None:
     """Create a reviewer (or set a new password, which also unlocks the account)."""
     from feedback.reviews import ReviewError, ReviewStore
@@ -787,10 +788,35 @@ def review_add_user(
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     try:
-        created = ReviewStore(FeedbackStore.from_settings(_settings())).add_reviewer(name, password)
+        created = ReviewStore(FeedbackStore.from_settings(_settings())).add_reviewer(name, password, role)
     except ReviewError as exc:
         _fail(str(exc))
-    typer.echo(f"reviewer {name} {'created' if created else 'updated: new password, unlocked'}")
+    typer.echo(f"reviewer {name} {'created' if created else 'updated: new password, unlocked'}"
+               + (f" ({role})" if role else ""))
+
+
+@review_app.command("disable-user")
+def review_disable_user(name: str) -> None:
+    """Disable a reviewer: their sessions end and they cannot log in (`enable-user` undoes it)."""
+    _set_disabled(name, True)
+
+
+@review_app.command("enable-user")
+def review_enable_user(name: str) -> None:
+    """Let a disabled reviewer log in again."""
+    _set_disabled(name, False)
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    from feedback.reviews import ReviewError, ReviewStore
+    from feedback.store import FeedbackStore
+
+    try:
+        changed = ReviewStore(FeedbackStore.from_settings(_settings())).set_disabled(name, disabled)
+    except ReviewError as exc:
+        _fail(str(exc))
+    state = "disabled" if disabled else "enabled"
+    typer.echo(f"reviewer {name} {state}" if changed else f"reviewer {name} was already {state}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from core.answer import Answer, Outcome
 from core.settings import load_settings
-from feedback.store import FeedbackStore, ModelStats, current_revision, head_revision
+from feedback.store import FeedbackStore, ModelStats, current_revision, engine_for, head_revision
 from teambot.cli import app
 from tests.feedback_data import render_prompt
 from training.export import build_examples
@@ -158,6 +158,35 @@ def test_bots_starting_together_on_a_new_database_both_start(store_url):
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
     assert store.get_answer(_answer(store)) is not None
+
+
+def _connect_at_once(url: str, barrier, failures) -> None:
+    try:
+        engine = engine_for(url)  # (connects to nothing yet)
+        barrier.wait()  # then every process's first connection at the same moment
+        with engine.connect() as connection:
+            connection.execute(text("SELECT count(*) FROM sqlite_master")).all()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        failures.put(repr(exc)[:300])
+
+
+def test_a_new_sqlite_database_opened_by_many_processes_at_once_is_never_locked(tmp_path):
+    """Every process's first connection puts a new database in WAL mode; two doing it at the same
+    moment each hold the shared lock the other needs, and SQLite refuses one at once ("database
+    is locked"; measured: 3 refusals in 30 rounds of 8 before the conversion was serialized)."""
+    context = multiprocessing.get_context("fork")
+    problems = []
+    for round_ in range(30):
+        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+        barrier, failures = context.Barrier(8), context.Queue()
+        processes = [context.Process(target=_connect_at_once, args=(url, barrier, failures)) for _ in range(8)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=60)
+        while not failures.empty():
+            problems.append(failures.get())
+    assert problems == []
 
 
 def _previous_schema(url: str, answer: Answer, withheld: Answer) -> None:

@@ -5,6 +5,7 @@ overrides, the quality data, and what reviews change in the training export and 
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
 
@@ -308,6 +309,19 @@ def test_the_quality_page_charts_votes_abstentions_causes_and_documents(page):
     assert any(t["name"] == "teambot-dev: up-vote rate" for t in figures["votes"]["data"])
     script = client.get("/charts.js")
     assert script.status_code == 200 and b"plotly" in script.data[:2000].lower()
+    packed = client.get("/charts.js", headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert packed.headers["Content-Encoding"] == "gzip" and len(packed.data) < len(script.data) / 2
+    assert gzip.decompress(packed.data) == script.data
+
+    # Counts are whole numbers, each document is named with its collection, and every chart says in
+    # words what it shows; the numbers a reviewer wants first are on top.
+    assert figures["votes"]["layout"]["yaxis2"]["dtick"] == 1 and figures["votes"]["layout"]["yaxis2"]["tickformat"] == ",d"
+    assert figures["documents"]["data"][0]["y"][-1] == "Handbook: handbook/a.md"
+    assert figures["causes"]["layout"]["showlegend"] is True  # one cause still gets its legend
+    assert re.search(r'role="img" aria-label="Up-vote rate and answers per day over 30 days\. teambot-dev: \d+ answers, '
+                     r'0% up-voted', html)
+    summary = re.search(r'<section class="summary".*?</section>', html, re.S).group(0)
+    assert "down-voted answers not reviewed" in summary and "<strong>1</strong> reviewed in the last 7 days" in summary
 
 
 def test_the_quality_page_lists_cited_pages_that_have_not_changed_for_months(page):
@@ -432,3 +446,98 @@ def test_the_queue_shows_what_needs_a_person_and_a_refused_save_keeps_what_was_t
     missing = client.get("/answers/no-such-answer")
     assert missing.status_code == 404 and "There is no such page here." in missing.get_data(as_text=True)
     assert "Back to the inbox" in missing.get_data(as_text=True)
+
+
+def test_bulk_actions_save_and_next_and_the_reviews_export(page):
+    import csv
+    import io
+    import json
+
+    client, store, reviews, ids = page
+    _login(client)
+    formula = _answer(store, "=HYPERLINK(\"http://evil.example\")", "Sure.", votes=(-1,))
+    inbox = client.get("/").get_data(as_text=True)
+    queue = [m.group(1) for m in re.finditer(r'href="/answers/([^"?]+)\?queue=[^"]*" class="question"', inbox)]
+    assert queue[:2] == [ids["bad"], ids["xss"]] or queue[:2] == [ids["bad"], formula]
+
+    # Save & next walks the queue in its order, keeping its filter.
+    first = client.get(f"/answers/{queue[0]}?queue=vote%3Dattention").get_data(as_text=True)
+    saved = client.post(f"/answers/{queue[0]}", data={"csrf_token": _csrf(first), "correction": "28 days [1].",
+                                                    "queue": "vote=attention", "next": "1"})
+    assert saved.status_code == 302 and saved.headers["Location"].startswith(f"/answers/{queue[1]}?queue=vote")
+
+    # Bulk: a cause on two answers, "reviewed" on one; other parts of their reviews are kept.
+    token = _csrf(inbox)
+    done = client.post("/bulk", data={"csrf_token": token, "action": "cause", "cause": "retrieval_missed",
+                                      "ids": [ids["bad"], ids["xss"]]}, follow_redirects=True)
+    assert "2 of 2 answers changed." in done.get_data(as_text=True)
+    assert reviews.review(ids["bad"]).correction == "28 days [1]." and reviews.review(ids["bad"]).cause == "retrieval_missed"
+    client.post("/bulk", data={"csrf_token": token, "action": "reviewed", "ids": [formula]})
+    assert reviews.review(formula) is not None and formula not in client.get("/").get_data(as_text=True)
+    assert "maria marked it reviewed" in client.get(f"/answers/{formula}").get_data(as_text=True)
+    refused = client.post("/bulk", data={"csrf_token": token, "action": "cause", "ids": [ids["good"]]},
+                          follow_redirects=True)
+    assert "Nothing was changed: choose the cause to set" in refused.get_data(as_text=True)
+
+    exported = client.get("/reviews.csv")
+    assert exported.headers["Content-Disposition"] == "attachment; filename=teambot-reviews.csv"
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    assert {r["answer_id"] for r in rows} == {ids["bad"], ids["xss"], formula}
+    assert next(r for r in rows if r["answer_id"] == formula)["question"].startswith("'=HYPERLINK")  # text, not a formula
+    lines = [json.loads(line) for line in client.get("/reviews.jsonl").get_data(as_text=True).splitlines()]
+    assert next(r for r in lines if r["answer_id"] == ids["bad"])["cause"] == "retrieval_missed"
+    assert client.get("/reviews.xml").status_code == 404
+
+
+def test_admins_manage_reviewers_and_two_reviewers_never_overwrite_each_other(page):
+    from typer.testing import CliRunner
+
+    from teambot.cli import app
+
+    client, store, reviews, ids = page
+    assert reviews.role_of("maria") == "admin"  # the first reviewer made
+    assert reviews.add_reviewer("rita", PASSWORD + "!") and reviews.role_of("rita") == "reviewer"
+    rita = client.application.test_client()
+    _login(rita, "rita", PASSWORD + "!")
+    assert rita.get("/reviewers").status_code == 403 and "Reviewers</a>" not in rita.get("/").get_data(as_text=True)
+
+    # Both open the same answer; rita takes it, maria is told; rita saves first, maria's save is refused
+    # with her text kept, and only the second try (having seen rita's) goes through.
+    _login(client)
+    rita_page = rita.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    maria_page = client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    rita.post(f"/answers/{ids['bad']}/take", data={"csrf_token": _csrf(rita_page)})
+    assert "rita took this answer at" in client.get(f"/answers/{ids['bad']}").get_data(as_text=True)
+    seen = re.search(r'name="seen" value="([^"]*)"', maria_page).group(1)
+    rita.post(f"/answers/{ids['bad']}", data={"csrf_token": _csrf(rita_page), "correction": "28 days [1].",
+                                              "seen": re.search(r'name="seen" value="([^"]*)"', rita_page).group(1)})
+    clash = client.post(f"/answers/{ids['bad']}", data={"csrf_token": _csrf(maria_page), "correction": "30 days.",
+                                                        "seen": seen})
+    html = clash.get_data(as_text=True)
+    assert clash.status_code == 409 and "rita saved this review at" in html and ">30 days.</textarea>" in html
+    assert reviews.review(ids["bad"]).correction == "28 days [1]."
+    again = client.post(f"/answers/{ids['bad']}", data={"csrf_token": _csrf(html), "correction": "30 days.",
+                                                        "seen": re.search(r'name="seen" value="([^"]*)"', html).group(1)})
+    assert again.status_code == 302 and reviews.review(ids["bad"]).correction == "30 days."
+
+    # The admin disables rita from the page: her session ends and she cannot log in; the last admin stays.
+    admin_page = client.get("/reviewers").get_data(as_text=True)
+    assert "rita" in admin_page and "reviewer" in admin_page
+    client.post("/reviewers", data={"csrf_token": _csrf(admin_page), "name": "rita", "action": "disable"})
+    assert rita.get("/").status_code == 302
+    assert _login(rita, "rita", PASSWORD + "!").status_code == 401
+    refused = client.post("/reviewers", data={"csrf_token": _csrf(admin_page), "name": "maria", "action": "disable"},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "you cannot disable yourself" in refused and reviews.role_of("maria") == "admin"
+    client.post("/reviewers", data={"csrf_token": _csrf(admin_page), "name": "sam", "password": "a long password 1",
+                                    "role": "admin", "action": "add"})
+    assert reviews.role_of("sam") == "admin"
+
+    # And from the command line.
+    env = {"TEAMBOT_FEEDBACK_DB_URL": store.engine.url.render_as_string(hide_password=False)}
+    enabled = CliRunner().invoke(app, ["review", "enable-user", "rita"], env=env)
+    assert enabled.exit_code == 0 and "reviewer rita enabled" in enabled.output
+    assert _login(rita, "rita", PASSWORD + "!").status_code == 302
+    CliRunner().invoke(app, ["review", "disable-user", "sam"], env=env)
+    last = CliRunner().invoke(app, ["review", "disable-user", "maria"], env=env)
+    assert last.exit_code == 1 and "the last admin cannot be disabled" in last.output

@@ -144,7 +144,9 @@ return [...document.querySelectorAll('input:not([type=hidden]), select, textarea
 
 
 def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(recorded, review_page, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as until
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -182,9 +184,12 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
         correction.clear()
         correction.send_keys(CORRECTION)
         Select(browser.find_element(By.ID, "cause")).select_by_value("wrong_despite_passage")
-        browser.find_element(By.ID, "approved").click()
-        browser.find_element(By.ID, "save").click()
+        # Approved and saved from the keyboard (Alt+A, Ctrl+Enter), as the page says.
+        keys = ActionChains(browser)
+        keys.key_down(Keys.ALT).send_keys("a").key_up(Keys.ALT)
+        keys.key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
         wait.until(until.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash.ok"), "Saved"))
+        assert browser.find_element(By.ID, "approved").is_selected()
         assert "maria set the correction to" in browser.find_element(By.ID, "events").text  # in words
         browser.save_screenshot(str(screenshots / "review-answer.png"))
 
