@@ -77,7 +77,8 @@ class ReviewedAnswers:
         if not allowed.any():
             return None
         similarities = np.where(allowed, vectors @ question_vector, -np.inf)
-        best = int(np.argmax(similarities))
+        # Equally close (the same question reviewed in a private channel and in a public one): the newest.
+        best = max(np.flatnonzero(similarities >= similarities.max() - 1e-6), key=lambda i: items[i].reviewed_at)
         return (items[best], float(similarities[best])) if similarities[best] >= self.threshold else None
 
     def __bool__(self) -> bool:

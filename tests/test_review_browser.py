@@ -241,3 +241,117 @@ def test_a_reviewer_corrects_a_bad_answer_in_the_browser_and_it_pays_off_twice(r
     assert CORRECTION in reply.text
     assert any(REVIEWED_MARK in json.dumps(block, ensure_ascii=False) for block in reply.blocks)
     assert store.get_answer(reply.answer_id).model == "reviewed"
+
+
+EXPENSES = "Which tool do expense claims go in?"
+HELP_RULES = """
+[channels.C0HELP]
+respond_to = "questions"
+expert_users = ["U0MARIA"]
+collections = ["{collection}"]
+
+[channels.G0PRIVHELP]
+respond_to = "questions"
+expert_users = ["U0MARIA"]
+collections = ["{collection}"]
+"""
+
+
+def test_an_experts_reply_becomes_the_reviewed_answer_through_the_browser_and_a_private_one_stays_private(
+        services, handbook, tmp_path):
+    """A question, 👎, "I need more help", the expert's two-message reply, resolved → the draft on the
+    review page → edited and approved with the keyboard in Chromium → the same question asked in
+    another thread gets the expert's answer, marked reviewed. The same in a private channel: its
+    approved draft is served there, never in the public channel."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as until
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from bots.slack.blocks import HANDOFF, RESOLVE
+    from feedback.reviews import ReviewStore
+    from review.app import create_app
+    from bots.wsgi import wsgi_server
+    from testing.slack_standin import button_click
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(HELP_RULES.replace("{collection}", handbook.collection))
+    store_url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    settings = with_slack_secrets(services, data_dir=tmp_path, feedback_db_url=SecretStr(store_url), channel_rules=rules,
+                                  document_votes_refresh=0.0, user_questions_per_minute=0, channel_questions_per_minute=0)
+    store = FeedbackStore(store_url, user_salt="test")
+    reviews = ReviewStore(store)
+    assert reviews.add_reviewer("maria", PASSWORD)
+    service = AnswerService(settings)
+    standin = SlackStandIn().start()
+    server = wsgi_server(create_app(settings, store), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    expert_words = {"C0HELP": ("<@U0ALICE> They go in Ledgerly, within 30 days.", "Travel is booked in Navan instead."),
+                    "G0PRIVHELP": ("<@U0ALICE> In Ledgerly; the finance team's code is FIN-PRIV-42.",)}
+    try:
+        with slack_http_bot(settings, service, store, standin) as bot:
+            def hand_off(channel: str, kind: str) -> str:
+                reply = bot.answered(slack.channel_message(EXPENSES, channel=channel, user="U0ALICE", channel_type=kind))
+                bot.interaction(slack.feedback_click(reply.last, "down", user="U0ALICE"))
+                bot.interaction(button_click(standin, reply.last, HANDOFF, user="U0ALICE"))
+                thread = reply.last.thread_ts
+                handoff = standin.wait_for(lambda _c: [m for m in standin.thread(channel, thread) if m.button(RESOLVE)])[0]
+                for words in expert_words[channel]:
+                    bot.event(slack.channel_message(words, channel=channel, user="U0MARIA", thread_ts=thread,
+                                                    channel_type=kind))
+                bot.interaction(button_click(standin, handoff, RESOLVE, user="U0MARIA"))
+                standin.wait_call("chat.update", ts=handoff.ts)
+                return reply.answer_id
+
+            public_id, private_id = hand_off("C0HELP", "channel"), hand_off("G0PRIVHELP", "group")
+            browser = _browser()
+            wait = WebDriverWait(browser, 30)
+            try:
+                browser.get(base + "/login")
+                browser.find_element(By.ID, "name").send_keys("maria")
+                browser.find_element(By.ID, "password").send_keys(PASSWORD)
+                browser.find_element(By.ID, "login").click()
+                wait.until(until.presence_of_element_located((By.ID, "inbox")))
+                Select(browser.find_element(By.ID, "vote")).select_by_value("expert")
+                browser.find_element(By.ID, "apply").click()
+                wait.until(until.url_contains("vote=expert"))
+                assert len(browser.find_elements(By.CSS_SELECTOR, "#inbox a.question")) == 2
+                browser.get(f"{base}/answers/{public_id}")
+                draft = browser.find_element(By.ID, "expert-answer").text
+                assert draft == "They go in Ledgerly, within 30 days.\n\nTravel is booked in Navan instead."
+                correction = browser.find_element(By.ID, "correction")
+                assert correction.get_attribute("value") == draft  # the review starts from it
+                correction.send_keys(Keys.END, " Receipts are scanned into the claim.")
+                keys = ActionChains(browser)
+                keys.key_down(Keys.ALT).send_keys("a").key_up(Keys.ALT)
+                keys.key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+                wait.until(until.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash.ok"), "Saved"))
+                shots = DOCS_SCREENSHOTS if os.environ.get("TEAMBOT_UPDATE_SCREENSHOTS") == "1" else tmp_path
+                browser.execute_script("document.getElementById('expert-answer').parentElement.scrollIntoView()")
+                browser.save_screenshot(str(shots / "review-expert-draft.png"))
+            finally:
+                browser.quit()
+            approved = reviews.review(public_id)
+            assert approved.approved and approved.correction.endswith("Receipts are scanned into the claim.")
+            # The private draft, approved as it stands.
+            reviews.save_review(private_id, "maria", correction=reviews.expert_draft(private_id).text, cause=None,
+                                exclude=False, approved=True)
+
+            wait_until(lambda: service.reviewed_match(EXPENSES, handbook.collection, ("slack", "G0PRIVHELP"))
+                       and "FIN-PRIV-42" in service.reviewed_match(EXPENSES, handbook.collection,
+                                                                  ("slack", "G0PRIVHELP"))[0].correction, timeout=30)
+            again = bot.answered(slack.channel_message(EXPENSES, channel="C0HELP", user="U0CAROL"))
+            assert "Travel is booked in Navan instead." in again.text and "FIN-PRIV-42" not in again.text
+            assert any(REVIEWED_MARK in json.dumps(block, ensure_ascii=False) for block in again.blocks)
+            assert store.get_answer(again.answer_id).model == "reviewed"
+            inside = bot.answered(slack.channel_message(EXPENSES, channel="G0PRIVHELP", user="U0CAROL",
+                                                        channel_type="group"))
+            assert "FIN-PRIV-42" in inside.text
+            assert "FIN-PRIV-42" not in "\n".join(str(c.args) for c in standin.find_all("C0HELP"))
+    finally:
+        server.shutdown()
+        server.server_close()
+        standin.stop()
+        service.close()
