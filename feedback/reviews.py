@@ -33,6 +33,8 @@ CAUSES = {
 }
 DOCUMENT_ACTIONS = ("demote", "hide")
 ROLES = ("admin", "reviewer")
+SORTS = {"worst": "most 👎 over 👍 first", "newest": "newest first", "oldest": "oldest first",
+         "most_down": "most 👎 first", "most_up": "most 👍 first"}
 MAX_FAILED_LOGINS = 5
 STALE_DAYS = 180  # a cited page not changed at its origin for this long is listed on the quality page
 LOCKOUT = timedelta(minutes=15)
@@ -143,6 +145,8 @@ class InboxFilter:
     until: date | None = None
     has_reason: bool = False
     reviewed: str = "no"  # any, yes, no: the inbox shrinks as answers are reviewed
+    search: str = ""  # words in the question or the answer
+    sort: str = "worst"  # one of SORTS
     page: int = 1
     per_page: int = 25
 
@@ -367,11 +371,18 @@ class ReviewStore:
             conditions.append(ReviewRecord.answer_id.is_not(None))
         elif f.reviewed == "no":
             conditions.append(ReviewRecord.answer_id.is_(None))
+        for word in f.search.split()[:8]:  # every word, in the question or the answer
+            conditions.append(or_(AnswerRecord.question.icontains(word, autoescape=True),
+                                  AnswerRecord.answer_text.icontains(word, autoescape=True)))
         query = query.where(*conditions)
+        order = {"worst": ((down - up).desc(), AnswerRecord.created_at.desc()),
+                 "newest": (AnswerRecord.created_at.desc(),), "oldest": (AnswerRecord.created_at.asc(),),
+                 "most_down": (down.desc(), AnswerRecord.created_at.desc()),
+                 "most_up": (up.desc(), AnswerRecord.created_at.desc())}[f.sort if f.sort in SORTS else "worst"]
         with Session(self.engine) as session:
             total = session.scalar(select(func.count()).select_from(query.with_only_columns(AnswerRecord.id).subquery()))
             page = session.execute(
-                query.order_by((down - up).desc(), AnswerRecord.created_at.desc())
+                query.order_by(*order, AnswerRecord.id)
                 .limit(f.per_page).offset((max(f.page, 1) - 1) * f.per_page)
             ).all()
         rows = [

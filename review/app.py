@@ -28,7 +28,7 @@ from core import active_model
 from core.secret_files import read_or_create
 from core.settings import Settings
 from feedback.reviews import (
-    CAUSES, DOCUMENT_ACTIONS, LOCKOUT, ROLES, STALE_DAYS, InboxFilter, ReviewConflict, ReviewError, ReviewStore, stamp,
+    CAUSES, DOCUMENT_ACTIONS, LOCKOUT, ROLES, SORTS, STALE_DAYS, InboxFilter, ReviewConflict, ReviewError, ReviewStore, stamp,
 )
 from feedback.store import FeedbackStore
 from review import charts
@@ -37,7 +37,7 @@ FAILED_LOGIN_DELAY = 1.0  # seconds before a failed login is answered
 SESSION_HOURS = 8
 SECRET_FILE = "review_secret"
 PUBLIC = {"login", "static", "healthz"}
-FILTER_KEYS = ("vote", "collection", "model", "since", "until", "has_reason", "reviewed")
+FILTER_KEYS = ("vote", "collection", "model", "since", "until", "has_reason", "reviewed", "q", "sort")
 MAX_PAGE = 10**9  # the offset of a page further on would not fit a database integer
 # One answer for a wrong password, an unknown name and a locked account: it tells no names.
 LOGIN_REFUSED = f"Wrong name or password (or too many failed logins: then try again in {LOCKOUT.seconds // 60} minutes)."
@@ -158,7 +158,7 @@ def create_app(settings: Settings, store: FeedbackStore | None = None) -> Flask:
         args = {k: v for k, v in request.args.items() if k in FILTER_KEYS}
         return render_template(
             "inbox.html", rows=rows, total=total, f=f, pages=pages, collections=collections, models=models,
-            causes=CAUSES, args=args, queue=urlencode(args),
+            causes=CAUSES, args=args, queue=urlencode(args), sorts=SORTS,
         )
 
     @app.post("/bulk")
@@ -376,6 +376,7 @@ def _inbox_filter(args) -> InboxFilter:
         collection=text("collection"), model=text("model"),
         since=day("since"), until=until if until != date.max else None,  # the last day there is: no upper bound
         has_reason=args.get("has_reason") == "on", reviewed=reviewed if reviewed in ("any", "yes", "no") else "no",
+        search=text("q"), sort=args.get("sort", "worst") if args.get("sort") in SORTS else "worst",
         page=min(max(1, args.get("page", 1, type=int) or 1), MAX_PAGE), per_page=25,
     )
 

@@ -541,3 +541,19 @@ def test_admins_manage_reviewers_and_two_reviewers_never_overwrite_each_other(pa
     CliRunner().invoke(app, ["review", "disable-user", "sam"], env=env)
     last = CliRunner().invoke(app, ["review", "disable-user", "maria"], env=env)
     assert last.exit_code == 1 and "the last admin cannot be disabled" in last.output
+
+
+def test_the_inbox_searches_question_and_answer_text_and_sorts_by_a_column(page):
+    client, store, reviews, ids = page
+    _login(client)
+    found = client.get("/?vote=any&reviewed=any&q=vacation+days").get_data(as_text=True)
+    assert "1 answer<" in found and "How many vacation days do I get?" in found
+    assert "1 answer<" in client.get("/?vote=any&reviewed=any&q=07:30").get_data(as_text=True)  # the answer's text
+    assert "0 answers" in client.get("/?vote=any&reviewed=any&q=100%25").get_data(as_text=True)  # % is a character
+    newest = client.get("/?vote=any&reviewed=any&sort=newest").get_data(as_text=True)
+    oldest = client.get("/?vote=any&reviewed=any&sort=oldest").get_data(as_text=True)
+    assert newest.index("Who approves my vacation?") < newest.index("How many vacation days")
+    assert oldest.index("How many vacation days") < oldest.index("Who approves my vacation?")
+    most_up = client.get("/?vote=any&reviewed=any&sort=most_up").get_data(as_text=True)
+    assert most_up.index("When is the Lisbon office open?") < most_up.index("How many vacation days")
+    assert 'href="/?vote=any&amp;reviewed=any&amp;sort=most_down"' in most_up  # the column header sorts
