@@ -390,6 +390,10 @@ class FeedbackStore:
     def edit_expert_reply(self, platform: str, message_id: str, text: str | None) -> bool:
         """An expert's reply edited (`text`) or deleted (None); False if it is not one."""
         values = {"text": text, "edited_at": _now()} if text is not None else {"text": "", "deleted": True}
+        mine = (ExpertReplyRecord.platform == platform, ExpertReplyRecord.message_id == message_id)
+        with Session(self.engine) as session:  # a read first: every edit anywhere arrives here, few are replies
+            if session.scalar(select(ExpertReplyRecord.id).where(*mine)) is None:
+                return False
         with Session(self.engine) as session, session.begin():
             return session.execute(update(ExpertReplyRecord).where(
                 ExpertReplyRecord.platform == platform, ExpertReplyRecord.message_id == message_id,
