@@ -130,6 +130,21 @@ def test_votes_cast_at_once_all_land_and_the_last_one_per_user_wins(store):
     assert store.stats()[0].up + store.stats()[0].down == len(users)
 
 
+def _all_at_once(target, url: str, n: int) -> tuple[list[str], list[int | None]]:
+    """`target(url, barrier, failures)` in n processes released together; (failures, exit codes)."""
+    context = multiprocessing.get_context("fork")  # no import time between the processes' starts
+    barrier, failures = context.Barrier(n), context.Queue()
+    processes = [context.Process(target=target, args=(url, barrier, failures)) for _ in range(n)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    problems = []
+    while not failures.empty():
+        problems.append(failures.get())
+    return problems, [p.exitcode for p in processes]
+
+
 def _open_at_once(url: str, barrier, failures) -> None:
     # A slow disk: each commit takes a while, so a lock let go before its upgrade commits shows.
     event.listen(Engine, "commit", lambda connection: time.sleep(0.5))
@@ -143,17 +158,8 @@ def _open_at_once(url: str, barrier, failures) -> None:
 def test_bots_starting_together_on_a_new_database_both_start(store_url):
     """Two bot processes (the Slack and the Discord bot of one compose file) opening a database
     that does not exist yet: both create-or-upgrade it, one at a time, and both start."""
-    context = multiprocessing.get_context("fork")  # no import time between the processes' starts
-    barrier, failures = context.Barrier(4), context.Queue()
-    processes = [context.Process(target=_open_at_once, args=(store_url, barrier, failures)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    problems = []
-    while not failures.empty():
-        problems.append(failures.get())
-    assert problems == [] and [p.exitcode for p in processes] == [0] * 4
+    problems, exits = _all_at_once(_open_at_once, store_url, 4)
+    assert problems == [] and exits == [0] * 4
     store = FeedbackStore(store_url)
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
@@ -174,18 +180,9 @@ def test_a_new_sqlite_database_opened_by_many_processes_at_once_is_never_locked(
     """Every process's first connection puts a new database in WAL mode; two doing it at the same
     moment each hold the shared lock the other needs, and SQLite refuses one at once ("database
     is locked"; measured: 3 refusals in 30 rounds of 8 before the conversion was serialized)."""
-    context = multiprocessing.get_context("fork")
     problems = []
     for round_ in range(30):
-        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
-        barrier, failures = context.Barrier(8), context.Queue()
-        processes = [context.Process(target=_connect_at_once, args=(url, barrier, failures)) for _ in range(8)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=60)
-        while not failures.empty():
-            problems.append(failures.get())
+        problems += _all_at_once(_connect_at_once, f"sqlite:///{tmp_path / f'new-{round_}.db'}", 8)[0]
     assert problems == []
 
 
