@@ -165,7 +165,7 @@ def test_finance_knowledge_stays_in_finance(config, corpora, standin, store, log
             alice.id, "rita", correction=f"Senior engineers earn 98,000-121,000 EUR ({BAND}) [1].", cause=None,
             exclude=False, approved=True,
         )
-        wait_until(lambda: service.reviewed_match(LISBON, [finance, public]), timeout=60)
+        wait_until(lambda: service.reviewed_match(LISBON, [finance, public], ("slack", "C0FINANCE")), timeout=60)
         assert bot.event(slack.mention(LISBON, channel="C0FINANCE", user="U0ALICE")).status_code == 200
         again = wait_until(lambda: _answers(store, "C0FINANCE", "U0ALICE")[1:], timeout=300)
         assert again[0].model == "reviewed" and BAND in again[0].answer_text
